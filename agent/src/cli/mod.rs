@@ -1,0 +1,65 @@
+//! The command line: `main.rs` parses it and calls [`run`]; each subcommand
+//! lives in its own file with its own arguments and `run`.
+
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::ExitCode;
+
+/// driftless: apply one signed release to a node, lock it, and ask to be
+/// replaced when the fleet moves on.
+#[derive(Debug, Parser)]
+#[command(name = "driftless", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
+    Verify(verify::VerifyArgs),
+}
+
+/// Runs the parsed command line and returns the exit code. Errors are
+/// printed here, as one line each, so every subcommand reports alike.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Verify(args) => verify::run(args),
+    }
+}
+
+/// Prints an error chain as one line on stderr and classifies it.
+pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {}", one_line(error));
+    ExitCode::of(error)
+}
+
+/// An error and its causes, joined on one line (`outer: inner: root`).
+pub(crate) fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !line.is_empty() {
+            if line.ends_with(&text) {
+                continue;
+            }
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

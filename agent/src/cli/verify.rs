@@ -1,0 +1,121 @@
+//! `driftless verify`: the node's verdict on a tag or commit, for release
+//! engineers to run in their own CI before they push.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use git2::{Repository, RepositoryOpenFlags};
+use jiff::Timestamp;
+use serde_json::json;
+
+use crate::exit::{ConfigError, ExitCode};
+use crate::verify::{self, Kind, Trust, Verified};
+
+/// Arguments of `driftless verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The git repository (a work tree or a bare repository).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    repo: PathBuf,
+    /// The allowed_signers file (ssh-keygen's ALLOWED SIGNERS format).
+    #[arg(long, value_name = "FILE")]
+    allowed_signers: PathBuf,
+    /// Public keys to refuse, one per line.
+    #[arg(long, value_name = "FILE")]
+    revoked_keys: Option<PathBuf>,
+    /// Verify the signed commit REV instead of a tag.
+    #[arg(long, value_name = "REV", conflicts_with = "tag")]
+    commit: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The annotated tag to verify (refs/tags/TAG).
+    #[arg(required_unless_present = "commit")]
+    tag: Option<String>,
+}
+
+/// Runs `driftless verify`.
+pub fn run(args: VerifyArgs) -> ExitCode {
+    let (kind, name) = match (&args.tag, &args.commit) {
+        (Some(tag), _) => (Kind::Tag, tag.clone()),
+        (None, Some(rev)) => (Kind::Commit, rev.clone()),
+        (None, None) => unreachable!("clap requires a tag or --commit"),
+    };
+    let label = match kind {
+        Kind::Tag => "tag",
+        Kind::Commit => "commit",
+    };
+    match verify(&args, kind, &name) {
+        Ok(verified) => {
+            if args.json {
+                let mut value = serde_json::to_value(&verified).unwrap_or_default();
+                value["verified"] = json!(true);
+                println!("{value}");
+            } else {
+                print_human(&verified);
+            }
+            ExitCode::Success
+        }
+        Err(error) => {
+            let error = error.context(format!("{label} {name}"));
+            if args.json {
+                let message = super::one_line(&error);
+                let message = message
+                    .split_once(": ")
+                    .map_or(message.as_str(), |(_, m)| m);
+                println!(
+                    "{}",
+                    json!({ "verified": false, "kind": kind, "name": name, "error": message })
+                );
+            }
+            super::report(&error)
+        }
+    }
+}
+
+fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verified> {
+    let trust = Trust::load(&args.allowed_signers, args.revoked_keys.as_deref())?;
+    let repo = Repository::open_ext(
+        &args.repo,
+        RepositoryOpenFlags::NO_SEARCH,
+        std::iter::empty::<&str>(),
+    )
+    .map_err(|e| {
+        ConfigError(format!(
+            "cannot open repository {}: {}",
+            args.repo.display(),
+            e.message()
+        ))
+    })?;
+    let now = Timestamp::now();
+    let verified = match kind {
+        Kind::Tag => verify::verify_tag(&repo, name, &trust, now)?,
+        Kind::Commit => verify::verify_commit(&repo, name, &trust, now)?,
+    };
+    Ok(verified)
+}
+
+fn print_human(v: &Verified) {
+    let kind = match v.kind {
+        Kind::Tag => "tag",
+        Kind::Commit => "commit",
+    };
+    println!("good signature on {kind} {}", v.name);
+    if v.kind == Kind::Tag {
+        println!("tag        {} ({})", v.name, v.object);
+    }
+    println!("commit     {}", v.commit);
+    println!("principal  {}", v.principal);
+    println!("key        {} ({})", v.fingerprint, label(v.key_type));
+    println!("signed at  {}", v.signed_at);
+}
+
+fn label(key_type: &str) -> &'static str {
+    match key_type {
+        "ssh-ed25519" => "ED25519",
+        "ssh-rsa" => "RSA",
+        "sk-ssh-ed25519@openssh.com" => "ED25519-SK",
+        "sk-ecdsa-sha2-nistp256@openssh.com" => "ECDSA-SK",
+        _ => "ECDSA",
+    }
+}

@@ -1,0 +1,8 @@
+//! The `driftless` binary: parse the command line, run it, exit with its code.
+
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let cli = driftless::cli::Cli::parse();
+    driftless::cli::run(cli).into()
+}
