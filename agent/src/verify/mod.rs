@@ -250,6 +250,8 @@ pub fn check_signature<'t>(
     if trust.revoked.contains(&sig.public_key) {
         return Err(VerifyError::Revoked(sig.public_key.fingerprint()));
     }
+    // Whole seconds: the claimed time has no more, and messages stay stable.
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let times = [
         CheckTime {
             at: signed_at,
