@@ -2,6 +2,14 @@
 //! `OnFailure=`, a bake script or a release pipeline can tell a bad signature
 //! from a server that was down. Documented in the README.
 
+use crate::apply::{AlreadyPinned, ApplyError, PinMismatch};
+use crate::config::ConfigError;
+use crate::fetch::FetchError;
+use crate::health::HealthError;
+use crate::plan::PlanError;
+use crate::release::ReleaseError;
+use crate::root::RootError;
+use crate::spec::SpecError;
 use crate::verify::{TrustFileError, VerifyError};
 
 /// The process exit status of a driftless command.
@@ -18,20 +26,44 @@ pub enum ExitCode {
     Config = 3,
     /// The release could not be fetched.
     Fetch = 4,
-    /// A signature was refused.
+    /// A signature was refused, or the tag names another commit than pinned.
     Verify = 5,
+    /// The release's node spec is invalid (or names files the release lacks).
+    Spec = 6,
+    /// Writing the node failed, or the node belongs to another release.
+    Apply = 7,
+    /// A health check did not pass.
+    Health = 8,
+    /// The node differs from its manifest.
+    Drift = 9,
 }
 
 impl ExitCode {
     /// Classifies an error by the first typed cause in its chain.
     pub fn of(error: &anyhow::Error) -> Self {
         for cause in error.chain() {
-            if cause.is::<VerifyError>() {
-                return ExitCode::Verify;
-            }
-            if cause.is::<TrustFileError>() || cause.is::<ConfigError>() {
-                return ExitCode::Config;
-            }
+            let class = if cause.is::<VerifyError>() || cause.is::<PinMismatch>() {
+                ExitCode::Verify
+            } else if cause.is::<TrustFileError>() || cause.is::<ConfigError>() {
+                ExitCode::Config
+            } else if cause.is::<FetchError>() {
+                ExitCode::Fetch
+            } else if cause.is::<SpecError>()
+                || cause.is::<PlanError>()
+                || cause.is::<ReleaseError>()
+            {
+                ExitCode::Spec
+            } else if cause.is::<ApplyError>()
+                || cause.is::<RootError>()
+                || cause.is::<AlreadyPinned>()
+            {
+                ExitCode::Apply
+            } else if cause.is::<HealthError>() {
+                ExitCode::Health
+            } else {
+                continue;
+            };
+            return class;
         }
         ExitCode::Failure
     }
@@ -42,8 +74,3 @@ impl From<ExitCode> for std::process::ExitCode {
         std::process::ExitCode::from(code as u8)
     }
 }
-
-/// An input the operator gave (a path, a repository) that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);

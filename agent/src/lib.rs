@@ -13,6 +13,20 @@
 //! | [`cli`] | the command line, one file a subcommand |
 //! | [`exit`] | exit codes, so systemd units and scripts can branch |
 
+pub mod accounts;
+pub mod apply;
 pub mod cli;
+pub mod config;
+pub mod drift;
+pub mod events;
 pub mod exit;
+pub mod fetch;
+pub mod health;
+pub mod plan;
+pub mod release;
+pub mod root;
+pub mod spec;
+pub mod state;
+pub mod systemd;
+pub mod types;
 pub mod verify;

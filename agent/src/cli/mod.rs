@@ -1,6 +1,11 @@
 //! The command line: `main.rs` parses it and calls [`run`]; each subcommand
 //! lives in its own file with its own arguments and `run`.
 
+mod apply;
+mod fetch;
+mod node;
+mod plan;
+mod status;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +25,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fetch, verify and apply the pinned release to the node (first boot).
+    Apply(apply::ApplyArgs),
+    /// Show what apply would change, without changing anything.
+    Plan(plan::PlanArgs),
+    /// Show the node's pinned release and status.
+    Status(status::StatusArgs),
+    /// Fetch and verify the pinned release into the cache only (image baking).
+    Fetch(fetch::FetchArgs),
     /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
     Verify(verify::VerifyArgs),
 }
@@ -28,6 +41,10 @@ pub enum Command {
 /// printed here, as one line each, so every subcommand reports alike.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Apply(args) => apply::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Fetch(args) => fetch::run(args),
         Command::Verify(args) => verify::run(args),
     }
 }
@@ -39,7 +56,7 @@ pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
 }
 
 /// An error and its causes, joined on one line (`outer: inner: root`).
-pub(crate) fn one_line(error: &anyhow::Error) -> String {
+pub fn one_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();

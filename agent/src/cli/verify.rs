@@ -8,7 +8,8 @@ use git2::{Repository, RepositoryOpenFlags};
 use jiff::Timestamp;
 use serde_json::json;
 
-use crate::exit::{ConfigError, ExitCode};
+use crate::config::ConfigError;
+use crate::exit::ExitCode;
 use crate::verify::{self, Kind, Trust, Verified};
 
 /// Arguments of `driftless verify`.
@@ -80,12 +81,9 @@ fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verified>
         RepositoryOpenFlags::NO_SEARCH,
         std::iter::empty::<&str>(),
     )
-    .map_err(|e| {
-        ConfigError(format!(
-            "cannot open repository {}: {}",
-            args.repo.display(),
-            e.message()
-        ))
+    .map_err(|e| ConfigError {
+        path: args.repo.display().to_string(),
+        reason: format!("cannot open repository: {}", e.message()),
     })?;
     let now = Timestamp::now();
     let verified = match kind {

@@ -1,0 +1,406 @@
+//! The first-boot job: fetch and verify the pinned release, plan it against
+//! the root, write it atomically, start its units, run its health checks,
+//! and record the result. Idempotent and resumable: every step converges, so
+//! a run killed at any point is finished by the next run with the same
+//! result. A node that was already applied is only checked, never changed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context as _;
+use git2::Repository;
+use jiff::Timestamp;
+
+use crate::accounts::AccountFiles;
+use crate::config::AgentConfig;
+use crate::drift::{self, Difference};
+use crate::fetch;
+use crate::health;
+use crate::plan::{self, Change, Current, Desired, Entry, Step};
+use crate::release::Release;
+use crate::root::{Kind, Root};
+use crate::state::{self, ManifestEntry, PinnedRelease, State, Status};
+use crate::systemd;
+use crate::types::NodePath;
+use crate::verify::{self, Trust, Verified, VerifyError};
+
+/// The tag names a different commit than the config pins.
+#[derive(Debug, thiserror::Error)]
+#[error("tag {tag} names commit {found}, but release.commit pins {pinned}")]
+pub struct PinMismatch {
+    /// The tag.
+    pub tag: String,
+    /// The commit the tag names.
+    pub found: String,
+    /// The commit the config pins.
+    pub pinned: String,
+}
+
+/// The node is already pinned to another release; nodes are replaced, not upgraded.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this node was built from release {applied}; the config now asks for {wanted}. A node is never upgraded in place: replace it"
+)]
+pub struct AlreadyPinned {
+    /// The release in state.
+    pub applied: String,
+    /// The release the config asks for.
+    pub wanted: String,
+}
+
+/// An apply step that failed on the node.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApplyError(pub String);
+
+/// What `apply` did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The release was applied; `changed` steps were needed.
+    Applied {
+        /// The release.
+        release: PinnedRelease,
+        /// Steps that changed the node.
+        changed: usize,
+        /// Whether units were started by a running systemd.
+        live_systemd: bool,
+    },
+    /// The node already has this release: it was checked, not changed.
+    Checked {
+        /// The release.
+        release: PinnedRelease,
+        /// How the node differs from its manifest.
+        drift: Vec<Difference>,
+    },
+}
+
+/// Loads the trust files named by the config, under the root.
+pub fn load_trust(root: &Path, config: &AgentConfig) -> anyhow::Result<Trust> {
+    let allowed = config.trust.allowed_signers.under(root);
+    let revoked = config.trust.revoked_keys.as_ref().map(|p| p.under(root));
+    Ok(Trust::load(&allowed, revoked.as_deref())?)
+}
+
+/// Makes sure the cache holds the pinned tag, verified: from the cache alone
+/// when it already does (an image pre-seeded by `driftless fetch`), else from
+/// the source. Returns the cache and the verification.
+pub fn fetch_verified(root: &Path, config: &AgentConfig) -> anyhow::Result<(Repository, Verified)> {
+    let trust = load_trust(root, config)?;
+    let repo = fetch::open_cache(root)?;
+    let tag = &config.release.tag;
+    let cached = fetch::has_tag(&repo, tag)
+        .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
+    let verified = match cached {
+        Some(Ok(v)) => {
+            tracing::info!(
+                "release {} found in the cache; no network needed",
+                tag.as_str()
+            );
+            v
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                tracing::warn!(
+                    "cached copy of {} does not verify ({e}); fetching it again",
+                    tag.as_str()
+                );
+            }
+            tracing::info!(
+                "fetching release {} from {}",
+                tag.as_str(),
+                config.source.url.redacted()
+            );
+            fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
+            verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("tag {}", tag.as_str()))?
+        }
+    };
+    if let Some(pinned) = &config.release.commit {
+        if pinned.as_str() != verified.commit {
+            return Err(PinMismatch {
+                tag: tag.as_str().to_owned(),
+                found: verified.commit.clone(),
+                pinned: pinned.as_str().to_owned(),
+            }
+            .into());
+        }
+    }
+    tracing::info!(
+        "release {} (commit {}) verified: signed by {} ({})",
+        verified.name,
+        verified.commit,
+        verified.principal,
+        verified.fingerprint
+    );
+    Ok((repo, verified))
+}
+
+/// Reads the account files under the root (absent ones read as empty).
+fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
+    let read = |p: &str| -> anyhow::Result<Option<String>> {
+        let path = NodePath::new(p).map_err(anyhow::Error::msg)?;
+        match root.read_optional(&path, 16 * 1024 * 1024)? {
+            Some(bytes) => Ok(Some(
+                String::from_utf8(bytes).with_context(|| format!("{p} is not UTF-8"))?,
+            )),
+            None => Ok(None),
+        }
+    };
+    Ok(AccountFiles {
+        passwd: read("/etc/passwd")?.unwrap_or_default(),
+        group: read("/etc/group")?.unwrap_or_default(),
+        shadow: read("/etc/shadow")?,
+        gshadow: read("/etc/gshadow")?,
+    })
+}
+
+/// What the release asks of this root, compared with what is there.
+pub fn plan(
+    root: &Root,
+    release: &Release<'_>,
+    spec_path: &crate::types::TreePath,
+) -> anyhow::Result<Vec<Step>> {
+    let spec = release.spec(spec_path)?;
+    let accounts = account_files(root)?;
+    let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
+    let (mut desired, _) = plan::desired(&spec, &accounts, &mut read)?;
+    unprivileged_owners(&mut desired);
+    let mut current = BTreeMap::new();
+    for d in &desired {
+        current.insert(d.path.clone(), observe(root, d)?);
+    }
+    Ok(plan::diff(desired, &current)?)
+}
+
+/// Without root, files cannot be given to other users: an unprivileged
+/// apply (into a test or demo directory) owns everything as the caller.
+fn unprivileged_owners(desired: &mut [Desired]) {
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if euid == 0 {
+        return;
+    }
+    for d in desired {
+        if let Entry::Directory { uid, gid, .. } | Entry::File { uid, gid, .. } = &mut d.entry {
+            (*uid, *gid) = (euid, egid);
+        }
+    }
+}
+
+fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
+    let Some(o) = root.observe(&d.path)? else {
+        return Ok(None);
+    };
+    let sha256 = match (o.kind, &d.entry) {
+        // A different size is a different content; no need to read it.
+        (Kind::File, Entry::File { content, .. }) if o.size == content.len() as u64 => {
+            Some(root.sha256(&d.path)?)
+        }
+        _ => None,
+    };
+    let target = (o.kind == Kind::Link)
+        .then(|| root.read_link(&d.path))
+        .transpose()?;
+    Ok(Some(Current {
+        kind: o.kind,
+        mode: o.mode,
+        uid: o.uid,
+        gid: o.gid,
+        sha256,
+        target,
+    }))
+}
+
+/// Performs the steps that change something, in order.
+fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Result<usize> {
+    let mut changed = 0;
+    for step in steps.iter().filter(|s| s.change != Change::Unchanged) {
+        let d = &step.desired;
+        if let Some(parent) = d.path.parent() {
+            if root.observe(&parent)?.is_none() {
+                root.ensure_dir(&parent, 0o755, 0, 0)
+                    .or_else(|e| unprivileged_retry(root, &parent, e))?;
+            }
+        }
+        match &d.entry {
+            Entry::Directory { mode, uid, gid } => root.ensure_dir(&d.path, *mode, *uid, *gid)?,
+            Entry::File {
+                content,
+                mode,
+                uid,
+                gid,
+                ..
+            } => root.write_file(&d.path, content, *mode, *uid, *gid)?,
+            Entry::Link { target } => root.write_link(&d.path, target)?,
+        }
+        tracing::info!("{step}");
+        changed += 1;
+        failpoint.hit();
+    }
+    Ok(changed)
+}
+
+fn unprivileged_retry(
+    root: &Root,
+    path: &NodePath,
+    e: crate::root::RootError,
+) -> Result<(), crate::root::RootError> {
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if euid == 0 {
+        Err(e)
+    } else {
+        root.ensure_dir(path, 0o755, euid, egid)
+    }
+}
+
+/// A test hook: `DRIFTLESS_TEST_KILL_AFTER=N` kills the process with SIGKILL
+/// after the N-th durable change, to prove that any interruption is recoverable.
+struct Failpoint {
+    remaining: Option<u64>,
+}
+
+impl Failpoint {
+    fn from_env() -> Self {
+        Self {
+            remaining: std::env::var("DRIFTLESS_TEST_KILL_AFTER")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        }
+    }
+
+    fn hit(&mut self) {
+        if let Some(n) = &mut self.remaining {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::getpid(),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Runs the whole first-boot job under `root`.
+pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::Result<Outcome> {
+    let root = Root::open(root_path)?;
+    if let Some(existing) = state::load(&root)? {
+        if existing.status == Status::Applied {
+            if existing.release.tag != config.release.tag.as_str() {
+                return Err(AlreadyPinned {
+                    applied: existing.release.tag,
+                    wanted: config.release.tag.as_str().to_owned(),
+                }
+                .into());
+            }
+            let drift = drift::compare(&root, &existing.manifest);
+            return Ok(Outcome::Checked {
+                release: existing.release,
+                drift,
+            });
+        }
+    }
+    let (repo, verified) = fetch_verified(root_path, config)?;
+    let release = Release::open(&repo, verified)?;
+    let pinned = PinnedRelease::from(&release.verified);
+    let mut record = State {
+        version: 1,
+        node_id: node_id.to_owned(),
+        release: pinned.clone(),
+        status: Status::Applying,
+        started_at: Timestamp::now(),
+        finished_at: None,
+        manifest: Vec::new(),
+    };
+    let steps = match plan(&root, &release, &config.release.spec) {
+        Ok(steps) => steps,
+        Err(e) => return Err(fail(&root, &mut record, "spec", e)),
+    };
+    record.manifest = steps
+        .iter()
+        .filter(|s| s.desired.managed)
+        .map(|s| ManifestEntry::from(&s.desired))
+        .collect();
+    state::save(&root, &record)?;
+    let mut failpoint = Failpoint::from_env();
+    let changed = match execute(&root, &steps, &mut failpoint) {
+        Ok(n) => n,
+        Err(e) => {
+            return Err(fail(
+                &root,
+                &mut record,
+                "apply",
+                e.context(ApplyError("apply failed".into())),
+            ));
+        }
+    };
+    let spec = release.spec(&config.release.spec)?;
+    let live_systemd = systemd::systemd_is_live(root_path);
+    if live_systemd {
+        if let Err(e) = start_units(&spec) {
+            return Err(fail(&root, &mut record, "apply", e));
+        }
+    } else if !spec.units.is_empty() {
+        tracing::info!(
+            "systemd is not running under {}: units were installed and enabled offline, not started",
+            root_path.display()
+        );
+    }
+    if let Err(e) = health::run_all(&spec.health) {
+        return Err(fail(&root, &mut record, "health", e.into()));
+    }
+    record.status = Status::Applied;
+    record.finished_at = Some(Timestamp::now());
+    state::save(&root, &record)?;
+    tracing::info!(
+        message_id = crate::events::RELEASE_APPLIED,
+        "release {} applied ({changed} changes)",
+        pinned.tag
+    );
+    Ok(Outcome::Applied {
+        release: pinned,
+        changed,
+        live_systemd,
+    })
+}
+
+fn start_units(spec: &crate::spec::NodeSpec) -> anyhow::Result<()> {
+    let systemctl = systemd::Systemctl::new();
+    systemctl.daemon_reload().map_err(anyhow::Error::msg)?;
+    let to_start: Vec<_> = spec
+        .units
+        .iter()
+        .filter(|u| u.started && !u.masked)
+        .map(|u| u.name.clone())
+        .collect();
+    if !to_start.is_empty() {
+        systemctl.start(&to_start).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// Records a failure in state (best effort) and returns the error.
+fn fail(root: &Root, record: &mut State, stage: &str, error: anyhow::Error) -> anyhow::Error {
+    record.status = Status::Failed {
+        stage: stage.to_owned(),
+        reason: crate::cli::one_line(&error),
+    };
+    record.finished_at = Some(Timestamp::now());
+    if let Err(e) = state::save(root, record) {
+        tracing::error!("cannot record the failure in state: {e}");
+    }
+    error
+}
+
+/// True when `error` is a refused signature or pin (for exit codes).
+pub fn is_verification_failure(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .any(|c| c.is::<VerifyError>() || c.is::<PinMismatch>())
+}

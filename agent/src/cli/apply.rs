@@ -1,0 +1,62 @@
+//! `driftless apply`: the first-boot job.
+
+use clap::Args;
+
+use super::node::NodeArgs;
+use crate::apply::{self, Outcome};
+use crate::config;
+use crate::exit::ExitCode;
+
+/// Arguments of `driftless apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+/// Runs `driftless apply`.
+pub fn run(args: ApplyArgs) -> ExitCode {
+    let result = (|| {
+        let config = args.node.load_config()?;
+        let node_id = config::node_id(&args.node.root, &config.node).unwrap_or_else(|e| {
+            tracing::warn!("{e}; using \"unknown\" as the node id");
+            "unknown".to_owned()
+        });
+        apply::apply(&args.node.root, &config, &node_id)
+    })();
+    match result {
+        Ok(Outcome::Applied {
+            release,
+            changed,
+            live_systemd,
+        }) => {
+            println!(
+                "applied release {} (commit {}), {changed} changes",
+                release.tag, release.commit
+            );
+            println!("signed by {} ({})", release.signer, release.fingerprint);
+            if !live_systemd {
+                println!(
+                    "systemd is not running under this root: units were enabled offline, not started"
+                );
+            }
+            ExitCode::Success
+        }
+        Ok(Outcome::Checked { release, drift }) => {
+            println!(
+                "release {} (commit {}) was already applied; checked the node against its manifest",
+                release.tag, release.commit
+            );
+            if drift.is_empty() {
+                println!("no drift");
+                ExitCode::Success
+            } else {
+                for d in &drift {
+                    println!("{d}");
+                }
+                ExitCode::Drift
+            }
+        }
+        Err(e) => super::report(&e),
+    }
+}

@@ -1,0 +1,69 @@
+//! `driftless plan`: what `apply` would do to the root, writing nothing but
+//! the release cache.
+
+use clap::Args;
+use serde_json::json;
+
+use super::node::NodeArgs;
+use crate::apply;
+use crate::exit::ExitCode;
+use crate::plan::Change;
+use crate::release::Release;
+use crate::root::Root;
+
+/// Arguments of `driftless plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Also list entries that are already right.
+    #[arg(long)]
+    all: bool,
+    /// Print the plan as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `driftless plan`.
+pub fn run(args: PlanArgs) -> ExitCode {
+    let result = (|| {
+        let config = args.node.load_config()?;
+        let root = Root::open(&args.node.root)?;
+        let (repo, verified) = apply::fetch_verified(&args.node.root, &config)?;
+        let release = Release::open(&repo, verified)?;
+        let steps = apply::plan(&root, &release, &config.release.spec)?;
+        Ok::<_, anyhow::Error>((release.verified.clone(), steps))
+    })();
+    let (verified, steps) = match result {
+        Ok(r) => r,
+        Err(e) => return super::report(&e),
+    };
+    let changes = steps
+        .iter()
+        .filter(|s| s.change != Change::Unchanged)
+        .count();
+    if args.json {
+        let steps: Vec<_> = steps
+            .iter()
+            .filter(|s| args.all || s.change != Change::Unchanged)
+            .map(|s| json!({ "path": s.desired.path, "kind": s.desired.entry.kind(), "change": s.change, "origin": s.desired.origin }))
+            .collect();
+        println!(
+            "{}",
+            json!({ "release": verified.name, "commit": verified.commit, "changes": changes, "steps": steps })
+        );
+    } else {
+        println!(
+            "release {} (commit {}) signed by {} ({})",
+            verified.name, verified.commit, verified.principal, verified.fingerprint
+        );
+        for step in steps
+            .iter()
+            .filter(|s| args.all || s.change != Change::Unchanged)
+        {
+            println!("{step}");
+        }
+        println!("{changes} changes");
+    }
+    ExitCode::Success
+}

@@ -1,0 +1,418 @@
+//! The agent config (`/etc/driftless/agent.yaml` under the root): where the
+//! release comes from, whom to trust, which release to pin, and how patient
+//! to be. Parsed strictly: an unknown key is an error with file, line and
+//! column, so a typo never silently falls back to a default.
+//!
+//! Every path in the config is a path on the node and is resolved beneath
+//! `--root`, like everything else the agent touches.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Interval, NodePath, TreePath};
+
+/// Where the config lives on a node.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/driftless/agent.yaml";
+/// Config files larger than this are refused.
+pub const MAX_CONFIG_LEN: u64 = 256 * 1024;
+
+/// A config file that cannot be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong (serde's message carries line and column).
+    pub reason: String,
+}
+
+/// The whole agent config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The release repository.
+    pub source: Source,
+    /// Who may sign releases.
+    pub trust: TrustFiles,
+    /// The pinned release.
+    pub release: Release,
+    /// Network patience.
+    #[serde(default)]
+    pub fetch: FetchSettings,
+    /// How the node names itself.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// What happens when the node cannot be brought up.
+    #[serde(default)]
+    pub failure: FailureSettings,
+}
+
+/// The release repository and how to reach it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// `https://`, `http://`, `ssh://`, `git://` or `file://`.
+    pub url: SourceUrl,
+    /// CA bundle for HTTPS (PEM); the system store when absent.
+    #[serde(default)]
+    pub ca_file: Option<NodePath>,
+    /// File holding an HTTPS access token (sent as the basic-auth password); never logged.
+    #[serde(default)]
+    pub token_file: Option<NodePath>,
+    /// User name sent with `token_file`.
+    #[serde(default = "default_token_user")]
+    pub token_user: String,
+    /// Private key for `ssh://`.
+    #[serde(default)]
+    pub ssh_key_file: Option<NodePath>,
+    /// `known_hosts` for `ssh://`; without it any host key is accepted (the
+    /// release's signature, not the transport, is what is trusted).
+    #[serde(default)]
+    pub ssh_known_hosts: Option<NodePath>,
+}
+
+fn default_token_user() -> String {
+    "git".to_owned()
+}
+
+/// A repository URL with a scheme driftless fetches from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct SourceUrl(String);
+
+impl SourceUrl {
+    /// Validates the scheme.
+    pub fn new(url: &str) -> Result<Self, String> {
+        const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
+        if !SCHEMES.iter().any(|s| url.starts_with(s))
+            || url.len() > 2048
+            || url.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "source url {url:?} must start with https://, http://, ssh://, git:// or file://"
+            ));
+        }
+        Ok(Self(url.to_owned()))
+    }
+
+    /// The URL.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without user information (for logs: never print a password).
+    pub fn redacted(&self) -> String {
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        SourceUrl::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The trust files baked into the image.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustFiles {
+    /// git's allowed_signers format.
+    pub allowed_signers: NodePath,
+    /// Public keys refused whatever allowed_signers says.
+    #[serde(default)]
+    pub revoked_keys: Option<NodePath>,
+}
+
+/// The release this node is pinned to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    /// The signed tag, e.g. `v1.4.2`.
+    pub tag: TagName,
+    /// Optional hard pin: the tag must name exactly this commit.
+    #[serde(default)]
+    pub commit: Option<CommitId>,
+    /// The node spec's path in the release tree.
+    #[serde(default = "default_spec_path")]
+    pub spec: TreePath,
+}
+
+fn default_spec_path() -> TreePath {
+    TreePath::new("driftless.yaml").unwrap_or_else(|_| unreachable!("valid constant"))
+}
+
+/// A tag name git accepts under `refs/tags/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct TagName(String);
+
+impl TagName {
+    /// Validates the name with git's ref-name rules.
+    pub fn new(name: &str) -> Result<Self, String> {
+        if name.is_empty()
+            || name.starts_with('-')
+            || !git2::Reference::is_valid_name(&format!("refs/tags/{name}"))
+        {
+            return Err(format!("{name:?} is not a valid tag name"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for TagName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        TagName::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A full hexadecimal commit id (40 or 64 digits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct CommitId(String);
+
+impl CommitId {
+    /// Validates a full, lower-case commit id.
+    pub fn new(id: &str) -> Result<Self, String> {
+        let hex = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex || !matches!(id.len(), 40 | 64) {
+            return Err(format!(
+                "commit {id:?} must be a full lower-case hex object id"
+            ));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CommitId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        CommitId::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Network patience: every step has a timeout and the whole fetch a deadline.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchSettings {
+    /// Time to establish a connection.
+    pub connect_timeout: Interval,
+    /// Longest silence from the server during a transfer.
+    pub io_timeout: Interval,
+    /// Total time for the fetch, retries included.
+    pub deadline: Interval,
+    /// First retry delay; doubles each attempt (with jitter).
+    pub retry_initial: Interval,
+    /// Longest retry delay.
+    pub retry_max: Interval,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Interval::secs(10),
+            io_timeout: Interval::secs(30),
+            deadline: Interval::secs(300),
+            retry_initial: Interval::secs(1),
+            retry_max: Interval::secs(30),
+        }
+    }
+}
+
+/// How the node identifies itself (for the fleet, logs and webhooks).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSettings {
+    /// A file whose first line is the node id. Default: cloud-init's
+    /// instance id from `/run/cloud-init/instance-data.json` when present,
+    /// else `/etc/machine-id`.
+    pub id_file: Option<NodePath>,
+}
+
+/// What a node that cannot be brought up does.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureSettings {
+    /// The policy.
+    pub policy: FailurePolicy,
+}
+
+/// Failure policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Exit non-zero and record the node as failed; the release's services
+    /// stay stopped.
+    #[default]
+    MarkFailed,
+}
+
+impl AgentConfig {
+    /// Parses config text; `path` names the file in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        serde_yaml::from_str(text).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a config file on the host.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let bytes =
+            crate::verify::allowed_signers::read_limited(path, MAX_CONFIG_LEN).map_err(|e| {
+                ConfigError {
+                    path: name.clone(),
+                    reason: format!("cannot read: {e}"),
+                }
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError {
+            path: name.clone(),
+            reason: "not UTF-8".into(),
+        })?;
+        Self::parse(&text, &name)
+    }
+}
+
+/// The config file to read: `explicit` as given, else the default under `root`.
+pub fn config_path(root: &Path, explicit: Option<&Path>) -> PathBuf {
+    match explicit {
+        Some(p) => p.to_path_buf(),
+        None => root.join(&DEFAULT_CONFIG_PATH[1..]),
+    }
+}
+
+/// Reads the node's identity under `root` (see [`NodeSettings::id_file`]).
+pub fn node_id(root: &Path, settings: &NodeSettings) -> Result<String, ConfigError> {
+    let read = |p: &NodePath| {
+        std::fs::read_to_string(p.under(root)).map_err(|e| ConfigError {
+            path: p.to_string(),
+            reason: format!("cannot read the node id: {e}"),
+        })
+    };
+    if let Some(file) = &settings.id_file {
+        return first_line(&read(file)?, file);
+    }
+    let instance_data = root.join("run/cloud-init/instance-data.json");
+    if let Ok(text) = std::fs::read_to_string(&instance_data) {
+        if let Some(id) = instance_id(&text) {
+            return Ok(id);
+        }
+    }
+    let machine_id = NodePath::new("/etc/machine-id").map_err(|e| ConfigError {
+        path: "/etc/machine-id".into(),
+        reason: e,
+    })?;
+    first_line(&read(&machine_id)?, &machine_id)
+}
+
+/// Extracts `v1.instance_id` from cloud-init's instance data.
+pub fn instance_id(json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let id = value.get("v1")?.get("instance_id")?.as_str()?.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
+fn first_line(text: &str, path: &NodePath) -> Result<String, ConfigError> {
+    let id = text.lines().next().unwrap_or("").trim();
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(ConfigError {
+            path: path.to_string(),
+            reason: "node id is empty or not one printable line".into(),
+        });
+    }
+    Ok(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../docs/examples/agent.yaml");
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = AgentConfig::parse(EXAMPLE, "agent.yaml").expect("example parses");
+        assert_eq!(config.release.tag.as_str(), "v1.4.2");
+        assert_eq!(config.release.spec.as_str(), "driftless.yaml");
+        assert_eq!(
+            config.trust.allowed_signers.as_str(),
+            "/etc/driftless/allowed_signers"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let text = "source:\n  url: https://git.example.com/r.git\n  urll: x\ntrust:\n  allowed_signers: /a\nrelease:\n  tag: v1\n";
+        let err = AgentConfig::parse(text, "agent.yaml").expect_err("typo refused");
+        let msg = err.to_string();
+        assert!(msg.starts_with("agent.yaml: "), "{msg}");
+        assert!(
+            msg.contains("urll") && msg.contains("line 3 column 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn values_are_validated_where_they_stand() {
+        for (bad, what) in [
+            (
+                "source: {url: ftp://x}\ntrust: {allowed_signers: /a}\nrelease: {tag: v1}",
+                "url",
+            ),
+            (
+                "source: {url: https://x}\ntrust: {allowed_signers: a}\nrelease: {tag: v1}",
+                "absolute",
+            ),
+            (
+                "source: {url: https://x}\ntrust: {allowed_signers: /a}\nrelease: {tag: 'v1..2'}",
+                "tag",
+            ),
+            (
+                "source: {url: https://x}\ntrust: {allowed_signers: /a}\nrelease: {tag: v1, commit: abc}",
+                "commit",
+            ),
+            (
+                "source: {url: https://x}\ntrust: {allowed_signers: /a}\nrelease: {tag: v1}\nfetch: {deadline: soon}",
+                "duration",
+            ),
+        ] {
+            let err = AgentConfig::parse(bad, "c").expect_err(bad).to_string();
+            assert!(err.contains(what) && err.contains("line"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted_for_logs() {
+        let url = SourceUrl::new("https://user:secret@git.example.com/fleet/r.git").expect("valid");
+        assert_eq!(url.redacted(), "https://git.example.com/fleet/r.git");
+    }
+
+    #[test]
+    fn cloud_init_instance_id() {
+        assert_eq!(
+            instance_id(r#"{"v1": {"instance_id": "i-0abc"}}"#),
+            Some("i-0abc".into())
+        );
+        assert_eq!(instance_id(r#"{"v1": {}}"#), None);
+    }
+}

@@ -1,0 +1,355 @@
+//! Fetching: exactly one tag, shallow, into a private bare cache under the
+//! root, with a timeout on every network step, retries with exponential
+//! backoff and jitter, and one total deadline. No trust decisions are made
+//! here: whatever arrives is verified by [`crate::verify`] before use.
+//!
+//! A cache that already holds the pinned tag (pre-seeded into an image with
+//! `driftless fetch --root IMAGE`) needs no network at all.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use git2::{AutotagOption, FetchOptions, RemoteCallbacks, Repository};
+
+use crate::config::{FetchSettings, Source, TagName};
+use crate::types::NodePath;
+
+/// The cache's place on the node.
+pub const CACHE_PATH: &str = "/var/lib/driftless/cache.git";
+
+/// A fetch that did not bring the tag.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Every attempt failed and the deadline passed.
+    #[error(
+        "could not fetch tag {tag} from {url} within {deadline:?} ({attempts} attempts); last error: {last}"
+    )]
+    GaveUp {
+        /// The tag.
+        tag: String,
+        /// The source, without credentials.
+        url: String,
+        /// The configured total deadline.
+        deadline: Duration,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error.
+        last: String,
+    },
+    /// The fetch ran but the server does not have the tag.
+    #[error("the server at {url} has no tag {tag}")]
+    NoSuchTag {
+        /// The tag.
+        tag: String,
+        /// The source, without credentials.
+        url: String,
+    },
+    /// The local cache could not be created or read.
+    #[error("cache {path}: {reason}")]
+    Cache {
+        /// The cache directory on the host.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A credential file named in the config could not be read.
+    #[error("{0}")]
+    Credentials(String),
+}
+
+/// Opens the bare cache under `root`, creating it (mode 0700) if needed.
+pub fn open_cache(root: &Path) -> Result<Repository, FetchError> {
+    let path = cache_dir(root);
+    let fail = |reason: String| FetchError::Cache {
+        path: path.display().to_string(),
+        reason,
+    };
+    if path.join("HEAD").exists() {
+        return Repository::open_bare(&path).map_err(|e| fail(e.message().to_owned()));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| fail(format!("cannot create parent: {e}")))?;
+    }
+    let mut options = git2::RepositoryInitOptions::new();
+    options.bare(true).external_template(false);
+    let repo = Repository::init_opts(&path, &options).map_err(|e| fail(e.message().to_owned()))?;
+    set_private(&path).map_err(|e| fail(format!("cannot restrict permissions: {e}")))?;
+    Ok(repo)
+}
+
+/// The cache directory under `root`.
+pub fn cache_dir(root: &Path) -> PathBuf {
+    root.join(&CACHE_PATH[1..])
+}
+
+fn set_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// True when the cache already holds `refs/tags/TAG`.
+pub fn has_tag(repo: &Repository, tag: &TagName) -> bool {
+    repo.find_reference(&tag_ref(tag)).is_ok()
+}
+
+fn tag_ref(tag: &TagName) -> String {
+    format!("refs/tags/{}", tag.as_str())
+}
+
+/// Fetches `refs/tags/TAG` (and the objects it needs, shallow where the
+/// transport allows) from `source` into `repo`, retrying within the deadline.
+/// Credential files are read under `root`.
+pub fn fetch_tag(
+    repo: &Repository,
+    root: &Path,
+    source: &Source,
+    tag: &TagName,
+    settings: &FetchSettings,
+) -> Result<(), FetchError> {
+    apply_timeouts(settings);
+    let credentials = Credentials::load(root, source)?;
+    let started = Instant::now();
+    let deadline = started + settings.deadline.0;
+    let mut delay = settings.retry_initial.0;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let result = fetch_once(repo, source, &credentials, tag, deadline);
+        match result {
+            Ok(()) if has_tag(repo, tag) => return Ok(()),
+            Ok(()) => {
+                return Err(FetchError::NoSuchTag {
+                    tag: tag.as_str().to_owned(),
+                    url: source.url.redacted(),
+                });
+            }
+            Err(e) => {
+                let message = e.message().to_owned();
+                if is_missing_ref(&e) {
+                    return Err(FetchError::NoSuchTag {
+                        tag: tag.as_str().to_owned(),
+                        url: source.url.redacted(),
+                    });
+                }
+                let pause = jitter(delay);
+                if Instant::now() + pause >= deadline {
+                    return Err(FetchError::GaveUp {
+                        tag: tag.as_str().to_owned(),
+                        url: source.url.redacted(),
+                        deadline: settings.deadline.0,
+                        attempts,
+                        last: message,
+                    });
+                }
+                tracing::warn!(attempt = attempts, retry_in = ?pause, "fetch of {} from {} failed: {message}", tag.as_str(), source.url.redacted());
+                std::thread::sleep(pause);
+                delay = (delay * 2).min(settings.retry_max.0);
+            }
+        }
+    }
+}
+
+fn fetch_once(
+    repo: &Repository,
+    source: &Source,
+    credentials: &Credentials,
+    tag: &TagName,
+    deadline: Instant,
+) -> Result<(), git2::Error> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut asked = 0u32;
+    callbacks.credentials(move |url, username, allowed| {
+        asked += 1;
+        if asked > 1 {
+            return Err(git2::Error::from_str(
+                "the server refused the configured credentials",
+            ));
+        }
+        credentials.for_request(url, username, allowed)
+    });
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.sideband_progress(move |_| Instant::now() < deadline);
+    if let Some(known_hosts) = &credentials.known_hosts {
+        let known_hosts = known_hosts.clone();
+        callbacks.certificate_check(move |cert, host| known_hosts.check(cert, host));
+    }
+    let mut options = FetchOptions::new();
+    options
+        .remote_callbacks(callbacks)
+        .download_tags(AutotagOption::None);
+    if !source.url.as_str().starts_with("file://") {
+        options.depth(1);
+    }
+    let mut remote = repo.remote_anonymous(source.url.as_str())?;
+    let refspec = format!("+{0}:{0}", tag_ref(tag));
+    remote.fetch(&[refspec.as_str()], Some(&mut options), None)
+}
+
+fn is_missing_ref(e: &git2::Error) -> bool {
+    let m = e.message();
+    m.contains("couldn't find remote ref") || m.contains("could not find remote ref")
+}
+
+/// A pause of `base` ± 25 %, so that a fleet booted together does not retry in step.
+fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let factor = 0.75 + f64::from(byte[0]) / 255.0 * 0.5;
+    base.mul_f64(factor)
+}
+
+static TIMEOUTS: Once = Once::new();
+
+/// libgit2's socket timeouts are process-wide; set them once, before any
+/// transfer, from the config.
+#[allow(unsafe_code)]
+fn apply_timeouts(settings: &FetchSettings) {
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    let connect = millis(settings.connect_timeout.0);
+    let io = millis(settings.io_timeout.0);
+    TIMEOUTS.call_once(|| {
+        // SAFETY: libgit2 documents these as unsynchronised globals. They are
+        // written once, under `Once`, before this process starts any fetch,
+        // and driftless runs its fetches on a single thread.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(connect);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(io);
+        }
+    });
+}
+
+/// Sets the CA bundle libgit2 trusts for HTTPS (process-wide, once).
+#[allow(unsafe_code)]
+pub fn use_ca_file(path: &Path) -> Result<(), FetchError> {
+    if !path.is_file() {
+        return Err(FetchError::Credentials(format!(
+            "ca_file {} does not exist",
+            path.display()
+        )));
+    }
+    // SAFETY: as above: a process-wide libgit2 setting written before any
+    // transfer starts, from the single fetching thread.
+    unsafe { git2::opts::set_ssl_cert_file(path) }.map_err(|e| {
+        FetchError::Credentials(format!("ca_file {}: {}", path.display(), e.message()))
+    })
+}
+
+/// Secrets and host keys from the files the config names. The token is kept
+/// in memory only for the request and is never logged or put in an error.
+struct Credentials {
+    token: Option<(String, String)>,
+    ssh_key: Option<PathBuf>,
+    known_hosts: Option<KnownHosts>,
+}
+
+impl Credentials {
+    fn load(root: &Path, source: &Source) -> Result<Self, FetchError> {
+        let read = |p: &NodePath| {
+            std::fs::read_to_string(p.under(root))
+                .map_err(|e| FetchError::Credentials(format!("cannot read {p}: {}", e.kind())))
+        };
+        if let Some(ca) = &source.ca_file {
+            use_ca_file(&ca.under(root))?;
+        }
+        let token = match &source.token_file {
+            Some(p) => {
+                let text = read(p)?;
+                let token = text.trim().to_owned();
+                if token.is_empty() || token.contains(['\n', '\r']) {
+                    return Err(FetchError::Credentials(format!(
+                        "{p} must hold one token on one line"
+                    )));
+                }
+                Some((source.token_user.clone(), token))
+            }
+            None => None,
+        };
+        let known_hosts = match &source.ssh_known_hosts {
+            Some(p) => Some(KnownHosts::parse(&read(p)?)),
+            None => None,
+        };
+        let ssh_key = source.ssh_key_file.as_ref().map(|p| p.under(root));
+        Ok(Self {
+            token,
+            ssh_key,
+            known_hosts,
+        })
+    }
+
+    fn for_request(
+        &self,
+        _url: &str,
+        username: Option<&str>,
+        allowed: git2::CredentialType,
+    ) -> Result<git2::Cred, git2::Error> {
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            if let Some((user, token)) = &self.token {
+                return git2::Cred::userpass_plaintext(user, token);
+            }
+        }
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            if let Some(key) = &self.ssh_key {
+                return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+            }
+        }
+        if allowed.contains(git2::CredentialType::USERNAME) {
+            return git2::Cred::username(username.unwrap_or("git"));
+        }
+        Err(git2::Error::from_str(
+            "the server asked for credentials and none are configured (source.token_file or source.ssh_key_file)",
+        ))
+    }
+}
+
+/// Host keys from an OpenSSH `known_hosts` file (plain host patterns only).
+#[derive(Debug, Clone, Default)]
+struct KnownHosts {
+    entries: Vec<(Vec<String>, Vec<u8>)>,
+}
+
+impl KnownHosts {
+    fn parse(text: &str) -> Self {
+        use base64::Engine as _;
+        let entries = text
+            .lines()
+            .filter_map(|line| {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+                    return None;
+                }
+                let mut fields = line.split_whitespace();
+                let hosts = fields.next()?.split(',').map(str::to_owned).collect();
+                let _type = fields.next()?;
+                let key = base64::engine::general_purpose::STANDARD
+                    .decode(fields.next()?)
+                    .ok()?;
+                Some((hosts, key))
+            })
+            .collect();
+        Self { entries }
+    }
+
+    fn check(
+        &self,
+        cert: &git2::cert::Cert<'_>,
+        host: &str,
+    ) -> Result<git2::CertificateCheckStatus, git2::Error> {
+        let Some(hostkey) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
+            return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+        };
+        let known = self.entries.iter().any(|(hosts, key)| {
+            key.as_slice() == hostkey
+                && hosts
+                    .iter()
+                    .any(|h| h == host || h.starts_with(&format!("[{host}]:")))
+        });
+        if known {
+            Ok(git2::CertificateCheckStatus::CertificateOk)
+        } else {
+            Err(git2::Error::from_str(&format!(
+                "host key of {host} is not in source.ssh_known_hosts"
+            )))
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! Planning: what the node must look like (the desired entries, derived from
+//! the spec, the release's files and the node's account files) and the
+//! difference from what is there, as an ordered list of steps. Pure: the
+//! caller gathers observations and contents; nothing here touches the node.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use ring::digest;
+use serde::Serialize;
+
+use crate::accounts::{self, AccountFiles};
+use crate::root::{Kind, hex};
+use crate::spec::{Content, NodeSpec, UnitName};
+use crate::systemd;
+use crate::types::{NodePath, TreePath};
+
+/// A spec that cannot be turned into a plan (an owner that does not exist,
+/// a unit whose `[Install]` section is invalid, …).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+/// One entry the node must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Where.
+    pub path: NodePath,
+    /// What.
+    pub entry: Entry,
+    /// Where it comes from, for people: `files[2]`, `unit app.service`, `accounts`.
+    pub origin: String,
+    /// Recorded in the manifest and watched for drift. Shared files the
+    /// agent merges into (`/etc/passwd`) are written but not owned.
+    pub managed: bool,
+}
+
+/// The desired state of one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A directory.
+    Directory {
+        /// Permission bits.
+        mode: u32,
+        /// Owner id.
+        uid: u32,
+        /// Group id.
+        gid: u32,
+    },
+    /// A regular file.
+    File {
+        /// The bytes.
+        content: Vec<u8>,
+        /// SHA-256 of the bytes.
+        sha256: [u8; 32],
+        /// Permission bits.
+        mode: u32,
+        /// Owner id.
+        uid: u32,
+        /// Group id.
+        gid: u32,
+    },
+    /// A symbolic link.
+    Link {
+        /// The target, as written.
+        target: String,
+    },
+}
+
+impl Entry {
+    /// The kind of filesystem entry.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Entry::Directory { .. } => Kind::Directory,
+            Entry::File { .. } => Kind::File,
+            Entry::Link { .. } => Kind::Link,
+        }
+    }
+
+    fn file(content: Vec<u8>, mode: u32, uid: u32, gid: u32) -> Self {
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(digest::digest(&digest::SHA256, &content).as_ref());
+        Entry::File {
+            content,
+            sha256,
+            mode,
+            uid,
+            gid,
+        }
+    }
+}
+
+/// A path as found on the node, with what is needed to compare it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// Its kind.
+    pub kind: Kind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// SHA-256 of a regular file's content.
+    pub sha256: Option<[u8; 32]>,
+    /// A symlink's target.
+    pub target: Option<String>,
+}
+
+/// What a step does to its path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "change", content = "what")]
+pub enum Change {
+    /// The path is missing.
+    Create,
+    /// The path exists; these aspects differ (`content`, `mode`, `owner`, `group`, `target`, `kind`).
+    Update(Vec<&'static str>),
+    /// Nothing to do.
+    Unchanged,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Create => f.write_str("create"),
+            Change::Update(what) => write!(f, "change {}", what.join(", ")),
+            Change::Unchanged => f.write_str("unchanged"),
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The desired entry.
+    pub desired: Desired,
+    /// What must happen.
+    pub change: Change,
+}
+
+/// Everything the spec asks for, in the order it must be applied: account
+/// files, directories (parents first), files, links.
+pub fn desired(
+    spec: &NodeSpec,
+    accounts: &AccountFiles,
+    read: &mut dyn FnMut(&TreePath) -> Result<Vec<u8>, String>,
+) -> Result<(Vec<Desired>, accounts::AccountsPlan), PlanError> {
+    let plan = accounts::plan_accounts(&spec.groups, &spec.users, accounts).map_err(PlanError)?;
+    let new = &plan.files;
+    let uid = |p: &crate::spec::Principal| accounts::resolve_uid(p, &new.passwd).map_err(PlanError);
+    let gid = |p: &crate::spec::Principal| accounts::resolve_gid(p, &new.group).map_err(PlanError);
+    let mut out = Vec::new();
+    let node = |s: &str| NodePath::new(s).map_err(PlanError);
+    let account_files = [
+        ("/etc/group", Some(&new.group), Some(&accounts.group)),
+        (
+            "/etc/gshadow",
+            new.gshadow.as_ref(),
+            accounts.gshadow.as_ref(),
+        ),
+        ("/etc/passwd", Some(&new.passwd), Some(&accounts.passwd)),
+        ("/etc/shadow", new.shadow.as_ref(), accounts.shadow.as_ref()),
+    ];
+    for (path, after, before) in account_files {
+        if let Some(after) = after {
+            if Some(after) != before {
+                let private = path.ends_with("shadow");
+                out.push(Desired {
+                    path: node(path)?,
+                    entry: Entry::file(
+                        after.clone().into_bytes(),
+                        if private { 0o640 } else { 0o644 },
+                        0,
+                        0,
+                    ),
+                    origin: "accounts".into(),
+                    managed: false,
+                });
+            }
+        }
+    }
+    let mut directories: Vec<_> = spec.directories.iter().enumerate().collect();
+    directories.sort_by_key(|(_, d)| d.path.as_str().matches('/').count());
+    for (i, d) in directories {
+        out.push(Desired {
+            path: d.path.clone(),
+            entry: Entry::Directory {
+                mode: d.mode.0,
+                uid: uid(&d.owner)?,
+                gid: gid(&d.group)?,
+            },
+            origin: format!("directories[{i}]"),
+            managed: true,
+        });
+    }
+    for user in &spec.users {
+        if user.ssh_authorized_keys.is_empty() {
+            continue;
+        }
+        let principal = crate::spec::Principal::Name(user.name.clone());
+        let u = uid(&principal)?;
+        let g = passwd_field(&new.passwd, &user.name, 3)?
+            .parse()
+            .map_err(|_| {
+                PlanError(format!(
+                    "user {}: invalid primary group id",
+                    user.name.as_str()
+                ))
+            })?;
+        let home = passwd_field(&new.passwd, &user.name, 5)?;
+        if home == "/nonexistent" {
+            return Err(PlanError(format!(
+                "user {} has ssh_authorized_keys but no home directory; set home",
+                user.name.as_str()
+            )));
+        }
+        let home = node(&home)?;
+        let ssh = home.join(".ssh").map_err(PlanError)?;
+        let keys: String = user
+            .ssh_authorized_keys
+            .iter()
+            .map(|k| format!("{}\n", k.trim_end()))
+            .collect();
+        let origin = format!("user {}", user.name.as_str());
+        out.push(Desired {
+            path: home.clone(),
+            entry: Entry::Directory {
+                mode: 0o750,
+                uid: u,
+                gid: g,
+            },
+            origin: origin.clone(),
+            managed: true,
+        });
+        out.push(Desired {
+            path: ssh.clone(),
+            entry: Entry::Directory {
+                mode: 0o700,
+                uid: u,
+                gid: g,
+            },
+            origin: origin.clone(),
+            managed: true,
+        });
+        out.push(Desired {
+            path: ssh.join("authorized_keys").map_err(PlanError)?,
+            entry: Entry::file(keys.into_bytes(), 0o600, u, g),
+            origin,
+            managed: true,
+        });
+    }
+    for (i, f) in spec.files.iter().enumerate() {
+        let content = match &f.content {
+            Content::Inline(text) => text.clone().into_bytes(),
+            Content::Source(p) => read(p).map_err(PlanError)?,
+        };
+        out.push(Desired {
+            path: f.path.clone(),
+            entry: Entry::file(content, f.mode.0, uid(&f.owner)?, gid(&f.group)?),
+            origin: format!("files[{i}]"),
+            managed: true,
+        });
+    }
+    for (i, l) in spec.links.iter().enumerate() {
+        out.push(Desired {
+            path: l.path.clone(),
+            entry: Entry::Link {
+                target: l.target.as_str().to_owned(),
+            },
+            origin: format!("links[{i}]"),
+            managed: true,
+        });
+    }
+    for unit in &spec.units {
+        out.extend(unit_entries(unit, read)?);
+    }
+    Ok((out, plan))
+}
+
+/// Field `index` (0-based) of `name`'s line in passwd text.
+fn passwd_field(
+    passwd: &str,
+    name: &crate::spec::AccountName,
+    index: usize,
+) -> Result<String, PlanError> {
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() == 7 && f[0] == name.as_str())
+        .map(|f| f[index].to_owned())
+        .ok_or_else(|| PlanError(format!("user {} is not in /etc/passwd", name.as_str())))
+}
+
+fn unit_entries(
+    unit: &crate::spec::UnitSpec,
+    read: &mut dyn FnMut(&TreePath) -> Result<Vec<u8>, String>,
+) -> Result<Vec<Desired>, PlanError> {
+    let origin = format!("unit {}", unit.name.as_str());
+    let link = |(path, target): (NodePath, String)| Desired {
+        path,
+        entry: Entry::Link { target },
+        origin: origin.clone(),
+        managed: true,
+    };
+    if unit.masked {
+        return Ok(vec![link(systemd::mask_link(&unit.name))]);
+    }
+    let content = match &unit.content {
+        Some(Content::Inline(text)) => text.clone().into_bytes(),
+        Some(Content::Source(p)) => read(p).map_err(PlanError)?,
+        None => return Err(PlanError(format!("{origin}: no content"))),
+    };
+    let mut out = vec![Desired {
+        path: unit_path(&unit.name)?,
+        entry: Entry::file(content.clone(), 0o644, 0, 0),
+        origin: origin.clone(),
+        managed: true,
+    }];
+    if unit.enabled {
+        let text =
+            String::from_utf8(content).map_err(|_| PlanError(format!("{origin}: not UTF-8")))?;
+        let install =
+            systemd::parse_install(&text).map_err(|e| PlanError(format!("{origin}: {e}")))?;
+        let links = systemd::enablement_links(&unit.name, &install)
+            .map_err(|e| PlanError(format!("{origin}: {e}")))?;
+        out.extend(links.into_iter().map(link));
+    }
+    Ok(out)
+}
+
+/// Where a unit file is installed.
+pub fn unit_path(name: &UnitName) -> Result<NodePath, PlanError> {
+    NodePath::new(&format!("{}/{}", systemd::UNIT_DIR, name.as_str())).map_err(PlanError)
+}
+
+/// Compares each desired entry with what is on the node (`None`: absent).
+/// A directory in the way of a file or link, or anything in the way of a
+/// directory, is an error: the agent never deletes what it did not make.
+pub fn diff(
+    desired: Vec<Desired>,
+    current: &BTreeMap<NodePath, Option<Current>>,
+) -> Result<Vec<Step>, PlanError> {
+    desired
+        .into_iter()
+        .map(|d| {
+            let change = match current.get(&d.path).cloned().flatten() {
+                None => Change::Create,
+                Some(c) => compare(&d, &c)?,
+            };
+            Ok(Step { desired: d, change })
+        })
+        .collect()
+}
+
+fn compare(d: &Desired, c: &Current) -> Result<Change, PlanError> {
+    let in_the_way = |what: &str| {
+        PlanError(format!(
+            "{} ({}): a {what} is in the way; refusing to remove it",
+            d.path, d.origin
+        ))
+    };
+    let mut what = Vec::new();
+    match (&d.entry, c.kind) {
+        (Entry::Directory { mode, uid, gid }, Kind::Directory) => {
+            owner_mode(&mut what, *mode, *uid, *gid, c)
+        }
+        (Entry::Directory { .. }, Kind::File | Kind::Link) => {
+            return Err(in_the_way(&kind_name(c.kind)));
+        }
+        (
+            Entry::File {
+                sha256,
+                mode,
+                uid,
+                gid,
+                ..
+            },
+            Kind::File,
+        ) => {
+            if c.sha256.as_ref() != Some(sha256) {
+                what.push("content");
+            }
+            owner_mode(&mut what, *mode, *uid, *gid, c);
+        }
+        (Entry::Link { target }, Kind::Link) => {
+            if c.target.as_deref() != Some(target.as_str()) {
+                what.push("target");
+            }
+        }
+        (Entry::File { .. } | Entry::Link { .. }, Kind::File | Kind::Link) => what.push("kind"),
+        (_, kind) => return Err(in_the_way(&kind_name(kind))),
+    }
+    Ok(if what.is_empty() {
+        Change::Unchanged
+    } else {
+        Change::Update(what)
+    })
+}
+
+fn owner_mode(what: &mut Vec<&'static str>, mode: u32, uid: u32, gid: u32, c: &Current) {
+    if c.mode != mode {
+        what.push("mode");
+    }
+    if c.uid != uid {
+        what.push("owner");
+    }
+    if c.gid != gid {
+        what.push("group");
+    }
+}
+
+fn kind_name(kind: Kind) -> String {
+    match kind {
+        Kind::File => "file",
+        Kind::Directory => "directory",
+        Kind::Link => "symlink",
+        Kind::Other => "special file",
+    }
+    .to_owned()
+}
+
+impl fmt::Display for Step {
+    /// One line for `driftless plan`: `create file /etc/app/app.conf (files[0], 0640 998:998)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.desired;
+        let detail = match &d.entry {
+            Entry::Directory { mode, uid, gid } => format!("directory, {mode:04o} {uid}:{gid}"),
+            Entry::File {
+                sha256,
+                mode,
+                uid,
+                gid,
+                content,
+            } => {
+                format!(
+                    "file, {} bytes, {mode:04o} {uid}:{gid}, sha256 {}",
+                    content.len(),
+                    &hex(sha256)[..12]
+                )
+            }
+            Entry::Link { target } => format!("link -> {target}"),
+        };
+        write!(
+            f,
+            "{:<10} {} ({detail}; {})",
+            self.change.to_string(),
+            d.path,
+            d.origin
+        )
+    }
+}

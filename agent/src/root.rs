@@ -1,0 +1,485 @@
+//! Every filesystem access of the agent goes through a [`Root`]: a directory
+//! handle under which node paths are resolved with `openat2(RESOLVE_BENEATH)`,
+//! so no spec path, symlinked parent or `..` can reach outside it. The same
+//! code provisions `/`, a mounted image, or a test directory.
+//!
+//! Writes are durable and atomic: a temporary file beside the target, fsync,
+//! rename, fsync of the directory. Temporary names are derived from the
+//! target's name, so a run killed half-way leaves nothing a later run cannot
+//! find and replace.
+
+use std::io::Write as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{FileStat, Mode as NixMode, SFlag};
+use nix::unistd::{Gid, Uid};
+use ring::digest;
+
+use crate::types::NodePath;
+
+/// What kind of filesystem entry a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Link,
+    /// Anything else (device, socket, fifo).
+    Other,
+}
+
+/// An entry as found on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Its kind.
+    pub kind: Kind,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    /// Owner id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A filesystem error with the node path it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct RootError {
+    /// The node path.
+    pub path: String,
+    /// What failed.
+    pub reason: String,
+}
+
+fn err(path: &NodePath, what: &str, e: impl std::fmt::Display) -> RootError {
+    RootError {
+        path: path.to_string(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+/// A directory handle that node paths are resolved beneath.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Root {
+    /// Opens `path` (trusted: it comes from the operator) as the root.
+    pub fn open(path: &Path) -> Result<Self, RootError> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            NixMode::empty(),
+        )
+        .map_err(|e| RootError {
+            path: path.display().to_string(),
+            reason: format!("cannot open root: {e}"),
+        })?;
+        Ok(Self {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The root's host path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_beneath(&self, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+        if rel.as_os_str().is_empty() {
+            return nix::fcntl::openat(
+                self.fd.as_fd(),
+                ".",
+                flags | OFlag::O_CLOEXEC,
+                NixMode::empty(),
+            );
+        }
+        let how = OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        nix::fcntl::openat2(self.fd.as_fd(), rel, how)
+    }
+
+    /// Opens the directory `path` (following symlinks only while they stay
+    /// beneath the root).
+    pub fn open_dir(&self, path: &NodePath) -> Result<OwnedFd, RootError> {
+        self.open_beneath(path.relative(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(|e| err(path, "cannot open directory", describe(e)))
+    }
+
+    /// The parent directory of `path` (which must not be `/`), and the name in it.
+    fn parent<'p>(&self, path: &'p NodePath) -> Result<(OwnedFd, &'p str), RootError> {
+        let parent = path
+            .parent()
+            .ok_or_else(|| err(path, "invalid", "the root itself"))?;
+        Ok((self.open_dir(&parent)?, path.file_name()))
+    }
+
+    /// `lstat` of `path`; `None` when it does not exist (or its parent does not).
+    pub fn observe(&self, path: &NodePath) -> Result<Option<Observed>, RootError> {
+        if path.as_str() == "/" {
+            let st =
+                nix::sys::stat::fstat(self.fd.as_fd()).map_err(|e| err(path, "cannot stat", e))?;
+            return Ok(Some(observed(&st)));
+        }
+        let (dir, name) = match self.parent(path) {
+            Ok(p) => p,
+            Err(_) if self.missing_parent(path) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(observed(&st))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(err(path, "cannot stat", e)),
+        }
+    }
+
+    /// True when some ancestor of `path` does not exist.
+    fn missing_parent(&self, path: &NodePath) -> bool {
+        let Some(parent) = path.parent() else {
+            return false;
+        };
+        matches!(
+            self.open_beneath(parent.relative(), OFlag::O_PATH),
+            Err(Errno::ENOENT)
+        )
+    }
+
+    /// Reads a whole regular file (not following a final symlink).
+    pub fn read(&self, path: &NodePath, limit: u64) -> Result<Vec<u8>, RootError> {
+        use std::io::Read as _;
+        let fd = self
+            .open_beneath(path.relative(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
+            .map_err(|e| err(path, "cannot open", describe(e)))?;
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| err(path, "cannot read", e))?;
+        if bytes.len() as u64 > limit {
+            return Err(err(path, "too large", format!("more than {limit} bytes")));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads a file if it exists.
+    pub fn read_optional(&self, path: &NodePath, limit: u64) -> Result<Option<Vec<u8>>, RootError> {
+        match self.observe(path)? {
+            None => Ok(None),
+            Some(_) => self.read(path, limit).map(Some),
+        }
+    }
+
+    /// SHA-256 of a regular file's content, streamed.
+    pub fn sha256(&self, path: &NodePath) -> Result<[u8; 32], RootError> {
+        use std::io::Read as _;
+        let fd = self
+            .open_beneath(path.relative(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
+            .map_err(|e| err(path, "cannot open", describe(e)))?;
+        let mut file = std::fs::File::from(fd);
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = file
+                .read(&mut buf)
+                .map_err(|e| err(path, "cannot read", e))?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        Ok(out)
+    }
+
+    /// The target of the symlink `path`.
+    pub fn read_link(&self, path: &NodePath) -> Result<String, RootError> {
+        let (dir, name) = self.parent(path)?;
+        let target = nix::fcntl::readlinkat(dir.as_fd(), name)
+            .map_err(|e| err(path, "cannot read link", e))?;
+        target
+            .into_string()
+            .map_err(|_| err(path, "link target", "not UTF-8"))
+    }
+
+    /// Creates `path` as a directory if it is missing (parents too, as root
+    /// 0755), then sets its owner and mode. An existing non-directory there
+    /// is an error: the agent never deletes what it does not understand.
+    pub fn ensure_dir(
+        &self,
+        path: &NodePath,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), RootError> {
+        if path.as_str() == "/" {
+            return Ok(());
+        }
+        match self.observe(path)? {
+            Some(o) if o.kind == Kind::Directory => {}
+            Some(o) => {
+                return Err(err(
+                    path,
+                    "cannot create directory",
+                    format!("a {:?} is in the way", o.kind).to_lowercase(),
+                ));
+            }
+            None => {
+                if let Some(parent) = path.parent() {
+                    if self.observe(&parent)?.is_none() {
+                        self.ensure_dir(&parent, 0o755, 0, 0)?;
+                    }
+                }
+                let (dir, name) = self.parent(path)?;
+                match nix::sys::stat::mkdirat(dir.as_fd(), name, NixMode::from_bits_truncate(0o700))
+                {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(err(path, "cannot create directory", e)),
+                }
+                nix::unistd::fsync(dir.as_fd()).map_err(|e| err(path, "cannot sync parent", e))?;
+            }
+        }
+        let fd = self
+            .open_beneath(
+                path.relative(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            )
+            .map_err(|e| err(path, "cannot open directory", describe(e)))?;
+        set_owner_mode(&fd, path, mode, uid, gid)
+    }
+
+    /// Replaces `path` with a regular file holding `bytes`, atomically and durably.
+    pub fn write_file(
+        &self,
+        path: &NodePath,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), RootError> {
+        let (dir, name) = self.parent(path)?;
+        let tmp = temp_name(name);
+        remove_if_present(&dir, &tmp)
+            .map_err(|e| err(path, "cannot remove stale temporary file", e))?;
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            tmp.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            NixMode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| err(path, "cannot create temporary file", e))?;
+        let mut file = std::fs::File::from(fd);
+        file.write_all(bytes)
+            .map_err(|e| err(path, "cannot write", e))?;
+        set_owner_mode(&file, path, mode, uid, gid)?;
+        file.sync_all().map_err(|e| err(path, "cannot sync", e))?;
+        drop(file);
+        self.commit(&dir, &tmp, name, path)
+    }
+
+    /// Replaces `path` with a symlink to `target`, atomically and durably.
+    pub fn write_link(&self, path: &NodePath, target: &str) -> Result<(), RootError> {
+        let (dir, name) = self.parent(path)?;
+        let tmp = temp_name(name);
+        remove_if_present(&dir, &tmp)
+            .map_err(|e| err(path, "cannot remove stale temporary file", e))?;
+        nix::unistd::symlinkat(target, dir.as_fd(), tmp.as_str())
+            .map_err(|e| err(path, "cannot create link", e))?;
+        self.commit(&dir, &tmp, name, path)
+    }
+
+    fn commit(
+        &self,
+        dir: &OwnedFd,
+        tmp: &str,
+        name: &str,
+        path: &NodePath,
+    ) -> Result<(), RootError> {
+        if let Some(o) = self.observe(path)? {
+            if o.kind == Kind::Directory {
+                let _ = remove_if_present(dir, tmp);
+                return Err(err(path, "cannot replace", "a directory is in the way"));
+            }
+        }
+        nix::fcntl::renameat(dir.as_fd(), tmp, dir.as_fd(), name)
+            .map_err(|e| err(path, "cannot rename into place", e))?;
+        nix::unistd::fsync(dir.as_fd()).map_err(|e| err(path, "cannot sync directory", e))
+    }
+
+    /// Removes leftovers of an interrupted write of `path`, if any.
+    pub fn clean_temp(&self, path: &NodePath) -> Result<(), RootError> {
+        let Ok((dir, name)) = self.parent(path) else {
+            return Ok(());
+        };
+        remove_if_present(&dir, &temp_name(name))
+            .map_err(|e| err(path, "cannot remove stale temporary file", e))
+    }
+}
+
+fn set_owner_mode(
+    fd: &impl AsFd,
+    path: &NodePath,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+) -> Result<(), RootError> {
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(|e| err(path, "cannot stat", e))?;
+    if st.st_uid != uid || st.st_gid != gid {
+        nix::unistd::fchown(
+            fd.as_fd(),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+        )
+        .map_err(|e| err(path, &format!("cannot set owner {uid}:{gid}"), describe(e)))?;
+    }
+    // After chown, which clears set-id bits.
+    nix::sys::stat::fchmod(fd.as_fd(), NixMode::from_bits_truncate(mode))
+        .map_err(|e| err(path, "cannot set mode", e))
+}
+
+fn remove_if_present(dir: &OwnedFd, name: &str) -> nix::Result<()> {
+    match nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The temporary name used while writing `name`: hidden, bounded in length,
+/// and the same on every run, so a later run finds an interrupted one's file.
+pub fn temp_name(name: &str) -> String {
+    let hash = digest::digest(&digest::SHA256, name.as_bytes());
+    let hex: String = hash.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(".driftless-tmp-{hex}")
+}
+
+fn observed(st: &FileStat) -> Observed {
+    let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+        SFlag::S_IFREG => Kind::File,
+        SFlag::S_IFDIR => Kind::Directory,
+        SFlag::S_IFLNK => Kind::Link,
+        _ => Kind::Other,
+    };
+    Observed {
+        kind,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+    }
+}
+
+fn describe(e: Errno) -> String {
+    match e {
+        Errno::EXDEV => "path leads outside the root (symlink or ..)".to_owned(),
+        Errno::ELOOP => "a symlink is in the way".to_owned(),
+        Errno::EPERM => "operation not permitted (needs root, or the path is immutable)".to_owned(),
+        e => e.desc().to_owned(),
+    }
+}
+
+/// Lowercase hex of bytes (digests in state and messages).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> NodePath {
+        NodePath::new(s).expect("valid path")
+    }
+
+    fn me() -> (u32, u32) {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    }
+
+    #[test]
+    fn writes_files_links_and_directories_beneath_the_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Root::open(dir.path()).expect("root");
+        let (uid, gid) = me();
+        root.ensure_dir(&p("/etc/app"), 0o750, uid, gid)
+            .expect("mkdir -p");
+        root.write_file(&p("/etc/app/app.conf"), b"hello\n", 0o640, uid, gid)
+            .expect("write");
+        root.write_link(&p("/etc/app/current"), "app.conf")
+            .expect("link");
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/app/app.conf")).expect("read"),
+            b"hello\n"
+        );
+        let o = root
+            .observe(&p("/etc/app/app.conf"))
+            .expect("stat")
+            .expect("exists");
+        assert_eq!((o.kind, o.mode, o.size), (Kind::File, 0o640, 6));
+        assert_eq!(
+            root.observe(&p("/etc/app"))
+                .expect("stat")
+                .map(|o| (o.kind, o.mode)),
+            Some((Kind::Directory, 0o750))
+        );
+        assert_eq!(
+            root.read_link(&p("/etc/app/current")).expect("readlink"),
+            "app.conf"
+        );
+        assert_eq!(
+            root.observe(&p("/nope/x"))
+                .expect("missing parent is absence"),
+            None
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("etc/app"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn symlinks_cannot_lead_outside() {
+        let outside = tempfile::tempdir().expect("tempdir");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("escape"))
+            .expect("absolute link");
+        std::os::unix::fs::symlink("../../..", dir.path().join("up")).expect("relative link");
+        let root = Root::open(dir.path()).expect("root");
+        let (uid, gid) = me();
+        for target in ["/escape/pwned", "/up/pwned"] {
+            let e = root
+                .write_file(&p(target), b"x", 0o644, uid, gid)
+                .expect_err(target);
+            assert!(e.to_string().contains("outside the root"), "{e}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn an_interrupted_write_is_cleaned_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Root::open(dir.path()).expect("root");
+        let (uid, gid) = me();
+        std::fs::write(dir.path().join(temp_name("f")), b"half").expect("stale temp");
+        root.write_file(&p("/f"), b"whole", 0o644, uid, gid)
+            .expect("write over stale temp");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 1);
+    }
+}

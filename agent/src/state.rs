@@ -1,0 +1,182 @@
+//! The node's record, `/var/lib/driftless/state.json` under the root: which
+//! release the node is pinned to and who signed it, what happened, and a
+//! manifest of every managed path with its digest. Written atomically; read
+//! by `status`, later boots and drift checks.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Desired, Entry};
+use crate::root::{Kind, Root, RootError, hex};
+use crate::types::NodePath;
+use crate::verify::Verified;
+
+/// Where the state lives on the node.
+pub const STATE_PATH: &str = "/var/lib/driftless/state.json";
+/// State files larger than this are refused.
+pub const MAX_STATE_LEN: u64 = 64 * 1024 * 1024;
+
+/// The whole record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// The node's id when the release was applied.
+    pub node_id: String,
+    /// The pinned release.
+    pub release: PinnedRelease,
+    /// What happened.
+    pub status: Status,
+    /// When the apply started.
+    pub started_at: Timestamp,
+    /// When it ended (applied or failed).
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+    /// Every managed path.
+    pub manifest: Vec<ManifestEntry>,
+}
+
+/// The release, as verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedRelease {
+    /// The tag.
+    pub tag: String,
+    /// The tag object id.
+    pub tag_object: String,
+    /// The commit.
+    pub commit: String,
+    /// The commit's tree.
+    pub tree: String,
+    /// The allowed_signers principals that vouched for it.
+    pub signer: String,
+    /// The signing key's fingerprint.
+    pub fingerprint: String,
+    /// The signer's claimed time.
+    pub signed_at: Timestamp,
+}
+
+impl From<&Verified> for PinnedRelease {
+    fn from(v: &Verified) -> Self {
+        Self {
+            tag: v.name.clone(),
+            tag_object: v.object.clone(),
+            commit: v.commit.clone(),
+            tree: v.tree.clone(),
+            signer: v.principal.clone(),
+            fingerprint: v.fingerprint.clone(),
+            signed_at: v.signed_at,
+        }
+    }
+}
+
+/// Where the node stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state")]
+pub enum Status {
+    /// An apply is under way (or was interrupted; the next run finishes it).
+    Applying,
+    /// The node is exactly what the release says and passed its health checks.
+    Applied,
+    /// The node could not be brought up; the release's services stay stopped.
+    Failed {
+        /// The stage that failed: `spec`, `apply`, `health`.
+        stage: String,
+        /// One line, for people.
+        reason: String,
+    },
+}
+
+/// One managed path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestEntry {
+    /// The node path.
+    pub path: NodePath,
+    /// Its kind.
+    pub kind: Kind,
+    /// Permission bits, as octal text (directories and files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Owner id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Group id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// SHA-256 of the content, hex (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Link target (links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Where it came from in the spec.
+    pub origin: String,
+}
+
+impl From<&Desired> for ManifestEntry {
+    fn from(d: &Desired) -> Self {
+        let mut e = ManifestEntry {
+            path: d.path.clone(),
+            kind: d.entry.kind(),
+            mode: None,
+            uid: None,
+            gid: None,
+            sha256: None,
+            target: None,
+            origin: d.origin.clone(),
+        };
+        match &d.entry {
+            Entry::Directory { mode, uid, gid } => {
+                (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
+            }
+            Entry::File {
+                sha256,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
+                e.sha256 = Some(hex(sha256));
+            }
+            Entry::Link { target } => e.target = Some(target.clone()),
+        }
+        e
+    }
+}
+
+fn state_path() -> NodePath {
+    NodePath::new(STATE_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
+}
+
+/// Reads the state, if the node has any.
+pub fn load(root: &Root) -> Result<Option<State>, RootError> {
+    let path = state_path();
+    let Some(bytes) = root.read_optional(&path, MAX_STATE_LEN)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| RootError {
+            path: path.to_string(),
+            reason: format!("unreadable state: {e}"),
+        })
+}
+
+/// Writes the state atomically (0644 root:root; it holds no secrets).
+pub fn save(root: &Root, state: &State) -> Result<(), RootError> {
+    let path = state_path();
+    let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| RootError {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    if let Some(parent) = path.parent() {
+        if root.observe(&parent)?.is_none() {
+            root.ensure_dir(&parent, 0o755, 0, 0)?;
+        }
+    }
+    root.write_file(&path, &bytes, 0o644, 0, 0)
+}
