@@ -62,8 +62,8 @@ pub enum Outcome {
         release: PinnedRelease,
         /// Steps that changed the node.
         changed: usize,
-        /// Whether units were started by a running systemd.
-        live_systemd: bool,
+        /// Units were installed but not started: no systemd runs the root.
+        units_offline: bool,
     },
     /// The node already has this release: it was checked, not changed.
     Checked {
@@ -214,10 +214,18 @@ fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
     }))
 }
 
-/// Performs the steps that change something, in order.
+/// Performs the steps that change something. Directories are made first,
+/// in order; files and links are written beside their targets, made durable
+/// with one filesystem sync, renamed into place in order, and synced again:
+/// two barriers for the whole release instead of two per file, and still no
+/// rename before its data is on disk.
 fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Result<usize> {
-    let mut changed = 0;
-    for step in steps.iter().filter(|s| s.change != Change::Unchanged) {
+    let changing: Vec<&Step> = steps
+        .iter()
+        .filter(|s| s.change != Change::Unchanged)
+        .collect();
+    let mut staged = Vec::new();
+    for step in &changing {
         let d = &step.desired;
         if let Some(parent) = d.path.parent() {
             if root.observe(&parent)?.is_none() {
@@ -226,21 +234,29 @@ fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Re
             }
         }
         match &d.entry {
-            Entry::Directory { mode, uid, gid } => root.ensure_dir(&d.path, *mode, *uid, *gid)?,
+            Entry::Directory { mode, uid, gid } => {
+                root.ensure_dir(&d.path, *mode, *uid, *gid)?;
+                tracing::info!("{step}");
+                failpoint.hit();
+            }
             Entry::File {
                 content,
                 mode,
                 uid,
                 gid,
                 ..
-            } => root.write_file(&d.path, content, *mode, *uid, *gid)?,
-            Entry::Link { target } => root.write_link(&d.path, target)?,
+            } => staged.push((root.stage_file(&d.path, content, *mode, *uid, *gid)?, step)),
+            Entry::Link { target } => staged.push((root.stage_link(&d.path, target)?, step)),
         }
+    }
+    root.sync()?;
+    for (entry, step) in &staged {
+        root.put_in_place(entry)?;
         tracing::info!("{step}");
-        changed += 1;
         failpoint.hit();
     }
-    Ok(changed)
+    root.sync()?;
+    Ok(changing.len())
 }
 
 fn unprivileged_retry(
@@ -366,7 +382,7 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
     Ok(Outcome::Applied {
         release: pinned,
         changed,
-        live_systemd,
+        units_offline: !live_systemd && !spec.units.is_empty(),
     })
 }
 

@@ -1,8 +1,10 @@
-//! The `driftless` binary: parse the command line, run it, exit with its code.
+//! The `driftless` binary: set up logging, parse the command line, run it,
+//! exit with its code.
 
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    driftless::cli::init_logging();
     let cli = driftless::cli::Cli::parse();
     driftless::cli::run(cli).into()
 }

@@ -269,6 +269,32 @@ impl Root {
         uid: u32,
         gid: u32,
     ) -> Result<(), RootError> {
+        let staged = self.stage_file(path, bytes, mode, uid, gid)?;
+        let dir = self.open_dir(&staged.parent)?;
+        let tmp = nix::fcntl::openat(
+            dir.as_fd(),
+            staged.tmp.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            NixMode::empty(),
+        )
+        .map_err(|e| err(path, "cannot reopen temporary file", e))?;
+        nix::unistd::fsync(tmp.as_fd()).map_err(|e| err(path, "cannot sync", e))?;
+        self.put_in_place(&staged)?;
+        nix::unistd::fsync(dir.as_fd()).map_err(|e| err(path, "cannot sync directory", e))
+    }
+
+    /// Writes `bytes` to the temporary file beside `path`, with its final
+    /// owner and mode, without syncing: the caller makes a batch durable with
+    /// [`Root::sync`] before [`Root::put_in_place`], so a crash never leaves
+    /// a renamed file whose data is not on disk.
+    pub fn stage_file(
+        &self,
+        path: &NodePath,
+        bytes: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Staged, RootError> {
         let (dir, name) = self.parent(path)?;
         let tmp = temp_name(name);
         remove_if_present(&dir, &tmp)
@@ -284,38 +310,53 @@ impl Root {
         file.write_all(bytes)
             .map_err(|e| err(path, "cannot write", e))?;
         set_owner_mode(&file, path, mode, uid, gid)?;
-        file.sync_all().map_err(|e| err(path, "cannot sync", e))?;
-        drop(file);
-        self.commit(&dir, &tmp, name, path)
+        Ok(Staged::new(path, tmp))
     }
 
-    /// Replaces `path` with a symlink to `target`, atomically and durably.
-    pub fn write_link(&self, path: &NodePath, target: &str) -> Result<(), RootError> {
+    /// Creates the symlink beside `path`, to be put in place like a staged file.
+    pub fn stage_link(&self, path: &NodePath, target: &str) -> Result<Staged, RootError> {
         let (dir, name) = self.parent(path)?;
         let tmp = temp_name(name);
         remove_if_present(&dir, &tmp)
             .map_err(|e| err(path, "cannot remove stale temporary file", e))?;
         nix::unistd::symlinkat(target, dir.as_fd(), tmp.as_str())
             .map_err(|e| err(path, "cannot create link", e))?;
-        self.commit(&dir, &tmp, name, path)
+        Ok(Staged::new(path, tmp))
     }
 
-    fn commit(
-        &self,
-        dir: &OwnedFd,
-        tmp: &str,
-        name: &str,
-        path: &NodePath,
-    ) -> Result<(), RootError> {
+    /// Replaces `path` with a symlink to `target`, atomically and durably.
+    pub fn write_link(&self, path: &NodePath, target: &str) -> Result<(), RootError> {
+        let staged = self.stage_link(path, target)?;
+        self.put_in_place(&staged)?;
+        let dir = self.open_dir(&staged.parent)?;
+        nix::unistd::fsync(dir.as_fd()).map_err(|e| err(path, "cannot sync directory", e))
+    }
+
+    /// Renames a staged entry over its target (atomic; durable after [`Root::sync`]).
+    pub fn put_in_place(&self, staged: &Staged) -> Result<(), RootError> {
+        let path = &staged.path;
+        let dir = self.open_dir(&staged.parent)?;
         if let Some(o) = self.observe(path)? {
             if o.kind == Kind::Directory {
-                let _ = remove_if_present(dir, tmp);
+                let _ = remove_if_present(&dir, &staged.tmp);
                 return Err(err(path, "cannot replace", "a directory is in the way"));
             }
         }
-        nix::fcntl::renameat(dir.as_fd(), tmp, dir.as_fd(), name)
-            .map_err(|e| err(path, "cannot rename into place", e))?;
-        nix::unistd::fsync(dir.as_fd()).map_err(|e| err(path, "cannot sync directory", e))
+        nix::fcntl::renameat(
+            dir.as_fd(),
+            staged.tmp.as_str(),
+            dir.as_fd(),
+            path.file_name(),
+        )
+        .map_err(|e| err(path, "cannot rename into place", e))
+    }
+
+    /// Makes everything written under the root so far durable (`syncfs`).
+    pub fn sync(&self) -> Result<(), RootError> {
+        nix::unistd::syncfs(self.fd.as_fd()).map_err(|e| RootError {
+            path: "/".into(),
+            reason: format!("cannot sync the filesystem: {e}"),
+        })
     }
 
     /// Removes leftovers of an interrupted write of `path`, if any.
@@ -325,6 +366,30 @@ impl Root {
         };
         remove_if_present(&dir, &temp_name(name))
             .map_err(|e| err(path, "cannot remove stale temporary file", e))
+    }
+}
+
+/// An entry written beside its target, waiting for [`Root::put_in_place`].
+#[derive(Debug)]
+pub struct Staged {
+    path: NodePath,
+    parent: NodePath,
+    tmp: String,
+}
+
+impl Staged {
+    fn new(path: &NodePath, tmp: String) -> Self {
+        let parent = path.parent().unwrap_or_else(|| path.clone());
+        Self {
+            path: path.clone(),
+            parent,
+            tmp,
+        }
+    }
+
+    /// The target path.
+    pub fn path(&self) -> &NodePath {
+        &self.path
     }
 }
 

@@ -28,14 +28,14 @@ pub fn run(args: ApplyArgs) -> ExitCode {
         Ok(Outcome::Applied {
             release,
             changed,
-            live_systemd,
+            units_offline,
         }) => {
             println!(
                 "applied release {} (commit {}), {changed} changes",
                 release.tag, release.commit
             );
             println!("signed by {} ({})", release.signer, release.fingerprint);
-            if !live_systemd {
+            if units_offline {
                 println!(
                     "systemd is not running under this root: units were enabled offline, not started"
                 );

@@ -49,6 +49,21 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Logs to stderr, one line per event, without timestamps (journald adds
+/// them). The level comes from `DRIFTLESS_LOG` (`info` by default; e.g.
+/// `debug`, or `driftless=debug,warn`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRIFTLESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_ansi(false)
+        .try_init();
+}
+
 /// Prints an error chain as one line on stderr and classifies it.
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {}", one_line(error));
