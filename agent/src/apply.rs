@@ -16,10 +16,11 @@ use crate::config::AgentConfig;
 use crate::drift::{self, Difference};
 use crate::fetch;
 use crate::health;
+use crate::lock::{self, LockError, LockMode, LockStatus};
 use crate::plan::{self, Change, Current, Desired, Entry, Step};
 use crate::release::Release;
 use crate::root::{Kind, Root};
-use crate::state::{self, ManifestEntry, PinnedRelease, State, Status};
+use crate::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
 use crate::systemd;
 use crate::types::NodePath;
 use crate::verify::{self, Trust, Verified, VerifyError};
@@ -159,12 +160,11 @@ fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
 pub fn plan(
     root: &Root,
     release: &Release<'_>,
-    spec_path: &crate::types::TreePath,
+    spec: &crate::spec::NodeSpec,
 ) -> anyhow::Result<Vec<Step>> {
-    let spec = release.spec(spec_path)?;
     let accounts = account_files(root)?;
     let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
-    let (mut desired, _) = plan::desired(&spec, &accounts, &mut read)?;
+    let (mut desired, _) = plan::desired(spec, &accounts, &mut read)?;
     unprivileged_owners(&mut desired);
     let mut current = BTreeMap::new();
     for d in &desired {
@@ -232,6 +232,12 @@ fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Re
                 root.ensure_dir(&parent, 0o755, 0, 0)
                     .or_else(|e| unprivileged_retry(root, &parent, e))?;
             }
+        }
+        // An earlier, interrupted run of this apply may have locked it.
+        if step.change != Change::Create {
+            lock::clear_for_rewrite(root, &d.path)?;
+        } else if let Some(parent) = d.path.parent() {
+            lock::clear_for_rewrite(root, &parent)?;
         }
         match &d.entry {
             Entry::Directory { mode, uid, gid } => {
@@ -303,10 +309,30 @@ impl Failpoint {
     }
 }
 
-/// Runs the whole first-boot job under `root`.
-pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::Result<Outcome> {
+/// Options of one apply run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// Do not lock (an image being baked); the next boot takes the lock.
+    pub no_lock: bool,
+}
+
+/// Runs the whole first-boot job under `root`. On a node that already has
+/// its release, checks it against the manifest, takes any lock still
+/// pending (after a `--no-lock` bake) and re-creates the read-only mounts,
+/// which do not survive a reboot.
+pub fn apply(
+    root_path: &Path,
+    config: &AgentConfig,
+    node_id: &str,
+    options: ApplyOptions,
+) -> anyhow::Result<Outcome> {
     let root = Root::open(root_path)?;
-    if let Some(existing) = state::load(&root)? {
+    let lock_mode = if options.no_lock {
+        LockMode::Off
+    } else {
+        config.lock.mode
+    };
+    if let Some(mut existing) = state::load(&root)? {
         if existing.status == Status::Applied {
             if existing.release.tag != config.release.tag.as_str() {
                 return Err(AlreadyPinned {
@@ -315,7 +341,15 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
                 }
                 .into());
             }
-            let drift = drift::compare(&root, &existing.manifest);
+            let drift = drift::compare(&root, &existing);
+            if lock_mode != LockMode::Off {
+                let before = existing.clone();
+                lock_all(&root, &mut existing, lock_mode)?;
+                if existing != before {
+                    state::save(&root, &existing)?;
+                }
+                state::lock_state_file(&root)?;
+            }
             return Ok(Outcome::Checked {
                 release: existing.release,
                 drift,
@@ -333,9 +367,14 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
         started_at: Timestamp::now(),
         finished_at: None,
         manifest: Vec::new(),
+        read_only: Vec::new(),
     };
-    let steps = match plan(&root, &release, &config.release.spec) {
-        Ok(steps) => steps,
+    let planned = release
+        .spec(&config.release.spec)
+        .map_err(anyhow::Error::from)
+        .and_then(|spec| Ok((plan(&root, &release, &spec)?, spec)));
+    let (steps, spec) = match planned {
+        Ok(p) => p,
         Err(e) => return Err(fail(&root, &mut record, "spec", e)),
     };
     record.manifest = steps
@@ -343,6 +382,17 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
         .filter(|s| s.desired.managed)
         .map(|s| ManifestEntry::from(&s.desired))
         .collect();
+    record.read_only = spec
+        .lock
+        .read_only
+        .iter()
+        .chain(&config.lock.read_only)
+        .map(|path| MountRecord {
+            path: path.clone(),
+            lock: LockStatus::Pending,
+        })
+        .collect();
+    record.read_only.dedup_by(|a, b| a.path == b.path);
     state::save(&root, &record)?;
     let mut failpoint = Failpoint::from_env();
     let changed = match execute(&root, &steps, &mut failpoint) {
@@ -356,7 +406,7 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
             ));
         }
     };
-    let spec = release.spec(&config.release.spec)?;
+    record.manifest.extend(agent_files(&root, config)?);
     let live_systemd = systemd::systemd_is_live(root_path);
     if live_systemd {
         if let Err(e) = start_units(&spec) {
@@ -371,9 +421,20 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
     if let Err(e) = health::run_all(&spec.health) {
         return Err(fail(&root, &mut record, "health", e.into()));
     }
+    if let Err(e) = lock_all(&root, &mut record, lock_mode) {
+        return Err(fail(&root, &mut record, "lock", e.into()));
+    }
     record.status = Status::Applied;
     record.finished_at = Some(Timestamp::now());
     state::save(&root, &record)?;
+    if lock_mode != LockMode::Off {
+        state::lock_state_file(&root)?;
+        tracing::info!(
+            message_id = crate::events::LOCKED,
+            "release {} locked",
+            pinned.tag
+        );
+    }
     tracing::info!(
         message_id = crate::events::RELEASE_APPLIED,
         "release {} applied ({changed} changes)",
@@ -384,6 +445,72 @@ pub fn apply(root_path: &Path, config: &AgentConfig, node_id: &str) -> anyhow::R
         changed,
         units_offline: !live_systemd && !spec.units.is_empty(),
     })
+}
+
+/// The agent's own config and trust files, recorded (and locked) like the
+/// release's files when they live under the root.
+fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<ManifestEntry>> {
+    let mut paths = vec![
+        NodePath::new(crate::config::DEFAULT_CONFIG_PATH).map_err(anyhow::Error::msg)?,
+        config.trust.allowed_signers.clone(),
+    ];
+    paths.extend(config.trust.revoked_keys.iter().cloned());
+    let mut out = Vec::new();
+    for path in paths {
+        let Some(o) = root.observe(&path)? else {
+            continue;
+        };
+        if o.kind != Kind::File {
+            continue;
+        }
+        out.push(ManifestEntry {
+            path: path.clone(),
+            kind: Kind::File,
+            mode: Some(format!("{:04o}", o.mode)),
+            uid: Some(o.uid),
+            gid: Some(o.gid),
+            sha256: Some(crate::root::hex(&root.sha256(&path)?)),
+            target: None,
+            origin: "agent".into(),
+            lock: LockStatus::Pending,
+            exclusive: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Locks every pending path (files first, then directories deepest first, so
+/// no directory is locked before its entries) and puts the read-only mounts
+/// in place.
+fn lock_all(root: &Root, record: &mut State, mode: LockMode) -> Result<(), LockError> {
+    if mode == LockMode::Off {
+        return Ok(());
+    }
+    let mut order: Vec<usize> = (0..record.manifest.len()).collect();
+    order.sort_by_key(|&i| {
+        let e = &record.manifest[i];
+        (
+            e.kind == Kind::Directory,
+            std::cmp::Reverse(e.path.as_str().matches('/').count()),
+        )
+    });
+    for i in order {
+        let entry = &mut record.manifest[i];
+        if entry.lock == LockStatus::Pending || matches!(entry.lock, LockStatus::Failed(_)) {
+            entry.lock = lock::lock_path(root, &entry.path, entry.kind, mode)?;
+        }
+    }
+    for mount in &mut record.read_only {
+        if mount.lock == LockStatus::Locked && lock::is_read_only_mount(root, &mount.path) {
+            continue;
+        }
+        mount.lock = match lock::bind_read_only(root, &mount.path) {
+            Ok(()) => LockStatus::Locked,
+            Err(e) if mode == LockMode::Required => return Err(e),
+            Err(e) => LockStatus::Failed(e.reason),
+        };
+    }
+    Ok(())
 }
 
 fn start_units(spec: &crate::spec::NodeSpec) -> anyhow::Result<()> {

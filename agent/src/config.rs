@@ -46,6 +46,53 @@ pub struct AgentConfig {
     /// What happens when the node cannot be brought up.
     #[serde(default)]
     pub failure: FailureSettings,
+    /// How the applied configuration is locked.
+    #[serde(default)]
+    pub lock: LockSettings,
+    /// What happens when the node drifts from its manifest.
+    #[serde(default)]
+    pub drift: DriftSettings,
+}
+
+/// Locking the applied configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockSettings {
+    /// `required` (default), `best-effort`, or `off`.
+    pub mode: crate::lock::LockMode,
+    /// Directories bind-mounted read-only onto themselves, besides those the
+    /// spec lists.
+    pub read_only: Vec<NodePath>,
+}
+
+/// Drift handling.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftSettings {
+    /// `report` (log and record) or `replace` (ask to be replaced).
+    pub policy: DriftPolicy,
+    /// Full rescan interval of the watcher, besides inotify events.
+    pub rescan_interval: Interval,
+}
+
+impl Default for DriftSettings {
+    fn default() -> Self {
+        Self {
+            policy: DriftPolicy::Report,
+            rescan_interval: Interval::secs(300),
+        }
+    }
+}
+
+/// What a drifted node does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriftPolicy {
+    /// Log each drift once and record it in state.
+    #[default]
+    Report,
+    /// Also ask to be replaced.
+    Replace,
 }
 
 /// The release repository and how to reach it.

@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
+use crate::lock::{self, LockStatus};
 use crate::root::{Kind, Root, hex};
-use crate::state::ManifestEntry;
+use crate::state::{ManifestEntry, State};
 
 /// One way the node differs from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,6 +25,13 @@ impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.aspect {
             "missing" => write!(f, "{}: missing (expected a {})", self.path, self.expected),
+            "unmanaged" => write!(f, "{}: not managed, inside exclusive directory", self.path),
+            "lock" => write!(
+                f,
+                "{}: lock removed (immutable attribute cleared)",
+                self.path
+            ),
+            "mount" => write!(f, "{}: no longer a read-only mount", self.path),
             "content" => write!(
                 f,
                 "{}: content changed (sha256 {}, expected {})",
@@ -38,12 +46,59 @@ impl std::fmt::Display for Difference {
     }
 }
 
-/// Compares every manifest entry with the node under `root`.
-pub fn compare(root: &Root, manifest: &[ManifestEntry]) -> Vec<Difference> {
-    manifest
+/// Compares the node under `root` with its recorded state: every manifest
+/// entry, the entries of exclusive directories, and the read-only mounts.
+pub fn compare(root: &Root, state: &State) -> Vec<Difference> {
+    let mut out: Vec<Difference> = state
+        .manifest
         .iter()
         .flat_map(|entry| compare_one(root, entry))
-        .collect()
+        .collect();
+    out.extend(unmanaged_entries(root, &state.manifest));
+    for mount in state
+        .read_only
+        .iter()
+        .filter(|m| m.lock == LockStatus::Locked)
+    {
+        if !lock::is_read_only_mount(root, &mount.path) {
+            out.push(Difference {
+                path: mount.path.to_string(),
+                aspect: "mount",
+                expected: "read-only bind mount".into(),
+                found: "not mounted read-only".into(),
+            });
+        }
+    }
+    out
+}
+
+/// Entries inside exclusive directories that the manifest does not list.
+fn unmanaged_entries(root: &Root, manifest: &[ManifestEntry]) -> Vec<Difference> {
+    let managed: std::collections::BTreeSet<&str> =
+        manifest.iter().map(|e| e.path.as_str()).collect();
+    let mut out = Vec::new();
+    for dir in manifest
+        .iter()
+        .filter(|e| e.exclusive && e.kind == Kind::Directory)
+    {
+        let Ok(names) = root.list_dir(&dir.path) else {
+            continue;
+        };
+        for name in names {
+            let Ok(child) = dir.path.join(&name) else {
+                continue;
+            };
+            if !managed.contains(child.as_str()) {
+                out.push(Difference {
+                    path: child.to_string(),
+                    aspect: "unmanaged",
+                    expected: format!("nothing unmanaged in exclusive directory {}", dir.path),
+                    found: "an entry".into(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn compare_one(root: &Root, e: &ManifestEntry) -> Vec<Difference> {
@@ -85,6 +140,13 @@ fn compare_one(root: &Root, e: &ManifestEntry) -> Vec<Difference> {
             .unwrap_or_else(|err| err.reason);
         if &found != expected {
             out.push(diff("content", expected.clone(), found));
+        }
+    }
+    if e.lock == LockStatus::Locked && matches!(e.kind, Kind::File | Kind::Directory) {
+        match lock::is_immutable(root, &e.path, e.kind) {
+            Ok(true) => {}
+            Ok(false) => out.push(diff("lock", "immutable".into(), "mutable".into())),
+            Err(err) => out.push(diff("lock", "immutable".into(), err.desc().into())),
         }
     }
     if let Some(expected) = &e.target {

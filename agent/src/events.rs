@@ -5,3 +5,7 @@
 pub const RELEASE_APPLIED: &str = "5f0c2e6a8b9d4c1e9a7b3d2f1e0c4a6b";
 /// An apply failed; the node is marked failed.
 pub const APPLY_FAILED: &str = "b41d7e2c9a3f4e8b8c6d1a0f2e3b5c7d";
+/// The applied configuration was locked.
+pub const LOCKED: &str = "0d9e3c7a1f2b4a8c9e6d5b4a3c2f1e0d";
+/// The node drifted from its manifest.
+pub const DRIFT: &str = "7c2a9e4d1b3f4c6a8e0d2b5f7a9c1e3b";

@@ -33,6 +33,10 @@ pub struct Desired {
     /// Recorded in the manifest and watched for drift. Shared files the
     /// agent merges into (`/etc/passwd`) are written but not owned.
     pub managed: bool,
+    /// Made immutable once the node is up (not for mutable data directories).
+    pub lock: bool,
+    /// A directory whose every entry is managed.
+    pub exclusive: bool,
 }
 
 /// The desired state of one path.
@@ -175,6 +179,8 @@ pub fn desired(
                     ),
                     origin: "accounts".into(),
                     managed: false,
+                    lock: false,
+                    exclusive: false,
                 });
             }
         }
@@ -191,6 +197,8 @@ pub fn desired(
             },
             origin: format!("directories[{i}]"),
             managed: true,
+            lock: !d.mutable,
+            exclusive: d.exclusive,
         });
     }
     for user in &spec.users {
@@ -231,6 +239,8 @@ pub fn desired(
             },
             origin: origin.clone(),
             managed: true,
+            lock: true,
+            exclusive: false,
         });
         out.push(Desired {
             path: ssh.clone(),
@@ -241,12 +251,16 @@ pub fn desired(
             },
             origin: origin.clone(),
             managed: true,
+            lock: true,
+            exclusive: false,
         });
         out.push(Desired {
             path: ssh.join("authorized_keys").map_err(PlanError)?,
             entry: Entry::file(keys.into_bytes(), 0o600, u, g),
             origin,
             managed: true,
+            lock: true,
+            exclusive: false,
         });
     }
     for (i, f) in spec.files.iter().enumerate() {
@@ -259,6 +273,8 @@ pub fn desired(
             entry: Entry::file(content, f.mode.0, uid(&f.owner)?, gid(&f.group)?),
             origin: format!("files[{i}]"),
             managed: true,
+            lock: true,
+            exclusive: false,
         });
     }
     for (i, l) in spec.links.iter().enumerate() {
@@ -269,6 +285,8 @@ pub fn desired(
             },
             origin: format!("links[{i}]"),
             managed: true,
+            lock: true,
+            exclusive: false,
         });
     }
     for unit in &spec.units {
@@ -301,6 +319,8 @@ fn unit_entries(
         entry: Entry::Link { target },
         origin: origin.clone(),
         managed: true,
+        lock: true,
+        exclusive: false,
     };
     if unit.masked {
         return Ok(vec![link(systemd::mask_link(&unit.name))]);
@@ -315,6 +335,8 @@ fn unit_entries(
         entry: Entry::file(content.clone(), 0o644, 0, 0),
         origin: origin.clone(),
         managed: true,
+        lock: true,
+        exclusive: false,
     }];
     if unit.enabled {
         let text =

@@ -111,6 +111,12 @@ impl Root {
         nix::fcntl::openat2(self.fd.as_fd(), rel, how)
     }
 
+    /// Opens `path` beneath the root with raw `open` flags (for callers that
+    /// need an fd of their own: ioctls, mounts).
+    pub fn open_raw(&self, path: &NodePath, flags: OFlag) -> nix::Result<OwnedFd> {
+        self.open_beneath(path.relative(), flags)
+    }
+
     /// Opens the directory `path` (following symlinks only while they stay
     /// beneath the root).
     pub fn open_dir(&self, path: &NodePath) -> Result<OwnedFd, RootError> {
@@ -202,6 +208,26 @@ impl Root {
         let mut out = [0u8; 32];
         out.copy_from_slice(ctx.finish().as_ref());
         Ok(out)
+    }
+
+    /// The names in the directory `path` (not following a final symlink).
+    pub fn list_dir(&self, path: &NodePath) -> Result<Vec<String>, RootError> {
+        let fd = self
+            .open_beneath(
+                path.relative(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            )
+            .map_err(|e| err(path, "cannot open directory", describe(e)))?;
+        let dir = nix::dir::Dir::from_fd(fd).map_err(|e| err(path, "cannot list", e))?;
+        let mut names = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| err(path, "cannot list", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                names.push(name);
+            }
+        }
+        Ok(names)
     }
 
     /// The target of the symlink `path`.

@@ -54,6 +54,18 @@ pub struct NodeSpec {
     /// Checks that must pass before the node counts as up.
     #[serde(default)]
     pub health: Vec<HealthCheck>,
+    /// What else to lock beyond the immutable attribute.
+    #[serde(default)]
+    pub lock: SpecLock,
+}
+
+/// The spec's `lock` section.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecLock {
+    /// Directories bind-mounted read-only onto themselves once the node is up.
+    #[serde(default)]
+    pub read_only: Vec<NodePath>,
 }
 
 /// A user or group, by name or numeric id.
@@ -177,6 +189,10 @@ pub struct DirectorySpec {
     /// Everything inside is managed: an unmanaged entry in it counts as drift.
     #[serde(default)]
     pub exclusive: bool,
+    /// Not locked, so services can write in it (a data directory). Its own
+    /// owner and mode are still checked for drift.
+    #[serde(default)]
+    pub mutable: bool,
 }
 
 /// Where a file's bytes come from.
@@ -556,6 +572,17 @@ impl NodeSpec {
                     }
                 }
                 parent = p.parent();
+            }
+        }
+        if let Some(d) = self.directories.iter().find(|d| d.exclusive && d.mutable) {
+            return Err(format!(
+                "{}: a directory cannot be both exclusive and mutable",
+                d.path
+            ));
+        }
+        for path in &self.lock.read_only {
+            if path.as_str() == "/" {
+                return Err("lock.read_only: the root itself cannot be mounted read-only".into());
             }
         }
         let mut units = std::collections::BTreeSet::new();

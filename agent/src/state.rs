@@ -6,6 +6,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::lock::LockStatus;
 use crate::plan::{Desired, Entry};
 use crate::root::{Kind, Root, RootError, hex};
 use crate::types::NodePath;
@@ -35,6 +36,9 @@ pub struct State {
     pub finished_at: Option<Timestamp>,
     /// Every managed path.
     pub manifest: Vec<ManifestEntry>,
+    /// Directories bind-mounted read-only (spec and config `lock.read_only`).
+    #[serde(default)]
+    pub read_only: Vec<MountRecord>,
 }
 
 /// The release, as verified.
@@ -88,6 +92,16 @@ pub enum Status {
     },
 }
 
+/// A directory that is to be a read-only bind mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountRecord {
+    /// The directory.
+    pub path: NodePath,
+    /// Whether the mount is in place.
+    pub lock: LockStatus,
+}
+
 /// One managed path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +127,11 @@ pub struct ManifestEntry {
     pub target: Option<String>,
     /// Where it came from in the spec.
     pub origin: String,
+    /// Whether it is locked.
+    pub lock: LockStatus,
+    /// A directory whose every entry is managed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
 }
 
 impl From<&Desired> for ManifestEntry {
@@ -126,6 +145,12 @@ impl From<&Desired> for ManifestEntry {
             sha256: None,
             target: None,
             origin: d.origin.clone(),
+            lock: if d.lock {
+                LockStatus::Pending
+            } else {
+                LockStatus::Exempt("mutable directory".into())
+            },
+            exclusive: d.exclusive,
         };
         match &d.entry {
             Entry::Directory { mode, uid, gid } => {
@@ -165,9 +190,15 @@ pub fn load(root: &Root) -> Result<Option<State>, RootError> {
         })
 }
 
-/// Writes the state atomically (0644 root:root; it holds no secrets).
+/// Writes the state atomically (0644 root:root; it holds no secrets). A
+/// state file the agent locked earlier is unlocked for the write and locked
+/// again after it.
 pub fn save(root: &Root, state: &State) -> Result<(), RootError> {
     let path = state_path();
+    let was_locked = matches!(crate::lock::is_immutable(root, &path, Kind::File), Ok(true));
+    if was_locked {
+        crate::lock::clear_for_rewrite(root, &path)?;
+    }
     let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| RootError {
         path: path.to_string(),
         reason: e.to_string(),
@@ -178,5 +209,18 @@ pub fn save(root: &Root, state: &State) -> Result<(), RootError> {
             root.ensure_dir(&parent, 0o755, 0, 0)?;
         }
     }
-    root.write_file(&path, &bytes, 0o644, 0, 0)
+    root.write_file(&path, &bytes, 0o644, 0, 0)?;
+    if was_locked {
+        lock_state_file(root)?;
+    }
+    Ok(())
+}
+
+/// Makes the state file immutable (once the node is locked).
+pub fn lock_state_file(root: &Root) -> Result<(), RootError> {
+    let path = state_path();
+    crate::lock::set_immutable(root, &path, Kind::File, true).map_err(|e| RootError {
+        path: path.to_string(),
+        reason: format!("cannot lock: {e}"),
+    })
 }

@@ -12,6 +12,10 @@ use crate::exit::ExitCode;
 pub struct ApplyArgs {
     #[command(flatten)]
     node: NodeArgs,
+    /// Do not lock what was applied (an image being baked); the first boot
+    /// takes the lock.
+    #[arg(long)]
+    no_lock: bool,
 }
 
 /// Runs `driftless apply`.
@@ -22,7 +26,14 @@ pub fn run(args: ApplyArgs) -> ExitCode {
             tracing::warn!("{e}; using \"unknown\" as the node id");
             "unknown".to_owned()
         });
-        apply::apply(&args.node.root, &config, &node_id)
+        apply::apply(
+            &args.node.root,
+            &config,
+            &node_id,
+            apply::ApplyOptions {
+                no_lock: args.no_lock,
+            },
+        )
     })();
     match result {
         Ok(Outcome::Applied {

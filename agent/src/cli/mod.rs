@@ -2,6 +2,7 @@
 //! lives in its own file with its own arguments and `run`.
 
 mod apply;
+mod check;
 mod fetch;
 mod node;
 mod plan;
@@ -29,6 +30,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Show what apply would change, without changing anything.
     Plan(plan::PlanArgs),
+    /// Compare the node with its manifest: exit 0 when it matches, 9 when it drifted.
+    Check(check::CheckArgs),
     /// Show the node's pinned release and status.
     Status(status::StatusArgs),
     /// Fetch and verify the pinned release into the cache only (image baking).
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Apply(args) => apply::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Check(args) => check::run(args),
         Command::Status(args) => status::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Verify(args) => verify::run(args),

@@ -31,7 +31,8 @@ pub fn run(args: PlanArgs) -> ExitCode {
         let root = Root::open(&args.node.root)?;
         let (repo, verified) = apply::fetch_verified(&args.node.root, &config)?;
         let release = Release::open(&repo, verified)?;
-        let steps = apply::plan(&root, &release, &config.release.spec)?;
+        let spec = release.spec(&config.release.spec)?;
+        let steps = apply::plan(&root, &release, &spec)?;
         Ok::<_, anyhow::Error>((release.verified.clone(), steps))
     })();
     let (verified, steps) = match result {

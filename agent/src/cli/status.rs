@@ -3,6 +3,7 @@
 use clap::Args;
 
 use crate::exit::ExitCode;
+use crate::lock::LockStatus;
 use crate::root::Root;
 use crate::state::{self, Status};
 
@@ -62,5 +63,26 @@ pub fn run(args: StatusArgs) -> ExitCode {
         println!("finished   {done}");
     }
     println!("manifest   {} managed paths", state.manifest.len());
+    let count = |f: fn(&LockStatus) -> bool| state.manifest.iter().filter(|e| f(&e.lock)).count();
+    println!(
+        "lock       {} locked, {} pending, {} exempt, {} failed",
+        count(|l| *l == LockStatus::Locked),
+        count(|l| *l == LockStatus::Pending),
+        count(|l| matches!(l, LockStatus::Exempt(_))),
+        count(|l| matches!(l, LockStatus::Failed(_))),
+    );
+    for e in &state.manifest {
+        if let LockStatus::Failed(reason) = &e.lock {
+            println!("  not locked: {} ({reason})", e.path);
+        }
+    }
+    for m in &state.read_only {
+        let how = match &m.lock {
+            LockStatus::Locked => "read-only bind mount".to_owned(),
+            LockStatus::Pending => "read-only mount pending".to_owned(),
+            LockStatus::Exempt(r) | LockStatus::Failed(r) => format!("not read-only: {r}"),
+        };
+        println!("mount      {} ({how})", m.path);
+    }
     ExitCode::Success
 }

@@ -1,0 +1,55 @@
+//! `driftless check`: compare the node with the manifest recorded when its
+//! release was applied.
+
+use clap::Args;
+
+use crate::drift;
+use crate::exit::ExitCode;
+use crate::root::Root;
+use crate::state;
+
+/// Arguments of `driftless check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The node's root.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: std::path::PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A node without a recorded release cannot be checked.
+#[derive(Debug, thiserror::Error)]
+#[error("no release has been applied under {0}; nothing to check")]
+pub struct NothingApplied(String);
+
+/// Runs `driftless check`: exit 0 when the node matches, 9 when it drifted.
+pub fn run(args: CheckArgs) -> ExitCode {
+    let result = Root::open(&args.root)
+        .map_err(anyhow::Error::from)
+        .and_then(|root| {
+            let state = state::load(&root)?
+                .ok_or_else(|| NothingApplied(args.root.display().to_string()))?;
+            Ok(drift::compare(&root, &state))
+        });
+    let differences = match result {
+        Ok(d) => d,
+        Err(e) => return super::report(&e),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "drifted": !differences.is_empty(), "differences": differences })
+        );
+    } else {
+        for d in &differences {
+            println!("{d}");
+        }
+    }
+    if differences.is_empty() {
+        ExitCode::Success
+    } else {
+        ExitCode::Drift
+    }
+}
