@@ -30,5 +30,6 @@ pub mod root;
 pub mod spec;
 pub mod state;
 pub mod systemd;
+pub mod tls;
 pub mod types;
 pub mod verify;

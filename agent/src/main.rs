@@ -4,6 +4,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    driftless::tls::start_git_without_cas();
     driftless::cli::init_logging();
     let cli = driftless::cli::Cli::parse();
     driftless::cli::run(cli).into()
