@@ -362,7 +362,10 @@ impl Planner {
                 Some(pinned) if pinned != gid => Err(format!(
                     "group {name}: the spec pins gid {pinned} but {GROUP} has it with gid {gid}"
                 )),
-                _ => Ok(()),
+                _ => {
+                    self.complete_gshadow(name);
+                    Ok(())
+                }
             };
         }
         let gid = match spec.gid {
@@ -393,6 +396,10 @@ impl Planner {
                 ));
             }
         }
+        // The user's own group may exist from an interrupted run.
+        if spec.group.is_none() && self.group.id_of(name, GID).is_some() {
+            self.complete_gshadow(name);
+        }
         match self.passwd.id_of(name, UID) {
             Some(uid) => {
                 if let Some(pinned) = spec.uid.filter(|&pinned| pinned != uid) {
@@ -400,6 +407,7 @@ impl Planner {
                         "user {name}: the spec pins uid {pinned} but {PASSWD} has it with uid {uid}"
                     ));
                 }
+                self.complete_shadow(spec);
             }
             None => self.create_user(spec)?,
         }
@@ -496,6 +504,26 @@ impl Planner {
         }
         self.created_users.push(name.to_owned());
         Ok(())
+    }
+
+    /// An apply interrupted between writing `/etc/group` and `/etc/gshadow`
+    /// leaves a group the spec creates without its gshadow line: add it, as
+    /// the uninterrupted run would have, so every run ends the same.
+    fn complete_gshadow(&mut self, name: &str) {
+        if let Some(gshadow) = self.gshadow.as_mut().filter(|t| t.find(name).is_none()) {
+            gshadow.push(fields(&[name, "!", "", ""]));
+            self.changed.push(format!("{name}: added missing {GSHADOW} line"));
+        }
+    }
+
+    /// Likewise for a user the spec creates and `/etc/shadow`.
+    fn complete_shadow(&mut self, spec: &UserSpec) {
+        let name = spec.name.as_str();
+        let no_password = if spec.ssh_authorized_keys.is_empty() { "!" } else { "*" };
+        if let Some(shadow) = self.shadow.as_mut().filter(|t| t.find(name).is_none()) {
+            shadow.push(fields(&[name, no_password, "", "", "", "", "", "", ""]));
+            self.changed.push(format!("{name}: added missing {SHADOW} line"));
+        }
     }
 
     fn add_group(&mut self, name: &str, gid: u32) -> Result<(), String> {

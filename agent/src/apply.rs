@@ -12,8 +12,10 @@ use git2::Repository;
 use jiff::Timestamp;
 
 use crate::accounts::AccountFiles;
-use crate::config::AgentConfig;
+use crate::channel::{self, ChannelState};
+use crate::config::{AgentConfig, TagName};
 use crate::drift::{self, Difference};
+use crate::exit::ExitCode;
 use crate::fetch;
 use crate::health;
 use crate::lock::{self, LockError, LockMode, LockStatus};
@@ -82,35 +84,53 @@ pub fn load_trust(root: &Path, config: &AgentConfig) -> anyhow::Result<Trust> {
     Ok(Trust::load(&allowed, revoked.as_deref())?)
 }
 
+/// The release a node is to run: the config's fixed tag, or the tag its
+/// channel names, resolved from the cache when it already holds a channel
+/// tip (a pre-seeded image needs no network), else from the source.
+pub fn resolve_tag(root: &Path, config: &AgentConfig, repo: &Repository, trust: &Trust) -> anyhow::Result<(TagName, Option<ChannelState>)> {
+    if let Some(tag) = &config.release.tag {
+        return Ok((tag.clone(), None));
+    }
+    let evaluate = |tip| channel::evaluate(repo, trust, tip, None, &config.channel.file, Timestamp::now());
+    let cached = repo.refname_to_id(channel::CACHE_REF).ok().map(evaluate);
+    let state = match cached {
+        Some(Ok(state)) => state,
+        _ => {
+            tracing::info!("resolving the channel {} from {}", config.channel_ref(), config.source.url.redacted());
+            let tip = channel::fetch_tip(repo, root, config)?;
+            evaluate(tip)?
+        }
+    };
+    tracing::info!(
+        "channel {} at {} (signed by {}) names release {}",
+        config.channel_ref(),
+        state.tip,
+        state.signer,
+        state.file.release.as_str()
+    );
+    Ok((state.file.release.clone(), Some(state)))
+}
+
 /// Makes sure the cache holds the pinned tag, verified: from the cache alone
 /// when it already does (an image pre-seeded by `driftless fetch`), else from
-/// the source. Returns the cache and the verification.
-pub fn fetch_verified(root: &Path, config: &AgentConfig) -> anyhow::Result<(Repository, Verified)> {
+/// the source. Returns the cache, the verification, and the channel state
+/// the tag came from, if it came from a channel.
+pub fn fetch_verified(root: &Path, config: &AgentConfig) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
     let trust = load_trust(root, config)?;
     let repo = fetch::open_cache(root)?;
-    let tag = &config.release.tag;
-    let cached = fetch::has_tag(&repo, tag)
-        .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
+    let (tag, channel_state) = resolve_tag(root, config, &repo, &trust)?;
+    let tag = &tag;
+    let cached = fetch::has_tag(&repo, tag).then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
     let verified = match cached {
         Some(Ok(v)) => {
-            tracing::info!(
-                "release {} found in the cache; no network needed",
-                tag.as_str()
-            );
+            tracing::info!("release {} found in the cache; no network needed", tag.as_str());
             v
         }
         other => {
             if let Some(Err(e)) = other {
-                tracing::warn!(
-                    "cached copy of {} does not verify ({e}); fetching it again",
-                    tag.as_str()
-                );
+                tracing::warn!("cached copy of {} does not verify ({e}); fetching it again", tag.as_str());
             }
-            tracing::info!(
-                "fetching release {} from {}",
-                tag.as_str(),
-                config.source.url.redacted()
-            );
+            tracing::info!("fetching release {} from {}", tag.as_str(), config.source.url.redacted());
             fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
             verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
                 .map_err(anyhow::Error::from)
@@ -134,7 +154,7 @@ pub fn fetch_verified(root: &Path, config: &AgentConfig) -> anyhow::Result<(Repo
         verified.principal,
         verified.fingerprint
     );
-    Ok((repo, verified))
+    Ok((repo, verified, channel_state))
 }
 
 /// Reads the account files under the root (absent ones read as empty).
@@ -334,10 +354,10 @@ pub fn apply(
     };
     if let Some(mut existing) = state::load(&root)? {
         if existing.status == Status::Applied {
-            if existing.release.tag != config.release.tag.as_str() {
+            if let Some(wanted) = config.release.tag.as_ref().filter(|t| t.as_str() != existing.release.tag) {
                 return Err(AlreadyPinned {
                     applied: existing.release.tag,
-                    wanted: config.release.tag.as_str().to_owned(),
+                    wanted: wanted.as_str().to_owned(),
                 }
                 .into());
             }
@@ -356,7 +376,7 @@ pub fn apply(
             });
         }
     }
-    let (repo, verified) = fetch_verified(root_path, config)?;
+    let (repo, verified, channel_state) = fetch_verified(root_path, config)?;
     let release = Release::open(&repo, verified)?;
     let pinned = PinnedRelease::from(&release.verified);
     let mut record = State {
@@ -375,6 +395,9 @@ pub fn apply(
         .and_then(|spec| Ok((plan(&root, &release, &spec)?, spec)));
     let (steps, spec) = match planned {
         Ok(p) => p,
+        // A root that cannot be read (a symlink leading out) is the node's
+        // fault, not the spec's: record the stage the exit code names.
+        Err(e) if ExitCode::of(&e) == ExitCode::Apply => return Err(fail(&root, &mut record, "apply", e)),
         Err(e) => return Err(fail(&root, &mut record, "spec", e)),
     };
     record.manifest = steps
@@ -434,6 +457,12 @@ pub fn apply(
             "release {} locked",
             pinned.tag
         );
+    }
+    if let Some(channel) = &channel_state {
+        // The tip this node was built from: the channel may only move forward from here.
+        let mut watch = crate::watch::WatchState::load(&root)?;
+        watch.accept(channel, Some(pinned.commit.clone()));
+        watch.save(&root)?;
     }
     tracing::info!(
         message_id = crate::events::RELEASE_APPLIED,

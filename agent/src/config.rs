@@ -52,6 +52,66 @@ pub struct AgentConfig {
     /// What happens when the node drifts from its manifest.
     #[serde(default)]
     pub drift: DriftSettings,
+    /// How the node asks to be replaced.
+    #[serde(default)]
+    pub replace: ReplaceSettings,
+    /// The fleet's channel.
+    #[serde(default)]
+    pub channel: ChannelSettings,
+    /// Where the watcher writes Prometheus metrics (node_exporter's textfile
+    /// collector), e.g. `/var/lib/node_exporter/textfile/driftless.prom`.
+    #[serde(default)]
+    pub metrics_file: Option<NodePath>,
+}
+
+/// How the node asks to be replaced (it never upgrades in place).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaceSettings {
+    /// `poweroff` (default), `exec`, or `webhook`.
+    pub action: ReplaceAction,
+    /// For `exec`: the program (absolute path) and its arguments; the reason
+    /// is appended as the last argument.
+    pub command: Vec<String>,
+    /// For `webhook`: the URL that receives a signed JSON POST.
+    pub url: Option<String>,
+    /// For `webhook`: a file with the shared HMAC-SHA256 secret; never logged.
+    pub secret_file: Option<NodePath>,
+    /// For `webhook`: a CA bundle (PEM) trusted for the URL instead of the system's.
+    pub ca_file: Option<NodePath>,
+    /// Optional command (absolute path and arguments) run first, e.g. to
+    /// drain the node from its load balancer.
+    pub drain: Vec<String>,
+    /// Time limit for the drain command and for the action.
+    pub timeout: Interval,
+}
+
+impl Default for ReplaceSettings {
+    fn default() -> Self {
+        Self {
+            action: ReplaceAction::Poweroff,
+            command: Vec::new(),
+            url: None,
+            secret_file: None,
+            ca_file: None,
+            drain: Vec::new(),
+            timeout: Interval::secs(60),
+        }
+    }
+}
+
+/// The ways to ask for replacement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplaceAction {
+    /// Power the node off through systemd (with a cloud's "shutdown means
+    /// terminate" setting or an autoscaling health check, this replaces it).
+    #[default]
+    Poweroff,
+    /// Run a command (e.g. a cloud CLI that marks the instance unhealthy).
+    Exec,
+    /// POST a signed JSON request to a URL.
+    Webhook,
 }
 
 /// Locking the applied configuration.
@@ -179,12 +239,19 @@ pub struct TrustFiles {
     pub revoked_keys: Option<NodePath>,
 }
 
-/// The release this node is pinned to.
+/// The release this node is pinned to: a fixed tag, or the tag a channel
+/// names when the node first boots (resolved once, then pinned for good).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Release {
     /// The signed tag, e.g. `v1.4.2`.
-    pub tag: TagName,
+    #[serde(default)]
+    pub tag: Option<TagName>,
+    /// A channel branch name, e.g. `production`: apply resolves the tag its
+    /// `channel.yaml` names at first boot. Sets `channel.ref` to
+    /// `refs/heads/NAME` unless that is given.
+    #[serde(default)]
+    pub channel: Option<String>,
     /// Optional hard pin: the tag must name exactly this commit.
     #[serde(default)]
     pub commit: Option<CommitId>,
@@ -192,6 +259,32 @@ pub struct Release {
     #[serde(default = "default_spec_path")]
     pub spec: TreePath,
 }
+
+/// The fleet's channel, watched for the desired release.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelSettings {
+    /// The channel branch (default `refs/heads/channel`).
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// The channel file in the branch's tree.
+    pub file: TreePath,
+    /// Time between polls (with ±10 % jitter).
+    pub poll_interval: Interval,
+}
+
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            reference: None,
+            file: TreePath::new("channel.yaml").unwrap_or_else(|_| unreachable!("valid constant")),
+            poll_interval: Interval::secs(60),
+        }
+    }
+}
+
+/// The default channel branch.
+pub const DEFAULT_CHANNEL_REF: &str = "refs/heads/channel";
 
 fn default_spec_path() -> TreePath {
     TreePath::new("driftless.yaml").unwrap_or_else(|_| unreachable!("valid constant"))
@@ -311,16 +404,46 @@ pub enum FailurePolicy {
     /// stay stopped.
     #[default]
     MarkFailed,
+    /// Also ask to be replaced (see `replace`).
+    Replace,
 }
 
 impl AgentConfig {
     /// Parses config text; `path` names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        serde_yaml::from_str(text).map_err(|e| ConfigError {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })
+        let fail = |reason: String| ConfigError { path: path.to_owned(), reason };
+        let config: AgentConfig = serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?;
+        match (&config.release.tag, &config.release.channel) {
+            (Some(_), Some(_)) => return Err(fail("release: give either tag or channel, not both".into())),
+            (None, None) => return Err(fail("release: needs tag (a signed release tag) or channel (a channel branch name)".into())),
+            _ => {}
+        }
+        if let Some(name) = &config.release.channel {
+            let implied = format!("refs/heads/{name}");
+            if !git2::Reference::is_valid_name(&implied) {
+                return Err(fail(format!("release.channel: {name:?} is not a valid branch name")));
+            }
+            if config.channel.reference.as_deref().is_some_and(|r| r != implied) {
+                return Err(fail(format!("release.channel {name} and channel.ref disagree; set one of them")));
+            }
+        }
+        if let Some(r) = &config.channel.reference {
+            if !r.starts_with("refs/") || !git2::Reference::is_valid_name(r) {
+                return Err(fail(format!("channel.ref: {r:?} is not a full ref name like refs/heads/channel")));
+            }
+        }
+        Ok(config)
     }
+
+    /// The channel ref this node watches.
+    pub fn channel_ref(&self) -> String {
+        match (&self.channel.reference, &self.release.channel) {
+            (Some(r), _) => r.clone(),
+            (None, Some(name)) => format!("refs/heads/{name}"),
+            (None, None) => DEFAULT_CHANNEL_REF.to_owned(),
+        }
+    }
+
 
     /// Reads and parses a config file on the host.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -399,7 +522,8 @@ mod tests {
     #[test]
     fn the_documented_example_parses() {
         let config = AgentConfig::parse(EXAMPLE, "agent.yaml").expect("example parses");
-        assert_eq!(config.release.tag.as_str(), "v1.4.2");
+        assert_eq!(config.release.tag.as_ref().map(TagName::as_str), Some("v1.4.2"));
+        assert_eq!(config.channel_ref(), "refs/heads/channel");
         assert_eq!(config.release.spec.as_str(), "driftless.yaml");
         assert_eq!(
             config.trust.allowed_signers.as_str(),

@@ -9,3 +9,9 @@ pub const APPLY_FAILED: &str = "b41d7e2c9a3f4e8b8c6d1a0f2e3b5c7d";
 pub const LOCKED: &str = "0d9e3c7a1f2b4a8c9e6d5b4a3c2f1e0d";
 /// The node drifted from its manifest.
 pub const DRIFT: &str = "7c2a9e4d1b3f4c6a8e0d2b5f7a9c1e3b";
+/// The channel moved to a new, verified tip.
+pub const CHANNEL_MOVED: &str = "3e8b1d6f2a9c4e7b8d0f1a2c3b4d5e6f";
+/// A channel tip was refused (unsigned, untrusted, moved backwards, bad file or release).
+pub const CHANNEL_REFUSED: &str = "9a1c3e5b7d2f4a6c8e0b1d3f5a7c9e2b";
+/// The node asked to be replaced.
+pub const REPLACEMENT_REQUESTED: &str = "e2d4f6a8c0b1e3d5f7a9c2e4b6d8f0a1";

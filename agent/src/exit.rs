@@ -42,7 +42,10 @@ impl ExitCode {
     /// Classifies an error by the first typed cause in its chain.
     pub fn of(error: &anyhow::Error) -> Self {
         for cause in error.chain() {
-            let class = if cause.is::<VerifyError>() || cause.is::<PinMismatch>() {
+            let class = if cause.is::<VerifyError>()
+                || cause.is::<PinMismatch>()
+                || cause.is::<crate::channel::ChannelRefusal>()
+            {
                 ExitCode::Verify
             } else if cause.is::<TrustFileError>() || cause.is::<ConfigError>() {
                 ExitCode::Config
@@ -56,6 +59,7 @@ impl ExitCode {
             } else if cause.is::<ApplyError>()
                 || cause.is::<RootError>()
                 || cause.is::<AlreadyPinned>()
+                || cause.is::<crate::lock::LockError>()
             {
                 ExitCode::Apply
             } else if cause.is::<HealthError>() {

@@ -23,11 +23,11 @@ pub const CACHE_PATH: &str = "/var/lib/driftless/cache.git";
 pub enum FetchError {
     /// Every attempt failed and the deadline passed.
     #[error(
-        "could not fetch tag {tag} from {url} within {deadline:?} ({attempts} attempts); last error: {last}"
+        "could not fetch {name} from {url} within {deadline:?} ({attempts} attempts); last error: {last}"
     )]
     GaveUp {
-        /// The tag.
-        tag: String,
+        /// The ref.
+        name: String,
         /// The source, without credentials.
         url: String,
         /// The configured total deadline.
@@ -37,11 +37,22 @@ pub enum FetchError {
         /// The last attempt's error.
         last: String,
     },
-    /// The fetch ran but the server does not have the tag.
-    #[error("the server at {url} has no tag {tag}")]
-    NoSuchTag {
-        /// The tag.
-        tag: String,
+    /// A failure that retrying cannot mend (the server's certificate, or
+    /// credentials, were refused).
+    #[error("cannot fetch {name} from {url}: {reason} (not retried)")]
+    Refused {
+        /// The ref.
+        name: String,
+        /// The source, without credentials.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The fetch ran but the server does not have the ref.
+    #[error("the server at {url} has no {name}")]
+    NoSuchRef {
+        /// The ref.
+        name: String,
         /// The source, without credentials.
         url: String,
     },
@@ -100,49 +111,52 @@ fn tag_ref(tag: &TagName) -> String {
 /// Fetches `refs/tags/TAG` (and the objects it needs, shallow where the
 /// transport allows) from `source` into `repo`, retrying within the deadline.
 /// Credential files are read under `root`.
-pub fn fetch_tag(
+pub fn fetch_tag(repo: &Repository, root: &Path, source: &Source, tag: &TagName, settings: &FetchSettings) -> Result<(), FetchError> {
+    let name = tag_ref(tag);
+    fetch_ref(repo, root, source, &name, &name, true, settings)
+}
+
+/// Fetches the remote ref `remote_ref` into the local ref `local_ref`,
+/// shallow (depth 1) when asked and the transport allows, with no other refs
+/// and no tags, retrying with backoff and jitter within the deadline.
+pub fn fetch_ref(
     repo: &Repository,
     root: &Path,
     source: &Source,
-    tag: &TagName,
+    remote_ref: &str,
+    local_ref: &str,
+    shallow: bool,
     settings: &FetchSettings,
 ) -> Result<(), FetchError> {
     apply_timeouts(settings);
     let credentials = Credentials::load(root, source)?;
-    let started = Instant::now();
-    let deadline = started + settings.deadline.0;
+    let deadline = Instant::now() + settings.deadline.0;
+    let refspec = format!("+{remote_ref}:{local_ref}");
+    let no_such_ref = || FetchError::NoSuchRef { name: remote_ref.to_owned(), url: source.url.redacted() };
     let mut delay = settings.retry_initial.0;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = fetch_once(repo, source, &credentials, tag, deadline);
-        match result {
-            Ok(()) if has_tag(repo, tag) => return Ok(()),
-            Ok(()) => {
-                return Err(FetchError::NoSuchTag {
-                    tag: tag.as_str().to_owned(),
-                    url: source.url.redacted(),
-                });
+        match fetch_once(repo, source, &credentials, &refspec, shallow, deadline) {
+            Ok(()) if repo.find_reference(local_ref).is_ok() => return Ok(()),
+            Ok(()) => return Err(no_such_ref()),
+            Err(e) if is_missing_ref(&e) => return Err(no_such_ref()),
+            Err(e) if is_permanent(&e) => {
+                return Err(FetchError::Refused { name: remote_ref.to_owned(), url: source.url.redacted(), reason: e.message().to_owned() });
             }
             Err(e) => {
                 let message = e.message().to_owned();
-                if is_missing_ref(&e) {
-                    return Err(FetchError::NoSuchTag {
-                        tag: tag.as_str().to_owned(),
-                        url: source.url.redacted(),
-                    });
-                }
                 let pause = jitter(delay);
                 if Instant::now() + pause >= deadline {
                     return Err(FetchError::GaveUp {
-                        tag: tag.as_str().to_owned(),
+                        name: remote_ref.to_owned(),
                         url: source.url.redacted(),
                         deadline: settings.deadline.0,
                         attempts,
                         last: message,
                     });
                 }
-                tracing::warn!(attempt = attempts, retry_in = ?pause, "fetch of {} from {} failed: {message}", tag.as_str(), source.url.redacted());
+                tracing::warn!(attempt = attempts, retry_in = ?pause, "fetch of {remote_ref} from {} failed: {message}", source.url.redacted());
                 std::thread::sleep(pause);
                 delay = (delay * 2).min(settings.retry_max.0);
             }
@@ -154,7 +168,8 @@ fn fetch_once(
     repo: &Repository,
     source: &Source,
     credentials: &Credentials,
-    tag: &TagName,
+    refspec: &str,
+    shallow: bool,
     deadline: Instant,
 ) -> Result<(), git2::Error> {
     let mut callbacks = RemoteCallbacks::new();
@@ -162,9 +177,7 @@ fn fetch_once(
     callbacks.credentials(move |url, username, allowed| {
         asked += 1;
         if asked > 1 {
-            return Err(git2::Error::from_str(
-                "the server refused the configured credentials",
-            ));
+            return Err(git2::Error::from_str("the server refused the configured credentials"));
         }
         credentials.for_request(url, username, allowed)
     });
@@ -175,15 +188,17 @@ fn fetch_once(
         callbacks.certificate_check(move |cert, host| known_hosts.check(cert, host));
     }
     let mut options = FetchOptions::new();
-    options
-        .remote_callbacks(callbacks)
-        .download_tags(AutotagOption::None);
-    if !source.url.as_str().starts_with("file://") {
+    options.remote_callbacks(callbacks).download_tags(AutotagOption::None);
+    if shallow && !source.url.as_str().starts_with("file://") {
         options.depth(1);
     }
     let mut remote = repo.remote_anonymous(source.url.as_str())?;
-    let refspec = format!("+{0}:{0}", tag_ref(tag));
-    remote.fetch(&[refspec.as_str()], Some(&mut options), None)
+    remote.fetch(&[refspec], Some(&mut options), None)
+}
+
+/// Certificate and authentication failures do not heal by retrying.
+fn is_permanent(e: &git2::Error) -> bool {
+    e.class() == git2::ErrorClass::Ssl || matches!(e.code(), git2::ErrorCode::Certificate | git2::ErrorCode::Auth)
 }
 
 fn is_missing_ref(e: &git2::Error) -> bool {

@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod apply;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod detect;
@@ -24,12 +25,16 @@ pub mod exit;
 pub mod fetch;
 pub mod health;
 pub mod lock;
+pub mod metrics;
 pub mod plan;
+pub mod poll;
 pub mod release;
 pub mod root;
 pub mod spec;
 pub mod state;
 pub mod systemd;
+pub mod terminate;
 pub mod tls;
 pub mod types;
 pub mod verify;
+pub mod watch;

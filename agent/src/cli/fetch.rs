@@ -22,7 +22,7 @@ pub fn run(args: FetchArgs) -> ExitCode {
         .load_config()
         .and_then(|config| apply::fetch_verified(&args.node.root, &config));
     match result {
-        Ok((_, v)) => {
+        Ok((_, v, _)) => {
             println!(
                 "release {} (commit {}) is in the cache, verified: signed by {} ({})",
                 v.name, v.commit, v.principal, v.fingerprint

@@ -8,6 +8,7 @@ mod node;
 mod plan;
 mod status;
 mod verify;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
     Verify(verify::VerifyArgs),
+    /// Watch the channel and the node; ask to be replaced when needed (a daemon).
+    Watch(watch::WatchArgs),
 }
 
 /// Runs the parsed command line and returns the exit code. Errors are
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Watch(args) => watch::run(args),
     }
 }
 

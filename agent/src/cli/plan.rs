@@ -29,7 +29,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
     let result = (|| {
         let config = args.node.load_config()?;
         let root = Root::open(&args.node.root)?;
-        let (repo, verified) = apply::fetch_verified(&args.node.root, &config)?;
+        let (repo, verified, _) = apply::fetch_verified(&args.node.root, &config)?;
         let release = Release::open(&repo, verified)?;
         let spec = release.spec(&config.release.spec)?;
         let steps = apply::plan(&root, &release, &spec)?;

@@ -6,6 +6,7 @@ use crate::exit::ExitCode;
 use crate::lock::LockStatus;
 use crate::root::Root;
 use crate::state::{self, Status};
+use crate::watch::{RequestStatus, WatchState};
 
 /// Arguments of `driftless status`.
 #[derive(Debug, Args)]
@@ -39,8 +40,11 @@ pub fn run(args: StatusArgs) -> ExitCode {
         }
         Err(e) => return super::report(&e),
     };
+    let watch = Root::open(&args.root).ok().and_then(|root| WatchState::load(&root).ok()).unwrap_or_default();
     if args.json {
-        println!("{}", serde_json::to_string(&state).unwrap_or_default());
+        let mut value = serde_json::to_value(&state).unwrap_or_default();
+        value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
+        println!("{value}");
         return ExitCode::Success;
     }
     let status = match &state.status {
@@ -84,5 +88,40 @@ pub fn run(args: StatusArgs) -> ExitCode {
         };
         println!("mount      {} ({how})", m.path);
     }
+    print_watch(&watch);
     ExitCode::Success
+}
+
+fn print_watch(watch: &WatchState) {
+    match &watch.channel {
+        Some(c) => println!(
+            "desired    {}{} (channel tip {}, signed by {})",
+            c.release,
+            if c.hold { ", on hold" } else { "" },
+            c.tip,
+            c.signer
+        ),
+        None => println!("desired    unknown (the channel has not been read yet)"),
+    }
+    match (watch.last_poll, &watch.last_poll_error) {
+        (Some(at), None) => println!("last poll  {at}"),
+        (Some(at), Some(e)) => println!("last poll  {at}, FAILED: {e}"),
+        (None, _) => println!("last poll  never"),
+    }
+    if let Some(r) = &watch.refusal {
+        println!("refused    channel tip {} at {}: {}", r.tip, r.at, r.reason);
+    }
+    if !watch.drift.is_empty() {
+        println!("drift      {} differences seen:", watch.drift.len());
+        for d in &watch.drift {
+            println!("  {} (since {})", d.line, d.first_seen);
+        }
+    }
+    if let Some(r) = &watch.replacement {
+        let state = match r.status {
+            RequestStatus::Done => "requested".to_owned(),
+            RequestStatus::Pending => format!("PENDING after {} attempts{}", r.attempts, r.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
+        };
+        println!("replace    {state} ({})", r.request.detail);
+    }
 }

@@ -1,0 +1,309 @@
+//! The channel: a YAML file (default `channel.yaml`) on a branch of the
+//! release repository (default `refs/heads/channel`) whose commits are signed
+//! by allowed signers. It names the release the fleet should run, an
+//! optional hold, and the rollout settings. A channel only moves forward: a
+//! rollback is a new signed commit that names an older tag.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TagName;
+use crate::types::Interval;
+
+/// Channel files larger than this are refused.
+pub const MAX_CHANNEL_LEN: usize = 64 * 1024;
+
+/// The channel file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelFile {
+    /// The desired release tag.
+    pub release: TagName,
+    /// While true, no node asks to be replaced.
+    #[serde(default)]
+    pub hold: bool,
+    /// Share of the fleet (by bucket) that may go: `10%`, or a fraction `0.1`.
+    /// Absent: everyone.
+    #[serde(default)]
+    pub canary: Option<Share>,
+    /// Split the fleet into this many waves (default 1).
+    #[serde(default)]
+    pub waves: Option<u32>,
+    /// Time between waves, counted from the channel commit's time.
+    #[serde(default)]
+    pub wave_interval: Option<Interval>,
+    /// Maintenance windows outside which no node asks to be replaced.
+    #[serde(default)]
+    pub windows: Vec<Window>,
+    /// Failures of new nodes on this release that stop the rollout (default 1).
+    #[serde(default)]
+    pub max_failures: Option<u32>,
+}
+
+/// A share of the fleet, stored in basis points (0 to 10,000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Share(pub u32);
+
+impl<'de> Deserialize<'de> for Share {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Fraction(f64),
+            Text(String),
+        }
+        let fraction = match Raw::deserialize(d)? {
+            Raw::Fraction(f) => f,
+            Raw::Text(t) => {
+                let number = t.trim().strip_suffix('%').ok_or_else(|| D::Error::custom(format!("share {t:?} must be a percentage like 10% or a fraction like 0.1")))?;
+                number.trim().parse::<f64>().map_err(|_| D::Error::custom(format!("share {t:?} is not a number")))? / 100.0
+            }
+        };
+        if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
+            return Err(D::Error::custom("a share must be between 0% and 100%"));
+        }
+        Ok(Share((fraction * 10_000.0).round() as u32))
+    }
+}
+
+/// A weekly maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Days it opens on: `mon` … `sun`; every day when empty.
+    #[serde(default)]
+    pub days: Vec<Weekday>,
+    /// Opening time, `HH:MM`, in `time_zone`.
+    pub start: ClockTime,
+    /// How long it stays open.
+    pub length: Interval,
+    /// IANA time zone, e.g. `Europe/Berlin`; default `UTC`.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// A wall-clock time `HH:MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct ClockTime {
+    /// Hour, 0–23.
+    pub hour: u8,
+    /// Minute, 0–59.
+    pub minute: u8,
+}
+
+impl From<ClockTime> for String {
+    fn from(t: ClockTime) -> String {
+        format!("{:02}:{:02}", t.hour, t.minute)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClockTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom(format!("time {text:?} must be HH:MM"));
+        let (h, m) = text.split_once(':').ok_or_else(bad)?;
+        let (hour, minute): (u8, u8) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if h.len() != 2 || m.len() != 2 || hour > 23 || minute > 59 {
+            return Err(bad());
+        }
+        Ok(ClockTime { hour, minute })
+    }
+}
+
+/// A channel file that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("channel file {file}: {reason}")]
+pub struct ChannelFileError {
+    /// The file's path in the channel tree.
+    pub file: String,
+    /// What is wrong (with line and column from YAML).
+    pub reason: String,
+}
+
+impl ChannelFile {
+    /// Parses and validates channel text.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ChannelFileError> {
+        let fail = |reason: String| ChannelFileError { file: file.to_owned(), reason };
+        if text.len() > MAX_CHANNEL_LEN {
+            return Err(fail(format!("larger than {MAX_CHANNEL_LEN} bytes")));
+        }
+        let channel: ChannelFile = serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?;
+        if channel.waves == Some(0) {
+            return Err(fail("waves must be at least 1".into()));
+        }
+        for w in &channel.windows {
+            if jiff::tz::TimeZone::get(&w.time_zone).is_err() {
+                return Err(fail(format!("unknown time zone {:?}", w.time_zone)));
+            }
+            if w.length.0.is_zero() || w.length.0 > std::time::Duration::from_secs(7 * 24 * 3600) {
+                return Err(fail("a window's length must be between 1s and 7 days".into()));
+            }
+        }
+        Ok(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let text = include_str!("../../docs/examples/channel.yaml");
+        let c = ChannelFile::parse(text, "channel.yaml").expect("example parses");
+        assert_eq!(c.release.as_str(), "v1.5.0");
+        assert!(!c.hold);
+        assert_eq!(c.canary, Some(Share(1000)));
+        assert_eq!(c.waves, Some(4));
+        assert_eq!(c.windows[0].start, ClockTime { hour: 2, minute: 0 });
+    }
+
+    #[test]
+    fn minimal_and_hostile_channels() {
+        let c = ChannelFile::parse("release: v2\nhold: true\n", "c").expect("minimal");
+        assert!(c.hold && c.canary.is_none());
+        assert_eq!(ChannelFile::parse("release: v2\ncanary: 0.25\n", "c").expect("fraction").canary, Some(Share(2500)));
+        for bad in [
+            "release: v2\ncolour: red\n",
+            "hold: true\n",
+            "release: 'v1..2'\n",
+            "release: v2\ncanary: 150%\n",
+            "release: v2\nwaves: 0\n",
+            "release: v2\nwindows: [{start: '25:00', length: 1h}]\n",
+            "release: v2\nwindows: [{start: '02:00', length: 1h, time_zone: Mars/Olympus}]\n",
+        ] {
+            let err = ChannelFile::parse(bad, "channel.yaml").expect_err(bad).to_string();
+            assert!(err.starts_with("channel file channel.yaml: "), "{err}");
+        }
+    }
+}
+
+/// The local ref in the release cache that holds the last fetched channel tip.
+pub const CACHE_REF: &str = "refs/driftless/channel";
+
+/// A channel tip that verified, with what it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelState {
+    /// The tip commit.
+    pub tip: String,
+    /// Who signed it (allowed_signers principals).
+    pub signer: String,
+    /// The signing key's fingerprint.
+    pub fingerprint: String,
+    /// The committer's claimed time (waves count from it).
+    pub committed_at: jiff::Timestamp,
+    /// The channel file at the tip.
+    pub file: ChannelFile,
+}
+
+/// Why a channel tip is not acted on. A refusal is logged and shown in
+/// status; it never causes a replacement.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelRefusal {
+    /// The tip's signature is missing or not trusted.
+    #[error("channel tip {tip} refused: {source}")]
+    Signature {
+        /// The tip.
+        tip: String,
+        /// Why.
+        source: crate::verify::VerifyError,
+    },
+    /// The tip does not descend from the last tip this node saw.
+    #[error("channel tip {tip} does not descend from {last}, the last tip this node saw: the branch moved backwards or sideways")]
+    NotForward {
+        /// The new tip.
+        tip: String,
+        /// The last tip seen.
+        last: String,
+    },
+    /// The channel file is missing or invalid.
+    #[error("channel tip {tip}: {source}")]
+    File {
+        /// The tip.
+        tip: String,
+        /// Why.
+        source: ChannelFileError,
+    },
+    /// The repository could not be read.
+    #[error("channel tip {tip}: {reason}")]
+    Repository {
+        /// The tip.
+        tip: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Fetches the channel branch into [`CACHE_REF`] (not shallow: proving that
+/// a new tip descends from the last one needs the commits in between; a
+/// fetch transfers only what the cache lacks) and returns the tip.
+pub fn fetch_tip(repo: &git2::Repository, root: &std::path::Path, config: &crate::config::AgentConfig) -> Result<git2::Oid, crate::fetch::FetchError> {
+    let remote_ref = config.channel_ref();
+    crate::fetch::fetch_ref(repo, root, &config.source, &remote_ref, CACHE_REF, false, &config.fetch)?;
+    repo.refname_to_id(CACHE_REF)
+        .map_err(|e| crate::fetch::FetchError::Cache { path: CACHE_REF.into(), reason: e.message().to_owned() })
+}
+
+/// Verifies the channel tip `tip` (already in `repo`): its signature, that it
+/// moves forward from `last_seen`, and its channel file.
+pub fn evaluate(
+    repo: &git2::Repository,
+    trust: &crate::verify::Trust,
+    tip: git2::Oid,
+    last_seen: Option<git2::Oid>,
+    file: &crate::types::TreePath,
+    now: jiff::Timestamp,
+) -> Result<ChannelState, ChannelRefusal> {
+    let tip_hex = tip.to_string();
+    let verified = crate::verify::verify_commit_object(repo, &tip_hex, tip, trust, now)
+        .map_err(|source| ChannelRefusal::Signature { tip: tip_hex.clone(), source })?;
+    if let Some(last) = last_seen.filter(|last| *last != tip) {
+        let forward = repo.graph_descendant_of(tip, last).unwrap_or(false);
+        if !forward {
+            return Err(ChannelRefusal::NotForward { tip: tip_hex, last: last.to_string() });
+        }
+    }
+    let repository = |reason: String| ChannelRefusal::Repository { tip: tip_hex.clone(), reason };
+    let tree = repo.find_commit(tip).and_then(|c| c.tree()).map_err(|e| repository(e.message().to_owned()))?;
+    let missing = || ChannelRefusal::File {
+        tip: tip_hex.clone(),
+        source: ChannelFileError { file: file.to_string(), reason: "not in the channel branch's tree".into() },
+    };
+    let entry = tree.get_path(std::path::Path::new(file.as_str())).map_err(|_| missing())?;
+    if entry.kind() != Some(git2::ObjectType::Blob) {
+        return Err(missing());
+    }
+    let blob = repo.find_blob(entry.id()).map_err(|e| repository(e.message().to_owned()))?;
+    let text = std::str::from_utf8(blob.content()).map_err(|_| ChannelRefusal::File {
+        tip: tip_hex.clone(),
+        source: ChannelFileError { file: file.to_string(), reason: "not UTF-8".into() },
+    })?;
+    let channel = ChannelFile::parse(text, file.as_str()).map_err(|source| ChannelRefusal::File { tip: tip_hex.clone(), source })?;
+    Ok(ChannelState {
+        tip: tip_hex,
+        signer: verified.principal,
+        fingerprint: verified.fingerprint,
+        committed_at: verified.signed_at,
+        file: channel,
+    })
+}

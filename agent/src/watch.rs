@@ -1,0 +1,501 @@
+//! The watcher: a small long-running daemon (`driftless watch`, systemd
+//! Type=notify) that polls the fleet's signed channel, watches the node for
+//! drift, and asks for the node to be replaced when the desired release
+//! moves away from the pinned one, when the node drifts (policy `replace`),
+//! or when its apply failed (policy `replace`). It never changes the node.
+//!
+//! Its own record is `/var/lib/driftless/watch.json` (the apply record,
+//! `state.json`, is locked): the last channel tip it accepted, so the channel
+//! can only move forward; the last poll; any refusal; drift seen; and the
+//! replacement request, written before the request is made so that a restart
+//! never asks twice but retries a request that failed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{self, ChannelState};
+use crate::config::{AgentConfig, DriftPolicy, FailurePolicy};
+use crate::detect::Detector;
+use crate::drift::Difference;
+use crate::poll::RefPoller;
+use crate::root::{Root, RootError};
+use crate::state::{self, State, Status};
+use crate::terminate::{self, Reason, ReplacementRequest};
+use crate::types::NodePath;
+
+/// Where the watcher's record lives on the node.
+pub const WATCH_STATE_PATH: &str = "/var/lib/driftless/watch.json";
+
+/// The watcher's record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchState {
+    /// The last channel tip accepted: a new tip must descend from it.
+    #[serde(default)]
+    pub channel: Option<SeenChannel>,
+    /// When the channel was last polled.
+    #[serde(default)]
+    pub last_poll: Option<Timestamp>,
+    /// Why the last poll failed, if it did.
+    #[serde(default)]
+    pub last_poll_error: Option<String>,
+    /// Polls that failed since the watcher started.
+    #[serde(default)]
+    pub poll_errors: u64,
+    /// The last channel tip refused, and why.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
+    /// Differences from the manifest seen so far.
+    #[serde(default)]
+    pub drift: Vec<DriftRecord>,
+    /// The request to be replaced, once made.
+    #[serde(default)]
+    pub replacement: Option<ReplacementRecord>,
+}
+
+/// A channel tip the node accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenChannel {
+    /// The tip commit.
+    pub tip: String,
+    /// Who signed it.
+    pub signer: String,
+    /// The signing key's fingerprint.
+    pub fingerprint: String,
+    /// The release it names.
+    pub release: String,
+    /// The commit that release's tag names (once verified).
+    #[serde(default)]
+    pub release_commit: Option<String>,
+    /// `hold: true` in the channel file.
+    pub hold: bool,
+    /// The tip's commit time.
+    pub committed_at: Timestamp,
+    /// When this node first saw it.
+    pub seen_at: Timestamp,
+}
+
+/// A refused channel tip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusal {
+    /// The tip.
+    pub tip: String,
+    /// Why, one line.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// One difference from the manifest, as first seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftRecord {
+    /// What differs, one line.
+    pub line: String,
+    /// When it was first seen.
+    pub first_seen: Timestamp,
+}
+
+/// Where a replacement request stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    /// Recorded; not yet made successfully.
+    Pending,
+    /// Made successfully; never made again.
+    Done,
+}
+
+/// The replacement request and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplacementRecord {
+    /// What was asked.
+    pub request: ReplacementRequest,
+    /// Where it stands.
+    pub status: RequestStatus,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// The last attempt's error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the last attempt was made.
+    #[serde(default)]
+    pub last_attempt: Option<Timestamp>,
+}
+
+fn watch_state_path() -> NodePath {
+    NodePath::new(WATCH_STATE_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
+}
+
+impl WatchState {
+    /// Reads the record (an absent file is an empty record).
+    pub fn load(root: &Root) -> Result<Self, RootError> {
+        let path = watch_state_path();
+        match root.read_optional(&path, state::MAX_STATE_LEN)? {
+            None => Ok(Self::default()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| RootError { path: path.to_string(), reason: format!("unreadable: {e}") }),
+        }
+    }
+
+    /// Writes the record atomically.
+    pub fn save(&self, root: &Root) -> Result<(), RootError> {
+        let path = watch_state_path();
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| RootError { path: path.to_string(), reason: e.to_string() })?;
+        bytes.push(b'\n');
+        if let Some(parent) = path.parent().filter(|p| matches!(root.observe(p), Ok(None))) {
+            root.ensure_dir(&parent, 0o755, 0, 0)?;
+        }
+        root.write_file(&path, &bytes, 0o644, 0, 0)
+    }
+
+    /// Records the tip a first boot resolved from the channel.
+    pub fn accept(&mut self, channel: &ChannelState, release_commit: Option<String>) {
+        self.channel = Some(SeenChannel {
+            tip: channel.tip.clone(),
+            signer: channel.signer.clone(),
+            fingerprint: channel.fingerprint.clone(),
+            release: channel.file.release.as_str().to_owned(),
+            release_commit,
+            hold: channel.file.hold,
+            committed_at: channel.committed_at,
+            seen_at: Timestamp::now(),
+        });
+        self.refusal = None;
+    }
+}
+
+/// A pause of `base` ±10 %, so a fleet does not poll in step.
+fn jittered(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    base.mul_f64(0.9 + f64::from(byte[0]) / 255.0 * 0.2)
+}
+
+/// What the watcher needs to run.
+pub struct Watcher {
+    root_path: PathBuf,
+    root: Root,
+    config: AgentConfig,
+    applied: State,
+    record: WatchState,
+    poller: RefPoller,
+    node_id: String,
+}
+
+impl Watcher {
+    /// Prepares the watcher for the node under `root_path`.
+    pub fn new(root_path: &Path, config: AgentConfig, node_id: String) -> anyhow::Result<Self> {
+        let root = Root::open(root_path)?;
+        let applied = state::load(&root)?.ok_or_else(|| anyhow::anyhow!("no release has been applied under {}; run driftless apply first", root_path.display()))?;
+        terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
+        let record = WatchState::load(&root)?;
+        let poller = poller_for(root_path, &config)?;
+        Ok(Self { root_path: root_path.to_path_buf(), root, config, applied, record, poller, node_id })
+    }
+
+    /// Runs until SIGTERM or SIGINT. Between polls and events nothing runs.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let (drift_tx, mut drift_rx) = tokio::sync::mpsc::channel::<Vec<Difference>>(16);
+        self.start_detector(drift_tx)?;
+        if self.applied.status != Status::Applied {
+            let reason = match &self.applied.status {
+                Status::Failed { stage, reason } => format!("apply failed at {stage}: {reason}"),
+                _ => "apply did not finish".to_owned(),
+            };
+            if self.config.failure.policy == FailurePolicy::Replace {
+                self.want_replacement(Reason::ApplyFailed, None, reason).await;
+            }
+        }
+        self.resume_pending().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
+        // Feed systemd's watchdog at half its interval.
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+        let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = tokio::time::sleep_until(next_poll) => {
+                    self.poll_once().await;
+                    next_poll = tokio::time::Instant::now() + jittered(self.config.channel.poll_interval.0);
+                    self.resume_pending().await;
+                }
+                Some(differences) = drift_rx.recv() => self.on_drift(differences).await,
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("stopping");
+        Ok(())
+    }
+
+    fn start_detector(&self, tx: tokio::sync::mpsc::Sender<Vec<Difference>>) -> anyhow::Result<()> {
+        let root = Root::open(&self.root_path)?;
+        let mut detector = Detector::new(root, self.applied.clone(), self.config.drift.rescan_interval.0)?;
+        std::thread::Builder::new().name("drift".into()).spawn(move || {
+            let first = detector.rescan();
+            if !first.is_empty() && tx.blocking_send(first).is_err() {
+                return;
+            }
+            loop {
+                match detector.poll(Duration::from_secs(3600)) {
+                    Ok(found) if found.is_empty() => {}
+                    Ok(found) => {
+                        if tx.blocking_send(found).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("{e}; drift detection stopped");
+                        return;
+                    }
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn on_drift(&mut self, differences: Vec<Difference>) {
+        for d in &differences {
+            tracing::warn!(message_id = crate::events::DRIFT, "drift: {d}");
+            let line = d.to_string();
+            if !self.record.drift.iter().any(|r| r.line == line) {
+                self.record.drift.push(DriftRecord { line, first_seen: Timestamp::now() });
+            }
+        }
+        self.save();
+        if self.config.drift.policy == DriftPolicy::Replace {
+            let detail = differences.first().map(ToString::to_string).unwrap_or_default();
+            self.want_replacement(Reason::Drift, None, detail).await;
+        }
+    }
+
+    /// One poll: one cheap request for the channel ref; only when its tip
+    /// changed, a fetch of the new commits, their verification, and the
+    /// desired release's verification.
+    pub async fn poll_once(&mut self) {
+        let channel_ref = self.config.channel_ref();
+        let answer = self.poller.ls_ref(&channel_ref).await;
+        self.record.last_poll = Some(Timestamp::now());
+        let tip = match answer {
+            Ok(answer) => match answer.oid {
+                Some(oid) => oid,
+                None => {
+                    self.poll_failed(format!("the source has no {channel_ref}"));
+                    return;
+                }
+            },
+            Err(e) => {
+                self.poll_failed(e.to_string());
+                return;
+            }
+        };
+        self.record.last_poll_error = None;
+        let known = self.record.channel.as_ref().is_some_and(|c| c.tip == tip)
+            || self.record.refusal.as_ref().is_some_and(|r| r.tip == tip);
+        if !known {
+            self.evaluate_tip().await;
+        }
+        self.save();
+        self.decide().await;
+    }
+
+    fn poll_failed(&mut self, error: String) {
+        tracing::warn!("channel poll failed: {error}");
+        self.record.poll_errors += 1;
+        self.record.last_poll_error = Some(error);
+        self.save();
+    }
+
+    async fn evaluate_tip(&mut self) {
+        let root_path = self.root_path.clone();
+        let config = self.config.clone();
+        let last_seen = self.record.channel.as_ref().map(|c| c.tip.clone());
+        let outcome = tokio::task::spawn_blocking(move || evaluate_channel(&root_path, &config, last_seen.as_deref())).await;
+        match outcome {
+            Ok(Ok((state, release_commit))) => {
+                tracing::info!(
+                    message_id = crate::events::CHANNEL_MOVED,
+                    "channel moved to {} (signed by {}): release {}{}",
+                    state.tip,
+                    state.signer,
+                    state.file.release.as_str(),
+                    if state.file.hold { ", on hold" } else { "" }
+                );
+                self.record.accept(&state, Some(release_commit));
+            }
+            Ok(Err((tip, reason))) => {
+                tracing::error!(message_id = crate::events::CHANNEL_REFUSED, "{reason}");
+                self.record.refusal = Some(Refusal { tip, reason, at: Timestamp::now() });
+            }
+            Err(e) => tracing::error!("channel evaluation stopped: {e}"),
+        }
+    }
+
+    /// Asks for replacement when the accepted channel names another release.
+    async fn decide(&mut self) {
+        let Some(seen) = self.record.channel.clone() else { return };
+        let pinned = &self.applied.release;
+        let same = seen.release_commit.as_deref() == Some(pinned.commit.as_str());
+        if same || seen.hold {
+            return;
+        }
+        let detail = format!("{} -> {}", pinned.tag, seen.release);
+        self.want_replacement(Reason::ReleaseChanged, Some(seen.release.clone()), detail).await;
+    }
+
+    /// Records the request (once), then makes it.
+    async fn want_replacement(&mut self, reason: Reason, desired: Option<String>, detail: String) {
+        if self.record.replacement.is_some() {
+            return;
+        }
+        let request = ReplacementRequest::new(
+            &self.node_id,
+            &self.applied.release.tag,
+            &self.applied.release.commit,
+            desired.as_deref(),
+            reason,
+            &detail,
+        );
+        self.record.replacement = Some(ReplacementRecord { request, status: RequestStatus::Pending, attempts: 0, last_error: None, last_attempt: None });
+        // Recorded before it is made: a crash from here on retries, never doubles.
+        self.save();
+        if std::env::var_os("DRIFTLESS_TEST_KILL_BEFORE_REQUEST").is_some() {
+            // Test hook: die between recording the request and making it.
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+        }
+        self.resume_pending().await;
+    }
+
+    /// Makes a recorded request that has not succeeded yet, with backoff.
+    async fn resume_pending(&mut self) {
+        let Some(record) = self.record.replacement.clone() else { return };
+        if record.status == RequestStatus::Done {
+            return;
+        }
+        let backoff = Duration::from_secs(5).saturating_mul(1 << record.attempts.min(6));
+        if let Some(last) = record.last_attempt {
+            let since = Timestamp::now().duration_since(last);
+            if since.as_secs() >= 0 && (since.unsigned_abs()) < backoff {
+                return;
+            }
+        }
+        let result = terminate::request_replacement(&self.root_path, &self.config.replace, &record.request).await;
+        let Some(entry) = self.record.replacement.as_mut() else { return };
+        entry.attempts += 1;
+        entry.last_attempt = Some(Timestamp::now());
+        match result {
+            Ok(()) => {
+                entry.status = RequestStatus::Done;
+                entry.last_error = None;
+                tracing::warn!(message_id = crate::events::REPLACEMENT_REQUESTED, "asked to be replaced: {}", record.request.detail);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("replacement requested")]);
+            }
+            Err(e) => {
+                tracing::error!("replacement request failed (attempt {}): {e}", entry.attempts);
+                entry.last_error = Some(e.to_string());
+            }
+        }
+        self.save();
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.record.save(&self.root) {
+            tracing::error!("cannot record the watcher's state: {e}");
+        }
+        if let Some(path) = &self.config.metrics_file {
+            if let Err(e) = crate::metrics::write(&self.root, path, &self.applied, &self.record) {
+                tracing::warn!("cannot write metrics: {e}");
+            }
+        }
+    }
+}
+
+/// The channel poller, with the source's transport settings.
+fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPoller> {
+    let source = &config.source;
+    let basic_auth = match &source.token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file.under(root_path)).map_err(|e| anyhow::anyhow!("cannot read {file}: {}", e.kind()))?;
+            Some(crate::poll::BasicAuth { user: source.token_user.clone(), token: text.trim().to_owned() })
+        }
+        None => None,
+    };
+    let options = crate::poll::PollOptions {
+        connect_timeout: config.fetch.connect_timeout.0,
+        io_timeout: config.fetch.io_timeout.0,
+        deadline: config.fetch.io_timeout.0 + config.fetch.connect_timeout.0,
+        ca_file: source.ca_file.as_ref().map(|p| p.under(root_path)),
+        basic_auth,
+        ssh_key_file: source.ssh_key_file.as_ref().map(|p| p.under(root_path)),
+        ..Default::default()
+    };
+    Ok(RefPoller::new(source.url.as_str(), options)?)
+}
+
+/// Fetches and verifies the channel tip, then the release it names.
+/// Errors carry the tip and a one-line reason.
+fn evaluate_channel(root_path: &Path, config: &AgentConfig, last_seen: Option<&str>) -> Result<(ChannelState, String), (String, String)> {
+    let unknown = |e: String| ("unknown".to_owned(), e);
+    let trust = crate::apply::load_trust(root_path, config).map_err(|e| unknown(crate::cli::one_line(&e)))?;
+    let repo = crate::fetch::open_cache(root_path).map_err(|e| unknown(e.to_string()))?;
+    let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| unknown(e.to_string()))?;
+    let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
+    let now = Timestamp::now();
+    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel.file, now).map_err(|e| (tip.to_string(), e.to_string()))?;
+    let tag = &state.file.release;
+    let refuse = |reason: String| (tip.to_string(), format!("channel tip {tip} names release {}, which {reason}", tag.as_str()));
+    crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch).map_err(|e| refuse(format!("cannot be fetched: {e}")))?;
+    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now).map_err(|e| refuse(format!("does not verify: {e}")))?;
+    Ok((state, verified.commit))
+}
+
+/// After a failed apply with `failure.policy: replace`: records the request
+/// in the watcher's state (once) and makes it, for the apply unit itself,
+/// since no watcher runs on a node that failed to come up.
+pub fn replace_after_failed_apply(root_path: &Path, config: &AgentConfig, node_id: &str, detail: &str) -> anyhow::Result<()> {
+    let root = Root::open(root_path)?;
+    // The release the node was meant to be: from state when the apply got
+    // that far, else from the config.
+    let (pinned, pinned_commit) = match state::load(&root)? {
+        Some(applied) => (applied.release.tag, applied.release.commit),
+        None => (config.release.tag.as_ref().map_or("unknown", |t| t.as_str()).to_owned(), String::new()),
+    };
+    terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
+    let mut record = WatchState::load(&root)?;
+    if record.replacement.as_ref().is_some_and(|r| r.status == RequestStatus::Done) {
+        return Ok(());
+    }
+    let request = record.replacement.as_ref().map(|r| r.request.clone()).unwrap_or_else(|| {
+        ReplacementRequest::new(node_id, &pinned, &pinned_commit, None, Reason::ApplyFailed, detail)
+    });
+    record.replacement = Some(ReplacementRecord { request: request.clone(), status: RequestStatus::Pending, attempts: 0, last_error: None, last_attempt: None });
+    record.save(&root)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(terminate::request_replacement(root_path, &config.replace, &request));
+    if let Some(entry) = record.replacement.as_mut() {
+        entry.attempts += 1;
+        entry.last_attempt = Some(Timestamp::now());
+        match &result {
+            Ok(()) => entry.status = RequestStatus::Done,
+            Err(e) => entry.last_error = Some(e.to_string()),
+        }
+    }
+    record.save(&root)?;
+    result?;
+    tracing::warn!(message_id = crate::events::REPLACEMENT_REQUESTED, "asked to be replaced: {}", request.detail);
+    Ok(())
+}
