@@ -512,17 +512,23 @@ impl Planner {
     fn complete_gshadow(&mut self, name: &str) {
         if let Some(gshadow) = self.gshadow.as_mut().filter(|t| t.find(name).is_none()) {
             gshadow.push(fields(&[name, "!", "", ""]));
-            self.changed.push(format!("{name}: added missing {GSHADOW} line"));
+            self.changed
+                .push(format!("{name}: added missing {GSHADOW} line"));
         }
     }
 
     /// Likewise for a user the spec creates and `/etc/shadow`.
     fn complete_shadow(&mut self, spec: &UserSpec) {
         let name = spec.name.as_str();
-        let no_password = if spec.ssh_authorized_keys.is_empty() { "!" } else { "*" };
+        let no_password = if spec.ssh_authorized_keys.is_empty() {
+            "!"
+        } else {
+            "*"
+        };
         if let Some(shadow) = self.shadow.as_mut().filter(|t| t.find(name).is_none()) {
             shadow.push(fields(&[name, no_password, "", "", "", "", "", "", ""]));
-            self.changed.push(format!("{name}: added missing {SHADOW} line"));
+            self.changed
+                .push(format!("{name}: added missing {SHADOW} line"));
         }
     }
 

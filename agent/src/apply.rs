@@ -87,16 +87,34 @@ pub fn load_trust(root: &Path, config: &AgentConfig) -> anyhow::Result<Trust> {
 /// The release a node is to run: the config's fixed tag, or the tag its
 /// channel names, resolved from the cache when it already holds a channel
 /// tip (a pre-seeded image needs no network), else from the source.
-pub fn resolve_tag(root: &Path, config: &AgentConfig, repo: &Repository, trust: &Trust) -> anyhow::Result<(TagName, Option<ChannelState>)> {
+pub fn resolve_tag(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    trust: &Trust,
+) -> anyhow::Result<(TagName, Option<ChannelState>)> {
     if let Some(tag) = &config.release.tag {
         return Ok((tag.clone(), None));
     }
-    let evaluate = |tip| channel::evaluate(repo, trust, tip, None, &config.channel.file, Timestamp::now());
+    let evaluate = |tip| {
+        channel::evaluate(
+            repo,
+            trust,
+            tip,
+            None,
+            &config.channel.file,
+            Timestamp::now(),
+        )
+    };
     let cached = repo.refname_to_id(channel::CACHE_REF).ok().map(evaluate);
     let state = match cached {
         Some(Ok(state)) => state,
         _ => {
-            tracing::info!("resolving the channel {} from {}", config.channel_ref(), config.source.url.redacted());
+            tracing::info!(
+                "resolving the channel {} from {}",
+                config.channel_ref(),
+                config.source.url.redacted()
+            );
             let tip = channel::fetch_tip(repo, root, config)?;
             evaluate(tip)?
         }
@@ -115,22 +133,36 @@ pub fn resolve_tag(root: &Path, config: &AgentConfig, repo: &Repository, trust: 
 /// when it already does (an image pre-seeded by `driftless fetch`), else from
 /// the source. Returns the cache, the verification, and the channel state
 /// the tag came from, if it came from a channel.
-pub fn fetch_verified(root: &Path, config: &AgentConfig) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
+pub fn fetch_verified(
+    root: &Path,
+    config: &AgentConfig,
+) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
     let trust = load_trust(root, config)?;
     let repo = fetch::open_cache(root)?;
     let (tag, channel_state) = resolve_tag(root, config, &repo, &trust)?;
     let tag = &tag;
-    let cached = fetch::has_tag(&repo, tag).then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
+    let cached = fetch::has_tag(&repo, tag)
+        .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
     let verified = match cached {
         Some(Ok(v)) => {
-            tracing::info!("release {} found in the cache; no network needed", tag.as_str());
+            tracing::info!(
+                "release {} found in the cache; no network needed",
+                tag.as_str()
+            );
             v
         }
         other => {
             if let Some(Err(e)) = other {
-                tracing::warn!("cached copy of {} does not verify ({e}); fetching it again", tag.as_str());
+                tracing::warn!(
+                    "cached copy of {} does not verify ({e}); fetching it again",
+                    tag.as_str()
+                );
             }
-            tracing::info!("fetching release {} from {}", tag.as_str(), config.source.url.redacted());
+            tracing::info!(
+                "fetching release {} from {}",
+                tag.as_str(),
+                config.source.url.redacted()
+            );
             fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
             verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
                 .map_err(anyhow::Error::from)
@@ -354,7 +386,12 @@ pub fn apply(
     };
     if let Some(mut existing) = state::load(&root)? {
         if existing.status == Status::Applied {
-            if let Some(wanted) = config.release.tag.as_ref().filter(|t| t.as_str() != existing.release.tag) {
+            if let Some(wanted) = config
+                .release
+                .tag
+                .as_ref()
+                .filter(|t| t.as_str() != existing.release.tag)
+            {
                 return Err(AlreadyPinned {
                     applied: existing.release.tag,
                     wanted: wanted.as_str().to_owned(),
@@ -397,7 +434,9 @@ pub fn apply(
         Ok(p) => p,
         // A root that cannot be read (a symlink leading out) is the node's
         // fault, not the spec's: record the stage the exit code names.
-        Err(e) if ExitCode::of(&e) == ExitCode::Apply => return Err(fail(&root, &mut record, "apply", e)),
+        Err(e) if ExitCode::of(&e) == ExitCode::Apply => {
+            return Err(fail(&root, &mut record, "apply", e));
+        }
         Err(e) => return Err(fail(&root, &mut record, "spec", e)),
     };
     record.manifest = steps

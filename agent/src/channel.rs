@@ -56,8 +56,16 @@ impl<'de> Deserialize<'de> for Share {
         let fraction = match Raw::deserialize(d)? {
             Raw::Fraction(f) => f,
             Raw::Text(t) => {
-                let number = t.trim().strip_suffix('%').ok_or_else(|| D::Error::custom(format!("share {t:?} must be a percentage like 10% or a fraction like 0.1")))?;
-                number.trim().parse::<f64>().map_err(|_| D::Error::custom(format!("share {t:?} is not a number")))? / 100.0
+                let number = t.trim().strip_suffix('%').ok_or_else(|| {
+                    D::Error::custom(format!(
+                        "share {t:?} must be a percentage like 10% or a fraction like 0.1"
+                    ))
+                })?;
+                number
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| D::Error::custom(format!("share {t:?} is not a number")))?
+                    / 100.0
             }
         };
         if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
@@ -122,7 +130,8 @@ impl<'de> Deserialize<'de> for ClockTime {
         let text = String::deserialize(d)?;
         let bad = || serde::de::Error::custom(format!("time {text:?} must be HH:MM"));
         let (h, m) = text.split_once(':').ok_or_else(bad)?;
-        let (hour, minute): (u8, u8) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        let (hour, minute): (u8, u8) =
+            (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
         if h.len() != 2 || m.len() != 2 || hour > 23 || minute > 59 {
             return Err(bad());
         }
@@ -143,7 +152,10 @@ pub struct ChannelFileError {
 impl ChannelFile {
     /// Parses and validates channel text.
     pub fn parse(text: &str, file: &str) -> Result<Self, ChannelFileError> {
-        let fail = |reason: String| ChannelFileError { file: file.to_owned(), reason };
+        let fail = |reason: String| ChannelFileError {
+            file: file.to_owned(),
+            reason,
+        };
         if text.len() > MAX_CHANNEL_LEN {
             return Err(fail(format!("larger than {MAX_CHANNEL_LEN} bytes")));
         }
@@ -156,7 +168,9 @@ impl ChannelFile {
                 return Err(fail(format!("unknown time zone {:?}", w.time_zone)));
             }
             if w.length.0.is_zero() || w.length.0 > std::time::Duration::from_secs(7 * 24 * 3600) {
-                return Err(fail("a window's length must be between 1s and 7 days".into()));
+                return Err(fail(
+                    "a window's length must be between 1s and 7 days".into(),
+                ));
             }
         }
         Ok(channel)
@@ -182,7 +196,12 @@ mod tests {
     fn minimal_and_hostile_channels() {
         let c = ChannelFile::parse("release: v2\nhold: true\n", "c").expect("minimal");
         assert!(c.hold && c.canary.is_none());
-        assert_eq!(ChannelFile::parse("release: v2\ncanary: 0.25\n", "c").expect("fraction").canary, Some(Share(2500)));
+        assert_eq!(
+            ChannelFile::parse("release: v2\ncanary: 0.25\n", "c")
+                .expect("fraction")
+                .canary,
+            Some(Share(2500))
+        );
         for bad in [
             "release: v2\ncolour: red\n",
             "hold: true\n",
@@ -192,7 +211,9 @@ mod tests {
             "release: v2\nwindows: [{start: '25:00', length: 1h}]\n",
             "release: v2\nwindows: [{start: '02:00', length: 1h, time_zone: Mars/Olympus}]\n",
         ] {
-            let err = ChannelFile::parse(bad, "channel.yaml").expect_err(bad).to_string();
+            let err = ChannelFile::parse(bad, "channel.yaml")
+                .expect_err(bad)
+                .to_string();
             assert!(err.starts_with("channel file channel.yaml: "), "{err}");
         }
     }
@@ -229,7 +250,9 @@ pub enum ChannelRefusal {
         source: crate::verify::VerifyError,
     },
     /// The tip does not descend from the last tip this node saw.
-    #[error("channel tip {tip} does not descend from {last}, the last tip this node saw: the branch moved backwards or sideways")]
+    #[error(
+        "channel tip {tip} does not descend from {last}, the last tip this node saw: the branch moved backwards or sideways"
+    )]
     NotForward {
         /// The new tip.
         tip: String,
@@ -257,11 +280,26 @@ pub enum ChannelRefusal {
 /// Fetches the channel branch into [`CACHE_REF`] (not shallow: proving that
 /// a new tip descends from the last one needs the commits in between; a
 /// fetch transfers only what the cache lacks) and returns the tip.
-pub fn fetch_tip(repo: &git2::Repository, root: &std::path::Path, config: &crate::config::AgentConfig) -> Result<git2::Oid, crate::fetch::FetchError> {
+pub fn fetch_tip(
+    repo: &git2::Repository,
+    root: &std::path::Path,
+    config: &crate::config::AgentConfig,
+) -> Result<git2::Oid, crate::fetch::FetchError> {
     let remote_ref = config.channel_ref();
-    crate::fetch::fetch_ref(repo, root, &config.source, &remote_ref, CACHE_REF, false, &config.fetch)?;
+    crate::fetch::fetch_ref(
+        repo,
+        root,
+        &config.source,
+        &remote_ref,
+        CACHE_REF,
+        false,
+        &config.fetch,
+    )?;
     repo.refname_to_id(CACHE_REF)
-        .map_err(|e| crate::fetch::FetchError::Cache { path: CACHE_REF.into(), reason: e.message().to_owned() })
+        .map_err(|e| crate::fetch::FetchError::Cache {
+            path: CACHE_REF.into(),
+            reason: e.message().to_owned(),
+        })
 }
 
 /// Verifies the channel tip `tip` (already in `repo`): its signature, that it
@@ -275,30 +313,58 @@ pub fn evaluate(
     now: jiff::Timestamp,
 ) -> Result<ChannelState, ChannelRefusal> {
     let tip_hex = tip.to_string();
-    let verified = crate::verify::verify_commit_object(repo, &tip_hex, tip, trust, now)
-        .map_err(|source| ChannelRefusal::Signature { tip: tip_hex.clone(), source })?;
+    let verified =
+        crate::verify::verify_commit_object(repo, &tip_hex, tip, trust, now).map_err(|source| {
+            ChannelRefusal::Signature {
+                tip: tip_hex.clone(),
+                source,
+            }
+        })?;
     if let Some(last) = last_seen.filter(|last| *last != tip) {
         let forward = repo.graph_descendant_of(tip, last).unwrap_or(false);
         if !forward {
-            return Err(ChannelRefusal::NotForward { tip: tip_hex, last: last.to_string() });
+            return Err(ChannelRefusal::NotForward {
+                tip: tip_hex,
+                last: last.to_string(),
+            });
         }
     }
-    let repository = |reason: String| ChannelRefusal::Repository { tip: tip_hex.clone(), reason };
-    let tree = repo.find_commit(tip).and_then(|c| c.tree()).map_err(|e| repository(e.message().to_owned()))?;
+    let repository = |reason: String| ChannelRefusal::Repository {
+        tip: tip_hex.clone(),
+        reason,
+    };
+    let tree = repo
+        .find_commit(tip)
+        .and_then(|c| c.tree())
+        .map_err(|e| repository(e.message().to_owned()))?;
     let missing = || ChannelRefusal::File {
         tip: tip_hex.clone(),
-        source: ChannelFileError { file: file.to_string(), reason: "not in the channel branch's tree".into() },
+        source: ChannelFileError {
+            file: file.to_string(),
+            reason: "not in the channel branch's tree".into(),
+        },
     };
-    let entry = tree.get_path(std::path::Path::new(file.as_str())).map_err(|_| missing())?;
+    let entry = tree
+        .get_path(std::path::Path::new(file.as_str()))
+        .map_err(|_| missing())?;
     if entry.kind() != Some(git2::ObjectType::Blob) {
         return Err(missing());
     }
-    let blob = repo.find_blob(entry.id()).map_err(|e| repository(e.message().to_owned()))?;
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| repository(e.message().to_owned()))?;
     let text = std::str::from_utf8(blob.content()).map_err(|_| ChannelRefusal::File {
         tip: tip_hex.clone(),
-        source: ChannelFileError { file: file.to_string(), reason: "not UTF-8".into() },
+        source: ChannelFileError {
+            file: file.to_string(),
+            reason: "not UTF-8".into(),
+        },
     })?;
-    let channel = ChannelFile::parse(text, file.as_str()).map_err(|source| ChannelRefusal::File { tip: tip_hex.clone(), source })?;
+    let channel =
+        ChannelFile::parse(text, file.as_str()).map_err(|source| ChannelRefusal::File {
+            tip: tip_hex.clone(),
+            source,
+        })?;
     Ok(ChannelState {
         tip: tip_hex,
         signer: verified.principal,

@@ -411,25 +411,46 @@ pub enum FailurePolicy {
 impl AgentConfig {
     /// Parses config text; `path` names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let fail = |reason: String| ConfigError { path: path.to_owned(), reason };
+        let fail = |reason: String| ConfigError {
+            path: path.to_owned(),
+            reason,
+        };
         let config: AgentConfig = serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?;
         match (&config.release.tag, &config.release.channel) {
-            (Some(_), Some(_)) => return Err(fail("release: give either tag or channel, not both".into())),
-            (None, None) => return Err(fail("release: needs tag (a signed release tag) or channel (a channel branch name)".into())),
+            (Some(_), Some(_)) => {
+                return Err(fail("release: give either tag or channel, not both".into()));
+            }
+            (None, None) => {
+                return Err(fail(
+                    "release: needs tag (a signed release tag) or channel (a channel branch name)"
+                        .into(),
+                ));
+            }
             _ => {}
         }
         if let Some(name) = &config.release.channel {
             let implied = format!("refs/heads/{name}");
             if !git2::Reference::is_valid_name(&implied) {
-                return Err(fail(format!("release.channel: {name:?} is not a valid branch name")));
+                return Err(fail(format!(
+                    "release.channel: {name:?} is not a valid branch name"
+                )));
             }
-            if config.channel.reference.as_deref().is_some_and(|r| r != implied) {
-                return Err(fail(format!("release.channel {name} and channel.ref disagree; set one of them")));
+            if config
+                .channel
+                .reference
+                .as_deref()
+                .is_some_and(|r| r != implied)
+            {
+                return Err(fail(format!(
+                    "release.channel {name} and channel.ref disagree; set one of them"
+                )));
             }
         }
         if let Some(r) = &config.channel.reference {
             if !r.starts_with("refs/") || !git2::Reference::is_valid_name(r) {
-                return Err(fail(format!("channel.ref: {r:?} is not a full ref name like refs/heads/channel")));
+                return Err(fail(format!(
+                    "channel.ref: {r:?} is not a full ref name like refs/heads/channel"
+                )));
             }
         }
         Ok(config)
@@ -443,7 +464,6 @@ impl AgentConfig {
             (None, None) => DEFAULT_CHANNEL_REF.to_owned(),
         }
     }
-
 
     /// Reads and parses a config file on the host.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -522,7 +542,10 @@ mod tests {
     #[test]
     fn the_documented_example_parses() {
         let config = AgentConfig::parse(EXAMPLE, "agent.yaml").expect("example parses");
-        assert_eq!(config.release.tag.as_ref().map(TagName::as_str), Some("v1.4.2"));
+        assert_eq!(
+            config.release.tag.as_ref().map(TagName::as_str),
+            Some("v1.4.2")
+        );
         assert_eq!(config.channel_ref(), "refs/heads/channel");
         assert_eq!(config.release.spec.as_str(), "driftless.yaml");
         assert_eq!(

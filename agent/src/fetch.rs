@@ -111,7 +111,13 @@ fn tag_ref(tag: &TagName) -> String {
 /// Fetches `refs/tags/TAG` (and the objects it needs, shallow where the
 /// transport allows) from `source` into `repo`, retrying within the deadline.
 /// Credential files are read under `root`.
-pub fn fetch_tag(repo: &Repository, root: &Path, source: &Source, tag: &TagName, settings: &FetchSettings) -> Result<(), FetchError> {
+pub fn fetch_tag(
+    repo: &Repository,
+    root: &Path,
+    source: &Source,
+    tag: &TagName,
+    settings: &FetchSettings,
+) -> Result<(), FetchError> {
     let name = tag_ref(tag);
     fetch_ref(repo, root, source, &name, &name, true, settings)
 }
@@ -132,7 +138,10 @@ pub fn fetch_ref(
     let credentials = Credentials::load(root, source)?;
     let deadline = Instant::now() + settings.deadline.0;
     let refspec = format!("+{remote_ref}:{local_ref}");
-    let no_such_ref = || FetchError::NoSuchRef { name: remote_ref.to_owned(), url: source.url.redacted() };
+    let no_such_ref = || FetchError::NoSuchRef {
+        name: remote_ref.to_owned(),
+        url: source.url.redacted(),
+    };
     let mut delay = settings.retry_initial.0;
     let mut attempts = 0;
     loop {
@@ -142,7 +151,11 @@ pub fn fetch_ref(
             Ok(()) => return Err(no_such_ref()),
             Err(e) if is_missing_ref(&e) => return Err(no_such_ref()),
             Err(e) if is_permanent(&e) => {
-                return Err(FetchError::Refused { name: remote_ref.to_owned(), url: source.url.redacted(), reason: e.message().to_owned() });
+                return Err(FetchError::Refused {
+                    name: remote_ref.to_owned(),
+                    url: source.url.redacted(),
+                    reason: e.message().to_owned(),
+                });
             }
             Err(e) => {
                 let message = e.message().to_owned();
@@ -177,7 +190,9 @@ fn fetch_once(
     callbacks.credentials(move |url, username, allowed| {
         asked += 1;
         if asked > 1 {
-            return Err(git2::Error::from_str("the server refused the configured credentials"));
+            return Err(git2::Error::from_str(
+                "the server refused the configured credentials",
+            ));
         }
         credentials.for_request(url, username, allowed)
     });
@@ -188,7 +203,9 @@ fn fetch_once(
         callbacks.certificate_check(move |cert, host| known_hosts.check(cert, host));
     }
     let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks).download_tags(AutotagOption::None);
+    options
+        .remote_callbacks(callbacks)
+        .download_tags(AutotagOption::None);
     if shallow && !source.url.as_str().starts_with("file://") {
         options.depth(1);
     }
@@ -198,7 +215,11 @@ fn fetch_once(
 
 /// Certificate and authentication failures do not heal by retrying.
 fn is_permanent(e: &git2::Error) -> bool {
-    e.class() == git2::ErrorClass::Ssl || matches!(e.code(), git2::ErrorCode::Certificate | git2::ErrorCode::Auth)
+    e.class() == git2::ErrorClass::Ssl
+        || matches!(
+            e.code(),
+            git2::ErrorCode::Certificate | git2::ErrorCode::Auth
+        )
 }
 
 fn is_missing_ref(e: &git2::Error) -> bool {

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod plan;
 pub mod poll;
 pub mod release;
+pub mod rollout;
 pub mod root;
 pub mod spec;
 pub mod state;

@@ -14,35 +14,111 @@ use crate::watch::{RequestStatus, WatchState};
 pub fn render(applied: &State, watch: &WatchState) -> String {
     let mut out = String::new();
     let r = &applied.release;
-    let label = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let label = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
     let mut metric = |name: &str, help: &str, labels: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}"
+        );
     };
     metric(
         "driftless_release_info",
         "The release this node was built from.",
-        &format!("{{tag=\"{}\",commit=\"{}\",signer_fingerprint=\"{}\"}}", label(&r.tag), label(&r.commit), label(&r.fingerprint)),
+        &format!(
+            "{{tag=\"{}\",commit=\"{}\",signer_fingerprint=\"{}\"}}",
+            label(&r.tag),
+            label(&r.commit),
+            label(&r.fingerprint)
+        ),
         1.0,
     );
-    metric("driftless_applied", "1 when the release was applied and passed its health checks.", "", f64::from(u8::from(applied.status == Status::Applied)));
-    let locked = applied.manifest.iter().filter(|e| e.lock == LockStatus::Locked).count();
-    metric("driftless_locked_paths", "Managed paths carrying the immutable attribute.", "", locked as f64);
-    metric("driftless_drift_paths", "Differences from the manifest seen so far.", "", watch.drift.len() as f64);
+    metric(
+        "driftless_applied",
+        "1 when the release was applied and passed its health checks.",
+        "",
+        f64::from(u8::from(applied.status == Status::Applied)),
+    );
+    let locked = applied
+        .manifest
+        .iter()
+        .filter(|e| e.lock == LockStatus::Locked)
+        .count();
+    metric(
+        "driftless_locked_paths",
+        "Managed paths carrying the immutable attribute.",
+        "",
+        locked as f64,
+    );
+    metric(
+        "driftless_drift_paths",
+        "Differences from the manifest seen so far.",
+        "",
+        watch.drift.len() as f64,
+    );
     if let Some(seen) = &watch.channel {
-        metric("driftless_desired_release_info", "The release the channel names.", &format!("{{tag=\"{}\",channel_tip=\"{}\"}}", label(&seen.release), label(&seen.tip)), 1.0);
-        metric("driftless_channel_hold", "1 while the channel is on hold.", "", f64::from(u8::from(seen.hold)));
+        metric(
+            "driftless_desired_release_info",
+            "The release the channel names.",
+            &format!(
+                "{{tag=\"{}\",channel_tip=\"{}\"}}",
+                label(&seen.release),
+                label(&seen.tip)
+            ),
+            1.0,
+        );
+        metric(
+            "driftless_channel_hold",
+            "1 while the channel is on hold.",
+            "",
+            f64::from(u8::from(seen.hold)),
+        );
     }
     if let Some(at) = watch.last_poll {
-        metric("driftless_last_poll_timestamp_seconds", "When the channel was last polled.", "", at.as_second() as f64);
+        metric(
+            "driftless_last_poll_timestamp_seconds",
+            "When the channel was last polled.",
+            "",
+            at.as_second() as f64,
+        );
     }
-    metric("driftless_poll_errors", "Channel polls that failed since the watcher started.", "", watch.poll_errors as f64);
-    metric("driftless_channel_refused", "1 when the last new channel tip was refused.", "", f64::from(u8::from(watch.refusal.is_some())));
-    let requested = watch.replacement.as_ref().map_or(0.0, |r| if r.status == RequestStatus::Done { 1.0 } else { 0.5 });
-    metric("driftless_replacement_requested", "1 when replacement was requested, 0.5 while the request is pending.", "", requested);
+    metric(
+        "driftless_poll_errors",
+        "Channel polls that failed since the watcher started.",
+        "",
+        watch.poll_errors as f64,
+    );
+    metric(
+        "driftless_channel_refused",
+        "1 when the last new channel tip was refused.",
+        "",
+        f64::from(u8::from(watch.refusal.is_some())),
+    );
+    let requested = watch.replacement.as_ref().map_or(0.0, |r| {
+        if r.status == RequestStatus::Done {
+            1.0
+        } else {
+            0.5
+        }
+    });
+    metric(
+        "driftless_replacement_requested",
+        "1 when replacement was requested, 0.5 while the request is pending.",
+        "",
+        requested,
+    );
     out
 }
 
 /// Writes the metrics file, if its directory exists.
-pub fn write(root: &Root, path: &NodePath, applied: &State, watch: &WatchState) -> Result<(), RootError> {
+pub fn write(
+    root: &Root,
+    path: &NodePath,
+    applied: &State,
+    watch: &WatchState,
+) -> Result<(), RootError> {
     root.write_file(path, render(applied, watch).as_bytes(), 0o644, 0, 0)
 }

@@ -54,10 +54,13 @@ pub struct WatchState {
     /// The request to be replaced, once made.
     #[serde(default)]
     pub replacement: Option<ReplacementRecord>,
+    /// Why the rollout does not let this node go yet, if it does not.
+    #[serde(default)]
+    pub waiting: Option<String>,
 }
 
 /// A channel tip the node accepted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeenChannel {
     /// The tip commit.
@@ -77,6 +80,8 @@ pub struct SeenChannel {
     pub committed_at: Timestamp,
     /// When this node first saw it.
     pub seen_at: Timestamp,
+    /// The whole channel file (rollout settings included).
+    pub file: crate::channel::ChannelFile,
 }
 
 /// A refused channel tip.
@@ -139,17 +144,25 @@ impl WatchState {
         let path = watch_state_path();
         match root.read_optional(&path, state::MAX_STATE_LEN)? {
             None => Ok(Self::default()),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| RootError { path: path.to_string(), reason: format!("unreadable: {e}") }),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RootError {
+                path: path.to_string(),
+                reason: format!("unreadable: {e}"),
+            }),
         }
     }
 
     /// Writes the record atomically.
     pub fn save(&self, root: &Root) -> Result<(), RootError> {
         let path = watch_state_path();
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| RootError { path: path.to_string(), reason: e.to_string() })?;
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| RootError {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
         bytes.push(b'\n');
-        if let Some(parent) = path.parent().filter(|p| matches!(root.observe(p), Ok(None))) {
+        if let Some(parent) = path
+            .parent()
+            .filter(|p| matches!(root.observe(p), Ok(None)))
+        {
             root.ensure_dir(&parent, 0o755, 0, 0)?;
         }
         root.write_file(&path, &bytes, 0o644, 0, 0)
@@ -166,6 +179,7 @@ impl WatchState {
             hold: channel.file.hold,
             committed_at: channel.committed_at,
             seen_at: Timestamp::now(),
+            file: channel.file.clone(),
         });
         self.refusal = None;
     }
@@ -193,11 +207,24 @@ impl Watcher {
     /// Prepares the watcher for the node under `root_path`.
     pub fn new(root_path: &Path, config: AgentConfig, node_id: String) -> anyhow::Result<Self> {
         let root = Root::open(root_path)?;
-        let applied = state::load(&root)?.ok_or_else(|| anyhow::anyhow!("no release has been applied under {}; run driftless apply first", root_path.display()))?;
+        let applied = state::load(&root)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no release has been applied under {}; run driftless apply first",
+                root_path.display()
+            )
+        })?;
         terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
         let record = WatchState::load(&root)?;
         let poller = poller_for(root_path, &config)?;
-        Ok(Self { root_path: root_path.to_path_buf(), root, config, applied, record, poller, node_id })
+        Ok(Self {
+            root_path: root_path.to_path_buf(),
+            root,
+            config,
+            applied,
+            record,
+            poller,
+            node_id,
+        })
     }
 
     /// Runs until SIGTERM or SIGINT. Between polls and events nothing runs.
@@ -213,14 +240,19 @@ impl Watcher {
                 _ => "apply did not finish".to_owned(),
             };
             if self.config.failure.policy == FailurePolicy::Replace {
-                self.want_replacement(Reason::ApplyFailed, None, reason).await;
+                self.want_replacement(Reason::ApplyFailed, None, reason)
+                    .await;
             }
         }
         self.resume_pending().await;
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("watching")]);
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("watching"),
+        ]);
         // Feed systemd's watchdog at half its interval.
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut next_poll = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -244,27 +276,33 @@ impl Watcher {
 
     fn start_detector(&self, tx: tokio::sync::mpsc::Sender<Vec<Difference>>) -> anyhow::Result<()> {
         let root = Root::open(&self.root_path)?;
-        let mut detector = Detector::new(root, self.applied.clone(), self.config.drift.rescan_interval.0)?;
-        std::thread::Builder::new().name("drift".into()).spawn(move || {
-            let first = detector.rescan();
-            if !first.is_empty() && tx.blocking_send(first).is_err() {
-                return;
-            }
-            loop {
-                match detector.poll(Duration::from_secs(3600)) {
-                    Ok(found) if found.is_empty() => {}
-                    Ok(found) => {
-                        if tx.blocking_send(found).is_err() {
+        let mut detector = Detector::new(
+            root,
+            self.applied.clone(),
+            self.config.drift.rescan_interval.0,
+        )?;
+        std::thread::Builder::new()
+            .name("drift".into())
+            .spawn(move || {
+                let first = detector.rescan();
+                if !first.is_empty() && tx.blocking_send(first).is_err() {
+                    return;
+                }
+                loop {
+                    match detector.poll(Duration::from_secs(3600)) {
+                        Ok(found) if found.is_empty() => {}
+                        Ok(found) => {
+                            if tx.blocking_send(found).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("{e}; drift detection stopped");
                             return;
                         }
                     }
-                    Err(e) => {
-                        tracing::error!("{e}; drift detection stopped");
-                        return;
-                    }
                 }
-            }
-        })?;
+            })?;
         Ok(())
     }
 
@@ -273,12 +311,18 @@ impl Watcher {
             tracing::warn!(message_id = crate::events::DRIFT, "drift: {d}");
             let line = d.to_string();
             if !self.record.drift.iter().any(|r| r.line == line) {
-                self.record.drift.push(DriftRecord { line, first_seen: Timestamp::now() });
+                self.record.drift.push(DriftRecord {
+                    line,
+                    first_seen: Timestamp::now(),
+                });
             }
         }
         self.save();
         if self.config.drift.policy == DriftPolicy::Replace {
-            let detail = differences.first().map(ToString::to_string).unwrap_or_default();
+            let detail = differences
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             self.want_replacement(Reason::Drift, None, detail).await;
         }
     }
@@ -324,7 +368,10 @@ impl Watcher {
         let root_path = self.root_path.clone();
         let config = self.config.clone();
         let last_seen = self.record.channel.as_ref().map(|c| c.tip.clone());
-        let outcome = tokio::task::spawn_blocking(move || evaluate_channel(&root_path, &config, last_seen.as_deref())).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            evaluate_channel(&root_path, &config, last_seen.as_deref())
+        })
+        .await;
         match outcome {
             Ok(Ok((state, release_commit))) => {
                 tracing::info!(
@@ -339,7 +386,11 @@ impl Watcher {
             }
             Ok(Err((tip, reason))) => {
                 tracing::error!(message_id = crate::events::CHANNEL_REFUSED, "{reason}");
-                self.record.refusal = Some(Refusal { tip, reason, at: Timestamp::now() });
+                self.record.refusal = Some(Refusal {
+                    tip,
+                    reason,
+                    at: Timestamp::now(),
+                });
             }
             Err(e) => tracing::error!("channel evaluation stopped: {e}"),
         }
@@ -347,14 +398,36 @@ impl Watcher {
 
     /// Asks for replacement when the accepted channel names another release.
     async fn decide(&mut self) {
-        let Some(seen) = self.record.channel.clone() else { return };
+        let Some(seen) = self.record.channel.clone() else {
+            return;
+        };
         let pinned = &self.applied.release;
         let same = seen.release_commit.as_deref() == Some(pinned.commit.as_str());
-        if same || seen.hold {
+        if same {
+            self.record.waiting = None;
             return;
         }
+        // The rollout decides when: canary, waves, windows, hold, failures.
+        let decision = crate::rollout::decide(
+            &self.node_id,
+            &seen.file,
+            seen.committed_at,
+            Timestamp::now(),
+            0,
+        );
+        if decision != crate::rollout::Decision::Go {
+            let why = decision.to_string();
+            if self.record.waiting.as_deref() != Some(why.as_str()) {
+                tracing::info!("release {} is desired; {why}", seen.release);
+                self.record.waiting = Some(why);
+                self.save();
+            }
+            return;
+        }
+        self.record.waiting = None;
         let detail = format!("{} -> {}", pinned.tag, seen.release);
-        self.want_replacement(Reason::ReleaseChanged, Some(seen.release.clone()), detail).await;
+        self.want_replacement(Reason::ReleaseChanged, Some(seen.release.clone()), detail)
+            .await;
     }
 
     /// Records the request (once), then makes it.
@@ -370,19 +443,28 @@ impl Watcher {
             reason,
             &detail,
         );
-        self.record.replacement = Some(ReplacementRecord { request, status: RequestStatus::Pending, attempts: 0, last_error: None, last_attempt: None });
+        self.record.replacement = Some(ReplacementRecord {
+            request,
+            status: RequestStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            last_attempt: None,
+        });
         // Recorded before it is made: a crash from here on retries, never doubles.
         self.save();
         if std::env::var_os("DRIFTLESS_TEST_KILL_BEFORE_REQUEST").is_some() {
             // Test hook: die between recording the request and making it.
-            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
         }
         self.resume_pending().await;
     }
 
     /// Makes a recorded request that has not succeeded yet, with backoff.
     async fn resume_pending(&mut self) {
-        let Some(record) = self.record.replacement.clone() else { return };
+        let Some(record) = self.record.replacement.clone() else {
+            return;
+        };
         if record.status == RequestStatus::Done {
             return;
         }
@@ -393,19 +475,31 @@ impl Watcher {
                 return;
             }
         }
-        let result = terminate::request_replacement(&self.root_path, &self.config.replace, &record.request).await;
-        let Some(entry) = self.record.replacement.as_mut() else { return };
+        let result =
+            terminate::request_replacement(&self.root_path, &self.config.replace, &record.request)
+                .await;
+        let Some(entry) = self.record.replacement.as_mut() else {
+            return;
+        };
         entry.attempts += 1;
         entry.last_attempt = Some(Timestamp::now());
         match result {
             Ok(()) => {
                 entry.status = RequestStatus::Done;
                 entry.last_error = None;
-                tracing::warn!(message_id = crate::events::REPLACEMENT_REQUESTED, "asked to be replaced: {}", record.request.detail);
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("replacement requested")]);
+                tracing::warn!(
+                    message_id = crate::events::REPLACEMENT_REQUESTED,
+                    "asked to be replaced: {}",
+                    record.request.detail
+                );
+                let _ =
+                    sd_notify::notify(&[sd_notify::NotifyState::Status("replacement requested")]);
             }
             Err(e) => {
-                tracing::error!("replacement request failed (attempt {}): {e}", entry.attempts);
+                tracing::error!(
+                    "replacement request failed (attempt {}): {e}",
+                    entry.attempts
+                );
                 entry.last_error = Some(e.to_string());
             }
         }
@@ -429,8 +523,12 @@ fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPolle
     let source = &config.source;
     let basic_auth = match &source.token_file {
         Some(file) => {
-            let text = std::fs::read_to_string(file.under(root_path)).map_err(|e| anyhow::anyhow!("cannot read {file}: {}", e.kind()))?;
-            Some(crate::poll::BasicAuth { user: source.token_user.clone(), token: text.trim().to_owned() })
+            let text = std::fs::read_to_string(file.under(root_path))
+                .map_err(|e| anyhow::anyhow!("cannot read {file}: {}", e.kind()))?;
+            Some(crate::poll::BasicAuth {
+                user: source.token_user.clone(),
+                token: text.trim().to_owned(),
+            })
         }
         None => None,
     };
@@ -448,44 +546,100 @@ fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPolle
 
 /// Fetches and verifies the channel tip, then the release it names.
 /// Errors carry the tip and a one-line reason.
-fn evaluate_channel(root_path: &Path, config: &AgentConfig, last_seen: Option<&str>) -> Result<(ChannelState, String), (String, String)> {
+fn evaluate_channel(
+    root_path: &Path,
+    config: &AgentConfig,
+    last_seen: Option<&str>,
+) -> Result<(ChannelState, String), (String, String)> {
     let unknown = |e: String| ("unknown".to_owned(), e);
-    let trust = crate::apply::load_trust(root_path, config).map_err(|e| unknown(crate::cli::one_line(&e)))?;
+    let trust = crate::apply::load_trust(root_path, config)
+        .map_err(|e| unknown(crate::cli::one_line(&e)))?;
     let repo = crate::fetch::open_cache(root_path).map_err(|e| unknown(e.to_string()))?;
     let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| unknown(e.to_string()))?;
     let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
     let now = Timestamp::now();
-    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel.file, now).map_err(|e| (tip.to_string(), e.to_string()))?;
+    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel.file, now)
+        .map_err(|e| (tip.to_string(), e.to_string()))?;
     let tag = &state.file.release;
-    let refuse = |reason: String| (tip.to_string(), format!("channel tip {tip} names release {}, which {reason}", tag.as_str()));
-    crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch).map_err(|e| refuse(format!("cannot be fetched: {e}")))?;
-    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now).map_err(|e| refuse(format!("does not verify: {e}")))?;
+    let refuse = |reason: String| {
+        (
+            tip.to_string(),
+            format!(
+                "channel tip {tip} names release {}, which {reason}",
+                tag.as_str()
+            ),
+        )
+    };
+    crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch)
+        .map_err(|e| refuse(format!("cannot be fetched: {e}")))?;
+    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now)
+        .map_err(|e| refuse(format!("does not verify: {e}")))?;
     Ok((state, verified.commit))
 }
 
 /// After a failed apply with `failure.policy: replace`: records the request
 /// in the watcher's state (once) and makes it, for the apply unit itself,
 /// since no watcher runs on a node that failed to come up.
-pub fn replace_after_failed_apply(root_path: &Path, config: &AgentConfig, node_id: &str, detail: &str) -> anyhow::Result<()> {
+pub fn replace_after_failed_apply(
+    root_path: &Path,
+    config: &AgentConfig,
+    node_id: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
     let root = Root::open(root_path)?;
     // The release the node was meant to be: from state when the apply got
     // that far, else from the config.
     let (pinned, pinned_commit) = match state::load(&root)? {
         Some(applied) => (applied.release.tag, applied.release.commit),
-        None => (config.release.tag.as_ref().map_or("unknown", |t| t.as_str()).to_owned(), String::new()),
+        None => (
+            config
+                .release
+                .tag
+                .as_ref()
+                .map_or("unknown", |t| t.as_str())
+                .to_owned(),
+            String::new(),
+        ),
     };
     terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
     let mut record = WatchState::load(&root)?;
-    if record.replacement.as_ref().is_some_and(|r| r.status == RequestStatus::Done) {
+    if record
+        .replacement
+        .as_ref()
+        .is_some_and(|r| r.status == RequestStatus::Done)
+    {
         return Ok(());
     }
-    let request = record.replacement.as_ref().map(|r| r.request.clone()).unwrap_or_else(|| {
-        ReplacementRequest::new(node_id, &pinned, &pinned_commit, None, Reason::ApplyFailed, detail)
+    let request = record
+        .replacement
+        .as_ref()
+        .map(|r| r.request.clone())
+        .unwrap_or_else(|| {
+            ReplacementRequest::new(
+                node_id,
+                &pinned,
+                &pinned_commit,
+                None,
+                Reason::ApplyFailed,
+                detail,
+            )
+        });
+    record.replacement = Some(ReplacementRecord {
+        request: request.clone(),
+        status: RequestStatus::Pending,
+        attempts: 0,
+        last_error: None,
+        last_attempt: None,
     });
-    record.replacement = Some(ReplacementRecord { request: request.clone(), status: RequestStatus::Pending, attempts: 0, last_error: None, last_attempt: None });
     record.save(&root)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(terminate::request_replacement(root_path, &config.replace, &request));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(terminate::request_replacement(
+        root_path,
+        &config.replace,
+        &request,
+    ));
     if let Some(entry) = record.replacement.as_mut() {
         entry.attempts += 1;
         entry.last_attempt = Some(Timestamp::now());
@@ -496,6 +650,10 @@ pub fn replace_after_failed_apply(root_path: &Path, config: &AgentConfig, node_i
     }
     record.save(&root)?;
     result?;
-    tracing::warn!(message_id = crate::events::REPLACEMENT_REQUESTED, "asked to be replaced: {}", request.detail);
+    tracing::warn!(
+        message_id = crate::events::REPLACEMENT_REQUESTED,
+        "asked to be replaced: {}",
+        request.detail
+    );
     Ok(())
 }

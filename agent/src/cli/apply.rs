@@ -80,12 +80,23 @@ pub fn run(args: ApplyArgs) -> ExitCode {
 /// to be replaced (a bad config or a refused signature included: the node
 /// cannot become what it should be).
 fn replace_if_configured(args: &ApplyArgs, error: &anyhow::Error) {
-    let Ok(config) = args.node.load_config() else { return };
+    let Ok(config) = args.node.load_config() else {
+        return;
+    };
     if config.failure.policy != config::FailurePolicy::Replace {
         return;
     }
-    let node_id = config::node_id(&args.node.root, &config.node).unwrap_or_else(|_| "unknown".to_owned());
-    if let Err(e) = crate::watch::replace_after_failed_apply(&args.node.root, &config, &node_id, &super::one_line(error)) {
-        eprintln!("error: asking to be replaced failed: {}", super::one_line(&e));
+    let node_id =
+        config::node_id(&args.node.root, &config.node).unwrap_or_else(|_| "unknown".to_owned());
+    if let Err(e) = crate::watch::replace_after_failed_apply(
+        &args.node.root,
+        &config,
+        &node_id,
+        &super::one_line(error),
+    ) {
+        eprintln!(
+            "error: asking to be replaced failed: {}",
+            super::one_line(&e)
+        );
     }
 }

@@ -40,7 +40,10 @@ pub fn run(args: StatusArgs) -> ExitCode {
         }
         Err(e) => return super::report(&e),
     };
-    let watch = Root::open(&args.root).ok().and_then(|root| WatchState::load(&root).ok()).unwrap_or_default();
+    let watch = Root::open(&args.root)
+        .ok()
+        .and_then(|root| WatchState::load(&root).ok())
+        .unwrap_or_default();
     if args.json {
         let mut value = serde_json::to_value(&state).unwrap_or_default();
         value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
@@ -108,6 +111,9 @@ fn print_watch(watch: &WatchState) {
         (Some(at), Some(e)) => println!("last poll  {at}, FAILED: {e}"),
         (None, _) => println!("last poll  never"),
     }
+    if let Some(why) = &watch.waiting {
+        println!("rollout    {why}");
+    }
     if let Some(r) = &watch.refusal {
         println!("refused    channel tip {} at {}: {}", r.tip, r.at, r.reason);
     }
@@ -120,7 +126,14 @@ fn print_watch(watch: &WatchState) {
     if let Some(r) = &watch.replacement {
         let state = match r.status {
             RequestStatus::Done => "requested".to_owned(),
-            RequestStatus::Pending => format!("PENDING after {} attempts{}", r.attempts, r.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()),
+            RequestStatus::Pending => format!(
+                "PENDING after {} attempts{}",
+                r.attempts,
+                r.last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
         };
         println!("replace    {state} ({})", r.request.detail);
     }

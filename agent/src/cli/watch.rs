@@ -22,7 +22,9 @@ pub fn run(args: WatchArgs) -> ExitCode {
     let result = (|| {
         let config = args.node.load_config()?;
         let node_id = config::node_id(&args.node.root, &config.node)?;
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async {
             let mut watcher = Watcher::new(&args.node.root, config, node_id)?;
             if args.once {
