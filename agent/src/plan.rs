@@ -39,6 +39,20 @@ pub struct Desired {
     pub exclusive: bool,
 }
 
+impl Desired {
+    /// An entry the release owns: recorded, locked, watched.
+    fn owned(path: NodePath, entry: Entry, origin: String) -> Self {
+        Self {
+            path,
+            entry,
+            origin,
+            managed: true,
+            lock: true,
+            exclusive: false,
+        }
+    }
+}
+
 /// The desired state of one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
@@ -230,30 +244,24 @@ pub fn desired(
             .map(|k| format!("{}\n", k.trim_end()))
             .collect();
         let origin = format!("user {}", user.name.as_str());
-        out.push(Desired {
-            path: home.clone(),
-            entry: Entry::Directory {
+        out.push(Desired::owned(
+            home.clone(),
+            Entry::Directory {
                 mode: 0o750,
                 uid: u,
                 gid: g,
             },
-            origin: origin.clone(),
-            managed: true,
-            lock: true,
-            exclusive: false,
-        });
-        out.push(Desired {
-            path: ssh.clone(),
-            entry: Entry::Directory {
+            origin.clone(),
+        ));
+        out.push(Desired::owned(
+            ssh.clone(),
+            Entry::Directory {
                 mode: 0o700,
                 uid: u,
                 gid: g,
             },
-            origin: origin.clone(),
-            managed: true,
-            lock: true,
-            exclusive: false,
-        });
+            origin.clone(),
+        ));
         out.push(Desired {
             path: ssh.join("authorized_keys").map_err(PlanError)?,
             entry: Entry::file(keys.into_bytes(), 0o600, u, g),
@@ -268,26 +276,20 @@ pub fn desired(
             Content::Inline(text) => text.clone().into_bytes(),
             Content::Source(p) => read(p).map_err(PlanError)?,
         };
-        out.push(Desired {
-            path: f.path.clone(),
-            entry: Entry::file(content, f.mode.0, uid(&f.owner)?, gid(&f.group)?),
-            origin: format!("files[{i}]"),
-            managed: true,
-            lock: true,
-            exclusive: false,
-        });
+        out.push(Desired::owned(
+            f.path.clone(),
+            Entry::file(content, f.mode.0, uid(&f.owner)?, gid(&f.group)?),
+            format!("files[{i}]"),
+        ));
     }
     for (i, l) in spec.links.iter().enumerate() {
-        out.push(Desired {
-            path: l.path.clone(),
-            entry: Entry::Link {
+        out.push(Desired::owned(
+            l.path.clone(),
+            Entry::Link {
                 target: l.target.as_str().to_owned(),
             },
-            origin: format!("links[{i}]"),
-            managed: true,
-            lock: true,
-            exclusive: false,
-        });
+            format!("links[{i}]"),
+        ));
     }
     for unit in &spec.units {
         out.extend(unit_entries(unit, read)?);
@@ -330,14 +332,11 @@ fn unit_entries(
         Some(Content::Source(p)) => read(p).map_err(PlanError)?,
         None => return Err(PlanError(format!("{origin}: no content"))),
     };
-    let mut out = vec![Desired {
-        path: unit_path(&unit.name)?,
-        entry: Entry::file(content.clone(), 0o644, 0, 0),
-        origin: origin.clone(),
-        managed: true,
-        lock: true,
-        exclusive: false,
-    }];
+    let mut out = vec![Desired::owned(
+        unit_path(&unit.name)?,
+        Entry::file(content.clone(), 0o644, 0, 0),
+        origin.clone(),
+    )];
     if unit.enabled {
         let text =
             String::from_utf8(content).map_err(|_| PlanError(format!("{origin}: not UTF-8")))?;
