@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Regenerates the seed corpus in fuzz/corpus/<target>/ with the real tools:
+# ssh-keygen makes keys and `-Y sign -n git` signatures, git makes a signed
+# tag and a signed commit. Needs git and ssh-keygen (openssh-client).
+# The corpus is not committed; run this before the first `cargo fuzz run`.
+set -euo pipefail
+
+fuzz_dir=$(cd "$(dirname "$0")" && pwd)
+corpus=$fuzz_dir/corpus
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+mkdir -p "$corpus/armor_sshsig" "$corpus/allowed_signers" "$corpus/git_object"
+
+message=$work/message
+printf 'driftless fuzz seed\n' > "$message"
+
+# One key of each type ssh-keygen makes here without hardware.
+keys=(ed25519:ed25519 ecdsa256:"ecdsa -b 256" ecdsa384:"ecdsa -b 384" rsa3072:"rsa -b 3072")
+pubs=()
+for entry in "${keys[@]}"; do
+    name=${entry%%:*}
+    # shellcheck disable=SC2086 # the type carries its -b option
+    ssh-keygen -q -t ${entry#*:} -N '' -C "$name@fuzz" -f "$work/$name"
+    pubs+=("$work/$name.pub")
+
+    # armor_sshsig: `ARMOR NUL MESSAGE`, and the raw SSHSIG blob.
+    ssh-keygen -q -Y sign -n git -f "$work/$name" "$message"
+    { cat "$message.sig"; printf '\0'; cat "$message"; } > "$corpus/armor_sshsig/$name-armored"
+    sed '1d;$d' "$message.sig" | base64 -d > "$corpus/armor_sshsig/$name-blob"
+    rm "$message.sig"
+done
+# A signature in another namespace.
+ssh-keygen -q -Y sign -n file -f "$work/ed25519" "$message"
+{ cat "$message.sig"; printf '\0'; cat "$message"; } > "$corpus/armor_sshsig/ed25519-file-namespace"
+rm "$message.sig"
+
+# allowed_signers: every documented form, and a revoked-keys list.
+key() { cut -d' ' -f1,2 "$1"; }
+{
+    echo "# release signers"
+    echo
+    echo "alice@example.com $(key "${pubs[0]}") alice's key"
+    echo "\"bob@example.com,carol@*\" namespaces=\"git,file\",valid-after=\"20240101\",valid-before=\"20300101Z\" $(key "${pubs[1]}")"
+    echo "*@example.com cert-authority $(key "${pubs[2]}")"
+    echo "dave@example.com valid-after=\"202401021304\",valid-before=\"20240102130405UTC\" $(key "${pubs[3]}")"
+    echo "erin@example.com namespaces=\"*,!file\" $(key "${pubs[0]}")"
+} > "$corpus/allowed_signers/documented-forms"
+{
+    echo "# revoked"
+    key "${pubs[1]}"
+    echo "$(key "${pubs[3]}") old laptop"
+} > "$corpus/allowed_signers/revoked-keys"
+
+# git_object: a signed tag and a signed commit, as `git cat-file` prints them.
+repo=$work/repo
+export HOME=$work GIT_CONFIG_NOSYSTEM=1
+export GIT_AUTHOR_DATE="2026-01-02T03:04:05Z" GIT_COMMITTER_DATE="2026-01-02T03:04:05Z"
+git init -q "$repo"
+git -C "$repo" config user.name "Fuzz Seed"
+git -C "$repo" config user.email "seed@example.com"
+git -C "$repo" config gpg.format ssh
+git -C "$repo" config user.signingKey "$work/ed25519"
+git -C "$repo" commit -q --allow-empty -m "unsigned commit"
+git -C "$repo" commit -q --allow-empty -S -m "signed commit"
+git -C "$repo" tag -s v1.0.0 -m "release 1.0.0"
+git -C "$repo" tag -a unsigned -m "unsigned tag"
+git -C "$repo" cat-file tag v1.0.0 > "$corpus/git_object/signed-tag"
+git -C "$repo" cat-file tag unsigned > "$corpus/git_object/unsigned-tag"
+git -C "$repo" cat-file commit HEAD > "$corpus/git_object/signed-commit"
+git -C "$repo" cat-file commit HEAD~ > "$corpus/git_object/unsigned-commit"
+
+echo "seeds written to $corpus"
