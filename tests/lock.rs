@@ -411,3 +411,31 @@ fn no_lock_bakes_an_image_and_the_first_boot_locks_it() {
         .count();
     assert!(locked >= 5, "{locked} paths locked");
 }
+
+#[test]
+fn an_apply_killed_while_locking_is_finished_by_the_next_run() {
+    let (_world, root) = node(&spec(""), "");
+    // The spec writes 8 paths (3 directories, 2 files, a link, a unit and
+    // its .wants link); the 14th durable change is the 6th path locked.
+    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "14")]);
+    assert_eq!(killed.signal, Some(9), "{}", killed.describe());
+    assert_eq!(root.status_json()["status"]["state"], "applying");
+    let some_locked = [
+        "/etc/app/conf.d/10-base.conf",
+        "/etc/app/app.conf",
+        "/etc/systemd/system/app.service",
+    ]
+    .iter()
+    .any(|p| lsattr_immutable(&root.host(p)));
+    assert!(some_locked, "the kill came after some paths were locked");
+    let finished = root.apply().ok();
+    assert!(
+        finished.stdout.contains("applied release"),
+        "{}",
+        finished.describe()
+    );
+    assert_eq!(root.status_json()["status"]["state"], "applied");
+    assert!(lsattr_immutable(&root.host("/etc/app/app.conf")));
+    let check = root.driftless("check", &[], &[]);
+    assert_eq!(check.code, Some(0), "{}", check.describe());
+}

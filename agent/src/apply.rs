@@ -334,7 +334,8 @@ fn unprivileged_retry(
 }
 
 /// A test hook: `DRIFTLESS_TEST_KILL_AFTER=N` kills the process with SIGKILL
-/// after the N-th durable change, to prove that any interruption is recoverable.
+/// after the N-th durable change (a path written, then a path locked), to
+/// prove that any interruption is recoverable.
 struct Failpoint {
     remaining: Option<u64>,
 }
@@ -401,7 +402,7 @@ pub fn apply(
             let drift = drift::compare(&root, &existing);
             if lock_mode != LockMode::Off {
                 let before = existing.clone();
-                lock_all(&root, &mut existing, lock_mode)?;
+                lock_all(&root, &mut existing, lock_mode, &mut Failpoint::from_env())?;
                 if existing != before {
                     state::save(&root, &existing)?;
                 }
@@ -483,7 +484,7 @@ pub fn apply(
     if let Err(e) = health::run_all(&spec.health) {
         return Err(fail(&root, &mut record, "health", e.into()));
     }
-    if let Err(e) = lock_all(&root, &mut record, lock_mode) {
+    if let Err(e) = lock_all(&root, &mut record, lock_mode, &mut failpoint) {
         return Err(fail(&root, &mut record, "lock", e.into()));
     }
     record.status = Status::Applied;
@@ -550,7 +551,7 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
 /// Locks every pending path (files first, then directories deepest first, so
 /// no directory is locked before its entries) and puts the read-only mounts
 /// in place.
-fn lock_all(root: &Root, record: &mut State, mode: LockMode) -> Result<(), LockError> {
+fn lock_all(root: &Root, record: &mut State, mode: LockMode, failpoint: &mut Failpoint) -> Result<(), LockError> {
     if mode == LockMode::Off {
         return Ok(());
     }
@@ -566,6 +567,9 @@ fn lock_all(root: &Root, record: &mut State, mode: LockMode) -> Result<(), LockE
         let entry = &mut record.manifest[i];
         if entry.lock == LockStatus::Pending || matches!(entry.lock, LockStatus::Failed(_)) {
             entry.lock = lock::lock_path(root, &entry.path, entry.kind, mode)?;
+            if entry.lock == LockStatus::Locked {
+                failpoint.hit();
+            }
         }
     }
     for mount in &mut record.read_only {
