@@ -3,6 +3,7 @@
 
 mod apply;
 mod check;
+mod demo;
 mod fetch;
 mod node;
 mod plan;
@@ -31,6 +32,8 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Show what apply would change, without changing anything.
     Plan(plan::PlanArgs),
+    /// Show the whole life of a node in a temporary directory (needs git and ssh-keygen).
+    Demo(demo::DemoArgs),
     /// Compare the node with its manifest: exit 0 when it matches, 9 when it drifted.
     Check(check::CheckArgs),
     /// Show the node's pinned release and status.
@@ -50,6 +53,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apply(args) => apply::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Check(args) => check::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Verify(args) => verify::run(args),
