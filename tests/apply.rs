@@ -591,7 +591,11 @@ fn https_without_the_ca_is_refused() {
         EXIT_FETCH,
         &[&http.https_url(REPO), "certificate", "not retried"],
     );
-    assert!(run.elapsed < std::time::Duration::from_secs(5), "{:?}", run.elapsed);
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(5),
+        "{:?}",
+        run.elapsed
+    );
     assert_eq!(diff(&before, &root.snapshot()), Vec::<String>::new());
 }
 

@@ -19,7 +19,7 @@ use crate::exit::ExitCode;
 use crate::fetch;
 use crate::health;
 use crate::lock::{self, LockError, LockMode, LockStatus};
-use crate::plan::{self, Change, Current, Desired, Entry, Step};
+use crate::plan::{self, Bytes, Change, Current, Desired, Entry, Step};
 use crate::release::Release;
 use crate::root::{Kind, Root};
 use crate::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
@@ -106,19 +106,29 @@ pub fn resolve_tag(
             Timestamp::now(),
         )
     };
-    let cached = repo.refname_to_id(channel::CACHE_REF).ok().map(evaluate);
-    let state = match cached {
-        Some(Ok(state)) => state,
-        _ => {
-            tracing::info!(
-                "resolving the channel {} from {}",
-                config.channel_ref(),
-                config.source.url.redacted()
-            );
-            let tip = channel::fetch_tip(repo, root, config)?;
-            evaluate(tip)?
-        }
+    // The channel's current tip, so new nodes boot with the current release;
+    // an image's pre-seeded tip only when the source cannot be reached (with
+    // a short deadline, so such a boot is not held up for long).
+    tracing::info!(
+        "resolving the channel {} from {}",
+        config.channel_ref(),
+        config.source.url.redacted()
+    );
+    let mut quick = config.clone();
+    quick.fetch.deadline = quick.fetch.deadline.min(crate::types::Interval::secs(30));
+    let tip = match channel::fetch_tip(repo, root, &quick) {
+        Ok(tip) => tip,
+        Err(e) => match repo.refname_to_id(channel::CACHE_REF) {
+            Ok(cached) => {
+                tracing::warn!(
+                    "cannot reach the channel ({e}); using the tip this image was baked with"
+                );
+                cached
+            }
+            Err(_) => return Err(e.into()),
+        },
     };
+    let state = evaluate(tip)?;
     tracing::info!(
         "channel {} at {} (signed by {}) names release {}",
         config.channel_ref(),
@@ -216,7 +226,12 @@ pub fn plan(
 ) -> anyhow::Result<Vec<Step>> {
     let accounts = account_files(root)?;
     let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
-    let (mut desired, _) = plan::desired(spec, &accounts, &mut read)?;
+    let mut blob = |p: &crate::types::TreePath| {
+        release
+            .blob_ref(p, crate::spec::MAX_FILE_LEN)
+            .map_err(|e| e.to_string())
+    };
+    let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
     unprivileged_owners(&mut desired);
     let mut current = BTreeMap::new();
     for d in &desired {
@@ -248,7 +263,7 @@ fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
     };
     let sha256 = match (o.kind, &d.entry) {
         // A different size is a different content; no need to read it.
-        (Kind::File, Entry::File { content, .. }) if o.size == content.len() as u64 => {
+        (Kind::File, Entry::File { content, .. }) if o.size == content.len() => {
             Some(root.sha256(&d.path)?)
         }
         _ => None,
@@ -271,7 +286,13 @@ fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
 /// with one filesystem sync, renamed into place in order, and synced again:
 /// two barriers for the whole release instead of two per file, and still no
 /// rename before its data is on disk.
-fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Result<usize> {
+fn execute(
+    root: &Root,
+    release: &Release<'_>,
+    steps: &[Step],
+    resumed: bool,
+    failpoint: &mut Failpoint,
+) -> anyhow::Result<usize> {
     let changing: Vec<&Step> = steps
         .iter()
         .filter(|s| s.change != Change::Unchanged)
@@ -286,10 +307,12 @@ fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Re
             }
         }
         // An earlier, interrupted run of this apply may have locked it.
-        if step.change != Change::Create {
-            lock::clear_for_rewrite(root, &d.path)?;
-        } else if let Some(parent) = d.path.parent() {
-            lock::clear_for_rewrite(root, &parent)?;
+        if resumed {
+            if step.change != Change::Create {
+                lock::clear_for_rewrite(root, &d.path)?;
+            } else if let Some(parent) = d.path.parent() {
+                lock::clear_for_rewrite(root, &parent)?;
+            }
         }
         match &d.entry {
             Entry::Directory { mode, uid, gid } => {
@@ -303,7 +326,20 @@ fn execute(root: &Root, steps: &[Step], failpoint: &mut Failpoint) -> anyhow::Re
                 uid,
                 gid,
                 ..
-            } => staged.push((root.stage_file(&d.path, content, *mode, *uid, *gid)?, step)),
+            } => {
+                // Blobs are read one at a time, right before they are written.
+                let loaded;
+                let bytes: &[u8] = match content {
+                    Bytes::Held(bytes) => bytes,
+                    Bytes::Blob { id, .. } => {
+                        let oid = git2::Oid::from_str(id)
+                            .map_err(|e| ApplyError(e.message().to_owned()))?;
+                        loaded = release.blob_bytes(oid).map_err(ApplyError)?;
+                        &loaded
+                    }
+                };
+                staged.push((root.stage_file(&d.path, bytes, *mode, *uid, *gid)?, step));
+            }
             Entry::Link { target } => staged.push((root.stage_link(&d.path, target)?, step)),
         }
     }
@@ -414,6 +450,8 @@ pub fn apply(
             });
         }
     }
+    // A run after an interrupted or failed one may find paths it locked.
+    let resumed = state::load(&root)?.is_some();
     let (repo, verified, channel_state) = fetch_verified(root_path, config)?;
     let release = Release::open(&repo, verified)?;
     let pinned = PinnedRelease::from(&release.verified);
@@ -458,7 +496,7 @@ pub fn apply(
     record.read_only.dedup_by(|a, b| a.path == b.path);
     state::save(&root, &record)?;
     let mut failpoint = Failpoint::from_env();
-    let changed = match execute(&root, &steps, &mut failpoint) {
+    let changed = match execute(&root, &release, &steps, resumed, &mut failpoint) {
         Ok(n) => n,
         Err(e) => {
             return Err(fail(
@@ -551,7 +589,12 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
 /// Locks every pending path (files first, then directories deepest first, so
 /// no directory is locked before its entries) and puts the read-only mounts
 /// in place.
-fn lock_all(root: &Root, record: &mut State, mode: LockMode, failpoint: &mut Failpoint) -> Result<(), LockError> {
+fn lock_all(
+    root: &Root,
+    record: &mut State,
+    mode: LockMode,
+    failpoint: &mut Failpoint,
+) -> Result<(), LockError> {
     if mode == LockMode::Off {
         return Ok(());
     }

@@ -4,7 +4,7 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    driftless::tls::start_git_without_cas();
+    driftless::libgit::start();
     driftless::cli::init_logging();
     let cli = driftless::cli::Cli::parse();
     driftless::cli::run(cli).into()

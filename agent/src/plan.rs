@@ -67,8 +67,8 @@ pub enum Entry {
     },
     /// A regular file.
     File {
-        /// The bytes.
-        content: Vec<u8>,
+        /// The bytes, or where to read them when the file is written.
+        content: Bytes,
         /// SHA-256 of the bytes.
         sha256: [u8; 32],
         /// Permission bits.
@@ -99,13 +99,56 @@ impl Entry {
         let mut sha256 = [0u8; 32];
         sha256.copy_from_slice(digest::digest(&digest::SHA256, &content).as_ref());
         Entry::File {
-            content,
+            content: Bytes::Held(content),
             sha256,
             mode,
             uid,
             gid,
         }
     }
+}
+
+/// A file's bytes: held in memory (small, generated content), or a blob of
+/// the release read only when the file is written, so an apply never holds
+/// the whole release in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bytes {
+    /// The bytes themselves.
+    Held(Vec<u8>),
+    /// A blob of the release's object database.
+    Blob {
+        /// Its object id.
+        id: String,
+        /// Its size.
+        len: u64,
+    },
+}
+
+impl Bytes {
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Bytes::Held(b) => b.len() as u64,
+            Bytes::Blob { len, .. } => *len,
+        }
+    }
+
+    /// True when there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A release file as planning needs it: where its bytes are, how many, and
+/// their SHA-256 (for the manifest and the comparison with the node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// The blob's object id.
+    pub id: String,
+    /// Its size.
+    pub len: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: [u8; 32],
 }
 
 /// A path as found on the node, with what is needed to compare it.
@@ -162,6 +205,7 @@ pub fn desired(
     spec: &NodeSpec,
     accounts: &AccountFiles,
     read: &mut dyn FnMut(&TreePath) -> Result<Vec<u8>, String>,
+    blob: &mut dyn FnMut(&TreePath) -> Result<BlobRef, String>,
 ) -> Result<(Vec<Desired>, accounts::AccountsPlan), PlanError> {
     let plan = accounts::plan_accounts(&spec.groups, &spec.users, accounts).map_err(PlanError)?;
     let new = &plan.files;
@@ -272,15 +316,24 @@ pub fn desired(
         });
     }
     for (i, f) in spec.files.iter().enumerate() {
-        let content = match &f.content {
-            Content::Inline(text) => text.clone().into_bytes(),
-            Content::Source(p) => read(p).map_err(PlanError)?,
+        let (mode, uid, gid) = (f.mode.0, uid(&f.owner)?, gid(&f.group)?);
+        let entry = match &f.content {
+            Content::Inline(text) => Entry::file(text.clone().into_bytes(), mode, uid, gid),
+            Content::Source(p) => {
+                let b = blob(p).map_err(PlanError)?;
+                Entry::File {
+                    content: Bytes::Blob {
+                        id: b.id,
+                        len: b.len,
+                    },
+                    sha256: b.sha256,
+                    mode,
+                    uid,
+                    gid,
+                }
+            }
         };
-        out.push(Desired::owned(
-            f.path.clone(),
-            Entry::file(content, f.mode.0, uid(&f.owner)?, gid(&f.group)?),
-            format!("files[{i}]"),
-        ));
+        out.push(Desired::owned(f.path.clone(), entry, format!("files[{i}]")));
     }
     for (i, l) in spec.links.iter().enumerate() {
         out.push(Desired::owned(

@@ -923,7 +923,7 @@ impl Git2Listing {
         if self.https {
             // libgit2's CA bundle is process-wide: the configured one, else
             // the system's (see crate::tls: libgit2 starts with none).
-            let bundle = self.ca_file.clone().or_else(crate::tls::system_bundle);
+            let bundle = self.ca_file.clone().or_else(crate::libgit::system_bundle);
             if let Some(bundle) = bundle {
                 crate::fetch::use_ca_file(&bundle).map_err(|e| e.to_string())?;
             }

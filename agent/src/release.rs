@@ -2,8 +2,6 @@
 //! spec and the bytes of every file it names. Nothing is checked out, and
 //! only the verified commit's tree is ever read.
 
-use std::path::Path;
-
 use git2::{ObjectType, Repository, Tree};
 
 use crate::spec::{MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
@@ -26,6 +24,9 @@ pub struct ReleaseError {
 pub struct Release<'r> {
     tree: Tree<'r>,
     repo: &'r Repository,
+    /// Every blob of the tree by path, from one walk (instead of one walk
+    /// from the root per file).
+    index: std::cell::OnceCell<std::collections::HashMap<String, (git2::Oid, i32)>>,
     /// The verification that admitted this release.
     pub verified: Verified,
 }
@@ -45,6 +46,7 @@ impl<'r> Release<'r> {
         Ok(Self {
             tree,
             repo,
+            index: std::cell::OnceCell::new(),
             verified,
         })
     }
@@ -52,31 +54,81 @@ impl<'r> Release<'r> {
     /// Reads a regular file of the release, refusing anything else (a
     /// symlink, a submodule, a directory) and anything over `limit` bytes.
     pub fn read(&self, path: &TreePath, limit: u64) -> Result<Vec<u8>, ReleaseError> {
-        let fail = |reason: String| ReleaseError {
+        let id = self.regular_file(path, limit)?;
+        self.blob_bytes(id)
+            .map_err(|reason| self.error(path, reason))
+    }
+
+    /// A regular file's blob: its id, size and SHA-256, hashed as it is read
+    /// and not kept, so planning holds one file at a time.
+    pub fn blob_ref(
+        &self,
+        path: &TreePath,
+        limit: u64,
+    ) -> Result<crate::plan::BlobRef, ReleaseError> {
+        let id = self.regular_file(path, limit)?;
+        let bytes = self
+            .blob_bytes(id)
+            .map_err(|reason| self.error(path, reason))?;
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        Ok(crate::plan::BlobRef {
+            id: id.to_string(),
+            len: bytes.len() as u64,
+            sha256,
+        })
+    }
+
+    /// The bytes of the blob `id` (read from the object database, which
+    /// checks them against their id).
+    pub fn blob_bytes(&self, id: git2::Oid) -> Result<Vec<u8>, String> {
+        let blob = self
+            .repo
+            .find_blob(id)
+            .map_err(|e| e.message().to_owned())?;
+        Ok(blob.content().to_vec())
+    }
+
+    fn error(&self, path: &TreePath, reason: String) -> ReleaseError {
+        ReleaseError {
             tag: self.verified.name.clone(),
             path: path.to_string(),
             reason,
-        };
-        let entry = self
-            .tree
-            .get_path(Path::new(path.as_str()))
-            .map_err(|_| fail("no such file in the release".into()))?;
-        let mode = entry.filemode();
-        if entry.kind() != Some(ObjectType::Blob) || !(mode == 0o100644 || mode == 0o100755) {
-            return Err(fail(format!("not a regular file (git mode {mode:o})")));
         }
-        let odb = self.repo.odb().map_err(|e| fail(e.message().to_owned()))?;
-        let (size, _) = odb
-            .read_header(entry.id())
-            .map_err(|e| fail(e.message().to_owned()))?;
-        if size as u64 > limit {
-            return Err(fail(format!("{size} bytes; at most {limit} are allowed")));
+    }
+
+    /// The blob id of `path`, which must be a regular file of at most `limit` bytes.
+    fn regular_file(&self, path: &TreePath, limit: u64) -> Result<git2::Oid, ReleaseError> {
+        let index = self.index.get_or_init(|| {
+            let mut map = std::collections::HashMap::new();
+            let _ = self.tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+                if let Ok(name) = entry.name() {
+                    map.insert(format!("{dir}{name}"), (entry.id(), entry.filemode()));
+                }
+                git2::TreeWalkResult::Ok
+            });
+            map
+        });
+        let (id, mode) = *index
+            .get(path.as_str())
+            .ok_or_else(|| self.error(path, "no such file in the release".into()))?;
+        if !(mode == 0o100644 || mode == 0o100755) {
+            return Err(self.error(path, format!("not a regular file (git mode {mode:o})")));
         }
-        let blob = self
+        let odb = self
             .repo
-            .find_blob(entry.id())
-            .map_err(|e| fail(e.message().to_owned()))?;
-        Ok(blob.content().to_vec())
+            .odb()
+            .map_err(|e| self.error(path, e.message().to_owned()))?;
+        let (size, kind) = odb
+            .read_header(id)
+            .map_err(|e| self.error(path, e.message().to_owned()))?;
+        if kind != ObjectType::Blob {
+            return Err(self.error(path, "not a file".into()));
+        }
+        if size as u64 > limit {
+            return Err(self.error(path, format!("{size} bytes; at most {limit} are allowed")));
+        }
+        Ok(id)
     }
 
     /// Reads and validates the node spec.

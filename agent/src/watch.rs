@@ -348,6 +348,10 @@ impl Watcher {
             }
         };
         self.record.last_poll_error = None;
+        if self.record.channel.as_ref().is_some_and(|c| c.tip == tip) {
+            // Back on the accepted tip (a refused force-push was undone).
+            self.record.refusal = None;
+        }
         let known = self.record.channel.as_ref().is_some_and(|c| c.tip == tip)
             || self.record.refusal.as_ref().is_some_and(|r| r.tip == tip);
         if !known {
@@ -384,7 +388,7 @@ impl Watcher {
                 );
                 self.record.accept(&state, Some(release_commit));
             }
-            Ok(Err((tip, reason))) => {
+            Ok(Err(Evaluation::Refused { tip, reason })) => {
                 tracing::error!(message_id = crate::events::CHANNEL_REFUSED, "{reason}");
                 self.record.refusal = Some(Refusal {
                     tip,
@@ -392,6 +396,8 @@ impl Watcher {
                     at: Timestamp::now(),
                 });
             }
+            // A network or cache failure says nothing about the tip: retried next poll.
+            Ok(Err(Evaluation::Failed(reason))) => self.poll_failed(reason),
             Err(e) => tracing::error!("channel evaluation stopped: {e}"),
         }
     }
@@ -433,6 +439,8 @@ impl Watcher {
     /// Records the request (once), then makes it.
     async fn want_replacement(&mut self, reason: Reason, desired: Option<String>, detail: String) {
         if self.record.replacement.is_some() {
+            // Already recorded: finish it if it is still pending (after a crash).
+            self.resume_pending().await;
             return;
         }
         let request = ReplacementRequest::new(
@@ -544,36 +552,61 @@ fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPolle
     Ok(RefPoller::new(source.url.as_str(), options)?)
 }
 
+/// Why a channel tip was not accepted.
+enum Evaluation {
+    /// The tip is refused for good: signature, ancestry, channel file, or a
+    /// release that is missing or does not verify.
+    Refused {
+        /// The tip.
+        tip: String,
+        /// Why, one line.
+        reason: String,
+    },
+    /// Something failed on the way (network, cache): the next poll retries.
+    Failed(String),
+}
+
 /// Fetches and verifies the channel tip, then the release it names.
-/// Errors carry the tip and a one-line reason.
 fn evaluate_channel(
     root_path: &Path,
     config: &AgentConfig,
     last_seen: Option<&str>,
-) -> Result<(ChannelState, String), (String, String)> {
-    let unknown = |e: String| ("unknown".to_owned(), e);
+) -> Result<(ChannelState, String), Evaluation> {
+    let failed = |e: String| Evaluation::Failed(e);
     let trust = crate::apply::load_trust(root_path, config)
-        .map_err(|e| unknown(crate::cli::one_line(&e)))?;
-    let repo = crate::fetch::open_cache(root_path).map_err(|e| unknown(e.to_string()))?;
-    let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| unknown(e.to_string()))?;
+        .map_err(|e| failed(crate::cli::one_line(&e)))?;
+    let repo = crate::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
+    let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
     let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
     let now = Timestamp::now();
-    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel.file, now)
-        .map_err(|e| (tip.to_string(), e.to_string()))?;
-    let tag = &state.file.release;
-    let refuse = |reason: String| {
-        (
-            tip.to_string(),
-            format!(
-                "channel tip {tip} names release {}, which {reason}",
-                tag.as_str()
-            ),
-        )
+    let refused = |reason: String| Evaluation::Refused {
+        tip: tip.to_string(),
+        reason,
     };
-    crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch)
-        .map_err(|e| refuse(format!("cannot be fetched: {e}")))?;
-    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now)
-        .map_err(|e| refuse(format!("does not verify: {e}")))?;
+    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel.file, now)
+        .map_err(|e| refused(e.to_string()))?;
+    let tag = &state.file.release;
+    match crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
+        Ok(()) => {}
+        Err(crate::fetch::FetchError::NoSuchRef { .. }) => {
+            return Err(refused(format!(
+                "channel tip {tip} names release {}, which the source does not have",
+                tag.as_str()
+            )));
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "fetching release {} named by channel tip {tip}: {e}",
+                tag.as_str()
+            )));
+        }
+    }
+    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now).map_err(|e| {
+        refused(format!(
+            "channel tip {tip} names release {}, which does not verify: {e}",
+            tag.as_str()
+        ))
+    })?;
     Ok((state, verified.commit))
 }
 
@@ -610,6 +643,7 @@ pub fn replace_after_failed_apply(
     {
         return Ok(());
     }
+    let attempts = record.replacement.as_ref().map_or(0, |r| r.attempts);
     let request = record
         .replacement
         .as_ref()
@@ -627,7 +661,7 @@ pub fn replace_after_failed_apply(
     record.replacement = Some(ReplacementRecord {
         request: request.clone(),
         status: RequestStatus::Pending,
-        attempts: 0,
+        attempts,
         last_error: None,
         last_attempt: None,
     });

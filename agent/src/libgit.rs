@@ -1,9 +1,15 @@
+//! Starting libgit2 the way a small agent needs it.
+//!
 //! When libgit2 starts (on the first use of git2, even just to read a local
 //! repository) it builds its OpenSSL context and eagerly parses the whole
 //! system CA bundle: about 100 ms with OpenSSL 3, more than the rest of a
 //! `driftless verify` a hundred times over, and paid again by every agent
 //! start at boot. So driftless starts libgit2 with an empty bundle and hands
 //! it the CAs only when an HTTPS fetch actually needs them.
+//!
+//! libgit2 also maps pack files in windows of up to 1 GiB and keeps up to
+//! 8 GiB mapped; reading a release's blobs would keep the whole pack
+//! resident. Small windows keep the agent's memory near one file's size.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -13,10 +19,14 @@ const CERT_FILE_VAR: &str = "SSL_CERT_FILE";
 /// The CA bundle that was in effect before libgit2 started.
 static SYSTEM_BUNDLE: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-/// Starts libgit2 without loading any CA. Call once, first thing in `main`,
-/// while the process has a single thread.
+/// Pack windows: 1 MiB each, at most 8 MiB mapped.
+const MWINDOW_SIZE: usize = 1024 * 1024;
+const MWINDOW_MAPPED_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Starts libgit2 without loading any CA, with small pack windows. Call
+/// once, first thing in `main`, while the process has a single thread.
 #[allow(unsafe_code)]
-pub fn start_git_without_cas() {
+pub fn start() {
     let original = std::env::var_os(CERT_FILE_VAR);
     let bundle = original
         .clone()
@@ -28,6 +38,11 @@ pub fn start_git_without_cas() {
     unsafe { std::env::set_var(CERT_FILE_VAR, "/dev/null") };
     // Creating a config initialises libgit2 (and its OpenSSL context), once.
     let _ = git2::Config::new();
+    // SAFETY: libgit2 globals, set once before any thread or repository exists.
+    unsafe {
+        let _ = git2::opts::set_mwindow_size(MWINDOW_SIZE);
+        let _ = git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT);
+    }
     // SAFETY: as above; still single-threaded.
     unsafe {
         match original {

@@ -1,0 +1,791 @@
+//! Channel fixtures for the `driftless watch` end-to-end tests.
+//!
+//! * [`ChannelBranch`]: a work tree whose commits (`channel.yaml`, signed
+//!   with `git commit -S` and gpg.format=ssh, or unsigned) are pushed to
+//!   `refs/heads/channel` of a bare repository under the world's `srv/`,
+//!   normally or with `--force`.
+//! * [`NodeConfig`]: the agent config of a watching node (`release: {channel}`
+//!   or `{tag}`, `replace`, `failure`, `channel.poll_interval`, metrics).
+//! * [`ExecAction`]: a `replace.action: exec` script that records each call
+//!   (argv and environment) as one directory, moved into place atomically.
+//! * [`Receiver`]: a webhook receiver on 127.0.0.1:0 that checks
+//!   `X-Driftless-Signature` with ring and records every request.
+//! * [`Daemon`]: `driftless watch` running in the background, in a process
+//!   group led by an anchor that kills it should the test process die.
+//! * [`wait_for`]: a bounded wait for a condition.
+//!
+//! Include it after `servers.rs` and `release.rs`:
+//! `#[path = "support/channel.rs"] mod channel;`.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::release::{FAST_FETCH, Key, NodeRoot, PRINCIPAL, World};
+
+/// The channel branch name (and so `refs/heads/channel`).
+pub const BRANCH: &str = "channel";
+/// The full channel ref.
+pub const CHANNEL_REF: &str = "refs/heads/channel";
+/// The watcher's record, as a node path.
+pub const WATCH_JSON: &str = "/var/lib/driftless/watch.json";
+/// The metrics file the configs ask for, as a node path.
+pub const METRICS_FILE: &str = "/var/lib/driftless/metrics.prom";
+/// Where webhook configs keep the shared secret, as a node path.
+pub const SECRET_FILE: &str = "/etc/driftless/webhook-secret";
+/// How often a polling loop here looks again.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a stopped daemon may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lifetime cap of a receiver's accept loop.
+const RECEIVER_LIFETIME: Duration = Duration::from_secs(300);
+/// Socket timeout of a receiver connection.
+const RECEIVER_IO: Duration = Duration::from_secs(5);
+
+/// Waits up to `timeout` for `probe` to give a value; `None` after that.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(TICK);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The channel branch
+// ---------------------------------------------------------------------------
+
+/// Who signs a channel commit.
+#[derive(Clone, Copy, Debug)]
+pub enum Signing<'a> {
+    /// `git commit -S` with this key.
+    Signed(&'a Key),
+    /// A plain commit without a signature.
+    Unsigned,
+}
+
+/// A work tree for the channel branch of one bare repository.
+pub struct ChannelBranch<'w> {
+    /// The world the repositories live in.
+    world: &'w World,
+    /// The work tree.
+    work: PathBuf,
+    /// The bare repository pushed to.
+    bare: PathBuf,
+}
+
+impl<'w> ChannelBranch<'w> {
+    /// A fresh work tree `work/NAME` (no commits yet) pushing to
+    /// `srv/REPO`, which must exist.
+    pub fn new(world: &'w World, repo: &str, name: &str) -> Self {
+        let work = world.path("work").join(name);
+        let bare = world.srv().join(repo);
+        assert!(bare.is_dir(), "{} does not exist", bare.display());
+        world.tool(world.git().args(["init", "-q", "-b", BRANCH]).arg(&work));
+        Self { world, work, bare }
+    }
+
+    /// The work tree `work/NAME` made earlier by [`ChannelBranch::new`].
+    pub fn reopen(world: &'w World, repo: &str, name: &str) -> Self {
+        let work = world.path("work").join(name);
+        assert!(
+            work.join(".git").is_dir(),
+            "{} is not a work tree",
+            work.display()
+        );
+        Self {
+            world,
+            work,
+            bare: world.srv().join(repo),
+        }
+    }
+
+    /// `git -C WORK` with the world's isolated environment.
+    fn git(&self) -> Command {
+        let mut cmd = self.world.git();
+        cmd.arg("-C").arg(&self.work);
+        cmd
+    }
+
+    /// Commits `channel.yaml` with `text`, signed as `signing` says; returns
+    /// the commit id. Nothing is pushed.
+    pub fn commit(&self, text: &str, signing: Signing<'_>, message: &str) -> String {
+        fs::write(self.work.join("channel.yaml"), text).expect("write channel.yaml");
+        self.world.tool(self.git().args(["add", "channel.yaml"]));
+        let mut cmd = self.git();
+        if let Signing::Signed(key) = signing {
+            cmd.args(["-c", "gpg.format=ssh", "-c"])
+                .arg(format!("user.signingKey={}", key.private.display()))
+                .args(["commit", "-q", "-S", "--allow-empty", "-m", message]);
+        } else {
+            cmd.args([
+                "commit",
+                "-q",
+                "--no-gpg-sign",
+                "--allow-empty",
+                "-m",
+                message,
+            ]);
+        }
+        self.world.tool(&mut cmd);
+        self.head()
+    }
+
+    /// The work tree's HEAD commit.
+    pub fn head(&self) -> String {
+        self.world.tool(self.git().args(["rev-parse", "HEAD"]))
+    }
+
+    /// Pushes HEAD to the channel ref (a fast-forward; git refuses others).
+    pub fn push(&self) {
+        self.world.tool(
+            self.git()
+                .args(["push", "-q"])
+                .arg(&self.bare)
+                .arg(format!("HEAD:{CHANNEL_REF}")),
+        );
+    }
+
+    /// Pushes HEAD to the channel ref with `--force`.
+    pub fn force_push(&self) {
+        self.world.tool(
+            self.git()
+                .args(["push", "-q", "--force"])
+                .arg(&self.bare)
+                .arg(format!("HEAD:{CHANNEL_REF}")),
+        );
+    }
+
+    /// Commits `release: TAG` (plus `extra` lines) signed by `key` and
+    /// pushes it; returns the commit id.
+    pub fn promote(&self, key: &Key, tag: &str, extra: &str) -> String {
+        let tip = self.commit(
+            &format!("release: {tag}\n{extra}"),
+            Signing::Signed(key),
+            &format!("promote {tag}"),
+        );
+        self.push();
+        tip
+    }
+
+    /// `git reset --hard COMMIT` in the work tree (nothing is pushed).
+    pub fn reset_hard(&self, commit: &str) {
+        self.world
+            .tool(self.git().args(["reset", "-q", "--hard", commit]));
+    }
+
+    /// What the bare repository's channel ref names.
+    pub fn served_tip(&self) -> String {
+        self.world.tool(
+            self.world
+                .git()
+                .arg("--git-dir")
+                .arg(&self.bare)
+                .args(["rev-parse", CHANNEL_REF]),
+        )
+    }
+
+    /// Whether `ancestor` is an ancestor of `descendant` in the work tree.
+    pub fn is_ancestor(&self, ancestor: &str, descendant: &str) -> bool {
+        let shown = format!("git merge-base --is-ancestor {ancestor} {descendant}");
+        let status = self
+            .git()
+            .args(["merge-base", "--is-ancestor", ancestor, descendant])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("{shown}: {e}"));
+        status.success()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Node configs
+// ---------------------------------------------------------------------------
+
+/// What a node is pinned to.
+#[derive(Clone, Debug)]
+pub enum Pin {
+    /// `release: {channel: NAME}`: resolved from the channel at first boot.
+    Channel(String),
+    /// `release: {tag: TAG}`.
+    Tag(String),
+}
+
+/// The agent config of a watching node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// `source.url`.
+    pub url: String,
+    /// `release`.
+    pub pin: Pin,
+    /// The `replace:` value (a YAML flow mapping).
+    pub replace: String,
+    /// `failure: {policy: replace}` when true.
+    pub failure_replace: bool,
+    /// `channel.poll_interval`.
+    pub poll_interval: String,
+    /// `metrics_file:` [`METRICS_FILE`] when true.
+    pub metrics: bool,
+}
+
+impl NodeConfig {
+    /// A node of `url` started from the channel, replaced as `replace` says
+    /// (a YAML flow mapping), polling every second.
+    pub fn new(url: &str, replace: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            pin: Pin::Channel(BRANCH.to_owned()),
+            replace: replace.to_owned(),
+            failure_replace: false,
+            poll_interval: "1s".to_owned(),
+            metrics: false,
+        }
+    }
+
+    /// The YAML text.
+    pub fn render(&self) -> String {
+        let quote = |s: &str| serde_json::to_string(s).expect("a string serialises");
+        let release = match &self.pin {
+            Pin::Channel(name) => format!("{{channel: {}}}", quote(name)),
+            Pin::Tag(tag) => format!("{{tag: {}}}", quote(tag)),
+        };
+        let mut text = format!(
+            "source:\n  url: {}\n\
+             trust:\n  allowed_signers: /etc/driftless/allowed_signers\n\
+             release: {release}\n\
+             fetch: {FAST_FETCH}\n\
+             lock: {{mode: off}}\n\
+             channel: {{poll_interval: {}}}\n\
+             replace: {}\n",
+            quote(&self.url),
+            quote(&self.poll_interval),
+            self.replace,
+        );
+        if self.failure_replace {
+            text.push_str("failure: {policy: replace}\n");
+        }
+        if self.metrics {
+            text.push_str(&format!("metrics_file: {METRICS_FILE}\n"));
+        }
+        text
+    }
+
+    /// Writes the config, and the trust file trusting `key`, into `root`.
+    pub fn install(&self, root: &NodeRoot, key: &Key) {
+        root.trust(&[key.allowed(PRINCIPAL)]);
+        root.write("/etc/driftless/agent.yaml", self.render());
+    }
+}
+
+/// The watcher's record of `root`, parsed (null when there is none).
+pub fn watch_json(root: &NodeRoot) -> serde_json::Value {
+    match fs::read_to_string(root.host(WATCH_JSON)) {
+        Ok(text) => serde_json::from_str(&text).expect("watch.json is JSON"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Value::Null,
+        Err(e) => panic!("read {WATCH_JSON}: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The exec action
+// ---------------------------------------------------------------------------
+
+/// One call of an [`ExecAction`].
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The arguments after the script's path.
+    pub args: Vec<String>,
+    /// The whole environment the script saw.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Call {
+    /// An environment variable, or "" when absent.
+    pub fn var(&self, name: &str) -> &str {
+        self.env.get(name).map_or("", String::as_str)
+    }
+}
+
+/// A `replace.action: exec` script, run as `/bin/sh SCRIPT ARGS…` (read, not
+/// executed, so a fresh file never meets ETXTBSY). Each call writes its
+/// argv and environment (NUL-separated) into a temporary directory, then
+/// renames it into `calls/`, so a reader never sees half a call.
+pub struct ExecAction {
+    /// The script.
+    script: PathBuf,
+    /// Where calls are recorded.
+    calls: PathBuf,
+}
+
+impl ExecAction {
+    /// Writes the script `actions/NAME.sh` and its record directory; the
+    /// script exits with `exit_code`.
+    pub fn new(world: &World, name: &str, exit_code: u8) -> Self {
+        let dir = world.path("actions");
+        fs::create_dir_all(&dir).expect("create the actions directory");
+        let calls = dir.join(format!("{name}.calls"));
+        fs::create_dir(&calls).expect("create the calls directory");
+        let script = dir.join(format!("{name}.sh"));
+        let quoted = shell_quote(&calls.display().to_string());
+        fs::write(
+            &script,
+            format!(
+                "set -eu\n\
+                 calls={quoted}\n\
+                 tmp=$(mktemp -d \"$calls/.tmp.XXXXXX\")\n\
+                 printf '%s\\0' \"$@\" > \"$tmp/args\"\n\
+                 env -0 > \"$tmp/env\"\n\
+                 mv \"$tmp\" \"$calls/call.${{tmp##*.}}\"\n\
+                 exit {exit_code}\n"
+            ),
+        )
+        .expect("write the action script");
+        Self { script, calls }
+    }
+
+    /// The `replace:` flow mapping that runs this script with `args` before
+    /// the reason.
+    pub fn replace_yaml(&self, args: &[&str]) -> String {
+        let mut argv = vec!["/bin/sh".to_owned(), self.script.display().to_string()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        format!(
+            "{{action: exec, command: {}, timeout: 5s}}",
+            serde_json::to_string(&argv).expect("argv serialises")
+        )
+    }
+
+    /// Every call recorded so far.
+    pub fn calls(&self) -> Vec<Call> {
+        let mut names: Vec<PathBuf> = fs::read_dir(&self.calls)
+            .expect("list the calls")
+            .map(|e| e.expect("calls entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("call."))
+            })
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|dir| {
+                let split = |file: &str| -> Vec<String> {
+                    let bytes = fs::read(dir.join(file)).expect("read a call record");
+                    bytes
+                        .split(|b| *b == 0)
+                        .filter(|part| !part.is_empty())
+                        .map(|part| String::from_utf8_lossy(part).into_owned())
+                        .collect()
+                };
+                let env = split("env")
+                    .into_iter()
+                    .filter_map(|kv| {
+                        kv.split_once('=')
+                            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    })
+                    .collect();
+                Call {
+                    args: split("args"),
+                    env,
+                }
+            })
+            .collect()
+    }
+
+    /// The calls once there are at least `count`, waiting up to `timeout`.
+    pub fn wait_for_calls(&self, count: usize, timeout: Duration) -> Option<Vec<Call>> {
+        wait_for(timeout, || {
+            let calls = self.calls();
+            (calls.len() >= count).then_some(calls)
+        })
+    }
+}
+
+/// `'text'` for a shell script.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+// ---------------------------------------------------------------------------
+// The webhook receiver
+// ---------------------------------------------------------------------------
+
+/// One request a [`Receiver`] got.
+#[derive(Clone, Debug)]
+pub struct Hook {
+    /// The request method.
+    pub method: String,
+    /// The request path.
+    pub path: String,
+    /// Headers, names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Whether `X-Driftless-Signature` is `sha256=` and the HMAC-SHA256 of
+    /// the body under the receiver's secret (checked with ring).
+    pub signature_ok: bool,
+}
+
+impl Hook {
+    /// The body parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "the webhook body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A webhook receiver on 127.0.0.1:0: every request is read whole, its
+/// signature checked, recorded, and answered `200 OK` (`401` when the
+/// signature is wrong). Stops on drop.
+pub struct Receiver {
+    /// The listening address.
+    addr: SocketAddr,
+    /// What was received.
+    hooks: Arc<Mutex<Vec<Hook>>>,
+    /// Tells the accept loop to end.
+    stop: Arc<AtomicBool>,
+    /// The accept loop.
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Starts a receiver sharing `secret` with the node.
+    pub fn start(secret: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let hooks = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let hooks = Arc::clone(&hooks);
+            let stop = Arc::clone(&stop);
+            let secret = secret.as_bytes().to_vec();
+            thread::Builder::new()
+                .name(format!("receiver-{}", addr.port()))
+                .spawn(move || accept_loop(&listener, &secret, &hooks, &stop))
+                .expect("start the receiver thread")
+        };
+        Self {
+            addr,
+            hooks,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The URL requests go to.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn hooks(&self) -> Vec<Hook> {
+        self.hooks.lock().expect("receiver lock").clone()
+    }
+
+    /// The requests once there are at least `count`, waiting up to `timeout`.
+    pub fn wait_for_hooks(&self, count: usize, timeout: Duration) -> Option<Vec<Hook>> {
+        wait_for(timeout, || {
+            let hooks = self.hooks();
+            (hooks.len() >= count).then_some(hooks)
+        })
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Accepts connections until told to stop or [`RECEIVER_LIFETIME`] passes.
+fn accept_loop(listener: &TcpListener, secret: &[u8], hooks: &Mutex<Vec<Hook>>, stop: &AtomicBool) {
+    let end = Instant::now() + RECEIVER_LIFETIME;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Some(hook) = serve(stream, secret) {
+                    hooks.lock().expect("receiver lock").push(hook);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(TICK),
+            Err(_) => thread::sleep(TICK),
+        }
+    }
+}
+
+/// Reads one request, checks it and answers; `None` when it is not a whole
+/// HTTP request.
+fn serve(mut stream: TcpStream, secret: &[u8]) -> Option<Hook> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(RECEIVER_IO)).ok()?;
+    stream.set_write_timeout(Some(RECEIVER_IO)).ok()?;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        if data.len() > 64 * 1024 {
+            return None;
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let path = request_line.next()?.to_owned();
+    let headers: BTreeMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let length: usize = headers.get("content-length")?.parse().ok()?;
+    let mut body = data[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    body.truncate(length);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let signature_ok = headers
+        .get("x-driftless-signature")
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(decode_hex)
+        .is_some_and(|tag| ring::hmac::verify(&key, &body, &tag).is_ok());
+    let status = if signature_ok {
+        "200 OK"
+    } else {
+        "401 Unauthorized"
+    };
+    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    let _ = stream.write_all(answer.as_bytes());
+    let _ = stream.flush();
+    Some(Hook {
+        method,
+        path,
+        headers,
+        body,
+        signature_ok,
+    })
+}
+
+/// Lower-case hex to bytes.
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The request id a node computes (SHA-256 over node id, pinned commit,
+/// desired tag and reason, each followed by NUL), recomputed independently.
+pub fn expected_request_id(
+    node_id: &str,
+    pinned_commit: &str,
+    desired: &str,
+    reason: &str,
+) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for field in [node_id, pinned_commit, desired, reason] {
+        ctx.update(field.as_bytes());
+        ctx.update(b"\0");
+    }
+    hex(ctx.finish().as_ref())
+}
+
+// ---------------------------------------------------------------------------
+// The daemon
+// ---------------------------------------------------------------------------
+
+/// How a [`Daemon`] ended.
+#[derive(Debug)]
+pub struct DaemonExit {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+    /// Whether it had to be killed because it ignored SIGTERM.
+    pub killed: bool,
+}
+
+impl DaemonExit {
+    /// A description for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "status {:?}, signal {:?}, killed {}\n--- stderr\n{}",
+            self.status.code(),
+            self.status.signal(),
+            self.killed,
+            self.stderr
+        )
+    }
+}
+
+/// `driftless watch --root ROOT` in the background. Its output goes to
+/// files (a pipe nobody reads could fill). It joins a process group led by
+/// an idle `/bin/sh` reading a pipe this struct holds: when the test
+/// process dies without unwinding, the pipe closes and the anchor SIGKILLs
+/// the group, so no watcher outlives the tests. Dropping it kills it.
+pub struct Daemon {
+    /// The watcher.
+    child: Option<Child>,
+    /// The group leader.
+    anchor: Child,
+    /// The anchor's stdin; closing it kills the group.
+    anchor_stdin: Option<ChildStdin>,
+    /// The watcher's stderr file.
+    stderr: PathBuf,
+    /// When it was started.
+    pub started: Instant,
+}
+
+impl Daemon {
+    /// Starts `driftless watch --root ROOT` with `env` added to a cleared
+    /// environment; `log_dir` receives its output files.
+    pub fn start(root: &NodeRoot, home: &Path, log_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut anchor = Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM; read -r _line; kill -s KILL 0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start the process-group anchor");
+        let anchor_stdin = anchor.stdin.take();
+        fs::create_dir_all(log_dir).expect("create the daemon log directory");
+        let stdout = log_dir.join("watch.stdout");
+        let stderr = log_dir.join("watch.stderr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC")
+            .arg("watch")
+            .arg("--root")
+            .arg(root.path())
+            .current_dir(home)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout).expect("create the stdout file"))
+            .stderr(fs::File::create(&stderr).expect("create the stderr file"))
+            .process_group(i32::try_from(anchor.id()).expect("pids fit in i32"));
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let child = cmd.spawn().expect("start driftless watch");
+        Self {
+            child: Some(child),
+            anchor,
+            anchor_stdin,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Its exit status if it has ended.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("wait for the watcher"))
+    }
+
+    /// Waits up to `timeout` for it to end by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<DaemonExit> {
+        let status = wait_for(timeout, || self.try_exit())?;
+        self.child = None;
+        Some(DaemonExit {
+            status,
+            stderr: self.stderr(),
+            killed: false,
+        })
+    }
+
+    /// Sends SIGTERM and waits for it to exit ([`STOP_TIMEOUT`], then SIGKILL).
+    pub fn stop(mut self) -> DaemonExit {
+        let mut child = self.child.take().expect("the watcher is running");
+        if let Some(status) = child.try_wait().expect("wait for the watcher") {
+            return DaemonExit {
+                status,
+                stderr: self.stderr(),
+                killed: false,
+            };
+        }
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pids fit in i32"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let exited = wait_for(STOP_TIMEOUT, || {
+            child.try_wait().expect("wait for the watcher")
+        });
+        let (status, killed) = match exited {
+            Some(status) => (status, false),
+            None => {
+                let _ = child.kill();
+                (child.wait().expect("reap the watcher"), true)
+            }
+        };
+        DaemonExit {
+            status,
+            stderr: self.stderr(),
+            killed,
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // EOF on its stdin makes the anchor SIGKILL the rest of the group.
+        drop(self.anchor_stdin.take());
+        let _ = wait_for(STOP_TIMEOUT, || self.anchor.try_wait().ok().flatten());
+        let _ = self.anchor.kill();
+        let _ = self.anchor.wait();
+    }
+}
