@@ -234,10 +234,37 @@ pub fn plan(
     let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
     unprivileged_owners(&mut desired);
     let mut current = BTreeMap::new();
-    for d in &desired {
-        current.insert(d.path.clone(), observe(root, d)?);
+    for d in &mut desired {
+        let found = observe(root, d)?;
+        // Only a file of the same size on the node needs the release file's
+        // digest now; every other one is hashed as it is written.
+        if let (
+            Some(c),
+            Entry::File {
+                content: Bytes::Blob { id, .. },
+                sha256,
+                ..
+            },
+        ) = (&found, &mut d.entry)
+        {
+            if sha256.is_none() && c.sha256.is_some() {
+                *sha256 = Some(sha256_of(&read_blob(release, id)?));
+            }
+        }
+        current.insert(d.path.clone(), found);
     }
     Ok(plan::diff(desired, &current)?)
+}
+
+fn read_blob(release: &Release<'_>, id: &str) -> Result<Vec<u8>, ApplyError> {
+    let oid = git2::Oid::from_str(id).map_err(|e| ApplyError(e.message().to_owned()))?;
+    release.blob_bytes(oid).map_err(ApplyError)
+}
+
+fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// Without root, files cannot be given to other users: an unprivileged
@@ -292,7 +319,8 @@ fn execute(
     steps: &[Step],
     resumed: bool,
     failpoint: &mut Failpoint,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, BTreeMap<NodePath, [u8; 32]>)> {
+    let mut digests = BTreeMap::new();
     let changing: Vec<&Step> = steps
         .iter()
         .filter(|s| s.change != Change::Unchanged)
@@ -332,9 +360,8 @@ fn execute(
                 let bytes: &[u8] = match content {
                     Bytes::Held(bytes) => bytes,
                     Bytes::Blob { id, .. } => {
-                        let oid = git2::Oid::from_str(id)
-                            .map_err(|e| ApplyError(e.message().to_owned()))?;
-                        loaded = release.blob_bytes(oid).map_err(ApplyError)?;
+                        loaded = read_blob(release, id)?;
+                        digests.insert(d.path.clone(), sha256_of(&loaded));
                         &loaded
                     }
                 };
@@ -350,7 +377,7 @@ fn execute(
         failpoint.hit();
     }
     root.sync()?;
-    Ok(changing.len())
+    Ok((changing.len(), digests))
 }
 
 fn unprivileged_retry(
@@ -497,7 +524,17 @@ pub fn apply(
     state::save(&root, &record)?;
     let mut failpoint = Failpoint::from_env();
     let changed = match execute(&root, &release, &steps, resumed, &mut failpoint) {
-        Ok(n) => n,
+        Ok((n, digests)) => {
+            // The digests of release files hashed as they were written.
+            for entry in record
+                .manifest
+                .iter_mut()
+                .filter(|e| e.sha256.is_none() && e.kind == Kind::File)
+            {
+                entry.sha256 = digests.get(&entry.path).map(|d| crate::root::hex(d));
+            }
+            n
+        }
         Err(e) => {
             return Err(fail(
                 &root,

@@ -69,8 +69,9 @@ pub enum Entry {
     File {
         /// The bytes, or where to read them when the file is written.
         content: Bytes,
-        /// SHA-256 of the bytes.
-        sha256: [u8; 32],
+        /// SHA-256 of the bytes; `None` for a release blob not read yet
+        /// (it is hashed as it is written, so each blob is read once).
+        sha256: Option<[u8; 32]>,
         /// Permission bits.
         mode: u32,
         /// Owner id.
@@ -100,7 +101,7 @@ impl Entry {
         sha256.copy_from_slice(digest::digest(&digest::SHA256, &content).as_ref());
         Entry::File {
             content: Bytes::Held(content),
-            sha256,
+            sha256: Some(sha256),
             mode,
             uid,
             gid,
@@ -139,16 +140,13 @@ impl Bytes {
     }
 }
 
-/// A release file as planning needs it: where its bytes are, how many, and
-/// their SHA-256 (for the manifest and the comparison with the node).
+/// A release file as planning needs it: where its bytes are and how many.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRef {
     /// The blob's object id.
     pub id: String,
     /// Its size.
     pub len: u64,
-    /// SHA-256 of its bytes.
-    pub sha256: [u8; 32],
 }
 
 /// A path as found on the node, with what is needed to compare it.
@@ -326,7 +324,7 @@ pub fn desired(
                         id: b.id,
                         len: b.len,
                     },
-                    sha256: b.sha256,
+                    sha256: None,
                     mode,
                     uid,
                     gid,
@@ -451,7 +449,8 @@ fn compare(d: &Desired, c: &Current) -> Result<Change, PlanError> {
             },
             Kind::File,
         ) => {
-            if c.sha256.as_ref() != Some(sha256) {
+            // An unknown digest means the node has no file of that size.
+            if sha256.is_none() || c.sha256 != *sha256 {
                 what.push("content");
             }
             owner_mode(&mut what, *mode, *uid, *gid, c);
@@ -507,9 +506,11 @@ impl fmt::Display for Step {
                 content,
             } => {
                 format!(
-                    "file, {} bytes, {mode:04o} {uid}:{gid}, sha256 {}",
+                    "file, {} bytes, {mode:04o} {uid}:{gid}{}",
                     content.len(),
-                    &hex(sha256)[..12]
+                    sha256
+                        .map(|s| format!(", sha256 {}", &hex(&s)[..12]))
+                        .unwrap_or_default()
                 )
             }
             Entry::Link { target } => format!("link -> {target}"),

@@ -54,28 +54,22 @@ impl<'r> Release<'r> {
     /// Reads a regular file of the release, refusing anything else (a
     /// symlink, a submodule, a directory) and anything over `limit` bytes.
     pub fn read(&self, path: &TreePath, limit: u64) -> Result<Vec<u8>, ReleaseError> {
-        let id = self.regular_file(path, limit)?;
+        let (id, _) = self.regular_file(path, limit)?;
         self.blob_bytes(id)
             .map_err(|reason| self.error(path, reason))
     }
 
-    /// A regular file's blob: its id, size and SHA-256, hashed as it is read
-    /// and not kept, so planning holds one file at a time.
+    /// A regular file's blob: its id and size, from the object header alone
+    /// (the bytes are read once, when the file is written).
     pub fn blob_ref(
         &self,
         path: &TreePath,
         limit: u64,
     ) -> Result<crate::plan::BlobRef, ReleaseError> {
-        let id = self.regular_file(path, limit)?;
-        let bytes = self
-            .blob_bytes(id)
-            .map_err(|reason| self.error(path, reason))?;
-        let mut sha256 = [0u8; 32];
-        sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
+        let (id, len) = self.regular_file(path, limit)?;
         Ok(crate::plan::BlobRef {
             id: id.to_string(),
-            len: bytes.len() as u64,
-            sha256,
+            len,
         })
     }
 
@@ -98,7 +92,7 @@ impl<'r> Release<'r> {
     }
 
     /// The blob id of `path`, which must be a regular file of at most `limit` bytes.
-    fn regular_file(&self, path: &TreePath, limit: u64) -> Result<git2::Oid, ReleaseError> {
+    fn regular_file(&self, path: &TreePath, limit: u64) -> Result<(git2::Oid, u64), ReleaseError> {
         let index = self.index.get_or_init(|| {
             let mut map = std::collections::HashMap::new();
             let _ = self.tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
@@ -128,7 +122,7 @@ impl<'r> Release<'r> {
         if size as u64 > limit {
             return Err(self.error(path, format!("{size} bytes; at most {limit} are allowed")));
         }
-        Ok(id)
+        Ok((id, size as u64))
     }
 
     /// Reads and validates the node spec.

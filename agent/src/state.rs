@@ -164,7 +164,7 @@ impl From<&Desired> for ManifestEntry {
                 ..
             } => {
                 (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
-                e.sha256 = Some(hex(sha256));
+                e.sha256 = sha256.map(|s| hex(&s));
             }
             Entry::Link { target } => e.target = Some(target.clone()),
         }
