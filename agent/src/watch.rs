@@ -199,9 +199,16 @@ pub struct Watcher {
     config: AgentConfig,
     applied: State,
     record: WatchState,
+    /// What was last written, and when: an unchanged record (but for the
+    /// poll time) is rewritten at most every [`REWRITE_UNCHANGED`].
+    written: Option<(WatchState, std::time::Instant)>,
     poller: RefPoller,
     node_id: String,
 }
+
+/// How stale `last_poll` in watch.json (and the metrics) may get when nothing
+/// else changes: a quiet node does not rewrite and sync a file every poll.
+const REWRITE_UNCHANGED: Duration = Duration::from_secs(600);
 
 impl Watcher {
     /// Prepares the watcher for the node under `root_path`.
@@ -222,6 +229,7 @@ impl Watcher {
             config,
             applied,
             record,
+            written: None,
             poller,
             node_id,
         })
@@ -514,7 +522,18 @@ impl Watcher {
         self.save();
     }
 
-    fn save(&self) {
+    fn save(&mut self) {
+        let unchanged = self.written.as_ref().is_some_and(|(before, at)| {
+            at.elapsed() < REWRITE_UNCHANGED
+                && WatchState {
+                    last_poll: self.record.last_poll,
+                    ..before.clone()
+                } == self.record
+        });
+        if unchanged {
+            return;
+        }
+        self.written = Some((self.record.clone(), std::time::Instant::now()));
         if let Err(e) = self.record.save(&self.root) {
             tracing::error!("cannot record the watcher's state: {e}");
         }
