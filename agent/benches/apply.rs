@@ -57,9 +57,13 @@
 //! | `DRIFTLESS_BENCH_DIR` | the system temp dir | where fixture and roots live (use a disk, not tmpfs: durability is measured) |
 //! | `DRIFTLESS_BENCH_PHASES` | unset | `1` adds a table of the contenders' parts, timed alone |
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
+use common::env_count;
 use std::env;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -152,18 +156,6 @@ fn main() -> Result<()> {
         print_phases(&parts, &samples, reps);
     }
     Ok(())
-}
-
-/// Reads a count from the environment, or the default.
-fn env_count(name: &str, default: usize) -> Result<usize> {
-    match env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a count")),
-        Err(env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(e).with_context(|| format!("reading {name}")),
-    }
 }
 
 // ---------------------------------------------------------------------------

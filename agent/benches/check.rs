@@ -40,9 +40,13 @@
 //! | `DRIFTLESS_BENCH_WARMUP` | 3 | untimed rounds first |
 //! | `DRIFTLESS_BENCH_IDLE_SECS` | 10 | length of the detector's idle window |
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
+use common::{env_count, median, percentile};
 use std::env;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
@@ -134,18 +138,6 @@ fn main() -> Result<()> {
     println!();
     fixture.detector(Duration::from_secs(idle_secs as u64))?;
     Ok(())
-}
-
-/// Reads a count from the environment, or the default.
-fn env_count(name: &str, default: usize) -> Result<usize> {
-    match env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a count")),
-        Err(env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(e).with_context(|| format!("reading {name}")),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -797,18 +789,6 @@ fn children_cpu() -> Result<Duration> {
 fn timeval(t: nix::libc::timeval) -> Duration {
     Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
         + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-}
-
-/// The nearest-rank `p`-th percentile (0 < p <= 100) of `samples`.
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    percentile(samples, 50)
 }
 
 fn median_u64(values: &[u64]) -> u64 {

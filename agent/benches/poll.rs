@@ -53,9 +53,13 @@
 //! | `DRIFTLESS_BENCH_WATCH_INTERVAL_MS` | 10 | its `channel.poll_interval` |
 //! | `DRIFTLESS_BENCH_WATCH_TAGS` | 20000 | the repository it polls (2000 or 20000 tags) |
 
+#[path = "common/mod.rs"]
+mod common;
+
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
+use common::{env_count, median, percentile};
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -166,18 +170,6 @@ fn main() -> Result<()> {
         bench.memory_of_watcher(watch_polls, interval_ms, watch_tags)?;
     }
     Ok(())
-}
-
-/// Reads a count from the environment, or the default.
-fn env_count(name: &str, default: usize) -> Result<usize> {
-    match env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a count")),
-        Err(env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(e).with_context(|| format!("reading {name}")),
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -970,18 +962,6 @@ fn cpu_time(who: Who) -> Result<Duration> {
 fn timeval(t: nix::libc::timeval) -> Duration {
     Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
         + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-}
-
-/// The nearest-rank `p`-th percentile (0 < p <= 100) of `samples`.
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    percentile(samples, 50)
 }
 
 /// A duration with a unit that keeps three significant digits or so.

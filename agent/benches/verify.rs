@@ -24,6 +24,10 @@
 //! | `DRIFTLESS_BENCH_WARMUP` | 5 | untimed rounds per key first |
 //! | `DRIFTLESS_BENCH_PHASES` | unset | `1` adds a table of where the library path spends its time |
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{env_count, median, percentile};
 use std::env;
 use std::ffi::OsStr;
 use std::fs;
@@ -100,18 +104,6 @@ fn main() -> Result<()> {
         fixture.print_phases(lib_reps)?;
     }
     Ok(())
-}
-
-/// Reads a positive count from the environment, or the default.
-fn env_count(name: &str, default: usize) -> Result<usize> {
-    match env::var(name) {
-        Ok(value) => value
-            .trim()
-            .parse()
-            .with_context(|| format!("{name}={value:?} is not a count")),
-        Err(env::VarError::NotPresent) => Ok(default),
-        Err(e) => Err(e).with_context(|| format!("reading {name}")),
-    }
 }
 
 /// Everything the contenders run against, in one temporary directory.
@@ -543,18 +535,6 @@ fn time_each(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<Durat
         samples.push(start.elapsed());
     }
     Ok(samples)
-}
-
-/// The nearest-rank `p`-th percentile (0 < p <= 100) of `samples`.
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    percentile(samples, 50)
 }
 
 /// A duration with a unit that keeps three significant digits or so.
