@@ -40,9 +40,21 @@ pub struct ChannelFile {
 }
 
 /// A share of the fleet, stored in basis points (0 to 10,000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share(pub u32);
+
+/// Written as the percentage it was read from (`12.5%`), so that a channel
+/// file kept in the watcher's record reads back the same.
+impl Serialize for Share {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (whole, hundredths) = (self.0 / 100, self.0 % 100);
+        if hundredths == 0 {
+            s.serialize_str(&format!("{whole}%"))
+        } else {
+            s.serialize_str(&format!("{whole}.{hundredths:02}%"))
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Share {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -217,13 +229,34 @@ mod tests {
             assert!(err.starts_with("channel file channel.yaml: "), "{err}");
         }
     }
+
+    #[test]
+    fn a_channel_file_survives_the_watchers_record() {
+        // watch.json keeps the accepted channel file as JSON; it must read
+        // back as it was, shares included.
+        let text = "release: v2\ncanary: 12.5%\nwaves: 3\nwave_interval: 10m\nmax_failures: 2\n\
+                    windows: [{days: [mon], start: '02:00', length: 1h, time_zone: Europe/Berlin}]\n";
+        let file = ChannelFile::parse(text, "c").expect("parses");
+        let json = serde_json::to_string(&file).expect("serialises");
+        let back: ChannelFile = serde_json::from_str(&json).expect(&json);
+        assert_eq!(back, file);
+        assert_eq!(back.canary, Some(Share(1250)));
+        let whole: ChannelFile = serde_json::from_str(
+            &serde_json::to_string(
+                &ChannelFile::parse("release: v2\ncanary: 0.1\n", "c").expect("parses"),
+            )
+            .expect("json"),
+        )
+        .expect("reads back");
+        assert_eq!(whole.canary, Some(Share(1000)));
+    }
 }
 
 /// The local ref in the release cache that holds the last fetched channel tip.
 pub const CACHE_REF: &str = "refs/driftless/channel";
 
 /// A channel tip that verified, with what it says.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct ChannelState {
     /// The tip commit.
     pub tip: String,
