@@ -300,7 +300,7 @@ impl TagName {
     pub fn new(name: &str) -> Result<Self, String> {
         if name.is_empty()
             || name.starts_with('-')
-            || !git2::Reference::is_valid_name(&format!("refs/tags/{name}"))
+            || !crate::types::is_valid_ref_name(&format!("refs/tags/{name}"))
         {
             return Err(format!("{name:?} is not a valid tag name"));
         }
@@ -430,7 +430,7 @@ impl AgentConfig {
         }
         if let Some(name) = &config.release.channel {
             let implied = format!("refs/heads/{name}");
-            if !git2::Reference::is_valid_name(&implied) {
+            if !crate::types::is_valid_ref_name(&implied) {
                 return Err(fail(format!(
                     "release.channel: {name:?} is not a valid branch name"
                 )));
@@ -447,7 +447,7 @@ impl AgentConfig {
             }
         }
         if let Some(r) = &config.channel.reference {
-            if !r.starts_with("refs/") || !git2::Reference::is_valid_name(r) {
+            if !r.starts_with("refs/") || !crate::types::is_valid_ref_name(r) {
                 return Err(fail(format!(
                     "channel.ref: {r:?} is not a full ref name like refs/heads/channel"
                 )));

@@ -85,7 +85,7 @@ fn exec(argv: &[String], limit: Duration) -> Result<(), String> {
 }
 
 fn http(url: &str, expected: u16, limit: Duration) -> Result<(), String> {
-    let client = reqwest::blocking::Client::builder()
+    let client = crate::tls::blocking_client_builder()
         .timeout(limit.max(Duration::from_millis(100)))
         .redirect(reqwest::redirect::Policy::none())
         .build()

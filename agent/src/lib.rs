@@ -36,6 +36,7 @@ pub mod spec;
 pub mod state;
 pub mod systemd;
 pub mod terminate;
+pub mod tls;
 pub mod types;
 pub mod verify;
 pub mod watch;

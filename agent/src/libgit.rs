@@ -13,7 +13,7 @@
 //! peak memory below `git clone`'s (measured by `cargo bench --bench apply`).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 const CERT_FILE_VAR: &str = "SSL_CERT_FILE";
 
@@ -24,10 +24,49 @@ static SYSTEM_BUNDLE: OnceLock<Option<PathBuf>> = OnceLock::new();
 const MWINDOW_SIZE: usize = 512 * 1024;
 const MWINDOW_MAPPED_LIMIT: usize = 1024 * 1024;
 
+/// Set once libgit2 has started, by either way.
+static STARTED: Once = Once::new();
+
 /// Starts libgit2 without loading any CA, with small pack windows. Call
-/// once, first thing in `main`, while the process has a single thread.
-#[allow(unsafe_code)]
+/// first thing in `main`, while the process has a single thread.
 pub fn start() {
+    STARTED.call_once(start_without_cas);
+}
+
+/// Starts libgit2 late, from any thread, in a process that did not need it
+/// at first (the watcher, whose HTTP polls do without it, and which needs
+/// it only to list refs over other transports). The empty-bundle trick
+/// needs a single thread, so here libgit2 parses the system CA bundle once.
+#[allow(unsafe_code)]
+pub fn ensure_started() {
+    STARTED.call_once(|| {
+        let _ = SYSTEM_BUNDLE.set(
+            std::env::var_os(CERT_FILE_VAR)
+                .map(PathBuf::from)
+                .or_else(|| openssl_probe::probe().cert_file),
+        );
+        let _ = git2::Config::new();
+        // SAFETY: inside `call_once`, before anything in this process has
+        // used libgit2 (every use starts it first, through here or `start`).
+        unsafe { set_small_windows() };
+    });
+}
+
+/// libgit2's pack windows: small, so a pack is never resident as a whole.
+///
+/// # Safety
+/// No other libgit2 call may run at the same time.
+#[allow(unsafe_code)]
+unsafe fn set_small_windows() {
+    // SAFETY: the caller guarantees no concurrent libgit2 use.
+    unsafe {
+        let _ = git2::opts::set_mwindow_size(MWINDOW_SIZE);
+        let _ = git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT);
+    }
+}
+
+#[allow(unsafe_code)]
+fn start_without_cas() {
     let original = std::env::var_os(CERT_FILE_VAR);
     let bundle = original
         .clone()
@@ -40,10 +79,7 @@ pub fn start() {
     // Creating a config initialises libgit2 (and its OpenSSL context), once.
     let _ = git2::Config::new();
     // SAFETY: libgit2 globals, set once before any thread or repository exists.
-    unsafe {
-        let _ = git2::opts::set_mwindow_size(MWINDOW_SIZE);
-        let _ = git2::opts::set_mwindow_mapped_limit(MWINDOW_MAPPED_LIMIT);
-    }
+    unsafe { set_small_windows() };
     // SAFETY: as above; still single-threaded.
     unsafe {
         match original {

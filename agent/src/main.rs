@@ -4,8 +4,10 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    driftless::libgit::start();
     driftless::cli::init_logging();
     let cli = driftless::cli::Cli::parse();
+    if cli.command.starts_libgit() {
+        driftless::libgit::start();
+    }
     driftless::cli::run(cli).into()
 }

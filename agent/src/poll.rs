@@ -875,6 +875,8 @@ impl RefPoller {
             return Err(PollError::Busy { url });
         }
         let busy = BusyGuard(Arc::clone(&self.listing_busy));
+        // The watcher starts libgit2 only when a listing needs it.
+        crate::libgit::ensure_started();
         bound_libgit2_sockets(self.options.connect_timeout, self.options.io_timeout);
         let listing = Arc::clone(&self.listing);
         let wanted = ref_name.to_owned();
@@ -991,7 +993,7 @@ fn build_client(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    let mut builder = reqwest::Client::builder()
+    let mut builder = crate::tls::client_builder()
         .user_agent(AGENT)
         .default_headers(headers)
         .connect_timeout(options.connect_timeout)

@@ -580,7 +580,7 @@ impl Webhook {
         })?;
         let signature = signature(&secret, &body);
         let limit = settings.timeout.0;
-        let mut builder = reqwest::Client::builder()
+        let mut builder = crate::tls::client_builder()
             .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(limit)

@@ -251,8 +251,68 @@ impl Serialize for Mode {
     }
 }
 
+/// Whether `name` is a valid full ref name by git's rules
+/// (git-check-ref-format(1)): slash-separated components, none empty or
+/// starting with `.` or ending with `.lock`; no `..`, `@{`, control
+/// characters, space or any of `~ ^ : ? * [ \`; not ending in `.`; not `@`.
+/// Written here rather than asked of libgit2, whose first use starts its
+/// OpenSSL context: reading a config must not cost that.
+pub fn is_valid_ref_name(name: &str) -> bool {
+    const FORBIDDEN: &[u8] = b" ~^:?*[\\";
+    !name.is_empty()
+        && name != "@"
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name
+            .bytes()
+            .any(|b| b < 0x20 || b == 0x7f || FORBIDDEN.contains(&b))
+        && name.split('/').all(|component| {
+            !component.is_empty() && !component.starts_with('.') && !component.ends_with(".lock")
+        })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ref_names_follow_git_check_ref_format() {
+        // Each verdict agrees with `git check-ref-format`.
+        for good in [
+            "refs/tags/v1.4.2",
+            "refs/heads/channel",
+            "refs/heads/prod/eu-west",
+            "refs/tags/v1.0.0-rc.1+build.5",
+            "refs/tags/a.lockx",
+            "refs/tags/\u{e9}t\u{e9}",
+        ] {
+            assert!(super::is_valid_ref_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "@",
+            "refs/tags/",
+            "refs//tags/x",
+            "/refs/tags/x",
+            "refs/tags/.hidden",
+            "refs/tags/x.lock",
+            "refs/tags/x.",
+            "refs/tags/a..b",
+            "refs/tags/a@{1}",
+            "refs/tags/a b",
+            "refs/tags/a~1",
+            "refs/tags/a^",
+            "refs/tags/a:b",
+            "refs/tags/a?",
+            "refs/tags/a*",
+            "refs/tags/a[1]",
+            "refs/tags/a\\b",
+            "refs/tags/a\tb",
+            "refs/tags/a\u{7f}",
+        ] {
+            assert!(!super::is_valid_ref_name(bad), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -204,6 +204,10 @@ pub struct Watcher {
     written: Option<(WatchState, std::time::Instant)>,
     poller: RefPoller,
     node_id: String,
+    /// The agent config's path, for the evaluation child.
+    config_path: PathBuf,
+    /// The program that evaluates a channel tip: this one.
+    evaluator: PathBuf,
 }
 
 /// How stale `last_poll` in watch.json (and the metrics) may get when nothing
@@ -212,7 +216,12 @@ const REWRITE_UNCHANGED: Duration = Duration::from_secs(600);
 
 impl Watcher {
     /// Prepares the watcher for the node under `root_path`.
-    pub fn new(root_path: &Path, config: AgentConfig, node_id: String) -> anyhow::Result<Self> {
+    pub fn new(
+        root_path: &Path,
+        config_path: &Path,
+        config: AgentConfig,
+        node_id: String,
+    ) -> anyhow::Result<Self> {
         let root = Root::open(root_path)?;
         let applied = state::load(&root)?.ok_or_else(|| {
             anyhow::anyhow!(
@@ -232,6 +241,8 @@ impl Watcher {
             written: None,
             poller,
             node_id,
+            config_path: config_path.to_path_buf(),
+            evaluator: this_program(),
         })
     }
 
@@ -377,15 +388,12 @@ impl Watcher {
     }
 
     async fn evaluate_tip(&mut self) {
-        let root_path = self.root_path.clone();
-        let config = self.config.clone();
         let last_seen = self.record.channel.as_ref().map(|c| c.tip.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            evaluate_channel(&root_path, &config, last_seen.as_deref())
-        })
-        .await;
-        match outcome {
-            Ok(Ok((state, release_commit))) => {
+        match self.evaluate_in_child(last_seen.as_deref()).await {
+            Verdict::Accepted {
+                state,
+                release_commit,
+            } => {
                 tracing::info!(
                     message_id = crate::events::CHANNEL_MOVED,
                     "channel moved to {} (signed by {}): release {}{}",
@@ -396,7 +404,7 @@ impl Watcher {
                 );
                 self.record.accept(&state, Some(release_commit));
             }
-            Ok(Err(Evaluation::Refused { tip, reason })) => {
+            Verdict::Refused { tip, reason } => {
                 tracing::error!(message_id = crate::events::CHANNEL_REFUSED, "{reason}");
                 self.record.refusal = Some(Refusal {
                     tip,
@@ -405,9 +413,68 @@ impl Watcher {
                 });
             }
             // A network or cache failure says nothing about the tip: retried next poll.
-            Ok(Err(Evaluation::Failed(reason))) => self.poll_failed(reason),
-            Err(e) => tracing::error!("channel evaluation stopped: {e}"),
+            Verdict::Failed { reason } => self.poll_failed(reason),
         }
+    }
+
+    /// Evaluates the channel's new tip in a child process
+    /// (`driftless evaluate-channel`): fetching and verifying with libgit2
+    /// (and its OpenSSL) happens there and its memory goes with it, so the
+    /// watcher stays small for the node's whole life, and the hostile
+    /// input (a pack from the network) is parsed outside the long-lived
+    /// process.
+    async fn evaluate_in_child(&self, last_seen: Option<&str>) -> Verdict {
+        let failed = |reason: String| Verdict::Failed { reason };
+        let mut cmd = tokio::process::Command::new(&self.evaluator);
+        cmd.arg("evaluate-channel")
+            .arg("--root")
+            .arg(&self.root_path)
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(tip) = last_seen {
+            cmd.arg("--last-seen").arg(tip);
+        }
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return failed(format!(
+                    "cannot start the channel evaluation ({}): {e}",
+                    self.evaluator.display()
+                ));
+            }
+        };
+        // The fetches inside keep their own deadline; this only bounds a child that hangs.
+        let limit = self.config.fetch.deadline.0.saturating_mul(2) + Duration::from_secs(60);
+        let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Err(_) => {
+                return failed(format!(
+                    "the channel evaluation did not finish within {}s; it was stopped",
+                    limit.as_secs()
+                ));
+            }
+            Ok(Err(e)) => return failed(format!("the channel evaluation failed: {e}")),
+            Ok(Ok(output)) => output,
+        };
+        if !output.status.success() {
+            return failed(format!(
+                "the channel evaluation ended with {} (its log above says why)",
+                output.status
+            ));
+        }
+        let line = output
+            .stdout
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        serde_json::from_slice(line).unwrap_or_else(|e| {
+            failed(format!(
+                "the channel evaluation answered something unreadable: {e}"
+            ))
+        })
     }
 
     /// Asks for replacement when the accepted channel names another release.
@@ -545,6 +612,17 @@ impl Watcher {
     }
 }
 
+/// This program, for the evaluation child: `/proc/self/exe` names it even
+/// if its file was replaced since it started.
+fn this_program() -> PathBuf {
+    let own = PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        own
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("driftless"))
+    }
+}
+
 /// The channel poller, with the source's transport settings.
 fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPoller> {
     let source = &config.source;
@@ -571,8 +649,18 @@ fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPolle
     Ok(RefPoller::new(source.url.as_str(), options)?)
 }
 
-/// Why a channel tip was not accepted.
-enum Evaluation {
+/// What the evaluation of a channel tip concluded: the answer of
+/// `driftless evaluate-channel` to the watcher, one JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Verdict {
+    /// The tip verified, and so did the release it names.
+    Accepted {
+        /// The channel at the tip.
+        state: Box<ChannelState>,
+        /// The commit the named release's tag points at.
+        release_commit: String,
+    },
     /// The tip is refused for good: signature, ancestry, channel file, or a
     /// release that is missing or does not verify.
     Refused {
@@ -582,23 +670,40 @@ enum Evaluation {
         reason: String,
     },
     /// Something failed on the way (network, cache): the next poll retries.
-    Failed(String),
+    Failed {
+        /// Why, one line.
+        reason: String,
+    },
 }
 
 /// Fetches and verifies the channel tip, then the release it names.
-fn evaluate_channel(
+pub fn evaluate_channel(
     root_path: &Path,
     config: &AgentConfig,
     last_seen: Option<&str>,
-) -> Result<(ChannelState, String), Evaluation> {
-    let failed = |e: String| Evaluation::Failed(e);
+) -> Verdict {
+    match evaluate(root_path, config, last_seen) {
+        Ok((state, release_commit)) => Verdict::Accepted {
+            state: Box::new(state),
+            release_commit,
+        },
+        Err(verdict) => verdict,
+    }
+}
+
+fn evaluate(
+    root_path: &Path,
+    config: &AgentConfig,
+    last_seen: Option<&str>,
+) -> Result<(ChannelState, String), Verdict> {
+    let failed = |reason: String| Verdict::Failed { reason };
     let trust = crate::apply::load_trust(root_path, config)
         .map_err(|e| failed(crate::cli::one_line(&e)))?;
     let repo = crate::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
     let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
     let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
     let now = Timestamp::now();
-    let refused = |reason: String| Evaluation::Refused {
+    let refused = |reason: String| Verdict::Refused {
         tip: tip.to_string(),
         reason,
     };

@@ -44,6 +44,20 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
     Watch(watch::WatchArgs),
+    /// Fetch and verify a channel tip and the release it names, and print
+    /// the verdict as JSON: the watcher's short-lived child.
+    #[command(hide = true)]
+    EvaluateChannel(watch::EvaluateArgs),
+}
+
+impl Command {
+    /// Whether `main` starts libgit2 before running it. The watcher does
+    /// not: it stays small by leaving every libgit2 fetch to a child
+    /// process (see `watch`), and starts libgit2 itself only for a ref
+    /// listing over a transport without protocol v2.
+    pub fn starts_libgit(&self) -> bool {
+        !matches!(self, Command::Watch(_))
+    }
 }
 
 /// Runs the parsed command line and returns the exit code. Errors are
@@ -58,6 +72,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }
 }
 

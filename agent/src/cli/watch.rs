@@ -17,16 +17,27 @@ pub struct WatchArgs {
     once: bool,
 }
 
+/// Arguments of the hidden `driftless evaluate-channel`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    /// The last tip the watcher accepted: the new tip must descend from it.
+    #[arg(long, value_name = "COMMIT")]
+    last_seen: Option<String>,
+}
+
 /// Runs `driftless watch` on a current-thread tokio runtime.
 pub fn run(args: WatchArgs) -> ExitCode {
     let result = (|| {
         let config = args.node.load_config()?;
         let node_id = config::node_id(&args.node.root, &config.node)?;
+        let config_path = config::config_path(&args.node.root, args.node.config.as_deref());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let mut watcher = Watcher::new(&args.node.root, config, node_id)?;
+            let mut watcher = Watcher::new(&args.node.root, &config_path, config, node_id)?;
             if args.once {
                 watcher.poll_once().await;
                 Ok(())
@@ -34,6 +45,23 @@ pub fn run(args: WatchArgs) -> ExitCode {
                 watcher.run().await
             }
         })
+    })();
+    match result {
+        Ok(()) => ExitCode::Success,
+        Err(e) => super::report(&e),
+    }
+}
+
+/// Runs the hidden `driftless evaluate-channel`: prints one JSON verdict
+/// on stdout and exits 0 whatever the verdict, non-zero only when it could
+/// not evaluate at all (a bad config).
+pub fn run_evaluate(args: EvaluateArgs) -> ExitCode {
+    let result = (|| {
+        let config = args.node.load_config()?;
+        let verdict =
+            crate::watch::evaluate_channel(&args.node.root, &config, args.last_seen.as_deref());
+        println!("{}", serde_json::to_string(&verdict)?);
+        Ok(())
     })();
     match result {
         Ok(()) => ExitCode::Success,
