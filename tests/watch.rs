@@ -29,11 +29,9 @@ use std::time::{Duration, Instant};
 
 use channel::{
     ChannelBranch, Daemon, ExecAction, METRICS_FILE, NodeConfig, Pin, Receiver, SECRET_FILE,
-    Signing, expected_request_id, wait_for, watch_json,
+    Signing, expected_request_id, release_tree, wait_for, watch_json,
 };
-use release::{
-    Key, MACHINE_ID, NodeRoot, PRINCIPAL, Published, REPO, Release, Run, Tagging, World,
-};
+use release::{Key, MACHINE_ID, NodeRoot, PRINCIPAL, Published, REPO, Run, Tagging, World};
 use servers::{GitDaemon, SmartHttp};
 
 /// Exit code of a failed health check.
@@ -62,15 +60,6 @@ const CANARY: (&str, &str) = ("WATCH_TEST_CANARY", "leaked");
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
-
-/// A release tree that writes `/etc/motd` naming `tag` and whose health
-/// check is `health` (an absolute program).
-fn release_tree(tag: &str, health: &str) -> Release {
-    Release::new(&format!(
-        "files:\n  - {{ path: /etc/motd, content: \"release {tag}\\n\" }}\n\
-         health:\n  - exec: [{health}]\n    timeout: 1s\n"
-    ))
-}
 
 /// One test's fleet: a world with the trusted release key, releases `v1`
 /// and `v2` (signed by it) in `srv/release.git`.

@@ -96,16 +96,8 @@ pub fn resolve_tag(
     if let Some(tag) = &config.release.tag {
         return Ok((tag.clone(), None));
     }
-    let evaluate = |tip| {
-        channel::evaluate(
-            repo,
-            trust,
-            tip,
-            None,
-            &config.channel.file,
-            Timestamp::now(),
-        )
-    };
+    let evaluate =
+        |tip| channel::evaluate(repo, trust, tip, None, &config.channel, Timestamp::now());
     // The channel's current tip, so new nodes boot with the current release;
     // an image's pre-seeded tip only when the source cannot be reached (with
     // a short deadline, so such a boot is not held up for long).

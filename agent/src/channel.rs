@@ -161,6 +161,21 @@ pub struct ChannelFileError {
     pub reason: String,
 }
 
+/// Parses a file of the channel branch, refusing one that is too large.
+fn parse_limited<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ChannelFileError> {
+    let fail = |reason: String| ChannelFileError {
+        file: file.to_owned(),
+        reason,
+    };
+    if text.len() > MAX_CHANNEL_LEN {
+        return Err(fail(format!("larger than {MAX_CHANNEL_LEN} bytes")));
+    }
+    serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))
+}
+
 impl ChannelFile {
     /// Parses and validates channel text.
     pub fn parse(text: &str, file: &str) -> Result<Self, ChannelFileError> {
@@ -168,10 +183,7 @@ impl ChannelFile {
             file: file.to_owned(),
             reason,
         };
-        if text.len() > MAX_CHANNEL_LEN {
-            return Err(fail(format!("larger than {MAX_CHANNEL_LEN} bytes")));
-        }
-        let channel: ChannelFile = serde_yaml::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let channel: ChannelFile = parse_limited(text, file)?;
         if channel.waves == Some(0) {
             return Err(fail("waves must be at least 1".into()));
         }
@@ -186,6 +198,66 @@ impl ChannelFile {
             }
         }
         Ok(channel)
+    }
+}
+
+/// The failures file (default `failures.yaml`, beside the channel file and
+/// signed with it): for each release, the ids of new nodes that failed on
+/// it, published by the operator. Without a coordinator it is how a rollout
+/// stops itself: when a release's failures reach the channel's
+/// `max_failures`, no node asks to be replaced for it.
+///
+/// ```yaml
+/// v1.5.0: [i-0abc123, i-0def456]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Failures(pub std::collections::BTreeMap<String, Vec<String>>);
+
+impl Failures {
+    /// Parses and validates failures text: release tags mapping to lists
+    /// of node ids.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ChannelFileError> {
+        let fail = |reason: String| ChannelFileError {
+            file: file.to_owned(),
+            reason,
+        };
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim().starts_with('#'))
+        {
+            return Ok(Self::default());
+        }
+        let raw: std::collections::BTreeMap<String, Vec<String>> = parse_limited(text, file)?;
+        let mut map = std::collections::BTreeMap::new();
+        for (tag, ids) in raw {
+            let tag = TagName::new(&tag).map_err(fail)?;
+            if let Some(bad) = ids.iter().find(|id| {
+                id.trim().is_empty() || id.len() > 256 || id.chars().any(char::is_control)
+            }) {
+                return Err(fail(format!(
+                    "release {}: node id {bad:?} is not one printable line",
+                    tag.as_str()
+                )));
+            }
+            map.insert(tag.as_str().to_owned(), ids);
+        }
+        Ok(Self(map))
+    }
+
+    /// Distinct nodes recorded as failed on `release`.
+    pub fn count(&self, release: &str) -> u32 {
+        let ids: std::collections::BTreeSet<&str> = self
+            .0
+            .get(release)
+            .map(|ids| ids.iter().map(|id| id.trim()).collect())
+            .unwrap_or_default();
+        u32::try_from(ids.len()).unwrap_or(u32::MAX)
+    }
+
+    /// True when no failure is listed.
+    pub fn is_empty(&self) -> bool {
+        self.0.values().all(Vec::is_empty)
     }
 }
 
@@ -250,6 +322,30 @@ mod tests {
         .expect("reads back");
         assert_eq!(whole.canary, Some(Share(1000)));
     }
+
+    #[test]
+    fn failures_count_distinct_nodes_per_release() {
+        let f = Failures::parse(
+            "# failed new nodes\nv2: [node-a, node-b, node-a]\nv3: []\n",
+            "failures.yaml",
+        )
+        .expect("valid");
+        assert_eq!(f.count("v2"), 2);
+        assert_eq!(f.count("v3"), 0);
+        assert_eq!(f.count("v4"), 0);
+        assert!(!f.is_empty());
+        assert!(
+            Failures::parse("# nothing yet\n", "failures.yaml")
+                .expect("comments only")
+                .is_empty()
+        );
+        for bad in ["v2: node-a\n", "'v1..2': [a]\n", "v2: ['']\n", "- a\n"] {
+            let err = Failures::parse(bad, "failures.yaml")
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with("channel file failures.yaml: "), "{err}");
+        }
+    }
 }
 
 /// The local ref in the release cache that holds the last fetched channel tip.
@@ -268,6 +364,8 @@ pub struct ChannelState {
     pub committed_at: jiff::Timestamp,
     /// The channel file at the tip.
     pub file: ChannelFile,
+    /// The failures file at the tip (empty when there is none).
+    pub failures: Failures,
 }
 
 /// Why a channel tip is not acted on. A refusal is logged and shown in
@@ -342,7 +440,7 @@ pub fn evaluate(
     trust: &crate::verify::Trust,
     tip: git2::Oid,
     last_seen: Option<git2::Oid>,
-    file: &crate::types::TreePath,
+    settings: &crate::config::ChannelSettings,
     now: jiff::Timestamp,
 ) -> Result<ChannelState, ChannelRefusal> {
     let tip_hex = tip.to_string();
@@ -370,39 +468,73 @@ pub fn evaluate(
         .find_commit(tip)
         .and_then(|c| c.tree())
         .map_err(|e| repository(e.message().to_owned()))?;
-    let missing = || ChannelRefusal::File {
+    let invalid = |source: ChannelFileError| ChannelRefusal::File {
         tip: tip_hex.clone(),
-        source: ChannelFileError {
-            file: file.to_string(),
-            reason: "not in the channel branch's tree".into(),
-        },
+        source,
     };
-    let entry = tree
-        .get_path(std::path::Path::new(file.as_str()))
-        .map_err(|_| missing())?;
-    if entry.kind() != Some(git2::ObjectType::Blob) {
-        return Err(missing());
-    }
-    let blob = repo
-        .find_blob(entry.id())
-        .map_err(|e| repository(e.message().to_owned()))?;
-    let text = std::str::from_utf8(blob.content()).map_err(|_| ChannelRefusal::File {
-        tip: tip_hex.clone(),
-        source: ChannelFileError {
-            file: file.to_string(),
-            reason: "not UTF-8".into(),
-        },
-    })?;
-    let channel =
-        ChannelFile::parse(text, file.as_str()).map_err(|source| ChannelRefusal::File {
-            tip: tip_hex.clone(),
-            source,
+    let file = &settings.file;
+    let text = tree_text(repo, &tree, file)
+        .map_err(|e| match e {
+            TreeText::Unreadable(reason) => repository(reason),
+            TreeText::Invalid(source) => invalid(source),
+        })?
+        .ok_or_else(|| {
+            invalid(ChannelFileError {
+                file: file.to_string(),
+                reason: "not in the channel branch's tree".into(),
+            })
         })?;
+    let channel = ChannelFile::parse(&text, file.as_str()).map_err(&invalid)?;
+    let failures = match tree_text(repo, &tree, &settings.failures_file) {
+        Ok(Some(text)) => {
+            Failures::parse(&text, settings.failures_file.as_str()).map_err(&invalid)?
+        }
+        Ok(None) => Failures::default(),
+        Err(TreeText::Unreadable(reason)) => return Err(repository(reason)),
+        Err(TreeText::Invalid(source)) => return Err(invalid(source)),
+    };
     Ok(ChannelState {
         tip: tip_hex,
         signer: verified.principal,
         fingerprint: verified.fingerprint,
         committed_at: verified.signed_at,
         file: channel,
+        failures,
     })
+}
+
+/// Why a file of the channel tree could not be read.
+enum TreeText {
+    /// The repository could not be read.
+    Unreadable(String),
+    /// The path is not a UTF-8 file.
+    Invalid(ChannelFileError),
+}
+
+/// The text of `path` in `tree`, or `None` when the tree has no such entry.
+fn tree_text(
+    repo: &git2::Repository,
+    tree: &git2::Tree<'_>,
+    path: &crate::types::TreePath,
+) -> Result<Option<String>, TreeText> {
+    let invalid = |reason: &str| {
+        TreeText::Invalid(ChannelFileError {
+            file: path.to_string(),
+            reason: reason.to_owned(),
+        })
+    };
+    let Ok(entry) = tree.get_path(std::path::Path::new(path.as_str())) else {
+        return Ok(None);
+    };
+    if entry.kind() != Some(git2::ObjectType::Blob) {
+        return Err(invalid("not a file in the channel branch's tree"));
+    }
+    let blob = repo
+        .find_blob(entry.id())
+        .map_err(|e| TreeText::Unreadable(e.message().to_owned()))?;
+    if blob.size() > MAX_CHANNEL_LEN {
+        return Err(invalid(&format!("larger than {MAX_CHANNEL_LEN} bytes")));
+    }
+    let text = std::str::from_utf8(blob.content()).map_err(|_| invalid("not UTF-8"))?;
+    Ok(Some(text.to_owned()))
 }

@@ -58,6 +58,21 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// A short name for programs (`driftless status --json`): `go`, `hold`,
+    /// `not-canary`, `wait`, `outside-window`, `stopped`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Go => "go",
+            Decision::Hold => "hold",
+            Decision::NotCanary { .. } => "not-canary",
+            Decision::Wait { .. } => "wait",
+            Decision::OutsideWindow => "outside-window",
+            Decision::Stopped { .. } => "stopped",
+        }
+    }
+}
+
 impl std::fmt::Display for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

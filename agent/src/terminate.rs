@@ -685,22 +685,29 @@ fn read_secret(root: &Root, path: &NodePath) -> Result<Vec<u8>, TerminateError> 
 }
 
 fn read_ca(root: &Root, path: &NodePath) -> Result<Vec<reqwest::Certificate>, TerminateError> {
-    let bad = |reason: String| TerminateError::File {
+    read_ca_bundle(root, path).map_err(|reason| TerminateError::File {
         what: "ca_file",
         path: path.to_string(),
         reason,
-    };
-    let pem = root.read(path, MAX_CA_LEN).map_err(|e| bad(e.reason))?;
+    })
+}
+
+/// Reads a PEM CA bundle under the root: at least one certificate, or why not.
+pub(crate) fn read_ca_bundle(
+    root: &Root,
+    path: &NodePath,
+) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = root.read(path, MAX_CA_LEN).map_err(|e| e.reason)?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| bad(format!("not a PEM CA bundle: {}", error_chain(&e))))?;
+        .map_err(|e| format!("not a PEM CA bundle: {}", error_chain(&e)))?;
     if certs.is_empty() {
-        return Err(bad("no certificate in it".into()));
+        return Err("no certificate in it".into());
     }
     Ok(certs)
 }
 
-/// An error and its sources, `: `-separated, without repeats.
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources on one short line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = vec![error.to_string()];
     let mut source = error.source();
     while let Some(e) = source {

@@ -11,6 +11,7 @@
 //! never asks twice but retries a request that failed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{self, ChannelState};
 use crate::config::{AgentConfig, DriftPolicy, FailurePolicy};
+use crate::coordinate::{Coordinator, Slot, SlotAnswer};
 use crate::detect::Detector;
 use crate::drift::Difference;
 use crate::poll::RefPoller;
@@ -57,6 +59,37 @@ pub struct WatchState {
     /// Why the rollout does not let this node go yet, if it does not.
     #[serde(default)]
     pub waiting: Option<String>,
+    /// Where the rollout to the desired release stands for this node
+    /// (absent while the node runs the desired release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// How this node's apply was reported to the rollout coordinator
+    /// (`applied`: a slot given back; `failed`: a failure recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_reported: Option<String>,
+}
+
+/// The rollout's last answer for this node, for people and programs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStatus {
+    /// The release the channel names.
+    pub release: String,
+    /// `go`, `hold`, `not-canary`, `wait`, `outside-window`, `stopped` (see
+    /// [`crate::rollout::Decision::name`]), `waiting-for-slot`, or
+    /// `coordinator-unreachable`.
+    pub state: String,
+    /// Failures of new nodes recorded for the release (the failures file,
+    /// plus etcd's with a coordinator).
+    pub failures: u32,
+    /// The channel's `max_failures`.
+    pub max_failures: u32,
+    /// Slots of the group taken, when the coordinator was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u32>,
+    /// Slots of the group, with a coordinator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
 }
 
 /// A channel tip the node accepted.
@@ -82,6 +115,9 @@ pub struct SeenChannel {
     pub seen_at: Timestamp,
     /// The whole channel file (rollout settings included).
     pub file: crate::channel::ChannelFile,
+    /// The failures file published beside it.
+    #[serde(default, skip_serializing_if = "crate::channel::Failures::is_empty")]
+    pub failures: crate::channel::Failures,
 }
 
 /// A refused channel tip.
@@ -180,6 +216,7 @@ impl WatchState {
             committed_at: channel.committed_at,
             seen_at: Timestamp::now(),
             file: channel.file.clone(),
+            failures: channel.failures.clone(),
         });
         self.refusal = None;
     }
@@ -208,6 +245,18 @@ pub struct Watcher {
     config_path: PathBuf,
     /// The program that evaluates a channel tip: this one.
     evaluator: PathBuf,
+    /// The rollout coordinator, when the config names one.
+    coordinator: Option<Arc<Coordinator>>,
+    /// The rollout slot this process holds, and the task renewing it.
+    slot: Option<(Slot, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.slot.take() {
+            task.abort();
+        }
+    }
 }
 
 /// How stale `last_poll` in watch.json (and the metrics) may get when nothing
@@ -232,6 +281,7 @@ impl Watcher {
         terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
         let record = WatchState::load(&root)?;
         let poller = poller_for(root_path, &config)?;
+        let coordinator = Coordinator::from_config(root_path, &config.rollout)?.map(Arc::new);
         Ok(Self {
             root_path: root_path.to_path_buf(),
             root,
@@ -243,6 +293,8 @@ impl Watcher {
             node_id,
             config_path: config_path.to_path_buf(),
             evaluator: this_program(),
+            coordinator,
+            slot: None,
         })
     }
 
@@ -477,16 +529,45 @@ impl Watcher {
         })
     }
 
-    /// Asks for replacement when the accepted channel names another release.
+    /// Asks for replacement when the accepted channel names another
+    /// release and the rollout lets this node go: the policy (canary,
+    /// waves, windows, hold, failures) and, with a coordinator, a slot of
+    /// its group. With the coordinator out of reach it fails closed: it
+    /// does not ask, and tries again at the next poll.
     async fn decide(&mut self) {
+        self.report_apply().await;
         let Some(seen) = self.record.channel.clone() else {
             return;
         };
-        let pinned = &self.applied.release;
+        let pinned = self.applied.release.clone();
         let same = seen.release_commit.as_deref() == Some(pinned.commit.as_str());
         if same {
             self.record.waiting = None;
+            self.record.rollout = None;
             return;
+        }
+        if self.already_going() {
+            // Asked (or asking) already: finish that, keep the slot alive.
+            self.keep_own_slot(&seen.release).await;
+            let detail = format!("{} -> {}", pinned.tag, seen.release);
+            self.want_replacement(Reason::ReleaseChanged, Some(seen.release.clone()), detail)
+                .await;
+            return;
+        }
+        let max_failures = seen.file.max_failures.unwrap_or(1);
+        let mut status = RolloutStatus {
+            release: seen.release.clone(),
+            state: String::new(),
+            failures: seen.failures.count(&seen.release),
+            max_failures,
+            in_flight: None,
+            max_in_flight: self.coordinator.as_ref().map(|c| c.max_in_flight()),
+        };
+        if let Some(coordinator) = self.coordinator.clone() {
+            match coordinator.failures(&seen.release).await {
+                Ok(n) => status.failures = status.failures.saturating_add(n),
+                Err(e) => return self.unreachable(status, &e),
+            }
         }
         // The rollout decides when: canary, waves, windows, hold, failures.
         let decision = crate::rollout::decide(
@@ -494,21 +575,119 @@ impl Watcher {
             &seen.file,
             seen.committed_at,
             Timestamp::now(),
-            0,
+            status.failures,
         );
+        status.state = decision.name().to_owned();
         if decision != crate::rollout::Decision::Go {
-            let why = decision.to_string();
-            if self.record.waiting.as_deref() != Some(why.as_str()) {
-                tracing::info!("release {} is desired; {why}", seen.release);
-                self.record.waiting = Some(why);
-                self.save();
+            return self.wait(status, decision.to_string());
+        }
+        if let Some(coordinator) = self.coordinator.clone() {
+            match coordinator
+                .take_slot(&self.node_id, &pinned.tag, &seen.release)
+                .await
+            {
+                Ok(SlotAnswer::Held(slot)) => {
+                    tracing::info!(
+                        "took rollout slot {} of group {}",
+                        slot.key,
+                        self.config.rollout.group
+                    );
+                    self.hold_slot(&coordinator, slot);
+                }
+                Ok(SlotAnswer::Full {
+                    in_flight,
+                    max_in_flight,
+                }) => {
+                    status.state = "waiting-for-slot".into();
+                    status.in_flight = Some(in_flight);
+                    return self.wait(
+                        status,
+                        format!(
+                            "waiting for a rollout slot ({in_flight} of {max_in_flight} in flight)"
+                        ),
+                    );
+                }
+                Err(e) => return self.unreachable(status, &e),
             }
-            return;
         }
         self.record.waiting = None;
+        self.record.rollout = Some(status);
         let detail = format!("{} -> {}", pinned.tag, seen.release);
         self.want_replacement(Reason::ReleaseChanged, Some(seen.release.clone()), detail)
             .await;
+    }
+
+    /// True once a replacement is recorded: nothing is gated any more.
+    fn already_going(&self) -> bool {
+        self.record.replacement.is_some()
+    }
+
+    /// Records why the node does not go yet (logged when it changes).
+    fn wait(&mut self, status: RolloutStatus, why: String) {
+        if self.record.waiting.as_deref() != Some(why.as_str()) {
+            tracing::info!("release {} is desired; {why}", status.release);
+        }
+        self.record.waiting = Some(why);
+        self.record.rollout = Some(status);
+        self.save();
+    }
+
+    /// The coordinator could not be asked: fail closed.
+    fn unreachable(&mut self, mut status: RolloutStatus, error: &crate::etcd::EtcdError) {
+        tracing::warn!("{error}; not asking to be replaced, trying again at the next poll");
+        status.state = "coordinator-unreachable".into();
+        self.wait(
+            status,
+            format!("the rollout coordinator cannot be reached, so this node does not go: {error}"),
+        );
+    }
+
+    /// Renews `slot` from now on, while this process runs.
+    fn hold_slot(&mut self, coordinator: &Arc<Coordinator>, slot: Slot) {
+        if self.slot.as_ref().is_some_and(|(held, _)| *held == slot) {
+            return;
+        }
+        if let Some((_, task)) = self.slot.take() {
+            task.abort();
+        }
+        let task = crate::coordinate::keep_alive_task(coordinator.clone(), slot.clone());
+        self.slot = Some((slot, task));
+    }
+
+    /// After a restart: finds and renews the slot this node took for `release`.
+    async fn keep_own_slot(&mut self, release: &str) {
+        let Some(coordinator) = self.coordinator.clone() else {
+            return;
+        };
+        if self.slot.is_some() {
+            return;
+        }
+        match coordinator.own_slot(&self.node_id, release).await {
+            Ok(Some(slot)) => self.hold_slot(&coordinator, slot),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}; looking for this node's rollout slot again later"),
+        }
+    }
+
+    /// Tells the coordinator how this node's apply ended, until that worked
+    /// once (`driftless apply` tries first; etcd may have been out of reach).
+    async fn report_apply(&mut self) {
+        let Some(coordinator) = self.coordinator.clone() else {
+            return;
+        };
+        let Some(kind) = crate::coordinate::report_kind(&self.applied.status) else {
+            return;
+        };
+        if self.record.rollout_reported.as_deref() == Some(kind) {
+            return;
+        }
+        match crate::coordinate::report(&coordinator, &self.applied).await {
+            Ok(()) => {
+                self.record.rollout_reported = Some(kind.to_owned());
+                self.save();
+            }
+            Err(e) => tracing::warn!("{e}; reporting this node's apply again at the next poll"),
+        }
     }
 
     /// Records the request (once), then makes it.
@@ -707,7 +886,7 @@ fn evaluate(
         tip: tip.to_string(),
         reason,
     };
-    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel.file, now)
+    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel, now)
         .map_err(|e| refused(e.to_string()))?;
     let tag = &state.file.release;
     match crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {

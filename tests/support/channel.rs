@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::release::{FAST_FETCH, Key, NodeRoot, PRINCIPAL, World};
+use crate::release::{FAST_FETCH, Key, NodeRoot, PRINCIPAL, Release, World};
 
 /// The channel branch name (and so `refs/heads/channel`).
 pub const BRANCH: &str = "channel";
@@ -146,6 +146,13 @@ impl<'w> ChannelBranch<'w> {
         self.head()
     }
 
+    /// Writes `name` (beside `channel.yaml`) with `text` and stages it for
+    /// the next commit.
+    pub fn stage(&self, name: &str, text: &str) {
+        fs::write(self.work.join(name), text).expect("write a channel file");
+        self.world.tool(self.git().args(["add", name]));
+    }
+
     /// The work tree's HEAD commit.
     pub fn head(&self) -> String {
         self.world.tool(self.git().args(["rev-parse", "HEAD"]))
@@ -228,6 +235,15 @@ pub enum Pin {
     Tag(String),
 }
 
+/// A release tree that writes `/etc/motd` naming `tag` and whose health
+/// check is `health` (an absolute program).
+pub fn release_tree(tag: &str, health: &str) -> Release {
+    Release::new(&format!(
+        "files:\n  - {{ path: /etc/motd, content: \"release {tag}\\n\" }}\n\
+         health:\n  - exec: [{health}]\n    timeout: 1s\n"
+    ))
+}
+
 /// The agent config of a watching node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -243,6 +259,8 @@ pub struct NodeConfig {
     pub poll_interval: String,
     /// `metrics_file:` [`METRICS_FILE`] when true.
     pub metrics: bool,
+    /// More top-level YAML appended as is (e.g. a `rollout:` section).
+    pub extra: String,
 }
 
 impl NodeConfig {
@@ -256,6 +274,7 @@ impl NodeConfig {
             failure_replace: false,
             poll_interval: "1s".to_owned(),
             metrics: false,
+            extra: String::new(),
         }
     }
 
@@ -284,6 +303,7 @@ impl NodeConfig {
         if self.metrics {
             text.push_str(&format!("metrics_file: {METRICS_FILE}\n"));
         }
+        text.push_str(&self.extra);
         text
     }
 

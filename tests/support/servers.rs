@@ -372,18 +372,18 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) {
 /// [`join_group`]. Stopping sends SIGTERM to the group (the anchor ignores
 /// it), waits, then closes the pipe, on which the anchor SIGKILLs the whole
 /// group, itself included. If this process dies, the pipe closes too.
-struct ProcessGroup {
+pub struct ProcessGroup {
     /// The group leader.
     anchor: Child,
     /// The write end of the anchor's stdin; closing it sweeps the group.
     anchor_stdin: Option<ChildStdin>,
     /// Members spawned through [`ProcessGroup::spawn`].
-    members: Vec<Child>,
+    pub members: Vec<Child>,
 }
 
 impl ProcessGroup {
     /// Starts the anchor.
-    fn new() -> Result<Self> {
+    pub fn new() -> Result<Self> {
         let mut anchor = Command::new("/bin/sh")
             .args(["-c", "trap '' TERM; read -r _line; kill -s KILL 0"])
             .stdin(Stdio::piped())
@@ -406,7 +406,7 @@ impl ProcessGroup {
     }
 
     /// Spawns `cmd` into the group; returns its index in `members`.
-    fn spawn(&mut self, cmd: &mut Command, what: &str) -> Result<usize> {
+    pub fn spawn(&mut self, cmd: &mut Command, what: &str) -> Result<usize> {
         let child = join_group(cmd, self.id())
             .spawn()
             .with_context(|| format!("starting {what}"))?;

@@ -35,6 +35,7 @@ pub fn run(args: ApplyArgs) -> ExitCode {
             },
         )
     })();
+    report_to_coordinator(&args);
     match result {
         Ok(Outcome::Applied {
             release,
@@ -73,6 +74,25 @@ pub fn run(args: ApplyArgs) -> ExitCode {
             replace_if_configured(&args, &e);
             code
         }
+    }
+}
+
+/// With a rollout coordinator: a healthy new node gives a slot of its group
+/// back, a failed one records its failure (before it may ask to be
+/// replaced). Best effort: the watcher retries what did not get through.
+/// Not while an image is baked (`--no-lock`): that is no node of the fleet.
+fn report_to_coordinator(args: &ApplyArgs) {
+    if args.no_lock {
+        return;
+    }
+    let Ok(config) = args.node.load_config() else {
+        return;
+    };
+    if let Err(e) = crate::coordinate::report_apply(&args.node.root, &config) {
+        tracing::warn!(
+            "{}; the watcher reports it when it starts",
+            super::one_line(&e)
+        );
     }
 }
 

@@ -1,0 +1,497 @@
+//! A small client for etcd v3's JSON gateway (`/v3/...`, served by every
+//! etcd since 3.3 on its client port): the handful of calls the rollout
+//! coordinator needs (lease grant, keep-alive and revoke; a transaction that
+//! creates a key only if it is absent; range by prefix; delete if unchanged),
+//! over reqwest.
+//!
+//! Why the gateway and not an etcd client crate: the crates speak gRPC
+//! (tonic, prost, hyper 1, tower) and generate their code from etcd's
+//! `.proto` files at build time (tonic-build/prost-build, which need
+//! `protoc`), with TLS through rustls or a second OpenSSL stack. The agent
+//! already has reqwest with the system's TLS for its webhook; six JSON calls
+//! add no dependency and no build step, and keep one TLS configuration.
+//!
+//! Keys and values are base64 in the gateway's JSON, and 64-bit numbers are
+//! strings; fields equal to zero (or false) are left out of answers. Every
+//! request has a time limit; the endpoints are tried in turn, starting with
+//! the last one that answered. Errors are one line naming the endpoints and
+//! what to check; a password is never part of one.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use crate::config::RolloutSettings;
+use crate::root::Root;
+
+/// Password files larger than this are refused.
+const MAX_PASSWORD_LEN: u64 = 4096;
+/// Client certificate and key files larger than this are refused.
+const MAX_PEM_LEN: u64 = 1024 * 1024;
+/// Answers larger than this are refused (a range over a group's slots is a
+/// few kilobytes).
+const MAX_ANSWER_LEN: usize = 4 * 1024 * 1024;
+
+/// A failed etcd call: one line, naming what was tried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("etcd {call}: {reason}")]
+pub struct EtcdError {
+    /// The call (`lease grant`, `txn`, ...).
+    pub call: &'static str,
+    /// What failed, with each endpoint tried.
+    pub reason: String,
+}
+
+/// A client of one etcd cluster.
+#[derive(Debug)]
+pub struct Etcd {
+    client: reqwest::Client,
+    endpoints: Vec<String>,
+    /// The endpoint that answered last: tried first next time.
+    preferred: AtomicUsize,
+    credentials: Option<(String, String)>,
+    token: Mutex<Option<String>>,
+}
+
+/// One key-value pair of a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The value (UTF-8, lossily).
+    pub value: String,
+    /// The revision that last changed it.
+    pub mod_revision: i64,
+    /// The lease it is attached to (0: none).
+    pub lease: i64,
+}
+
+/// What went wrong on one endpoint.
+enum Failure {
+    /// The endpoint could not be used (connection, TLS, time, 5xx): try the next.
+    Endpoint(String),
+    /// etcd refused the request itself: the same everywhere.
+    Refused {
+        /// gRPC status code.
+        code: i64,
+        /// etcd's message.
+        message: String,
+    },
+}
+
+/// gRPC's status code for a token etcd no longer accepts.
+const UNAUTHENTICATED: i64 = 16;
+
+impl Etcd {
+    /// A client for `settings.endpoints`, with the TLS files and password
+    /// read beneath `root`.
+    pub fn new(root: &Path, settings: &RolloutSettings) -> anyhow::Result<Self> {
+        let limit = settings.timeout.0;
+        let mut builder = crate::tls::client_builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(limit)
+            .timeout(limit);
+        let handle = Root::open(root)?;
+        if let Some(ca) = &settings.ca_file {
+            let certs = crate::terminate::read_ca_bundle(&handle, ca)
+                .map_err(|e| anyhow::anyhow!("rollout.ca_file {ca}: {e}"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        if let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) {
+            let read = |p: &crate::types::NodePath| {
+                handle
+                    .read(p, MAX_PEM_LEN)
+                    .map_err(|e| anyhow::anyhow!("rollout: {e}"))
+            };
+            // rustls reads the key and its certificate chain from one PEM text.
+            let mut pem = read(key)?;
+            pem.push(b'\n');
+            pem.extend(read(cert)?);
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "rollout.cert_file {cert} / key_file {key}: not a PEM certificate and private key: {}",
+                        crate::terminate::error_chain(&e)
+                    )
+                })?;
+            builder = builder.identity(identity);
+        }
+        let credentials = match (&settings.username, &settings.password_file) {
+            (Some(user), Some(file)) => {
+                let bytes = handle
+                    .read(file, MAX_PASSWORD_LEN)
+                    .map_err(|e| anyhow::anyhow!("rollout.password_file: {e}"))?;
+                let password = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("rollout.password_file {file} is not UTF-8"))?;
+                let password = password.trim_end_matches(['\r', '\n']).to_owned();
+                if password.is_empty() {
+                    anyhow::bail!("rollout.password_file {file} is empty");
+                }
+                Some((user.clone(), password))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            client: builder.build()?,
+            endpoints: settings
+                .endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_owned())
+                .collect(),
+            preferred: AtomicUsize::new(0),
+            credentials,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// Grants a lease of `ttl`; returns its id.
+    pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
+        let answer = self
+            .call(
+                "lease grant",
+                "/v3/lease/grant",
+                json!({ "TTL": ttl.as_secs().to_string() }),
+            )
+            .await?;
+        let id = number(&answer["ID"]);
+        if id == 0 {
+            return Err(EtcdError {
+                call: "lease grant",
+                reason: format!("no lease id in the answer: {}", short(&answer)),
+            });
+        }
+        Ok(id)
+    }
+
+    /// Renews a lease; `false` when it no longer exists (it expired or was revoked).
+    pub async fn keep_alive(&self, lease: i64) -> Result<bool, EtcdError> {
+        let answer = self
+            .call(
+                "lease keep-alive",
+                "/v3/lease/keepalive",
+                json!({ "ID": lease.to_string() }),
+            )
+            .await?;
+        // The gateway streams; its one message is wrapped in "result". A
+        // lease that is gone answers without a TTL.
+        Ok(number(&answer["result"]["TTL"]) > 0)
+    }
+
+    /// Revokes a lease, deleting its keys.
+    pub async fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        self.call(
+            "lease revoke",
+            "/v3/lease/revoke",
+            json!({ "ID": lease.to_string() }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Puts `key` = `value` attached to `lease` (0: none) only if `key` does
+    /// not exist; true when it was created.
+    pub async fn create(&self, key: &str, value: &str, lease: i64) -> Result<bool, EtcdError> {
+        let k = B64.encode(key);
+        self.txn(
+            json!({ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }),
+            json!({ "request_put": { "key": k, "value": B64.encode(value), "lease": lease.to_string() } }),
+        )
+        .await
+    }
+
+    /// A transaction of one comparison and one request made when it holds;
+    /// true when it held.
+    async fn txn(&self, compare: Value, success: Value) -> Result<bool, EtcdError> {
+        let answer = self
+            .call(
+                "txn",
+                "/v3/kv/txn",
+                json!({ "compare": [compare], "success": [success] }),
+            )
+            .await?;
+        Ok(answer["succeeded"].as_bool().unwrap_or(false))
+    }
+
+    /// Puts `key` = `value` without a lease.
+    pub async fn put(&self, key: &str, value: &str) -> Result<(), EtcdError> {
+        self.call(
+            "put",
+            "/v3/kv/put",
+            json!({ "key": B64.encode(key), "value": B64.encode(value) }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Deletes `key` if it was last changed at `mod_revision`; true when deleted.
+    pub async fn delete_if_unchanged(
+        &self,
+        key: &str,
+        mod_revision: i64,
+    ) -> Result<bool, EtcdError> {
+        let k = B64.encode(key);
+        self.txn(
+            json!({ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }),
+            json!({ "request_delete_range": { "key": k } }),
+        )
+        .await
+    }
+
+    /// Every key under `prefix`, with its value.
+    pub async fn range(&self, prefix: &str) -> Result<Vec<KeyValue>, EtcdError> {
+        let answer = self
+            .call("range", "/v3/kv/range", range_request(prefix, false))
+            .await?;
+        let decode = |v: &Value| {
+            v.as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        Ok(answer["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| KeyValue {
+                        key: decode(&kv["key"]),
+                        value: decode(&kv["value"]),
+                        mod_revision: number(&kv["mod_revision"]),
+                        lease: number(&kv["lease"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// How many keys lie under `prefix` (only the count travels).
+    pub async fn count(&self, prefix: &str) -> Result<u64, EtcdError> {
+        let answer = self
+            .call("range", "/v3/kv/range", range_request(prefix, true))
+            .await?;
+        Ok(u64::try_from(number(&answer["count"])).unwrap_or(0))
+    }
+
+    /// Calls `path` on each endpoint in turn until one answers.
+    async fn call(&self, call: &'static str, path: &str, body: Value) -> Result<Value, EtcdError> {
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut tried = Vec::new();
+        for i in 0..self.endpoints.len() {
+            let index = (start + i) % self.endpoints.len();
+            let endpoint = &self.endpoints[index];
+            match self.call_endpoint(endpoint, path, &body).await {
+                Ok(answer) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(Failure::Refused { code, message }) => {
+                    return Err(EtcdError {
+                        call,
+                        reason: format!(
+                            "{endpoint} refused it: {message} (gRPC code {code}){}",
+                            hint(code)
+                        ),
+                    });
+                }
+                Err(Failure::Endpoint(reason)) => tried.push(format!("{endpoint}: {reason}")),
+            }
+        }
+        Err(EtcdError {
+            call,
+            reason: format!(
+                "no endpoint answered ({}); check rollout.endpoints and that etcd is up and reachable",
+                tried.join("; ")
+            ),
+        })
+    }
+
+    /// One request to one endpoint, authenticating first when configured
+    /// (and once more when etcd no longer accepts the token).
+    async fn call_endpoint(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, Failure> {
+        for attempt in 0..2 {
+            let token = match &self.credentials {
+                Some(credentials) => Some(self.token(endpoint, credentials).await?),
+                None => None,
+            };
+            match self.post(endpoint, path, body, token.as_deref()).await {
+                Err(Failure::Refused { code, .. }) if code == UNAUTHENTICATED && attempt == 0 => {
+                    self.set_token(None);
+                }
+                other => return other,
+            }
+        }
+        Err(Failure::Endpoint("authentication keeps failing".into()))
+    }
+
+    /// The auth token, authenticating when there is none.
+    async fn token(
+        &self,
+        endpoint: &str,
+        (user, password): &(String, String),
+    ) -> Result<String, Failure> {
+        if let Some(token) = self.token.lock().ok().and_then(|t| t.clone()) {
+            return Ok(token);
+        }
+        let answer = self
+            .post(
+                endpoint,
+                "/v3/auth/authenticate",
+                &json!({ "name": user, "password": password }),
+                None,
+            )
+            .await?;
+        let token = answer["token"].as_str().unwrap_or_default().to_owned();
+        if token.is_empty() {
+            return Err(Failure::Refused {
+                code: UNAUTHENTICATED,
+                message: format!("no token for user {user:?}: is authentication enabled?"),
+            });
+        }
+        self.set_token(Some(token.clone()));
+        Ok(token)
+    }
+
+    fn set_token(&self, token: Option<String>) {
+        if let Ok(mut slot) = self.token.lock() {
+            *slot = token;
+        }
+    }
+
+    async fn post(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let mut request = self
+            .client
+            .post(format!("{endpoint}{path}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        let response = request.send().await.map_err(|e| {
+            Failure::Endpoint(if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                crate::terminate::error_chain(&e)
+            })
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| {
+            Failure::Endpoint(format!(
+                "reading the answer: {}",
+                crate::terminate::error_chain(&e)
+            ))
+        })?;
+        if bytes.len() > MAX_ANSWER_LEN {
+            return Err(Failure::Endpoint(format!(
+                "answer larger than {MAX_ANSWER_LEN} bytes"
+            )));
+        }
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            Failure::Endpoint(format!(
+                "answered {status} with something other than JSON: is this etcd's client port?"
+            ))
+        })?;
+        // Errors come as {"error", "code", "message"}, at the top or, for
+        // streamed calls, inside "error".
+        let error = if answer.get("code").is_some() {
+            &answer
+        } else {
+            &answer["error"]
+        };
+        if let Some(code) = error.get("code").map(number).filter(|c| *c != 0) {
+            let message = error["message"].as_str().unwrap_or("no message").to_owned();
+            return Err(if status.is_server_error() && code == 14 {
+                Failure::Endpoint(message)
+            } else {
+                Failure::Refused { code, message }
+            });
+        }
+        if !status.is_success() {
+            return Err(Failure::Endpoint(format!("answered {status}")));
+        }
+        Ok(answer)
+    }
+}
+
+/// What to do about a refusal, by gRPC code.
+fn hint(code: i64) -> &'static str {
+    match code {
+        UNAUTHENTICATED => "; check rollout.username and rollout.password_file",
+        7 => "; grant the user read-write access to the /driftless/ prefix",
+        _ => "",
+    }
+}
+
+/// A range request for every key under `prefix`.
+fn range_request(prefix: &str, count_only: bool) -> Value {
+    json!({
+        "key": B64.encode(prefix),
+        "range_end": B64.encode(prefix_end(prefix.as_bytes())),
+        "count_only": count_only,
+    })
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff: to the end of the keyspace.
+    vec![0]
+}
+
+/// A 64-bit number the gateway wrote as a string (or a number); 0 when absent.
+fn number(value: &Value) -> i64 {
+    match value {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// An answer, cut short for an error message.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    text.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_cover_exactly_the_prefix() {
+        assert_eq!(prefix_end(b"/driftless/g/slots/"), b"/driftless/g/slots0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn numbers_come_as_strings_or_not_at_all() {
+        assert_eq!(
+            number(&json!("4111120238004854278")),
+            4_111_120_238_004_854_278
+        );
+        assert_eq!(number(&json!(7)), 7);
+        assert_eq!(number(&Value::Null), 0);
+        assert_eq!(number(&json!("x")), 0);
+    }
+}

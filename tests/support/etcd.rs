@@ -1,0 +1,193 @@
+//! A real etcd (Debian's `etcd-server`) for rollout tests: one member per
+//! test on 127.0.0.1, ephemeral client and peer ports, a temporary data
+//! directory, started in a [`ProcessGroup`] so that it never outlives the
+//! test (dropping the server kills it; so does the test process dying).
+//! Readiness is `/health` answering `{"health":"true"}`, polled in a loop
+//! bounded by [`READY_TIMEOUT`].
+//!
+//! The test talks to it through the same JSON gateway as the agent, with
+//! reqwest's blocking client: keys and values travel base64.
+//!
+//! Include it after `servers`: `#[path = "support/etcd.rs"] mod etcd;`.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use super::servers::{ProcessGroup, READY_TIMEOUT, closed_port};
+
+/// Fresh port pairs etcd is tried on when another process took a port first.
+const START_ATTEMPTS: u32 = 3;
+/// Time limit of every request the test makes.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running (or stopped) single-member etcd.
+pub struct EtcdServer {
+    /// The data directory's parent; removed on drop.
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+    /// The running member, if it runs.
+    group: Option<ProcessGroup>,
+    http: reqwest::blocking::Client,
+}
+
+impl EtcdServer {
+    /// Starts etcd on two free 127.0.0.1 ports.
+    pub fn start() -> Result<Self> {
+        let http = driftless::tls::blocking_client_builder()
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()?;
+        let mut last = None;
+        for _ in 0..START_ATTEMPTS {
+            let mut server = Self {
+                dir: tempfile::Builder::new()
+                    .prefix("driftless-etcd-")
+                    .tempdir()
+                    .context("creating etcd's temporary directory")?,
+                client_port: closed_port()?,
+                peer_port: closed_port()?,
+                group: None,
+                http: http.clone(),
+            };
+            match server.run() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
+    }
+
+    /// The client URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Stops the member (SIGTERM, then SIGKILL); its data stays.
+    pub fn stop(&mut self) {
+        self.group = None;
+    }
+
+    /// Starts the stopped member again on the same ports and data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.run()
+    }
+
+    fn run(&mut self) -> Result<()> {
+        let client = self.url();
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.log_path()).context("creating etcd's log")?;
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("default={peer}"))
+            .env_remove("ETCDCTL_API")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let mut group = ProcessGroup::new()?;
+        let index = group
+            .spawn(&mut cmd, "etcd (Debian package `etcd-server`)")
+            .context("is the Debian package etcd-server installed?")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = group.members[index].try_wait()? {
+                bail!(
+                    "etcd exited with {status} before it was ready: {}",
+                    self.log_tail()
+                );
+            }
+            if self.healthy() {
+                self.group = Some(group);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "etcd was not healthy within {READY_TIMEOUT:?}: {}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    /// The end of etcd's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    fn healthy(&self) -> bool {
+        self.http
+            .get(format!("{}/health", self.url()))
+            .send()
+            .and_then(|r| r.text())
+            .is_ok_and(|t| t.contains("\"health\":\"true\""))
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url()))
+            .body(body.to_string())
+            .send()
+            .unwrap_or_else(|e| panic!("etcd {path}: {e}"));
+        let text = response.text().expect("etcd answers");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("etcd {path}: {e}: {text}"))
+    }
+
+    /// Every key under `prefix` with its value, in key order.
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut end = prefix.as_bytes().to_vec();
+        let last = end.pop().expect("a non-empty prefix");
+        end.push(last + 1);
+        let answer = self.post(
+            "/v3/kv/range",
+            serde_json::json!({ "key": B64.encode(prefix), "range_end": B64.encode(end) }),
+        );
+        let decode = |v: &serde_json::Value| {
+            String::from_utf8(B64.decode(v.as_str().unwrap_or_default()).expect("base64"))
+                .expect("UTF-8")
+        };
+        answer["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (decode(&kv["key"]), decode(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Puts `key` = `value` (no lease).
+    pub fn put(&self, key: &str, value: &str) {
+        self.post(
+            "/v3/kv/put",
+            serde_json::json!({ "key": B64.encode(key), "value": B64.encode(value) }),
+        );
+    }
+}
