@@ -789,6 +789,39 @@ fn rollback_is_a_forward_commit_over_git_daemon() {
     assert!(daemon.connections() > 0, "everything came over git://");
 }
 
+#[test]
+fn a_rollback_withdraws_a_request_that_has_not_gone_through() {
+    let fleet = Fleet::new();
+    let daemon = GitDaemon::start(&fleet.world.srv()).expect("start git daemon");
+    let url = daemon.url(REPO);
+    let branch = fleet.channel();
+    branch.promote(&fleet.key, "v1", "");
+    // The cloud's API is failing: every request to be replaced fails.
+    let failing = ExecAction::new(&fleet.world, "replace-failing", 1);
+    let node = fleet.node("a", &NodeConfig::new(&url, &failing.replace_yaml(&[])));
+    node.apply().ok();
+    assert_pinned(&node, &fleet.v1, "v1");
+
+    branch.promote(&fleet.key, "v2", "");
+    watch_once(&node);
+    assert_eq!(failing.calls().len(), 1, "the request was tried");
+    let watch = watch_status(&node);
+    assert_eq!(watch["replacement"]["status"], "pending", "{watch}");
+
+    // Rolled back to v1 before the request went through: nothing to replace.
+    branch.promote(&fleet.key, "v1", "");
+    let run = watch_once(&node);
+    let watch = watch_status(&node);
+    assert!(
+        watch["replacement"].is_null(),
+        "{watch}\n{}",
+        run.describe()
+    );
+    assert!(run.stderr.contains("withdrawn"), "{}", run.describe());
+    watch_once(&node);
+    assert_eq!(failing.calls().len(), 1, "never tried again");
+}
+
 // ---------------------------------------------------------------------------
 // 4. A crash between recording and making the request
 // ---------------------------------------------------------------------------

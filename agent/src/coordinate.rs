@@ -194,6 +194,12 @@ impl Coordinator {
         self.etcd.keep_alive(slot.lease).await
     }
 
+    /// Frees a slot this node holds but no longer needs: revoking its
+    /// lease deletes the key.
+    pub async fn release(&self, slot: &Slot) -> Result<(), EtcdError> {
+        self.etcd.revoke(slot.lease).await
+    }
+
     /// Gives back one slot of the group taken for `release` (by a node
     /// replaced to make room for this one). Returns the key deleted, if any.
     pub async fn give_back(&self, release: &str) -> Result<Option<String>, EtcdError> {

@@ -544,6 +544,7 @@ impl Watcher {
         if same {
             self.record.waiting = None;
             self.record.rollout = None;
+            self.withdraw_pending_request().await;
             return;
         }
         if self.already_going() {
@@ -615,6 +616,36 @@ impl Watcher {
         let detail = format!("{} -> {}", pinned.tag, seen.release);
         self.want_replacement(Reason::ReleaseChanged, Some(seen.release.clone()), detail)
             .await;
+    }
+
+    /// The channel names this node's own release again (a rollback) before
+    /// its request to be replaced for another release went through: the
+    /// request is no longer wanted, so it is dropped, with its rollout
+    /// slot. A request already made cannot be taken back.
+    async fn withdraw_pending_request(&mut self) {
+        let pending = self.record.replacement.as_ref().is_some_and(|r| {
+            r.status == RequestStatus::Pending && r.request.reason == Reason::ReleaseChanged
+        });
+        if !pending {
+            return;
+        }
+        self.record.replacement = None;
+        tracing::info!(
+            "the channel names this node's release again: its replacement request, not yet made, is withdrawn"
+        );
+        if let Some((slot, task)) = self.slot.take() {
+            task.abort();
+            if let Some(coordinator) = &self.coordinator {
+                if let Err(e) = coordinator.release(&slot).await {
+                    // The lease runs out by itself.
+                    tracing::warn!(
+                        "{e}; rollout slot {} frees itself when its lease ends",
+                        slot.key
+                    );
+                }
+            }
+        }
+        self.save();
     }
 
     /// True once a replacement is recorded: nothing is gated any more.
