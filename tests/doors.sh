@@ -121,7 +121,7 @@ if [ -n "$deb" ]; then
   # groff's warnings (-ww) go to stderr; check() fails on any.
   check "the man page renders without warnings" \
     sh -c "zcat '$root/usr/share/man/man1/driftless.1.gz' | groff -man -ww -z -Tutf8"
-  for sub in apply plan check status fetch verify watch; do
+  for sub in apply plan check status fetch verify watch gate; do
     if zcat "$root/usr/share/man/man1/driftless.1.gz" | grep -q "^\.SS \"driftless $sub\""; then
       pass "the man page documents driftless $sub"
     else

@@ -23,6 +23,7 @@ pub mod drift;
 pub mod events;
 pub mod exit;
 pub mod fetch;
+pub mod gate;
 pub mod health;
 pub mod libgit;
 pub mod lock;

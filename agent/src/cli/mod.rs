@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod demo;
 mod fetch;
+mod gate;
 mod node;
 mod plan;
 mod status;
@@ -40,6 +41,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Fetch and verify the pinned release into the cache only (image baking).
     Fetch(fetch::FetchArgs),
+    /// Exit 0 when the release's services may start (their ExecCondition), 1 when not.
+    Gate(gate::GateArgs),
     /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
     Verify(verify::VerifyArgs),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Gate(args) => gate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Watch(args) => watch::run(args),
     }
