@@ -1140,6 +1140,21 @@ fn refuses_a_release_signed_by_an_unknown_key() {
         "the message names the stranger's key\n{}",
         r.run.describe()
     );
+    // No release was verified, yet status says why the node is not up.
+    let status = r.root.status_json();
+    assert_eq!(status["status"]["state"], "failed", "{status}");
+    assert_eq!(status["status"]["stage"], "verify", "{status}");
+    let reason = status["status"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not in allowed_signers"), "{status}");
+    let text = r.root.driftless("status", &[], &[]).ok();
+    assert!(
+        text.stdout.contains("FAILED at verify: ") && text.stdout.contains(&r.signer.fingerprint),
+        "{}",
+        text.describe()
+    );
+    r.root
+        .driftless("gate", &[], &[])
+        .refused(GATE_CLOSED, &["no release was applied"]);
 }
 
 #[test]

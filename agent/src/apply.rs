@@ -481,7 +481,15 @@ pub fn apply(
     }
     // A run after an interrupted or failed one may find paths it locked.
     let resumed = state::load(&root)?.is_some();
-    let (repo, verified, channel_state) = fetch_verified(root_path, config)?;
+    let (repo, verified, channel_state) = match fetch_verified(root_path, config) {
+        Ok(found) => found,
+        Err(e) => {
+            if !resumed {
+                record_early_failure(&root, &e);
+            }
+            return Err(e);
+        }
+    };
     let release = Release::open(&repo, verified)?;
     let pinned = PinnedRelease::from(&release.verified);
     let mut record = State {
@@ -524,6 +532,7 @@ pub fn apply(
         .collect();
     record.read_only.dedup_by(|a, b| a.path == b.path);
     state::save(&root, &record)?;
+    state::clear_early_failure(&root)?;
     let mut failpoint = Failpoint::from_env();
     let changed = match execute(&root, &release, &steps, resumed, &mut failpoint) {
         Ok((n, digests)) => {
@@ -723,6 +732,27 @@ fn fail_started(
         tracing::warn!("{e}");
     }
     fail(root, record, stage, error)
+}
+
+/// Records a failure that came before any release was verified, so that
+/// `status` says why (best effort). A config or trust file that cannot be
+/// read leaves the node untouched, as every config error does: apply's
+/// error line says why.
+fn record_early_failure(root: &Root, error: &anyhow::Error) {
+    let stage = match ExitCode::of(error) {
+        ExitCode::Config => return,
+        ExitCode::Fetch => "fetch",
+        ExitCode::Verify => "verify",
+        _ => "apply",
+    };
+    let failure = state::EarlyFailure {
+        stage: stage.to_owned(),
+        reason: crate::cli::one_line(error),
+        at: Timestamp::now(),
+    };
+    if let Err(e) = state::save_early_failure(root, &failure) {
+        tracing::error!("cannot record the failure: {e}");
+    }
 }
 
 /// Records a failure in state (best effort) and returns the error.
