@@ -18,9 +18,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 # The exposure `systemd-analyze security` may give driftless-watch.service
-# (0 = fully locked down, 10 = no sandbox; it is 1.9 now). Lower it when the
-# sandbox grows.
-WATCH_EXPOSURE_MAX=2.0
+# (0 = fully locked down, 10 = no sandbox; it is 2.1 now: without
+# RestrictSUIDSGID=, which breaks openat2(), see the unit). Lower it when
+# the sandbox grows.
+WATCH_EXPOSURE_MAX=2.1
 
 passed=0
 failed=0
