@@ -14,15 +14,19 @@
 #                poweroff).
 #   3. refused:  a release signed by a stranger -> apply fails closed: the
 #                release's service never starts, status says why.
+#   4. gated:    a release whose health check fails -> apply stops the
+#                service it started, records the failure and (failure.policy
+#                replace) powers the node off; booted again, systemd skips
+#                the release's service: its gate (`driftless gate`) is shut.
 #
-#   bash tests/vm/run.sh                 # all three
+#   bash tests/vm/run.sh                 # all four
 #   bash tests/vm/run.sh applied refused # some of them
 #
 # What it needs: root; qemu-system-x86 (with qemu-utils/bookworm, see
 # .ci/run), debootstrap, e2fsprogs (debugfs, mke2fs), dosfstools + mtools
 # (the CIDATA seed), git (its daemon serves the releases), ssh-keygen,
-# systemd's journalctl (reads the guest's journal), python3, and what
-# packaging/build-deb.sh needs.
+# systemd's journalctl (reads the guest's journal), cloud-init (checks the
+# user-data's schema), python3, and what packaging/build-deb.sh needs.
 #
 # Environment:
 #   DRIFTLESS_VM_CACHE    where the base image is cached, keyed by a hash of
@@ -62,15 +66,15 @@ fail() {
 die() { echo "error: vm: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap, debugfs on the image)"
-for tool in qemu-system-x86_64 debugfs mke2fs mkfs.vfat mcopy git ssh-keygen journalctl python3 dpkg-deb; do
+for tool in qemu-system-x86_64 debugfs mke2fs mkfs.vfat mcopy git ssh-keygen journalctl python3 dpkg-deb cloud-init; do
   command -v "$tool" >/dev/null || die "$tool is not installed (see the header of $0)"
 done
 git daemon --help >/dev/null 2>&1 || [ -x "$(git --exec-path)/git-daemon" ] || die "git daemon is not available"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(applied replaced refused)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(applied replaced refused gated)
 for s in "${scenarios[@]}"; do
-  case $s in applied | replaced | refused) ;; *) die "unknown scenario $s (applied, replaced, refused)" ;; esac
+  case $s in applied | replaced | refused | gated) ;; *) die "unknown scenario $s (applied, replaced, refused, gated)" ;; esac
 done
 
 work=$(mktemp -d /tmp/driftless-vm.XXXXXX)
@@ -153,6 +157,12 @@ fixture_git -C "$src" -c user.signingkey="$work/stranger_key" tag -s -m "v1, not
 printf 'greeting = hello from release v2\n' >"$src/files/app.conf"
 fixture_git -C "$src" commit -q -am "release v2"
 fixture_git -C "$src" -c user.signingkey="$work/release_key" tag -s -m "v2" v2
+# A release whose health check never passes: the service starts, but the
+# node is not what it should be.
+sed -i 's|exec: \[/usr/bin/systemctl, is-active, --quiet, app.service\]|exec: [/bin/false]|; s|timeout: 30s|timeout: 5s|' \
+  "$src/driftless.yaml"
+fixture_git -C "$src" commit -q -am "release v3, unhealthy"
+fixture_git -C "$src" -c user.signingkey="$work/release_key" tag -s -m "v3" v3-unhealthy
 # The channel: its own branch, every commit signed.
 fixture_git -C "$src" checkout -q --orphan channel
 fixture_git -C "$src" rm -q -rf .
@@ -161,7 +171,7 @@ fixture_git -C "$src" add channel.yaml
 fixture_git -C "$src" -c user.signingkey="$work/release_key" commit -q -S -m "promote v1"
 mkdir -p "$work/srv"
 git clone -q --bare "$src" "$work/srv/release.git"
-fixture_git -C "$src" push -q "$work/srv/release.git" channel v1 v1-stranger v2 2>/dev/null ||
+fixture_git -C "$src" push -q "$work/srv/release.git" channel v1 v1-stranger v2 v3-unhealthy 2>/dev/null ||
   die "cannot push the fixtures"
 git -c gpg.ssh.allowedSignersFile="$work/allowed_signers" -C "$work/srv/release.git" verify-tag v1 >/dev/null 2>&1 ||
   die "git itself does not verify the fixture tag v1"
@@ -207,10 +217,11 @@ exit 0
 EOF
 }
 
-# user_data TAG_OR_CHANNEL PROBE_MODE: cloud-init/user-data.yaml's shape
-# (the agent config by write_files), plus the trust and the probe.
+# user_data TAG_OR_CHANNEL PROBE_MODE [FAILURE_POLICY]: the shape of
+# cloud-init/user-data.yaml (the agent config by write_files), plus the
+# trust and the probe.
 user_data() {
-  local release=$1 mode=$2
+  local release=$1 mode=$2 failure=${3:-mark-failed}
   echo "#cloud-config"
   echo "write_files:"
   echo "  - path: /etc/driftless/agent.yaml"
@@ -225,6 +236,7 @@ user_data() {
   echo "      fetch: {connect_timeout: 10s, io_timeout: 30s, deadline: 2m}"
   echo "      channel: {poll_interval: ${POLL}s}"
   echo "      replace: {action: poweroff}"
+  echo "      failure: {policy: $failure}"
   echo "  - path: /etc/driftless/allowed_signers"
   echo "    owner: root:root"
   echo "    permissions: \"0644\""
@@ -279,9 +291,11 @@ EOF
   # debugfs goes on after an error; its complaints are the lines that are
   # neither an echo of a command nor news of an inode (a directory the
   # image already has is fine).
-  if grep -Ev '^(debugfs [0-9.]+ \(|debugfs: |Allocated inode: )' "$work/debugfs.log" |
-    grep -Ev '(ext2fs_mkdir|mkdir): Ext2 directory already exists' | grep -q .; then
-    fail "the .deb's files are written into the image" "$(grep -v '^debugfs: ' "$work/debugfs.log")"
+  local complaints
+  complaints=$(grep -Ev '^(debugfs [0-9.]+ \(|debugfs: |Allocated inode: )' "$work/debugfs.log" |
+    grep -Ev '(ext2fs_mkdir|mkdir): Ext2 directory already exists')
+  if [ -n "$complaints" ]; then
+    fail "the .deb's files are written into the image" "$complaints"
     return 1
   fi
   local mode
@@ -292,25 +306,39 @@ EOF
 # guest_file DISK PATH: prints a file of the powered-off guest's disk.
 guest_file() { debugfs -R "cat $2" "$1" 2>/dev/null; }
 
-# boot NAME RELEASE PROBE_MODE: prepares disk and seed, starts QEMU in the
-# background (qemu_pid), console in $work/NAME.console.
+# boot NAME RELEASE PROBE_MODE [FAILURE_POLICY]: prepares the disk ($disk)
+# and the seed, starts QEMU in the background (qemu_pid), console in
+# $work/NAME.console.
 boot() {
-  local name=$1 release=$2 mode=$3
-  local disk="$work/$name.raw" seed="$work/$name-seed.img" seeddir="$work/$name-seed"
+  local name=$1 release=$2 mode=$3 failure=${4:-mark-failed}
+  local seed="$work/$name-seed.img" seeddir="$work/$name-seed"
+  # The scenario's disk, read back by its checks.
+  disk="$work/$name.raw"
   cp --sparse=always "$image/rootfs.raw" "$disk"
   debugfs_install "$disk" || return 1
   mkdir -p "$seeddir"
   printf 'instance-id: driftless-vm-%s-%s\nlocal-hostname: driftless-%s\n' \
     "$name" "$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" "$name" >"$seeddir/meta-data"
-  user_data "$release" "$mode" >"$seeddir/user-data"
+  user_data "$release" "$mode" "$failure" >"$seeddir/user-data"
+  if ! out=$(cloud-init schema --config-file "$seeddir/user-data" 2>&1); then
+    fail "the $name user-data is valid cloud-config" "$out"
+    return 1
+  fi
   mkfs.vfat -n CIDATA -C "$seed" 2048 >/dev/null
   mcopy -i "$seed" "$seeddir/meta-data" "$seeddir/user-data" ::
+  console="$work/$name.console"
+  : >"$console"
+  power_on_again "$name"
+}
+
+# power_on_again NAME: starts QEMU on NAME's disk and seed as they are,
+# appending to the console; its monitor listens on $work/NAME.monitor.
+power_on_again() {
+  local name=$1 disk="$work/$1.raw" seed="$work/$1-seed.img"
   # QEMU runs the git daemon, once per guest connection, on this host's
   # side of the forward; the guest sees it as git://10.0.2.100/.
   local daemon="git daemon --inetd --export-all --base-path=$work/srv --log-destination=none $work/srv"
   console="$work/$name.console"
-  : >"$console"
-  power_on=$(date +%s.%N)
   qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1536 \
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
     -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.show_status=1" \
@@ -318,8 +346,9 @@ boot() {
     -drive "file=$seed,format=raw,if=virtio" \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:9418-cmd:$daemon" \
     -device virtio-net-pci,netdev=n0 \
-    -display none -monitor none -serial "file:$console" -no-reboot \
-    >"$work/$name.qemu.log" 2>&1 &
+    -chardev "file,id=serial0,path=$console,append=on" -serial chardev:serial0 \
+    -display none -monitor "unix:$work/$name.monitor,server=on,wait=off" -no-reboot \
+    >>"$work/$name.qemu.log" 2>&1 &
   qemu_pid=$!
 }
 
@@ -333,6 +362,21 @@ wait_console() {
     sleep 1
   done
   return 1
+}
+
+# press_power_button NAME: ACPI power button (QEMU's system_powerdown);
+# logind powers the guest off cleanly.
+press_power_button() {
+  python3 - "$work/$1.monitor" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(5)
+time.sleep(0.5)
+s.sendall(b"system_powerdown\n")
+time.sleep(0.5)
+s.close()
+PY
 }
 
 # wait_poweroff SECONDS: waits for QEMU to exit; kills it on timeout (1).
@@ -375,8 +419,11 @@ journal_line() {
     mkdir -p "$dir"
     debugfs -R "rdump /var/log/journal $dir" "$disk" >/dev/null 2>&1
   fi
-  journalctl --file="$dir/journal/*/*.journal" -o short-monotonic --no-pager 2>/dev/null |
-    grep -E -m1 -- "$2"
+  # Not a pipe into grep -m1: under pipefail, journalctl's SIGPIPE would
+  # turn a match into a failure.
+  local lines
+  lines=$(journalctl --file="$dir/journal/*/*.journal" -o short-monotonic --no-pager 2>/dev/null)
+  grep -E -m1 -- "$2" <<<"$lines"
 }
 seconds_of() { sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p' | head -n 1; }
 
@@ -384,7 +431,6 @@ seconds_of() { sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p' | head -n 1; }
 # report; 1 (with the console's tail, QEMU killed) when it does not come.
 boot_until_probe() {
   boot "$@" || return 1
-  disk="$work/$1.raw"
   if ! wait_console 'PROBE done' "$TIMEOUT"; then
     fail "the guest boots and the probe reports within ${TIMEOUT}s" "$(tail -n 40 "$console")"
     wait_poweroff 1
@@ -394,7 +440,7 @@ boot_until_probe() {
 
 # expect_poweroff: the probe asked the guest to power off.
 expect_poweroff() {
-  expect_poweroff
+  wait_poweroff 120 || fail "the guest powers off when the probe asks" "$(tail -n 20 "$console")"
 }
 
 # json_check NAME JSON EXPRESSION: passes when the Python EXPRESSION holds
@@ -444,7 +490,7 @@ scenario_applied() {
     pass "the guest's journal shows the app started with the release's config"
   else
     fail "the guest's journal shows the app started with the release's config" \
-      "$(journal_line "$disk" "app" || echo "(no line)")"
+      "$(journal_line "$disk" "app\.service" || echo "(no line)")"
   fi
   # Times in seconds since the kernel started (direct kernel boot: that is
   # power-on), from the console's copy of the journal (stamped per line; the
@@ -503,6 +549,83 @@ scenario_replaced() {
     'x["status"]["state"] == "applied" and x["release"]["tag"] == "v1"'
 }
 
+# --- scenario 4: the gate across a reboot of a failed node --------------------
+scenario_gated() {
+  echo "== scenario 4: a failed health check -> service stopped; booted again, the gate keeps it stopped"
+  boot gated "{tag: v3-unhealthy}" stay replace || return
+  # failure.policy replace: apply asks to be replaced, action poweroff.
+  if ! wait_poweroff "$TIMEOUT"; then
+    fail "the failed node powers itself off (failure.policy: replace) within ${TIMEOUT}s" "$(tail -n 40 "$console")"
+    return
+  fi
+  pass "the failed node powers itself off (failure.policy: replace)"
+  console_has "apply started the release's service" "Started .*app.service"
+  console_has "apply stops the service it started when the health check fails" \
+    "stopping the release's units: app.service"
+  console_has "apply reports the failed health check" "error: .*health check.*/bin/false"
+  json_check "state.json on the disk records the failure at health" \
+    "$(guest_file "$disk" /var/lib/driftless/state.json)" \
+    'x["status"]["state"] == "failed" and x["status"]["stage"] == "health"'
+  expect "the service is enabled: a reboot would start it without its gate" \
+    "$(debugfs -R "stat /etc/systemd/system/multi-user.target.wants/app.service" "$disk" 2>/dev/null | grep -o 'Type: symlink')" \
+    "Type: symlink"
+  # Boot the same node again: systemd starts the enabled service at boot,
+  # long before apply runs; the gate must turn it away.
+  echo "     booting the failed node again"
+  local first_boot
+  first_boot=$(grep -c "stopping the release's units" "$console")
+  power_on_again gated
+  # Apply retries the failed node and fails again (it asked to be replaced
+  # once already, so it does not power off); then the power button.
+  local deadline=$(($(date +%s) + TIMEOUT))
+  while [ "$(grep -c "stopping the release's units" "$console")" -le "$first_boot" ]; do
+    if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
+      fail "booted again, apply retries and fails again within ${TIMEOUT}s" "$(tail -n 40 "$console")"
+      wait_poweroff 1
+      return
+    fi
+    sleep 1
+  done
+  pass "booted again, apply retries the failed node and fails again"
+  sleep 3
+  press_power_button gated
+  if ! wait_poweroff 120; then
+    fail "the guest powers off on the power button" "$(tail -n 20 "$console")"
+    return
+  fi
+  local boots second
+  journal_line "$disk" "." >/dev/null
+  boots=$(journalctl --file="$work/journal-gated/journal/*/*.journal" --list-boots --no-pager 2>/dev/null |
+    grep -cE '[0-9a-f]{32}')
+  expect "the guest's journal holds both boots" "$boots" 2
+  second=$(journalctl --file="$work/journal-gated/journal/*/*.journal" -b 0 -o short-monotonic --no-pager 2>/dev/null)
+  if grep -q "gate closed, the release's services stay stopped: release v3-unhealthy failed at health" <<<"$second"; then
+    pass "booted again, systemd asked the gate and it said no (failed at health)"
+  else
+    fail "booted again, systemd asked the gate and it said no" "$(grep -E 'app.service|gate' <<<"$second")"
+  fi
+  # The service's first start of the second boot is systemd's, at boot,
+  # before driftless-apply starts: skipped, not run.
+  local skipped_at apply_at
+  skipped_at=$(grep -m1 "gate closed" <<<"$second" | seconds_of)
+  apply_at=$(grep -m1 "Starting driftless-apply.service" <<<"$second" | seconds_of)
+  if [ -n "$skipped_at" ] && [ -n "$apply_at" ] &&
+    awk -v a="$skipped_at" -v b="$apply_at" 'BEGIN { exit !(a < b) }'; then
+    pass "the boot's own start of the service was turned away (${skipped_at} s) before apply ran (${apply_at} s)"
+  else
+    fail "the boot's own start of the service was turned away before apply ran" "gate closed at '$skipped_at', apply at '$apply_at'"
+  fi
+  # (Apply then retries the failed node, starting the service in its own
+  # window, and fails again.)
+  local ran_at
+  ran_at=$(grep -m1 "app: started with" <<<"$second" | seconds_of)
+  if [ -n "$apply_at" ] && { [ -z "$ran_at" ] || awk -v a="$ran_at" -v b="$apply_at" 'BEGIN { exit !(a > b) }'; }; then
+    pass "the service did not run before apply retried"
+  else
+    fail "the service did not run before apply retried" "ran at '$ran_at', apply at '$apply_at'"
+  fi
+}
+
 # --- scenario 3: a stranger's release -----------------------------------------
 scenario_refused() {
   echo "== scenario 3: a release signed by a stranger -> apply fails closed"
@@ -516,11 +639,9 @@ scenario_refused() {
     "error: .*v1-stranger.*not in allowed_signers"
   console_has "driftless status says why" "PROBE status: status +FAILED at verify: .*not in allowed_signers"
   console_has "driftless-failed.service reported the node on the console" "driftless\[[0-9]+\]: status +FAILED at verify"
-  if guest_file "$disk" /etc/systemd/system/app.service | grep -q .; then
-    fail "nothing of the release was written" "$(guest_file "$disk" /etc/systemd/system/app.service)"
-  else
-    pass "nothing of the release was written"
-  fi
+  expect "nothing of the release was written" \
+    "$(guest_file "$disk" /etc/systemd/system/app.service)$(guest_file "$disk" /etc/app/app.conf)" ""
+
   json_check "the disk records the failure at verify" \
     "$(guest_file "$disk" /var/lib/driftless/failure.json)" \
     'x["stage"] == "verify" and "not in allowed_signers" in x["reason"]'
