@@ -44,6 +44,9 @@ const EXIT_APPLY: i32 = 7;
 const EXIT_HEALTH: i32 = 8;
 /// Exit code: the node drifted from its manifest.
 const EXIT_DRIFT: i32 = 9;
+/// `driftless gate`: the release's services may not start (systemd skips a
+/// unit whose ExecCondition exits 1..=254).
+const GATE_CLOSED: i32 = 1;
 
 /// `fetch.deadline` of [`release::FAST_FETCH`].
 const DEADLINE: Duration = Duration::from_secs(8);
@@ -107,6 +110,18 @@ health:
 /// The unit file of [`rich_release`].
 const APP_SERVICE: &str = "[Unit]\nDescription=Example app\n\n[Service]\n\
     ExecStart=/usr/local/bin/app\nUser=app\n\n[Install]\nWantedBy=multi-user.target\n";
+
+/// The drop-in every service of a release gets: systemd starts the service
+/// only when `driftless gate` says the node's release was applied. Written
+/// out here, not taken from the agent, so a change to it is a visible one.
+const GATE_DROPIN: &str = "\
+# Written by driftless: start this service only on a node whose release was
+# applied. `driftless gate` exits 0 when /var/lib/driftless/state.json records
+# the pinned release as applied (or while driftless apply starts the units),
+# and 1 otherwise, which makes systemd skip the service without failing it.
+[Service]
+ExecCondition=+/usr/bin/driftless gate
+";
 
 /// `/etc/passwd` after [`RICH_SPEC`] on a root without shadow files: the
 /// system user gets 999 (its group's id), the normal user the first free
@@ -277,6 +292,13 @@ fn rich_wants() -> Vec<Want> {
             "root",
             "root",
         ),
+        File(
+            "/etc/systemd/system/app.service.d/50-driftless-gate.conf",
+            Inline(GATE_DROPIN),
+            0o644,
+            "root",
+            "root",
+        ),
         Link("/etc/app/current", "/etc/app/app.conf"),
         Link("/etc/app/db.conf", "conf.d/10-db.conf"),
         Link("/usr/local/bin/app-check", "app-healthcheck"),
@@ -299,6 +321,7 @@ const IMPLICIT_DIRS: &[&str] = &[
     "/etc/systemd",
     "/etc/systemd/system",
     "/etc/systemd/system/multi-user.target.wants",
+    "/etc/systemd/system/app.service.d",
 ];
 
 /// Steps applying [`RICH_SPEC`] to a fresh root takes: every managed entry
@@ -1117,6 +1140,21 @@ fn refuses_a_release_signed_by_an_unknown_key() {
         "the message names the stranger's key\n{}",
         r.run.describe()
     );
+    // No release was verified, yet status says why the node is not up.
+    let status = r.root.status_json();
+    assert_eq!(status["status"]["state"], "failed", "{status}");
+    assert_eq!(status["status"]["stage"], "verify", "{status}");
+    let reason = status["status"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not in allowed_signers"), "{status}");
+    let text = r.root.driftless("status", &[], &[]).ok();
+    assert!(
+        text.stdout.contains("FAILED at verify: ") && text.stdout.contains(&r.signer.fingerprint),
+        "{}",
+        text.describe()
+    );
+    r.root
+        .driftless("gate", &[], &[])
+        .refused(GATE_CLOSED, &["no release was applied"]);
 }
 
 #[test]
@@ -1179,9 +1217,42 @@ fn a_failing_health_check_marks_the_node_failed() {
         "{}",
         text.describe()
     );
+    // The release's services stay stopped on a failed node, at any boot.
+    root.driftless("gate", &[], &[]).refused(
+        GATE_CLOSED,
+        &["gate closed", "failed at health", "/bin/false"],
+    );
     // A failed node is not "already applied": the next run tries again.
     let again = root.apply();
     again.refused(EXIT_HEALTH, &["/bin/false"]);
+}
+
+#[test]
+fn the_gate_opens_only_for_the_applied_release() {
+    let rich = Rich::new();
+    let root = rich.file_root("node");
+    // Nothing applied yet: closed.
+    root.driftless("gate", &[], &[])
+        .refused(GATE_CLOSED, &["no release was applied"]);
+    assert_first_apply(&rich, &root.apply());
+    let open = root.driftless("gate", &[], &[]).ok();
+    assert_eq!(
+        (open.stdout.as_str(), open.stderr.as_str()),
+        ("", ""),
+        "an open gate is silent\n{}",
+        open.describe()
+    );
+    // The config now asks for another release: the node is not what it
+    // should be, so its services do not start (apply refuses it too).
+    let mut other = Config::new(&rich.published.file_url());
+    other.tag = "v2".to_owned();
+    root.configure(&other);
+    root.driftless("gate", &[], &[]).refused(
+        GATE_CLOSED,
+        &[&format!("holds release {TAG}, but its config asks for v2")],
+    );
+    root.apply()
+        .refused(EXIT_APPLY, &["never upgraded in place"]);
 }
 
 // ---------------------------------------------------------------------------

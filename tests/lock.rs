@@ -237,6 +237,45 @@ fn read_only_mounts_refuse_writes_and_come_back_at_boot() {
 }
 
 #[test]
+fn a_read_only_mount_is_judged_in_the_node_s_mount_namespace() {
+    let extra = "lock:\n  read_only: [/etc/app/conf.d]\n";
+    let (_world, root) = node(&spec(extra), "");
+    let _guard = Unmount(root.host("/etc/app/conf.d"));
+    root.apply().ok();
+    let dir = root.host("/etc/app/conf.d");
+    // Someone makes the locked directory writable on the node...
+    let remount = Command::new("mount")
+        .args(["-o", "remount,bind,rw"])
+        .arg(&dir)
+        .status()
+        .expect("mount");
+    assert!(remount.success(), "remount rw");
+    // ...while a sandboxed watcher's namespace (ProtectSystem=strict makes
+    // every mount read-only there) still shows it read-only. Checked from
+    // such a namespace, the drift must still be seen.
+    let check = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -o remount,bind,ro \"$1\" && exec \"$2\" check --root \"$3\"")
+        .arg("sh")
+        .arg(&dir)
+        .arg(env!("CARGO_BIN_EXE_driftless"))
+        .arg(root.path())
+        .output()
+        .expect("run unshare");
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(
+        check.status.code(),
+        Some(EXIT_DRIFT),
+        "{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(
+        stdout.contains("/etc/app/conf.d: no longer a read-only mount"),
+        "{stdout}\n--- stderr\n{stderr}"
+    );
+}
+
+#[test]
 fn check_names_each_difference_then_passes_once_restored() {
     let (_world, root) = node(&spec(""), "");
     root.apply().ok();

@@ -1048,3 +1048,78 @@ fn a_server_that_is_down_is_a_poll_error_not_a_replacement() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 7. systemd's watchdog
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_watchdog_is_fed_while_a_poll_stalls() {
+    use std::net::TcpListener;
+    use std::os::unix::net::UnixDatagram;
+
+    let w = Watched::new();
+    // The channel server now accepts connections and never answers: the
+    // first poll waits for its I/O timeout (2 s), far longer than the
+    // watchdog interval.
+    let stalled = TcpListener::bind("127.0.0.1:0").expect("bind the stalled server");
+    let url = format!(
+        "http://{}/{REPO}",
+        stalled.local_addr().expect("stalled server address")
+    );
+    NodeConfig::new(&url, &w.action.replace_yaml(&[])).install(&w.root, &w.fleet.key);
+    let socket_path = w.fleet.world.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
+    let socket_env = socket_path.to_str().expect("UTF-8 path");
+    // 400 ms: a ping every 200 ms.
+    let daemon = Daemon::start(
+        &w.root,
+        &w.fleet.world.home(),
+        &w.fleet.world.path("daemon"),
+        &[("NOTIFY_SOCKET", socket_env), ("WATCHDOG_USEC", "400000")],
+    );
+    stalled
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _connection = loop {
+        match stalled.accept() {
+            Ok((connection, _)) => break connection,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("the watcher never polled: {e}\n{}", daemon.stderr()),
+        }
+    };
+    // What was sent before the poll started does not count.
+    let mut buf = [0u8; 4096];
+    socket.set_nonblocking(true).expect("non-blocking socket");
+    let mut before = String::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        before.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    socket.set_nonblocking(false).expect("blocking socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("socket timeout");
+    let stalled_at = Instant::now();
+    let mut pings = 0;
+    while stalled_at.elapsed() < Duration::from_millis(1200) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                pings += 1;
+            }
+        }
+    }
+    assert!(
+        pings >= 4,
+        "{pings} watchdog pings in 1.2 s of a stalled poll (one every 200 ms expected)\n\
+         before the poll: {before:?}\n{}",
+        daemon.stderr()
+    );
+    assert!(
+        !daemon.stderr().contains("poll failed"),
+        "the poll was still stalled while counting\n{}",
+        daemon.stderr()
+    );
+}

@@ -17,11 +17,13 @@ use crate::config::{AgentConfig, TagName};
 use crate::drift::{self, Difference};
 use crate::exit::ExitCode;
 use crate::fetch;
+use crate::gate;
 use crate::health;
 use crate::lock::{self, LockError, LockMode, LockStatus};
 use crate::plan::{self, Bytes, Change, Current, Desired, Entry, Step};
 use crate::release::Release;
 use crate::root::{Kind, Root};
+use crate::spec::UnitName;
 use crate::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
 use crate::systemd;
 use crate::types::NodePath;
@@ -471,7 +473,15 @@ pub fn apply(
     }
     // A run after an interrupted or failed one may find paths it locked.
     let resumed = state::load(&root)?.is_some();
-    let (repo, verified, channel_state) = fetch_verified(root_path, config)?;
+    let (repo, verified, channel_state) = match fetch_verified(root_path, config) {
+        Ok(found) => found,
+        Err(e) => {
+            if !resumed {
+                record_early_failure(&root, &e);
+            }
+            return Err(e);
+        }
+    };
     let release = Release::open(&repo, verified)?;
     let pinned = PinnedRelease::from(&release.verified);
     let mut record = State {
@@ -514,6 +524,7 @@ pub fn apply(
         .collect();
     record.read_only.dedup_by(|a, b| a.path == b.path);
     state::save(&root, &record)?;
+    state::clear_early_failure(&root)?;
     let mut failpoint = Failpoint::from_env();
     let changed = match execute(&root, &release, &steps, resumed, &mut failpoint) {
         Ok((n, digests)) => {
@@ -538,9 +549,15 @@ pub fn apply(
     };
     record.manifest.extend(agent_files(&root, config)?);
     let live_systemd = systemd::systemd_is_live(root_path);
+    // The units apply starts: stopped again if the node turns out bad.
+    let mut started = Vec::new();
     if live_systemd {
-        if let Err(e) = start_units(&spec) {
-            return Err(fail(&root, &mut record, "apply", e));
+        started = units_to_start(&spec);
+        let outcome = gate::open_for_start(&root, &pinned.commit)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| start_units(&started));
+        if let Err(e) = outcome {
+            return Err(fail_started(&root, &mut record, &started, "apply", e));
         }
     } else if !spec.units.is_empty() {
         tracing::info!(
@@ -549,14 +566,26 @@ pub fn apply(
         );
     }
     if let Err(e) = health::run_all(&spec.health) {
-        return Err(fail(&root, &mut record, "health", e.into()));
+        return Err(fail_started(
+            &root,
+            &mut record,
+            &started,
+            "health",
+            e.into(),
+        ));
     }
     if let Err(e) = lock_all(&root, &mut record, lock_mode, &mut failpoint) {
-        return Err(fail(&root, &mut record, "lock", e.into()));
+        return Err(fail_started(&root, &mut record, &started, "lock", e.into()));
     }
     record.status = Status::Applied;
     record.finished_at = Some(Timestamp::now());
     state::save(&root, &record)?;
+    if live_systemd {
+        // The record now keeps the gate open; the window is not needed.
+        if let Err(e) = gate::end_start(&root) {
+            tracing::warn!("{e}");
+        }
+    }
     if lock_mode != LockMode::Off {
         state::lock_state_file(&root)?;
         tracing::info!(
@@ -657,19 +686,65 @@ fn lock_all(
     Ok(())
 }
 
-fn start_units(spec: &crate::spec::NodeSpec) -> anyhow::Result<()> {
-    let systemctl = systemd::Systemctl::new();
-    systemctl.daemon_reload().map_err(anyhow::Error::msg)?;
-    let to_start: Vec<_> = spec
-        .units
+/// The release's units apply starts once the node is written.
+fn units_to_start(spec: &crate::spec::NodeSpec) -> Vec<UnitName> {
+    spec.units
         .iter()
         .filter(|u| u.started && !u.masked)
         .map(|u| u.name.clone())
-        .collect();
-    if !to_start.is_empty() {
-        systemctl.start(&to_start).map_err(anyhow::Error::msg)?;
-    }
+        .collect()
+}
+
+fn start_units(units: &[UnitName]) -> anyhow::Result<()> {
+    let systemctl = systemd::Systemctl::new();
+    systemctl.daemon_reload().map_err(anyhow::Error::msg)?;
+    systemctl.start(units).map_err(anyhow::Error::msg)?;
     Ok(())
+}
+
+/// A failure after apply started the release's units: stops them (a
+/// failed node runs none of its release), closes the gate's start window,
+/// then records the failure. Stopping is best effort; a unit that does not
+/// stop is logged and the node is still marked failed.
+fn fail_started(
+    root: &Root,
+    record: &mut State,
+    started: &[UnitName],
+    stage: &str,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    if !started.is_empty() {
+        let names: Vec<&str> = started.iter().map(UnitName::as_str).collect();
+        tracing::warn!("stopping the release's units: {}", names.join(" "));
+        if let Err(e) = systemd::Systemctl::new().stop(started) {
+            tracing::error!("{e}");
+        }
+    }
+    if let Err(e) = gate::end_start(root) {
+        tracing::warn!("{e}");
+    }
+    fail(root, record, stage, error)
+}
+
+/// Records a failure that came before any release was verified, so that
+/// `status` says why (best effort). A config or trust file that cannot be
+/// read leaves the node untouched, as every config error does: apply's
+/// error line says why.
+fn record_early_failure(root: &Root, error: &anyhow::Error) {
+    let stage = match ExitCode::of(error) {
+        ExitCode::Config => return,
+        ExitCode::Fetch => "fetch",
+        ExitCode::Verify => "verify",
+        _ => "apply",
+    };
+    let failure = state::EarlyFailure {
+        stage: stage.to_owned(),
+        reason: crate::cli::one_line(error),
+        at: Timestamp::now(),
+    };
+    if let Err(e) = state::save_early_failure(root, &failure) {
+        tracing::error!("cannot record the failure: {e}");
+    }
 }
 
 /// Records a failure in state (best effort) and returns the error.

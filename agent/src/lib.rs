@@ -25,6 +25,7 @@ pub mod etcd;
 pub mod events;
 pub mod exit;
 pub mod fetch;
+pub mod gate;
 pub mod health;
 pub mod libgit;
 pub mod lock;

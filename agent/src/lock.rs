@@ -213,12 +213,24 @@ pub fn bind_read_only(root: &Root, path: &NodePath) -> Result<(), LockError> {
     .map_err(|e| fail("read-only remount failed", e))
 }
 
-/// True when `path` under the root is a mount point mounted read-only.
+/// True when `path` under the root is a mount point mounted read-only in
+/// the node's mount namespace.
+///
+/// That is PID 1's (`/proc/1/mountinfo`), not necessarily the caller's: the
+/// watcher runs in a namespace of its own (`ProtectSystem=strict`,
+/// `PrivateMounts=`), where systemd has made every mount read-only and
+/// where a later remount on the node does not change a mount's flags. Read
+/// there, a bind mount someone remounted writable would still look locked.
+/// Apply, `check` and the tests run in the node's namespace, where both
+/// files say the same; `/proc/self/mountinfo` is the fallback where PID 1's
+/// cannot be read (a `/proc` mounted with `hidepid=`).
 pub fn is_read_only_mount(root: &Root, path: &NodePath) -> bool {
     let Ok(host) = std::fs::canonicalize(path.under(root.path())) else {
         return false;
     };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = std::fs::read_to_string("/proc/1/mountinfo")
+        .or_else(|_| std::fs::read_to_string("/proc/self/mountinfo"))
+    else {
         return false;
     };
     read_only_mount_points(&info)

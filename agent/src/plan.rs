@@ -388,6 +388,15 @@ fn unit_entries(
         Entry::file(content.clone(), 0o644, 0, 0),
         origin.clone(),
     )];
+    // Recorded, locked and watched like the unit file itself: removing it
+    // would let the service start on a failed node.
+    if let Some(dropin) = systemd::gate_dropin(&unit.name) {
+        out.push(Desired::owned(
+            dropin,
+            Entry::file(systemd::GATE_DROPIN.as_bytes().to_vec(), 0o644, 0, 0),
+            origin.clone(),
+        ));
+    }
     if unit.enabled {
         let text =
             String::from_utf8(content).map_err(|_| PlanError(format!("{origin}: not UTF-8")))?;

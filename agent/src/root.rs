@@ -385,6 +385,17 @@ impl Root {
         })
     }
 
+    /// Removes the file or link `path`, if it is there, durably.
+    pub fn remove_file(&self, path: &NodePath) -> Result<(), RootError> {
+        let (dir, name) = match self.parent(path) {
+            Ok(found) => found,
+            Err(_) if self.missing_parent(path) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        remove_if_present(&dir, name).map_err(|e| err(path, "cannot remove", e))?;
+        nix::unistd::fsync(dir.as_fd()).map_err(|e| err(path, "cannot sync directory", e))
+    }
+
     /// Removes leftovers of an interrupted write of `path`, if any.
     pub fn clean_temp(&self, path: &NodePath) -> Result<(), RootError> {
         let Ok((dir, name)) = self.parent(path) else {

@@ -178,16 +178,41 @@ fn state_path() -> NodePath {
 
 /// Reads the state, if the node has any.
 pub fn load(root: &Root) -> Result<Option<State>, RootError> {
-    let path = state_path();
-    let Some(bytes) = root.read_optional(&path, MAX_STATE_LEN)? else {
+    read_record(root, &state_path(), MAX_STATE_LEN, "state")
+}
+
+/// Reads a JSON record of the agent's, if there is one.
+fn read_record<T: serde::de::DeserializeOwned>(
+    root: &Root,
+    path: &NodePath,
+    limit: u64,
+    what: &str,
+) -> Result<Option<T>, RootError> {
+    let Some(bytes) = root.read_optional(path, limit)? else {
         return Ok(None);
     };
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| RootError {
             path: path.to_string(),
-            reason: format!("unreadable state: {e}"),
+            reason: format!("unreadable {what}: {e}"),
         })
+}
+
+/// Writes a JSON record of the agent's atomically (0644 root:root), making
+/// its directory when missing.
+fn write_record<T: Serialize>(root: &Root, path: &NodePath, record: &T) -> Result<(), RootError> {
+    let mut bytes = serde_json::to_vec_pretty(record).map_err(|e| RootError {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    if let Some(parent) = path.parent() {
+        if root.observe(&parent)?.is_none() {
+            root.ensure_dir(&parent, 0o755, 0, 0)?;
+        }
+    }
+    root.write_file(path, &bytes, 0o644, 0, 0)
 }
 
 /// Writes the state atomically (0644 root:root; it holds no secrets). A
@@ -199,21 +224,48 @@ pub fn save(root: &Root, state: &State) -> Result<(), RootError> {
     if was_locked {
         crate::lock::clear_for_rewrite(root, &path)?;
     }
-    let mut bytes = serde_json::to_vec_pretty(state).map_err(|e| RootError {
-        path: path.to_string(),
-        reason: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    if let Some(parent) = path.parent() {
-        if root.observe(&parent)?.is_none() {
-            root.ensure_dir(&parent, 0o755, 0, 0)?;
-        }
-    }
-    root.write_file(&path, &bytes, 0o644, 0, 0)?;
+    write_record(root, &path, state)?;
     if was_locked {
         lock_state_file(root)?;
     }
     Ok(())
+}
+
+/// Where apply records why it failed before any release was verified
+/// (fetch, signature, pin): there is no release to put in [`State`] yet,
+/// but `status` must still say why the node is not up.
+pub const FAILURE_PATH: &str = "/var/lib/driftless/failure.json";
+
+/// A failure before any release was verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyFailure {
+    /// The stage that failed: `fetch`, `verify`, `apply`.
+    pub stage: String,
+    /// One line, for people.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+fn failure_path() -> NodePath {
+    NodePath::new(FAILURE_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
+}
+
+/// Records an [`EarlyFailure`] atomically (0644 root:root).
+pub fn save_early_failure(root: &Root, failure: &EarlyFailure) -> Result<(), RootError> {
+    write_record(root, &failure_path(), failure)
+}
+
+/// The recorded [`EarlyFailure`], if any.
+pub fn load_early_failure(root: &Root) -> Result<Option<EarlyFailure>, RootError> {
+    read_record(root, &failure_path(), 1024 * 1024, "failure record")
+}
+
+/// Forgets an [`EarlyFailure`] once a release was verified: from then on
+/// [`State`] tells.
+pub fn clear_early_failure(root: &Root) -> Result<(), RootError> {
+    root.remove_file(&failure_path())
 }
 
 /// Makes the state file immutable (once the node is locked).

@@ -222,6 +222,24 @@ impl WatchState {
     }
 }
 
+/// Feeds systemd's watchdog (`WATCHDOG=1`) from a task of its own, at half
+/// the interval systemd asks for (`WATCHDOG_USEC`), when it asks. The main
+/// loop may wait minutes on a fetch or a replacement request, each bounded
+/// by its own deadline; the watchdog is there to catch a process that no
+/// longer runs at all (a runtime stuck in a blocking call, a deadlock),
+/// which also stops this task, so it can be short (2 min in the unit).
+fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    let period = (sd_notify::watchdog_enabled()? / 2).max(Duration::from_millis(1));
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }))
+}
+
 /// A pause of `base` ±10 %, so a fleet does not poll in step.
 fn jittered(base: Duration) -> Duration {
     let mut byte = [0u8; 1];
@@ -303,6 +321,9 @@ impl Watcher {
         use tokio::signal::unix::{SignalKind, signal};
         let mut sigterm = signal(SignalKind::terminate())?;
         let mut sigint = signal(SignalKind::interrupt())?;
+        // From the start: retrying a pending request below may take longer
+        // than the watchdog interval.
+        let watchdog = spawn_watchdog();
         let (drift_tx, mut drift_rx) = tokio::sync::mpsc::channel::<Vec<Difference>>(16);
         self.start_detector(drift_tx)?;
         if self.applied.status != Status::Applied {
@@ -320,10 +341,6 @@ impl Watcher {
             sd_notify::NotifyState::Ready,
             sd_notify::NotifyState::Status("watching"),
         ]);
-        // Feed systemd's watchdog at half its interval.
-        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
-        let mut watchdog_tick =
-            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let mut next_poll = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -335,10 +352,10 @@ impl Watcher {
                     self.resume_pending().await;
                 }
                 Some(differences) = drift_rx.recv() => self.on_drift(differences).await,
-                _ = watchdog_tick.tick(), if watchdog.is_some() => {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
             }
+        }
+        if let Some(task) = watchdog {
+            task.abort();
         }
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("stopping");

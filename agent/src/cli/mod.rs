@@ -5,6 +5,7 @@ mod apply;
 mod check;
 mod demo;
 mod fetch;
+mod gate;
 mod node;
 mod plan;
 mod status;
@@ -40,6 +41,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Fetch and verify the pinned release into the cache only (image baking).
     Fetch(fetch::FetchArgs),
+    /// Exit 0 when the release's services may start (their ExecCondition), 1 when not.
+    Gate(gate::GateArgs),
     /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
     Verify(verify::VerifyArgs),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
@@ -54,9 +57,11 @@ impl Command {
     /// Whether `main` starts libgit2 before running it. The watcher does
     /// not: it stays small by leaving every libgit2 fetch to a child
     /// process (see `watch`), and starts libgit2 itself only for a ref
-    /// listing over a transport without protocol v2.
+    /// listing over a transport without protocol v2. Nor does the gate,
+    /// which systemd runs before every start of a release's service and
+    /// which reads only the node's state.
     pub fn starts_libgit(&self) -> bool {
-        !matches!(self, Command::Watch(_))
+        !matches!(self, Command::Watch(_) | Command::Gate(_))
     }
 }
 
@@ -70,6 +75,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Gate(args) => gate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Watch(args) => watch::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),

@@ -27,6 +27,26 @@ pub fn run(args: StatusArgs) -> ExitCode {
     let state = match loaded {
         Ok(Some(s)) => s,
         Ok(None) => {
+            let early = Root::open(&args.root)
+                .and_then(|root| state::load_early_failure(&root))
+                .ok()
+                .flatten();
+            if let Some(failure) = early {
+                if args.json {
+                    let mut value = serde_json::json!({ "status": {
+                        "state": "failed",
+                        "stage": failure.stage,
+                        "reason": failure.reason,
+                    }});
+                    value["finished_at"] = serde_json::to_value(failure.at).unwrap_or_default();
+                    println!("{value}");
+                } else {
+                    println!("status     FAILED at {}: {}", failure.stage, failure.reason);
+                    println!("release    none verified");
+                    println!("finished   {}", failure.at);
+                }
+                return ExitCode::Success;
+            }
             if args.json {
                 println!("{}", serde_json::json!({ "status": null }));
             } else {

@@ -1,0 +1,187 @@
+//! The gate on the release's own services: each one the release installs
+//! gets a drop-in (see [`crate::systemd::gate_dropin`]) whose
+//! `ExecCondition=` runs `driftless gate`, so systemd starts it only on a
+//! node whose apply succeeded, at every boot, without ordering it after
+//! `driftless-apply.service` (apply starts those units from inside its own
+//! start job: an ordering would wait for itself).
+//!
+//! The gate is open when the node's record says its pinned release was
+//! applied, and during the one window in which apply itself starts the
+//! units: after the release was written and before its health checks and
+//! lock ran. Apply marks that window with a file in `/run` (gone at
+//! reboot), holding the commit being applied; it removes the file when it
+//! records the result. [`decide`] is pure; [`check`] reads the node.
+//! `driftless gate` exits 1 when the gate is closed: systemd skips a unit
+//! whose `ExecCondition=` exits 1 to 254 (255 or a signal would fail it).
+
+use crate::config::AgentConfig;
+use crate::root::{Root, RootError};
+use crate::state::{self, State, Status};
+use crate::types::NodePath;
+
+/// Where apply marks the window in which it starts the release's units.
+/// On tmpfs: a reboot closes it.
+pub const STARTING_PATH: &str = "/run/driftless/starting-units";
+
+/// Decides whether the release's units may start. `starting` is the commit
+/// named by [`STARTING_PATH`], if present; `config` is the agent config when
+/// it could be read. Returns why not, in one line.
+pub fn decide(
+    state: Option<&State>,
+    starting: Option<&str>,
+    config: Option<&AgentConfig>,
+) -> Result<(), String> {
+    let Some(state) = state else {
+        return Err(format!(
+            "no release was applied on this node ({} is missing)",
+            state::STATE_PATH
+        ));
+    };
+    let release = &state.release;
+    if let Some(config) = config {
+        if let Some(tag) = config
+            .release
+            .tag
+            .as_ref()
+            .filter(|t| t.as_str() != release.tag)
+        {
+            return Err(format!(
+                "the node holds release {}, but its config asks for {}",
+                release.tag,
+                tag.as_str()
+            ));
+        }
+        if let Some(commit) = config
+            .release
+            .commit
+            .as_ref()
+            .filter(|c| c.as_str() != release.commit)
+        {
+            return Err(format!(
+                "the node holds commit {}, but its config pins {}",
+                release.commit,
+                commit.as_str()
+            ));
+        }
+    }
+    match &state.status {
+        Status::Applied => Ok(()),
+        Status::Applying if starting == Some(release.commit.as_str()) => Ok(()),
+        Status::Applying => Err(format!(
+            "release {} is not applied yet (an apply is under way or was interrupted)",
+            release.tag
+        )),
+        Status::Failed { stage, reason } => Err(format!(
+            "release {} failed at {stage}: {reason}",
+            release.tag
+        )),
+    }
+}
+
+/// Reads the node under `root` and decides (see [`decide`]). An unreadable
+/// record keeps the gate closed.
+pub fn check(root: &Root, config: Option<&AgentConfig>) -> Result<(), String> {
+    let state = state::load(root).map_err(|e| format!("cannot read the node's record: {e}"))?;
+    let starting = root
+        .read_optional(&starting_path(), 4096)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    decide(state.as_ref(), starting.as_deref(), config)
+}
+
+/// Opens the gate for `commit` while apply starts the release's units.
+pub fn open_for_start(root: &Root, commit: &str) -> Result<(), RootError> {
+    let path = starting_path();
+    if let Some(parent) = path.parent() {
+        if root.observe(&parent)?.is_none() {
+            root.ensure_dir(&parent, 0o755, 0, 0)?;
+        }
+    }
+    root.write_file(&path, format!("{commit}\n").as_bytes(), 0o644, 0, 0)
+}
+
+/// Ends the start window: from now on only the record decides.
+pub fn end_start(root: &Root) -> Result<(), RootError> {
+    root.remove_file(&starting_path())
+}
+
+fn starting_path() -> NodePath {
+    NodePath::new(STARTING_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::PinnedRelease;
+
+    fn state(status: Status) -> State {
+        State {
+            version: 1,
+            node_id: "node".into(),
+            release: PinnedRelease {
+                tag: "v1".into(),
+                tag_object: "1".repeat(40),
+                commit: "c".repeat(40),
+                tree: "2".repeat(40),
+                signer: "release@example.com".into(),
+                fingerprint: "SHA256:x".into(),
+                signed_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            status,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: None,
+            manifest: Vec::new(),
+            read_only: Vec::new(),
+        }
+    }
+
+    fn config(release: &str) -> AgentConfig {
+        let text = format!(
+            "source: {{url: https://x}}\ntrust: {{allowed_signers: /a}}\nrelease: {release}\n"
+        );
+        AgentConfig::parse(&text, "agent.yaml").expect("valid config")
+    }
+
+    #[test]
+    fn open_only_for_an_applied_release() {
+        let commit = "c".repeat(40);
+        assert_eq!(decide(Some(&state(Status::Applied)), None, None), Ok(()));
+        let failed = state(Status::Failed {
+            stage: "health".into(),
+            reason: "exec /bin/false: exit status 1".into(),
+        });
+        assert_eq!(
+            decide(Some(&failed), Some(&commit), None),
+            Err("release v1 failed at health: exec /bin/false: exit status 1".into())
+        );
+        let err = decide(None, Some(&commit), None).expect_err("no record");
+        assert!(err.starts_with("no release was applied"), "{err}");
+    }
+
+    #[test]
+    fn applying_is_open_only_in_apply_s_start_window_for_that_commit() {
+        let applying = state(Status::Applying);
+        assert_eq!(decide(Some(&applying), Some(&"c".repeat(40)), None), Ok(()));
+        let err = decide(Some(&applying), None, None).expect_err("interrupted");
+        assert!(err.contains("not applied yet"), "{err}");
+        let err = decide(Some(&applying), Some(&"d".repeat(40)), None).expect_err("other");
+        assert!(err.contains("not applied yet"), "{err}");
+    }
+
+    #[test]
+    fn a_config_asking_for_another_release_closes_the_gate() {
+        let applied = state(Status::Applied);
+        assert_eq!(
+            decide(Some(&applied), None, Some(&config("{tag: v1}"))),
+            Ok(())
+        );
+        assert_eq!(
+            decide(Some(&applied), None, Some(&config("{tag: v2}"))),
+            Err("the node holds release v1, but its config asks for v2".into())
+        );
+        let pinned = config(&format!("{{tag: v1, commit: {}}}", "e".repeat(40)));
+        let err = decide(Some(&applied), None, Some(&pinned)).expect_err("pin");
+        assert!(err.contains("but its config pins eeee"), "{err}");
+    }
+}
