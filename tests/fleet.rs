@@ -18,7 +18,9 @@
 //!   vanishes while holding slots: the fleet still converges, stalling no
 //!   longer than the lease time.
 //!
-//! `DRIFTLESS_FLEET_NODES` sets N (default 50, as in CI). The scenarios
+//! `DRIFTLESS_FLEET_NODES` sets N (default 50, as in CI; at least 20, the
+//! last scenario losing a wave of 5 and needing waves before and after;
+//! all three take about 1.5 to 2 minutes at 50 on 2 CPUs). The scenarios
 //! run one at a time (a lock), each on its own servers and directories;
 //! every wait is bounded and every child is killed when a fleet is
 //! dropped, also when a test fails.

@@ -41,7 +41,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `DRIFTLESS_BENCH_FLEET_SIZES` | 10,25,50 | fleet sizes N, comma-separated (beyond about 100, raise `fs.inotify.max_user_instances`, 128 on Debian: every watcher holds one) |
+//! | `DRIFTLESS_BENCH_FLEET_SIZES` | 10,25,50 | fleet sizes N, comma-separated (beyond about 100, raise `fs.inotify.max_user_instances`, 128 on Debian: every watcher holds one, and without one it finds drift by rescans only) |
 //! | `DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT` | 5 | `rollout.max_in_flight` (M) |
 //! | `DRIFTLESS_BENCH_FLEET_POLL_SECS` | 1 | `channel.poll_interval` of every node |
 //! | `DRIFTLESS_BENCH_FLEET_IDLE_SECS` | 30 | the idle window |
