@@ -561,8 +561,11 @@ impl Fleet {
             self.stats.max_slots,
             self.etcd.log_tail(),
         );
-        // The first few nodes not on the channel's release yet say why.
-        for node in self.nodes.values().take(3) {
+        // Nodes still booting first, then by release (oldest tag first):
+        // the ends of their logs say where they stand.
+        let mut behind: Vec<&Node> = self.nodes.values().collect();
+        behind.sort_by_key(|n| n.release().unwrap_or_default());
+        for node in behind.into_iter().take(3) {
             let log = |name: &str| {
                 let text =
                     fs::read_to_string(self.log_dir(&node.id).join(name)).unwrap_or_default();
