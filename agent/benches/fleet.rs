@@ -46,6 +46,7 @@
 //! | `DRIFTLESS_BENCH_FLEET_POLL_SECS` | 1 | `channel.poll_interval` of every node |
 //! | `DRIFTLESS_BENCH_FLEET_IDLE_SECS` | 30 | the idle window |
 //! | `DRIFTLESS_BENCH_FLEET_BOOT_MS` | 500 | the simulated boot delay of a new node |
+//! | `DRIFTLESS_BENCH_FLEET_LEASE_SECS` | 30 | `rollout.lease_ttl`: keep it well above the slowest replacement, or a slot ends under a node still away |
 //! | `DRIFTLESS_BENCH_REPS` | 3 | one-node rolls timed for R |
 
 #[path = "common/mod.rs"]
@@ -84,6 +85,7 @@ struct Settings {
     poll: Duration,
     idle: Duration,
     boot_delay: Duration,
+    lease: Duration,
     reps: usize,
 }
 
@@ -111,6 +113,9 @@ impl Settings {
             boot_delay: Duration::from_millis(
                 env_count("DRIFTLESS_BENCH_FLEET_BOOT_MS", 500)?.try_into()?,
             ),
+            lease: Duration::from_secs(
+                env_count("DRIFTLESS_BENCH_FLEET_LEASE_SECS", 30)?.try_into()?,
+            ),
             reps: env_count("DRIFTLESS_BENCH_REPS", 3)?,
         };
         ensure!(
@@ -118,6 +123,7 @@ impl Settings {
                 && settings.max_in_flight > 0
                 && !settings.poll.is_zero()
                 && !settings.idle.is_zero()
+                && settings.lease >= Duration::from_secs(2)
                 && settings.reps > 0,
             "sizes, max_in_flight, the poll interval, the idle window and reps must be positive"
         );
@@ -128,6 +134,7 @@ impl Settings {
         let mut options = FleetOptions::new(nodes, max_in_flight);
         options.poll_interval = self.poll;
         options.boot_delay = self.boot_delay;
+        options.lease_ttl = self.lease;
         options
     }
 
@@ -136,12 +143,14 @@ impl Settings {
         format!(
             "DRIFTLESS_BENCH_FLEET_SIZES={} DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT={} \
              DRIFTLESS_BENCH_FLEET_POLL_SECS={} DRIFTLESS_BENCH_FLEET_IDLE_SECS={} \
-             DRIFTLESS_BENCH_FLEET_BOOT_MS={} DRIFTLESS_BENCH_REPS={} cargo bench --bench fleet",
+             DRIFTLESS_BENCH_FLEET_BOOT_MS={} DRIFTLESS_BENCH_FLEET_LEASE_SECS={} \
+             DRIFTLESS_BENCH_REPS={} cargo bench --bench fleet",
             sizes.join(","),
             self.max_in_flight,
             self.poll.as_secs(),
             self.idle.as_secs(),
             self.boot_delay.as_millis(),
+            self.lease.as_secs(),
             self.reps,
         )
     }
@@ -154,6 +163,7 @@ struct Row {
     roll: Duration,
     max_away: usize,
     median_replacement: Duration,
+    slowest_replacement: Duration,
     idle: Idle,
 }
 
@@ -205,10 +215,11 @@ fn main() -> Result<()> {
     for &nodes in &settings.sizes {
         let row = measure(&settings, nodes)?;
         println!(
-            "# N={nodes}: booted in {:.1} s, rolled in {:.1} s, median replacement (ask to healthy) {:.2} s",
+            "# N={nodes}: booted in {:.1} s, rolled in {:.1} s, replacement (ask to healthy) median {:.2} s, slowest {:.2} s",
             row.boot.as_secs_f64(),
             row.roll.as_secs_f64(),
-            row.median_replacement.as_secs_f64()
+            row.median_replacement.as_secs_f64(),
+            row.slowest_replacement.as_secs_f64(),
         );
         rows.push(row);
     }
@@ -264,6 +275,7 @@ fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
         roll,
         max_away: fleet.stats.max_away,
         median_replacement: median(&replacements),
+        slowest_replacement: replacements.iter().copied().max().unwrap_or_default(),
         idle,
     })
 }
@@ -307,8 +319,9 @@ fn idle(settings: &Settings, fleet: &mut Fleet) -> Result<Idle> {
 fn print_table(settings: &Settings, one: Duration, rows: &[Row]) {
     let m = settings.max_in_flight;
     println!(
-        "# max_in_flight {m}, poll_interval {} s, boot delay {} ms, idle window {} s; \
+        "# max_in_flight {m}, lease_ttl {} s, poll_interval {} s, boot delay {} ms, idle window {} s; \
          R = {:.2} s; idle figures per node per minute at this poll interval",
+        settings.lease.as_secs(),
         settings.poll.as_secs(),
         settings.boot_delay.as_millis(),
         settings.idle.as_secs(),
