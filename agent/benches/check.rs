@@ -46,7 +46,7 @@ mod common;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{env_count, median, percentile};
+use common::{bytes, cpu_ticks, env_count, fmt, median, percentile};
 use std::env;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
@@ -640,22 +640,7 @@ struct ProcSample {
 impl ProcSample {
     fn read(pid: u32) -> Result<Self> {
         let proc = PathBuf::from(format!("/proc/{pid}"));
-        let stat = fs::read_to_string(proc.join("stat")).context("reading /proc/PID/stat")?;
-        // Fields after the command name, which is in parentheses: the
-        // first is field 3 (state); utime and stime are fields 14 and 15.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("unexpected /proc/PID/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| -> Result<u64> {
-            fields
-                .get(n - 3)
-                .context("short /proc/PID/stat")?
-                .parse()
-                .context("a /proc/PID/stat field is not a number")
-        };
-        let ticks = field(14)? + field(15)?;
+        let ticks = cpu_ticks(&pid.to_string())?;
         let mut threads = Vec::new();
         for entry in fs::read_dir(proc.join("task")).context("listing /proc/PID/task")? {
             let entry = entry.context("listing /proc/PID/task")?;
@@ -795,32 +780,6 @@ fn median_u64(values: &[u64]) -> u64 {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
     sorted.get(sorted.len() / 2).copied().unwrap_or(0)
-}
-
-/// A duration with a unit that keeps three significant digits or so.
-fn fmt(d: Duration) -> String {
-    let micros = d.as_secs_f64() * 1e6;
-    if micros < 1.0 {
-        format!("{:.0} ns", micros * 1e3)
-    } else if micros < 1000.0 {
-        format!("{micros:.1} µs")
-    } else if micros < 1e6 {
-        format!("{:.2} ms", micros / 1e3)
-    } else {
-        format!("{:.2} s", micros / 1e6)
-    }
-}
-
-/// A byte count in B, KiB or MiB.
-fn bytes(n: u64) -> String {
-    let n = n as f64;
-    if n < 1024.0 {
-        format!("{n:.0} B")
-    } else if n < 1024.0 * 1024.0 {
-        format!("{:.1} KiB", n / 1024.0)
-    } else {
-        format!("{:.1} MiB", n / 1024.0 / 1024.0)
-    }
 }
 
 fn print_check_table(samples: &[Samples], reps: usize, warmup: usize) {

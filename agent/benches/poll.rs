@@ -60,7 +60,7 @@ mod common;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{env_count, median, percentile};
+use common::{bytes, cpu_ticks, env_count, fmt, median, percentile};
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -693,7 +693,7 @@ impl Bench<'_> {
             done = entries[mark..].iter().filter(|e| is_v2_poll(e)).count();
             while next < points.len() && done >= points[next] {
                 let memory = Memory::read(&pid)?;
-                let ticks = Memory::ticks(&pid)?;
+                let ticks = cpu_ticks(&pid)?;
                 println!(
                     "{} | {:>9} ms",
                     memory_row(&done.to_string(), &memory, start.elapsed()),
@@ -850,27 +850,6 @@ impl Memory {
             pss: kib(&rollup, "Pss:")?,
         })
     }
-
-    /// utime + stime of the process, in clock ticks (`/proc/PID/stat`).
-    fn ticks(pid: &str) -> Result<u64> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // After the parenthesised command name the first field is field 3;
-        // utime and stime are fields 14 and 15.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .context("unexpected /proc/PID/stat")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| -> Result<u64> {
-            fields
-                .get(n - 3)
-                .context("short /proc/PID/stat")?
-                .parse()
-                .context("a /proc/PID/stat field is not a number")
-        };
-        Ok(field(14)? + field(15)?)
-    }
 }
 
 /// The header of a memory table (and `extra` columns).
@@ -963,32 +942,6 @@ fn cpu_time(who: Who) -> Result<Duration> {
 fn timeval(t: nix::libc::timeval) -> Duration {
     Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
         + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-}
-
-/// A duration with a unit that keeps three significant digits or so.
-fn fmt(d: Duration) -> String {
-    let micros = d.as_secs_f64() * 1e6;
-    if micros < 1.0 {
-        format!("{:.0} ns", micros * 1e3)
-    } else if micros < 1000.0 {
-        format!("{micros:.1} µs")
-    } else if micros < 1e6 {
-        format!("{:.2} ms", micros / 1e3)
-    } else {
-        format!("{:.2} s", micros / 1e6)
-    }
-}
-
-/// A byte count in B, KiB or MiB.
-fn bytes(n: u64) -> String {
-    let n = n as f64;
-    if n < 1024.0 {
-        format!("{n:.0} B")
-    } else if n < 1024.0 * 1024.0 {
-        format!("{:.1} KiB", n / 1024.0)
-    } else {
-        format!("{:.1} MiB", n / 1024.0 / 1024.0)
-    }
 }
 
 fn print_poll_table(rows: &[(usize, Vec<Times>, Vec<PerPoll>)], reps: usize, warmup: usize) {

@@ -6,6 +6,11 @@
 //!
 //! Each difference is reported once, until it goes away; the caller logs it
 //! (with a stable message id) and records it.
+//!
+//! Where inotify cannot start (its per-user instance limit, 128 by default,
+//! taken by other programs), the detector still runs on the rescans alone:
+//! the watcher it serves must go on polling the channel, or the node would
+//! never ask to be replaced.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
@@ -29,7 +34,8 @@ pub struct DetectError(String);
 pub struct Detector {
     root: Root,
     state: State,
-    inotify: Inotify,
+    /// `None` when inotify could not start: rescans only.
+    inotify: Option<Inotify>,
     watched: HashMap<WatchDescriptor, NodePath>,
     /// Manifest indices by the directory their change events arrive in.
     by_directory: BTreeMap<NodePath, Vec<usize>>,
@@ -52,8 +58,26 @@ const EVENTS: AddWatchFlags = AddWatchFlags::IN_MODIFY
 impl Detector {
     /// Starts watching the node under `root` for drift from `state`.
     pub fn new(root: Root, state: State, rescan_every: Duration) -> Result<Self, DetectError> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(|e| DetectError(format!("cannot start inotify: {e}")))?;
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC);
+        Ok(Self::with_inotify(root, state, rescan_every, inotify))
+    }
+
+    /// [`Detector::new`] with inotify as it started, or why it did not.
+    fn with_inotify(
+        root: Root,
+        state: State,
+        rescan_every: Duration,
+        inotify: nix::Result<Inotify>,
+    ) -> Self {
+        let inotify = inotify
+            .inspect_err(|e| {
+                tracing::warn!(
+                    "cannot start inotify ({e}; see fs.inotify.max_user_instances): \
+                     drift is found by the full rescan every {}s only",
+                    rescan_every.as_secs()
+                );
+            })
+            .ok();
         let mut by_directory: BTreeMap<NodePath, Vec<usize>> = BTreeMap::new();
         for (i, entry) in state.manifest.iter().enumerate() {
             if let Some(parent) = entry.path.parent() {
@@ -77,7 +101,7 @@ impl Detector {
         for dir in directories {
             detector.watch(&dir);
         }
-        Ok(detector)
+        detector
     }
 
     /// Adds a watch on `dir` (resolved beneath the root). A directory that
@@ -91,7 +115,10 @@ impl Detector {
         };
         // The fd's magic link names exactly the directory found beneath the root.
         let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        if let Ok(wd) = self.inotify.add_watch(path.as_str(), EVENTS) {
+        let Some(inotify) = &self.inotify else {
+            return;
+        };
+        if let Ok(wd) = inotify.add_watch(path.as_str(), EVENTS) {
             self.watched.insert(wd, dir.clone());
         }
     }
@@ -115,15 +142,19 @@ impl Detector {
             return Ok(self.rescan());
         }
         let wait = timeout.min(self.next_rescan - now);
+        let Some(inotify) = &self.inotify else {
+            std::thread::sleep(wait);
+            return Ok(Vec::new());
+        };
         let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
             Ok(0) => return Ok(Vec::new()),
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
             Err(e) => return Err(DetectError(format!("poll: {e}"))),
         }
-        let events = match self.inotify.read_events() {
+        let events = match inotify.read_events() {
             Ok(events) => events,
             Err(nix::errno::Errno::EAGAIN) => return Ok(Vec::new()),
             Err(e) => return Err(DetectError(format!("reading events: {e}"))),
@@ -265,5 +296,36 @@ mod tests {
             seen = detector.poll(Duration::from_millis(100)).expect("poll");
         }
         assert_eq!(seen.first().map(|d| d.aspect), Some("missing"), "{seen:?}");
+    }
+
+    #[test]
+    fn without_inotify_the_rescans_still_find_drift() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state_with(dir.path(), &[("a.conf", b"one\n")]);
+        let mut detector = Detector::with_inotify(
+            Root::open(dir.path()).expect("root"),
+            state,
+            Duration::from_millis(300),
+            Err(nix::errno::Errno::EMFILE),
+        );
+        // Nothing due: it waits instead of spinning.
+        let started = Instant::now();
+        assert!(
+            detector
+                .poll(Duration::from_millis(100))
+                .expect("poll")
+                .is_empty()
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            started.elapsed()
+        );
+        std::fs::write(dir.path().join("a.conf"), b"changed\n").expect("drift");
+        let mut seen = Vec::new();
+        while seen.is_empty() && started.elapsed() < Duration::from_secs(3) {
+            seen = detector.poll(Duration::from_millis(100)).expect("poll");
+        }
+        assert_eq!(seen.first().map(|d| d.aspect), Some("content"), "{seen:?}");
     }
 }

@@ -682,7 +682,8 @@ impl DaemonExit {
     }
 }
 
-/// `driftless watch --root ROOT` in the background. Its output goes to
+/// `driftless watch --root ROOT` (or another subcommand, see
+/// [`Daemon::spawn`]) in the background. Its output goes to
 /// files (a pipe nobody reads could fill). It joins a process group led by
 /// an idle `/bin/sh` reading a pipe this struct holds: when the test
 /// process dies without unwinding, the pipe closes and the anchor SIGKILLs
@@ -704,6 +705,19 @@ impl Daemon {
     /// Starts `driftless watch --root ROOT` with `env` added to a cleared
     /// environment; `log_dir` receives its output files.
     pub fn start(root: &NodeRoot, home: &Path, log_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn("watch", root, home, log_dir, env)
+    }
+
+    /// Starts `driftless SUBCOMMAND --root ROOT` the same way (output in
+    /// `log_dir/SUBCOMMAND.{stdout,stderr}`): e.g. an `apply` that runs
+    /// while the test does other things.
+    pub fn spawn(
+        subcommand: &str,
+        root: &NodeRoot,
+        home: &Path,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut anchor = Command::new("/bin/sh")
             .args(["-c", "trap '' TERM; read -r _line; kill -s KILL 0"])
             .stdin(Stdio::piped())
@@ -714,15 +728,15 @@ impl Daemon {
             .expect("start the process-group anchor");
         let anchor_stdin = anchor.stdin.take();
         fs::create_dir_all(log_dir).expect("create the daemon log directory");
-        let stdout = log_dir.join("watch.stdout");
-        let stderr = log_dir.join("watch.stderr");
+        let stdout = log_dir.join(format!("{subcommand}.stdout"));
+        let stderr = log_dir.join(format!("{subcommand}.stderr"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home)
             .env("LC_ALL", "C")
             .env("TZ", "UTC")
-            .arg("watch")
+            .arg(subcommand)
             .arg("--root")
             .arg(root.path())
             .current_dir(home)
@@ -733,7 +747,9 @@ impl Daemon {
         for (name, value) in env {
             cmd.env(name, value);
         }
-        let child = cmd.spawn().expect("start driftless watch");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start driftless {subcommand}: {e}"));
         Self {
             child: Some(child),
             anchor,
@@ -741,6 +757,11 @@ impl Daemon {
             stderr,
             started: Instant::now(),
         }
+    }
+
+    /// Its process id while it runs (not yet reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// What it wrote to stderr so far.

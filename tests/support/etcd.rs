@@ -150,37 +150,47 @@ impl EtcdServer {
     }
 
     fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let response = self
+        self.try_post(path, body)
+            .unwrap_or_else(|e| panic!("etcd {path}: {e:#}"))
+    }
+
+    fn try_post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let text = self
             .http
             .post(format!("{}{path}", self.url()))
             .body(body.to_string())
             .send()
-            .unwrap_or_else(|e| panic!("etcd {path}: {e}"));
-        let text = response.text().expect("etcd answers");
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("etcd {path}: {e}: {text}"))
+            .and_then(|r| r.text())?;
+        serde_json::from_str(&text).with_context(|| format!("etcd answered {text}"))
     }
 
     /// Every key under `prefix` with its value, in key order.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        self.try_get_prefix(prefix)
+            .unwrap_or_else(|e| panic!("etcd range {prefix}: {e:#}"))
+    }
+
+    /// [`EtcdServer::get_prefix`], or why etcd did not answer (e.g. while
+    /// it is stopped).
+    pub fn try_get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let mut end = prefix.as_bytes().to_vec();
         let last = end.pop().expect("a non-empty prefix");
         end.push(last + 1);
-        let answer = self.post(
+        let answer = self.try_post(
             "/v3/kv/range",
             serde_json::json!({ "key": B64.encode(prefix), "range_end": B64.encode(end) }),
-        );
-        let decode = |v: &serde_json::Value| {
-            String::from_utf8(B64.decode(v.as_str().unwrap_or_default()).expect("base64"))
-                .expect("UTF-8")
+        )?;
+        let decode = |v: &serde_json::Value| -> Result<String> {
+            Ok(String::from_utf8(
+                B64.decode(v.as_str().unwrap_or_default())?,
+            )?)
         };
-        answer["kvs"]
-            .as_array()
-            .map(|kvs| {
-                kvs.iter()
-                    .map(|kv| (decode(&kv["key"]), decode(&kv["value"])))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Some(kvs) = answer["kvs"].as_array() else {
+            return Ok(Vec::new());
+        };
+        kvs.iter()
+            .map(|kv| Ok((decode(&kv["key"])?, decode(&kv["value"])?)))
+            .collect()
     }
 
     /// Puts `key` = `value` (no lease).

@@ -1,7 +1,10 @@
-//! Helpers every benchmark uses: repetition counts from the environment and
-//! order statistics. Included with `#[path = "common/mod.rs"] mod common;`.
+//! Helpers every benchmark uses: repetition counts from the environment,
+//! order statistics, durations and byte counts for tables, and a process's
+//! CPU time from `/proc`. Included with
+//! `#[path = "common/mod.rs"] mod common;`.
 
 use std::env;
+use std::fs;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
@@ -31,4 +34,69 @@ pub fn percentile(samples: &[Duration], p: usize) -> Duration {
 #[allow(dead_code)]
 pub fn median(samples: &[Duration]) -> Duration {
     percentile(samples, 50)
+}
+
+/// A duration with a unit that keeps three significant digits or so.
+#[allow(dead_code)]
+pub fn fmt(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 1.0 {
+        format!("{:.0} ns", micros * 1e3)
+    } else if micros < 1000.0 {
+        format!("{micros:.1} µs")
+    } else if micros < 1e6 {
+        format!("{:.2} ms", micros / 1e3)
+    } else {
+        format!("{:.2} s", micros / 1e6)
+    }
+}
+
+/// A byte count in B, KiB or MiB.
+#[allow(dead_code)]
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    if n < 1024.0 {
+        format!("{n:.0} B")
+    } else if n < 1024.0 * 1024.0 {
+        format!("{:.1} KiB", n / 1024.0)
+    } else {
+        format!("{:.1} MiB", n / 1024.0 / 1024.0)
+    }
+}
+
+/// utime + stime of process `pid` (a number or `self`), in clock ticks
+/// (`/proc/PID/stat`).
+#[allow(dead_code)]
+pub fn cpu_ticks(pid: &str) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // After the parenthesised command name the first field is field 3;
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("unexpected /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .context("short /proc/PID/stat")?
+            .parse()
+            .context("a /proc/PID/stat field is not a number")
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// A `KEY: N kB` field of `/proc/PID/FILE` (`VmRSS:` of `status`, `Pss:`
+/// of `smaps_rollup`), in bytes.
+#[allow(dead_code)]
+pub fn proc_kib(pid: &str, file: &str, key: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/{file}");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in {path}"))?;
+    Ok(kib * 1024)
 }

@@ -1,0 +1,356 @@
+//! Benchmark: rolling a fleet on one machine. It runs the simulation of the
+//! end-to-end tests (`tests/support/fleet.rs`): N nodes, each a root
+//! directory with its own node id running the built `driftless apply` and
+//! `driftless watch`; nginx + fcgiwrap + `git-http-backend` serving the
+//! signed releases and channel on 127.0.0.1; one real etcd
+//! (`rollout: {coordinator: etcd, max_in_flight: M}`); and an autoscaler
+//! loop that replaces every node asking to be replaced by a new node built
+//! from the channel, after a simulated boot delay.
+//!
+//! For each N, on a fresh fleet (new servers, new directories):
+//!
+//! * idle: once every node is up on v1 and has polled a few times, the
+//!   git server's requests and bytes over a quiet window, from nginx's
+//!   access log (`$bytes_sent` down: status line, headers and body;
+//!   `$request_length` up: request line, headers and body), per node per
+//!   minute at the fleet's `channel.poll_interval`; the watchers' CPU time
+//!   (`/proc/PID/stat`) over the same window;
+//! * memory: the sum of the watchers' `VmRSS` (`/proc/PID/status`) at the
+//!   end of the idle window, and its mean per watcher; `VmRSS` counts the
+//!   pages of the binary every watcher shares once per watcher, so the sum
+//!   of their `Pss` (`/proc/PID/smaps_rollup`, shared pages divided among
+//!   the processes mapping them) is also given: what N watchers cost the
+//!   machine;
+//! * roll: from pushing the signed channel commit naming v2 until every
+//!   node is on v2 (applied, healthy, watching), against the ideal
+//!   `ceil(N / M) × R`, R being one replacement (from a node's ask until
+//!   its replacement is healthy: the boot delay and `driftless apply`),
+//!   the median of a fleet of one node (M = 1) rolled back and forth
+//!   first. What the roll takes beyond the ideal is the rollout's own
+//!   cost: the first poll that sees the channel move, the poll of a
+//!   waiting node that finds a freed slot, and the load of N watchers.
+//!   The table also gives the median replacement inside the fleet, and
+//!   "max away", the most nodes away at one autoscaler tick (asked to be
+//!   replaced, replacement not yet healthy; see the fleet module).
+//!
+//! The `driftless` measured is the bench profile's (release, thin LTO).
+//! The machine's other load counts: run it on a quiet machine.
+//!
+//! Run it from the workspace root with `cargo bench --bench fleet`.
+//! Environment variables:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `DRIFTLESS_BENCH_FLEET_SIZES` | 10,25,50 | fleet sizes N, comma-separated (beyond about 100, raise `fs.inotify.max_user_instances`, 128 on Debian: every watcher holds one, and without one it finds drift by rescans only) |
+//! | `DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT` | 5 | `rollout.max_in_flight` (M) |
+//! | `DRIFTLESS_BENCH_FLEET_POLL_SECS` | 1 | `channel.poll_interval` of every node |
+//! | `DRIFTLESS_BENCH_FLEET_IDLE_SECS` | 30 | the idle window |
+//! | `DRIFTLESS_BENCH_FLEET_BOOT_MS` | 500 | the simulated boot delay of a new node |
+//! | `DRIFTLESS_BENCH_FLEET_LEASE_SECS` | 30 | `rollout.lease_ttl`: keep it well above the slowest replacement, or a slot ends under a node still away |
+//! | `DRIFTLESS_BENCH_REPS` | 3 | one-node rolls timed for R |
+
+#[path = "common/mod.rs"]
+mod common;
+
+#[path = "../../tests/support/channel.rs"]
+mod channel;
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
+#[path = "../../tests/support/fleet.rs"]
+mod fleet;
+#[path = "../../tests/support/release.rs"]
+mod release;
+#[path = "../../tests/support/servers.rs"]
+mod servers;
+
+use std::env;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use common::{bytes, cpu_ticks, env_count, median, proc_kib};
+use fleet::{Fleet, FleetOptions, Stats};
+use nix::unistd::{SysconfVar, sysconf};
+
+/// The longest one roll may take per wave before the benchmark gives up.
+const WAVE_LIMIT: Duration = Duration::from_secs(60);
+/// Polls every node makes before the idle window opens (the first ones
+/// fetch and verify the channel).
+const SETTLE_POLLS: u32 = 3;
+
+/// The settings of one run.
+#[derive(Clone, Debug)]
+struct Settings {
+    sizes: Vec<usize>,
+    max_in_flight: u32,
+    poll: Duration,
+    idle: Duration,
+    boot_delay: Duration,
+    lease: Duration,
+    reps: usize,
+}
+
+impl Settings {
+    fn from_env() -> Result<Self> {
+        let sizes = match env::var("DRIFTLESS_BENCH_FLEET_SIZES") {
+            Ok(text) => text
+                .split(',')
+                .map(|n| {
+                    n.trim().parse().with_context(|| {
+                        format!("DRIFTLESS_BENCH_FLEET_SIZES={text:?}: {n:?} is not a count")
+                    })
+                })
+                .collect::<Result<Vec<usize>>>()?,
+            Err(_) => vec![10, 25, 50],
+        };
+        let settings = Self {
+            sizes,
+            max_in_flight: u32::try_from(env_count("DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT", 5)?)
+                .context("DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT is too large")?,
+            poll: Duration::from_secs(env_count("DRIFTLESS_BENCH_FLEET_POLL_SECS", 1)?.try_into()?),
+            idle: Duration::from_secs(
+                env_count("DRIFTLESS_BENCH_FLEET_IDLE_SECS", 30)?.try_into()?,
+            ),
+            boot_delay: Duration::from_millis(
+                env_count("DRIFTLESS_BENCH_FLEET_BOOT_MS", 500)?.try_into()?,
+            ),
+            lease: Duration::from_secs(
+                env_count("DRIFTLESS_BENCH_FLEET_LEASE_SECS", 30)?.try_into()?,
+            ),
+            reps: env_count("DRIFTLESS_BENCH_REPS", 3)?,
+        };
+        ensure!(
+            settings.sizes.iter().all(|&n| n > 0)
+                && settings.max_in_flight > 0
+                && !settings.poll.is_zero()
+                && !settings.idle.is_zero()
+                && settings.lease >= Duration::from_secs(2)
+                && settings.reps > 0,
+            "sizes, max_in_flight, the poll interval, the idle window and reps must be positive"
+        );
+        Ok(settings)
+    }
+
+    fn options(&self, nodes: usize, max_in_flight: u32) -> FleetOptions {
+        let mut options = FleetOptions::new(nodes, max_in_flight);
+        options.poll_interval = self.poll;
+        options.boot_delay = self.boot_delay;
+        options.lease_ttl = self.lease;
+        options
+    }
+
+    fn reproduce(&self) -> String {
+        let sizes: Vec<String> = self.sizes.iter().map(ToString::to_string).collect();
+        format!(
+            "DRIFTLESS_BENCH_FLEET_SIZES={} DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT={} \
+             DRIFTLESS_BENCH_FLEET_POLL_SECS={} DRIFTLESS_BENCH_FLEET_IDLE_SECS={} \
+             DRIFTLESS_BENCH_FLEET_BOOT_MS={} DRIFTLESS_BENCH_FLEET_LEASE_SECS={} \
+             DRIFTLESS_BENCH_REPS={} cargo bench --bench fleet",
+            sizes.join(","),
+            self.max_in_flight,
+            self.poll.as_secs(),
+            self.idle.as_secs(),
+            self.boot_delay.as_millis(),
+            self.lease.as_secs(),
+            self.reps,
+        )
+    }
+}
+
+/// The figures of one fleet size.
+struct Row {
+    nodes: usize,
+    boot: Duration,
+    roll: Duration,
+    max_away: usize,
+    median_replacement: Duration,
+    slowest_replacement: Duration,
+    idle: Idle,
+}
+
+/// What the idle fleet cost.
+struct Idle {
+    window: Duration,
+    requests: usize,
+    down: u64,
+    up: u64,
+    /// Sum of the watchers' VmRSS.
+    rss: u64,
+    /// Sum of the watchers' Pss.
+    pss: u64,
+    watchers: usize,
+    /// The watchers' CPU time over the window.
+    cpu: Duration,
+}
+
+fn main() -> Result<()> {
+    let settings = Settings::from_env()?;
+    println!(
+        "# driftless benchmark: rolling a simulated fleet (nodes on one machine, real git server and etcd)"
+    );
+    println!(
+        "# reproduce (from the workspace root): {}",
+        settings.reproduce()
+    );
+    println!(
+        "# {} CPUs online; load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+
+    let (whole, one) = one_node_roll(&settings)?;
+    println!(
+        "# one-node fleet, median of {}: R (ask to the replacement healthy) {:.2} s; \
+         the whole roll (channel commit to the new node watching) {:.2} s",
+        settings.reps,
+        one.as_secs_f64(),
+        whole.as_secs_f64(),
+    );
+
+    let mut rows = Vec::new();
+    for &nodes in &settings.sizes {
+        let row = measure(&settings, nodes)?;
+        println!(
+            "# N={nodes}: booted in {:.1} s, rolled in {:.1} s, replacement (ask to healthy) median {:.2} s, slowest {:.2} s",
+            row.boot.as_secs_f64(),
+            row.roll.as_secs_f64(),
+            row.median_replacement.as_secs_f64(),
+            row.slowest_replacement.as_secs_f64(),
+        );
+        rows.push(row);
+    }
+    println!();
+    print_table(&settings, one, &rows);
+    Ok(())
+}
+
+/// Rolls a one-node fleet back and forth between v2 and v1 (a rollback is
+/// a new signed commit naming the older tag): the medians of the whole
+/// roll and of R, the replacement (ask to healthy).
+fn one_node_roll(settings: &Settings) -> Result<(Duration, Duration)> {
+    let mut fleet = Fleet::start(settings.options(1, 1));
+    let mut rolls = Vec::new();
+    for rep in 0..settings.reps {
+        let tag = if rep % 2 == 0 { "v2" } else { "v1" };
+        fleet.promote(tag, "");
+        rolls.push(fleet.run_until(WAVE_LIMIT, "a one-node roll", |f| f.converged(tag)));
+    }
+    let replacements: Vec<Duration> = fleet.stats.healthy.iter().map(|(_, _, d)| *d).collect();
+    ensure!(
+        replacements.len() == settings.reps,
+        "{} replacements in {} rolls",
+        replacements.len(),
+        settings.reps
+    );
+    Ok((median(&rolls), median(&replacements)))
+}
+
+/// Boots a fleet of `nodes`, measures it idle, then rolls it to v2.
+fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
+    let started = Instant::now();
+    let mut fleet = Fleet::start(settings.options(nodes, settings.max_in_flight));
+    let boot = started.elapsed();
+    fleet.run_for(settings.poll * SETTLE_POLLS);
+    let idle = idle(settings, &mut fleet)?;
+
+    fleet.stats = Stats::default();
+    fleet.promote("v2", "");
+    let waves = u32::try_from(nodes.div_ceil(settings.max_in_flight as usize))?;
+    let roll = fleet.run_until(WAVE_LIMIT * waves, "every node on v2", |f| {
+        f.converged("v2")
+    });
+    let replacements: Vec<Duration> = fleet.stats.healthy.iter().map(|(_, _, d)| *d).collect();
+    ensure!(
+        replacements.len() == nodes,
+        "{} replacements for {nodes} nodes",
+        replacements.len()
+    );
+    Ok(Row {
+        nodes,
+        boot,
+        roll,
+        max_away: fleet.stats.max_away,
+        median_replacement: median(&replacements),
+        slowest_replacement: replacements.iter().copied().max().unwrap_or_default(),
+        idle,
+    })
+}
+
+/// The git server's traffic and the watchers' CPU over the idle window,
+/// and their memory at its end.
+fn idle(settings: &Settings, fleet: &mut Fleet) -> Result<Idle> {
+    let pids: Vec<String> = fleet.watcher_pids().iter().map(u32::to_string).collect();
+    let ticks = |pids: &[String]| -> Result<u64> {
+        pids.iter().map(|pid| cpu_ticks(pid)).sum::<Result<u64>>()
+    };
+    let mark = fleet.http.access_log()?.len();
+    let cpu_before = ticks(&pids)?;
+    let started = Instant::now();
+    fleet.run_for(settings.idle);
+    let window = started.elapsed();
+    let cpu_after = ticks(&pids)?;
+    let entries = fleet.http.access_log()?;
+    let quiet = &entries[mark..];
+    let traffic = servers::Traffic::of(quiet);
+    let sum = |file: &str, key: &str| -> Result<u64> {
+        pids.iter().map(|pid| proc_kib(pid, file, key)).sum()
+    };
+    let rss = sum("status", "VmRSS:")?;
+    let pss = sum("smaps_rollup", "Pss:")?;
+    let per_second = sysconf(SysconfVar::CLK_TCK)?.context("no CLK_TCK")?;
+    Ok(Idle {
+        window,
+        requests: traffic.requests,
+        down: traffic.bytes_sent,
+        up: traffic.request_bytes,
+        rss,
+        pss,
+        watchers: pids.len(),
+        cpu: Duration::from_secs_f64(
+            (cpu_after - cpu_before) as f64 / f64::from(u32::try_from(per_second)?),
+        ),
+    })
+}
+
+fn print_table(settings: &Settings, one: Duration, rows: &[Row]) {
+    let m = settings.max_in_flight;
+    println!(
+        "# max_in_flight {m}, lease_ttl {} s, poll_interval {} s, boot delay {} ms, idle window {} s; \
+         R = {:.2} s; idle figures per node per minute at this poll interval",
+        settings.lease.as_secs(),
+        settings.poll.as_secs(),
+        settings.boot_delay.as_millis(),
+        settings.idle.as_secs(),
+        one.as_secs_f64()
+    );
+    println!(
+        "| N | roll | ideal ceil(N/{m})×R | roll / ideal | median replacement | max away | idle requests /node/min | idle bytes down / up /node/min | watchers' CPU /node/min | watchers' VmRSS: total, each | watchers' Pss total |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let waves = row.nodes.div_ceil(m as usize);
+        let ideal = one.as_secs_f64() * waves as f64;
+        let node_minutes = row.nodes as f64 * row.idle.window.as_secs_f64() / 60.0;
+        let per = |x: f64| x / node_minutes;
+        println!(
+            "| {} | {:.1} s | {:.1} s | {:.2} | {:.2} s | {} | {:.1} | {} / {} | {:.1} ms | {}, {} | {} |",
+            row.nodes,
+            row.roll.as_secs_f64(),
+            ideal,
+            row.roll.as_secs_f64() / ideal,
+            row.median_replacement.as_secs_f64(),
+            row.max_away,
+            per(row.idle.requests as f64),
+            bytes(per(row.idle.down as f64) as u64),
+            bytes(per(row.idle.up as f64) as u64),
+            per(row.idle.cpu.as_secs_f64() * 1000.0),
+            bytes(row.idle.rss),
+            bytes(row.idle.rss / row.idle.watchers.max(1) as u64),
+            bytes(row.idle.pss),
+        );
+    }
+}
