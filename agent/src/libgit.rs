@@ -20,9 +20,9 @@ const CERT_FILE_VAR: &str = "SSL_CERT_FILE";
 /// The CA bundle that was in effect before libgit2 started.
 static SYSTEM_BUNDLE: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-/// Pack windows: 512 KiB each, at most 1 MiB mapped.
-const MWINDOW_SIZE: usize = 512 * 1024;
-const MWINDOW_MAPPED_LIMIT: usize = 1024 * 1024;
+/// Pack windows: 256 KiB each, at most 512 KiB mapped.
+const MWINDOW_SIZE: usize = 256 * 1024;
+const MWINDOW_MAPPED_LIMIT: usize = 512 * 1024;
 
 /// Set once libgit2 has started, by either way.
 static STARTED: Once = Once::new();
