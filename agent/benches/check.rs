@@ -46,18 +46,17 @@ mod common;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{bytes, cpu_ticks, env_count, fmt, median, percentile};
+use common::{Watcher, bytes, cpu_ticks, env_count, fmt, median, percentile};
 use std::env;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, SysconfVar, sysconf};
+use nix::unistd::{SysconfVar, sysconf};
 use servers::{git_command, run_bounded};
 
 /// Managed files in the release.
@@ -407,16 +406,8 @@ impl Fixture {
             .filter(|&t| t > 0)
             .context("no clock tick rate")?;
         let log = self.dir.path().join("watch.log");
-        let log_file = fs::File::create(&log).context("creating the watcher's log")?;
-        let mut cmd = self.driftless(&["watch"]);
-        cmd.stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("duplicating the log file")?)
-            .stderr(log_file);
-        let mut watcher = Watcher {
-            child: cmd.spawn().context("starting driftless watch")?,
-            log,
-        };
-        let pid = watcher.child.id();
+        let mut watcher = Watcher::spawn(self.driftless(&["watch"]), log, STOP_TIMEOUT)?;
+        let pid = watcher.id();
         let watch_json = self.root.join("var/lib/driftless/watch.json");
 
         // Settled: polled once, channel evaluated (it names our release).
@@ -571,53 +562,6 @@ impl Fixture {
             watcher.log_text()
         );
         Ok(())
-    }
-}
-
-/// A running `driftless watch`; killed if still running when dropped.
-struct Watcher {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Watcher {
-    /// Fails, with the log, if the watcher has exited.
-    fn ensure_running(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait().context("waiting for the watcher")? {
-            bail!("driftless watch exited ({status}):\n{}", self.log_text());
-        }
-        Ok(())
-    }
-
-    /// The watcher's output so far.
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait (SIGKILL after [`STOP_TIMEOUT`]).
-    fn terminate(&mut self) -> Result<(ExitStatus, Duration)> {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).context("pid")?);
-        let sent = Instant::now();
-        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the watcher")?;
-        while sent.elapsed() < STOP_TIMEOUT {
-            if let Some(status) = self.child.try_wait().context("waiting for the watcher")? {
-                return Ok((status, sent.elapsed()));
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        bail!(
-            "driftless watch ignored SIGTERM for {STOP_TIMEOUT:?}:\n{}",
-            self.log_text()
-        )
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -60,18 +60,17 @@ mod common;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{bytes, cpu_ticks, env_count, fmt, median, percentile};
+use common::{Watcher, bytes, cpu_ticks, env_count, fmt, median, percentile};
 use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use driftless::poll::{PollOptions, Protocol, RefPoller};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::{Pid, SysconfVar, sysconf};
+use nix::unistd::{SysconfVar, sysconf};
 use servers::{AccessEntry, SmartHttp, git_command, isolate_git_env, run_bounded};
 use tokio::runtime::Runtime;
 
@@ -664,16 +663,9 @@ impl Bench<'_> {
 
         let mark = self.server.access_log()?.len();
         let log = self.fixture.dir.path().join("watch.log");
-        let log_file = fs::File::create(&log).context("creating the watcher's log")?;
-        let mut cmd = self.fixture.driftless(&root, &["watch"]);
-        cmd.stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("duplicating the log file")?)
-            .stderr(log_file);
-        let mut watcher = Watcher {
-            child: cmd.spawn().context("starting driftless watch")?,
-            log,
-        };
-        let pid = watcher.child.id().to_string();
+        let mut watcher =
+            Watcher::spawn(self.fixture.driftless(&root, &["watch"]), log, STOP_TIMEOUT)?;
+        let pid = watcher.id().to_string();
         let header = memory_header(&format!(" | {:>12}", "CPU so far"));
         println!("{header}");
         println!("{}", "-".repeat(header.chars().count()));
@@ -768,53 +760,6 @@ fn sample_points(polls: usize) -> Vec<usize> {
         .collect();
     points.push(polls);
     points
-}
-
-/// A running `driftless watch`; killed if still running when dropped.
-struct Watcher {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Watcher {
-    /// Fails, with the log, if the watcher has exited.
-    fn ensure_running(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait().context("waiting for the watcher")? {
-            bail!("driftless watch exited ({status}):\n{}", self.log_text());
-        }
-        Ok(())
-    }
-
-    /// The watcher's output so far.
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then wait up to [`STOP_TIMEOUT`] (the drop kills it after).
-    fn terminate(&mut self) -> Result<(ExitStatus, Duration)> {
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).context("pid")?);
-        let sent = Instant::now();
-        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the watcher")?;
-        while sent.elapsed() < STOP_TIMEOUT {
-            if let Some(status) = self.child.try_wait().context("waiting for the watcher")? {
-                return Ok((status, sent.elapsed()));
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        bail!(
-            "driftless watch ignored SIGTERM for {STOP_TIMEOUT:?}:\n{}",
-            self.log_text()
-        )
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Memory figures of a process from `/proc/PID/status`, in bytes.

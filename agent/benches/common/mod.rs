@@ -100,3 +100,80 @@ pub fn proc_kib(pid: &str, file: &str, key: &str) -> Result<u64> {
         .with_context(|| format!("no {key} in {path}"))?;
     Ok(kib * 1024)
 }
+
+/// A running `driftless watch` whose output goes to a log file; killed if
+/// still running when dropped.
+#[allow(dead_code)] // only the benchmarks that run a watcher use it
+pub struct Watcher {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    stop_timeout: Duration,
+}
+
+#[allow(dead_code)]
+impl Watcher {
+    /// Starts `cmd` (a `driftless watch` command line) with stdin closed
+    /// and stdout and stderr to `log`; `terminate` waits `stop_timeout`.
+    pub fn spawn(
+        mut cmd: std::process::Command,
+        log: std::path::PathBuf,
+        stop_timeout: Duration,
+    ) -> Result<Self> {
+        let log_file = fs::File::create(&log).context("creating the watcher's log")?;
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().context("duplicating the log file")?)
+            .stderr(log_file);
+        let child = cmd.spawn().context("starting driftless watch")?;
+        Ok(Self {
+            child,
+            log,
+            stop_timeout,
+        })
+    }
+
+    /// The watcher's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails, with the log, if the watcher has exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait().context("waiting for the watcher")? {
+            anyhow::bail!("driftless watch exited ({status}):\n{}", self.log_text());
+        }
+        Ok(())
+    }
+
+    /// The watcher's output so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait up to the stop timeout (the drop kills it after).
+    pub fn terminate(&mut self) -> Result<(std::process::ExitStatus, Duration)> {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).context("pid")?);
+        let sent = std::time::Instant::now();
+        kill(pid, Signal::SIGTERM).context("sending SIGTERM to the watcher")?;
+        while sent.elapsed() < self.stop_timeout {
+            if let Some(status) = self.child.try_wait().context("waiting for the watcher")? {
+                return Ok((status, sent.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        anyhow::bail!(
+            "driftless watch ignored SIGTERM for {:?}:\n{}",
+            self.stop_timeout,
+            self.log_text()
+        )
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
