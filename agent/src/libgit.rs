@@ -40,11 +40,8 @@ pub fn start() {
 #[allow(unsafe_code)]
 pub fn ensure_started() {
     STARTED.call_once(|| {
-        let _ = SYSTEM_BUNDLE.set(
-            std::env::var_os(CERT_FILE_VAR)
-                .map(PathBuf::from)
-                .or_else(|| openssl_probe::probe().cert_file),
-        );
+        // The environment is untouched here, so `system_bundle` finds the
+        // bundle itself when an HTTPS fetch asks.
         let _ = git2::Config::new();
         // SAFETY: inside `call_once`, before anything in this process has
         // used libgit2 (every use starts it first, through here or `start`).
