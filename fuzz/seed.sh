@@ -10,7 +10,7 @@ corpus=$fuzz_dir/corpus
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-mkdir -p "$corpus/armor_sshsig" "$corpus/allowed_signers" "$corpus/git_object"
+mkdir -p "$corpus/armor_sshsig" "$corpus/allowed_signers" "$corpus/git_object" "$corpus/pack"
 
 message=$work/message
 printf 'driftless fuzz seed\n' > "$message"
@@ -69,5 +69,18 @@ git -C "$repo" cat-file tag v1.0.0 > "$corpus/git_object/signed-tag"
 git -C "$repo" cat-file tag unsigned > "$corpus/git_object/unsigned-tag"
 git -C "$repo" cat-file commit HEAD > "$corpus/git_object/signed-commit"
 git -C "$repo" cat-file commit HEAD~ > "$corpus/git_object/unsigned-commit"
+
+# pack: small packs made by git, with offset deltas, with ref deltas, and
+# the shallow pack of one tag as a first boot receives it.
+mkdir -p "$corpus/pack"
+for n in 1 2 3; do
+    { for i in $(seq 200); do echo "line $i of a file git will deltify"; done; echo "variant $n"; } > "$repo/f$n.txt"
+done
+git -C "$repo" add -A
+git -C "$repo" commit -q -m "near copies"
+git -C "$repo" tag -a deltas -m "deltas"
+echo refs/tags/deltas | git -C "$repo" pack-objects -q --stdout --revs --delta-base-offset > "$corpus/pack/ofs-deltas"
+echo refs/tags/deltas | git -C "$repo" pack-objects -q --stdout --revs > "$corpus/pack/ref-deltas"
+echo refs/tags/v1.0.0 | git -C "$repo" pack-objects -q --stdout --revs --delta-base-offset > "$corpus/pack/signed-tag"
 
 echo "seeds written to $corpus"

@@ -30,6 +30,7 @@ pub mod health;
 pub mod libgit;
 pub mod lock;
 pub mod metrics;
+pub mod pack;
 pub mod plan;
 pub mod poll;
 pub mod release;
