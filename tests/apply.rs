@@ -542,7 +542,7 @@ fn assert_status_applied(rich: &Rich, root: &NodeRoot) {
 
 /// Applies the rich release fetched from `url` (trusting the CA at `ca`
 /// for HTTPS) and checks everything.
-fn apply_over(rich: &Rich, url: &str, ca: Option<&Path>) {
+fn apply_over(rich: &Rich, url: &str, ca: Option<&Path>) -> NodeRoot {
     let mut config = Config::new(url);
     if ca.is_some() {
         config.ca_file = Some("/etc/driftless/ca.pem".to_owned());
@@ -556,6 +556,34 @@ fn apply_over(rich: &Rich, url: &str, ca: Option<&Path>) {
     assert_first_apply(rich, &run);
     assert_rich_tree(&root, &rich.release, &base);
     assert_status_applied(rich, &root);
+    root
+}
+
+/// Asserts that the release came by a streamed protocol v2 fetch: one
+/// `ls-refs` and one `fetch` request, no cache left behind (the objects
+/// were written straight to the files), and no staging directory either.
+fn assert_streamed(root: &NodeRoot, log: &[servers::AccessEntry]) {
+    let requests: Vec<(&str, &str, Option<&str>)> = log
+        .iter()
+        .map(|e| (e.method.as_str(), e.uri.as_str(), e.git_protocol.as_deref()))
+        .collect();
+    assert!(
+        log.len() == 2
+            && log.iter().all(|e| e.method == "POST"
+                && e.uri.ends_with("/git-upload-pack")
+                && e.git_protocol.as_deref() == Some("version=2")
+                && e.status == 200),
+        "two v2 requests, ls-refs and fetch: {requests:?}"
+    );
+    for leftover in [
+        "/var/lib/driftless/cache.git",
+        "/var/lib/driftless/incoming",
+    ] {
+        assert!(
+            !root.host(leftover).exists(),
+            "{leftover} is left after a streamed apply"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -574,14 +602,30 @@ fn applies_over_git_daemon() {
 fn applies_over_smart_http() {
     let rich = Rich::new();
     let http = SmartHttp::start(&rich.world.srv()).expect("start smart HTTP");
-    apply_over(&rich, &http.http_url(REPO), None);
+    let root = apply_over(&rich, &http.http_url(REPO), None);
     let log = http
         .wait_for_requests(2, Duration::from_secs(5))
         .expect("access log");
+    assert_streamed(&root, &log);
+}
+
+#[test]
+fn a_server_without_protocol_v2_is_fetched_with_libgit2() {
+    let rich = Rich::new();
+    let http = SmartHttp::start(&rich.world.srv()).expect("start smart HTTP");
+    let root = apply_over(&rich, &http.v0_url(REPO), None);
+    let log = http.access_log().expect("access log");
     assert!(
-        log.iter()
-            .any(|e| e.uri.contains("git-upload-pack") && e.status == 200),
-        "the release came over smart HTTP: {log:?}"
+        log.iter().any(|e| e.method == "GET"
+            && e.uri.contains("/info/refs?service=git-upload-pack")
+            && e.git_protocol.is_none()),
+        "libgit2 fetched it after the v2 attempt: {log:?}"
+    );
+    assert!(
+        root.host("/var/lib/driftless/cache.git/objects/pack")
+            .is_dir()
+            && !root.host("/var/lib/driftless/incoming").exists(),
+        "libgit2 fetched into the cache"
     );
 }
 
@@ -589,15 +633,15 @@ fn applies_over_smart_http() {
 fn applies_over_smart_https_with_ca_file() {
     let rich = Rich::new();
     let http = SmartHttp::start(&rich.world.srv()).expect("start smart HTTPS");
-    apply_over(&rich, &http.https_url(REPO), Some(http.ca_cert_path()));
+    let root = apply_over(&rich, &http.https_url(REPO), Some(http.ca_cert_path()));
     let log = http
         .wait_for_requests(2, Duration::from_secs(5))
         .expect("access log");
     assert!(
-        log.iter()
-            .any(|e| e.scheme == "https" && e.uri.contains("git-upload-pack") && e.status == 200),
+        log.iter().all(|e| e.scheme == "https"),
         "the release came over HTTPS: {log:?}"
     );
+    assert_streamed(&root, &log);
 }
 
 #[test]
@@ -845,10 +889,15 @@ fn preseeded_cache_needs_no_network() {
 
 /// Kills apply after each of its durable changes in turn, finishes it with a
 /// second run, and compares the result with an uninterrupted apply.
-fn resumable_at_every_change(shadow_files: bool) {
+fn resumable_at_every_change(shadow_files: bool, over_http: bool) {
     let rich = Rich::new();
+    let http = over_http.then(|| SmartHttp::start(&rich.world.srv()).expect("start smart HTTP"));
     let make_root = |name: &str| {
-        let root = rich.file_root(name);
+        let root = match &http {
+            // Streamed: the kill may leave received objects staged.
+            Some(http) => rich.root(name, &Config::new(&http.http_url(REPO))),
+            None => rich.file_root(name),
+        };
         if shadow_files {
             root.add_shadow_files();
         }
@@ -908,13 +957,19 @@ fn resumable_at_every_change(shadow_files: bool) {
 
 #[test]
 fn resumable_after_a_kill_at_every_change() {
-    resumable_at_every_change(false);
+    resumable_at_every_change(false, false);
 }
 
 /// The same with Debian's `/etc/shadow` and `/etc/gshadow` present.
 #[test]
 fn resumable_after_a_kill_at_every_change_with_shadow_files() {
-    resumable_at_every_change(true);
+    resumable_at_every_change(true, false);
+}
+
+/// The same with the release streamed over smart HTTP.
+#[test]
+fn resumable_after_a_kill_at_every_change_of_a_streamed_apply() {
+    resumable_at_every_change(false, true);
 }
 
 // ---------------------------------------------------------------------------
@@ -1379,6 +1434,80 @@ fn a_stalled_server_fails_the_fetch_within_the_deadline() {
     );
 }
 
+/// A root configured for the payload release behind a [`FaultProxy`] in
+/// front of smart HTTP; returns the world's pieces the test needs.
+fn faulty_http(fault: Fault) -> (World, Release, SmartHttp, FaultProxy, NodeRoot, String) {
+    let world = World::new();
+    let key = world.keygen("release");
+    let release = payload_release();
+    world.publish(REPO, &release, TAG, Tagging::Signed(&key));
+    let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
+    let proxy = FaultProxy::start(http.http_addr(), fault).expect("start fault proxy");
+    let url = proxy.url("http", REPO);
+    let root = world.root("node");
+    root.trust(&[key.allowed(PRINCIPAL)]);
+    root.configure(&Config::new(&url));
+    (world, release, http, proxy, root, url)
+}
+
+/// Applies a root whose fetch must fail, and asserts it gave up with the
+/// root unchanged and nothing left staged; returns the run and its attempts.
+fn streamed_apply_gives_up(root: &NodeRoot, url: &str) -> (Run, u32) {
+    let before = root.snapshot();
+    let run = root.apply();
+    let attempts = assert_fetch_gave_up(root, &before, &run, url);
+    assert!(
+        !root.host("/var/lib/driftless/incoming").exists(),
+        "the staged objects of failed attempts are gone"
+    );
+    (run, attempts)
+}
+
+#[test]
+fn a_streamed_pack_cut_mid_transfer_fails_the_fetch() {
+    let (_world, release, http, proxy, root, url) = faulty_http(Fault::CutAfter(FAULT_AT));
+    let (run, attempts) = streamed_apply_gives_up(&root, &url);
+    assert!(attempts >= 2, "retried\n{}", run.describe());
+    assert!(
+        proxy.bytes_to_client() >= FAULT_AT * u64::from(attempts.min(2)),
+        "each attempt got part of the pack"
+    );
+    // The control: the same server without the fault.
+    root.configure(&Config::new(&http.http_url(REPO)));
+    root.apply().ok();
+    assert_eq!(
+        root.read("/srv/payload.bin"),
+        release.bytes("files/payload.bin")
+    );
+}
+
+#[test]
+fn a_streamed_pack_that_stalls_fails_within_the_deadline() {
+    let (_world, _release, _http, proxy, root, url) = faulty_http(Fault::StallAfter(FAULT_AT));
+    let (run, _) = streamed_apply_gives_up(&root, &url);
+    assert!(proxy.bytes_to_client() >= FAULT_AT);
+    assert!(
+        run.elapsed < DEADLINE + IO_TIMEOUT + MARGIN,
+        "a stall costs at most the I/O timeout past the deadline\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_streamed_pack_corrupted_in_flight_is_refused() {
+    // One bit flipped deep inside the pack: inflating, an object id, a
+    // delta or the pack's checksum gives it away, whichever it hits.
+    let (_world, _release, _http, proxy, root, url) = faulty_http(Fault::Corrupt(FAULT_AT));
+    let (run, attempts) = streamed_apply_gives_up(&root, &url);
+    assert!(attempts >= 2, "retried\n{}", run.describe());
+    assert!(
+        run.stderr.contains("pack") || run.stderr.contains("transfer"),
+        "the error says what was wrong\n{}",
+        run.describe()
+    );
+    assert!(proxy.connections() >= 2);
+}
+
 #[test]
 fn a_tag_missing_on_the_server_fails_without_retrying() {
     let rich = Rich::new();
@@ -1566,7 +1695,19 @@ fn a_token_sent_to_a_refusing_server_is_never_printed() {
     let root = token_root(&world, &key, &url);
     let before = root.snapshot();
     let run = root.apply();
-    assert_fetch_gave_up(&root, &before, &run, &url);
+    // Refused credentials do not heal by retrying.
+    run.refused(
+        EXIT_FETCH,
+        &[
+            "cannot fetch",
+            TAG,
+            &url,
+            "HTTP status 401",
+            "(not retried)",
+        ],
+    );
+    assert_eq!(diff(&before, &root.snapshot()), Vec::<String>::new());
+    assert!(root.state().is_none(), "nothing to record before a fetch");
     // The token really was used, so its absence from the output means something.
     let sent: Vec<String> = server
         .seen()

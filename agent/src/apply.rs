@@ -4,7 +4,7 @@
 //! a run killed at any point is finished by the next run with the same
 //! result. A node that was already applied is only checked, never changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -20,9 +20,10 @@ use crate::fetch;
 use crate::gate;
 use crate::health;
 use crate::lock::{self, LockError, LockMode, LockStatus};
+use crate::pack::ObjectId;
 use crate::plan::{self, Bytes, Change, Current, Desired, Entry, Step};
 use crate::release::Release;
-use crate::root::{Kind, Root};
+use crate::root::{Kind, Root, sha256_of};
 use crate::spec::UnitName;
 use crate::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
 use crate::systemd;
@@ -141,12 +142,63 @@ pub fn fetch_verified(
     root: &Path,
     config: &AgentConfig,
 ) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
+    let fetched = fetch_release(root, config, false)?;
+    let cache = fetched
+        .cache
+        .ok_or_else(|| anyhow::anyhow!("no cache was opened"))?;
+    Ok((cache, fetched.verified, fetched.channel))
+}
+
+/// A verified release and where its objects are.
+pub struct Fetched {
+    /// The cache, which holds the release unless `streamed` does (and is
+    /// not opened at all when nothing could be in it).
+    pub cache: Option<Repository>,
+    /// The release, when a streamed fetch received it.
+    pub streamed: Option<crate::stream::Streamed>,
+    /// The verification that admitted it.
+    pub verified: Verified,
+    /// The channel state the tag came from, if it came from a channel.
+    pub channel: Option<ChannelState>,
+}
+
+/// Finds the pinned tag, verified: in the cache when it already holds it,
+/// else from the source, by a streamed fetch when `stream` allows and the
+/// source speaks protocol v2 over HTTP(S), else with libgit2 into the cache.
+pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow::Result<Fetched> {
     let trust = load_trust(root, config)?;
+    // A node that never had a cache, with a fixed tag, has nothing to look
+    // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
+    // start alone costs an agent about 4 MiB: it starts OpenSSL).
+    let fresh = config
+        .release
+        .tag
+        .as_ref()
+        .filter(|_| stream && !fetch::cache_dir(root).exists());
+    if let Some(tag) = fresh {
+        tracing::info!(
+            "fetching release {} from {}",
+            tag.as_str(),
+            config.source.url.redacted()
+        );
+        if let Some(received) = crate::stream::fetch_tag(root, config, tag, &trust)? {
+            check_pin(config, tag, &received.verified)?;
+            return Ok(Fetched {
+                cache: None,
+                verified: received.verified.clone(),
+                streamed: Some(received),
+                channel: None,
+            });
+        }
+    }
+    // Every thread of a streamed attempt has ended: libgit2 may start now.
+    crate::libgit::start();
     let repo = fetch::open_cache(root)?;
     let (tag, channel_state) = resolve_tag(root, config, &repo, &trust)?;
     let tag = &tag;
     let cached = fetch::has_tag(&repo, tag)
         .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
+    let mut streamed = None;
     let verified = match cached {
         Some(Ok(v)) => {
             tracing::info!(
@@ -167,12 +219,37 @@ pub fn fetch_verified(
                 tag.as_str(),
                 config.source.url.redacted()
             );
-            fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
-            verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("tag {}", tag.as_str()))?
+            let received = if stream {
+                crate::stream::fetch_tag(root, config, tag, &trust)?
+            } else {
+                None
+            };
+            match received {
+                Some(received) => {
+                    let verified = received.verified.clone();
+                    streamed = Some(received);
+                    verified
+                }
+                None => {
+                    fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
+                    verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| format!("tag {}", tag.as_str()))?
+                }
+            }
         }
     };
+    check_pin(config, tag, &verified)?;
+    Ok(Fetched {
+        cache: Some(repo),
+        streamed,
+        verified,
+        channel: channel_state,
+    })
+}
+
+/// Refuses a tag that names another commit than the config pins.
+fn check_pin(config: &AgentConfig, tag: &TagName, verified: &Verified) -> anyhow::Result<()> {
     if let Some(pinned) = &config.release.commit {
         if pinned.as_str() != verified.commit {
             return Err(PinMismatch {
@@ -190,7 +267,7 @@ pub fn fetch_verified(
         verified.principal,
         verified.fingerprint
     );
-    Ok((repo, verified, channel_state))
+    Ok(())
 }
 
 /// Reads the account files under the root (absent ones read as empty).
@@ -242,7 +319,11 @@ pub fn plan(
         ) = (&found, &mut d.entry)
         {
             if sha256.is_none() && c.sha256.is_some() {
-                *sha256 = Some(sha256_of(&read_blob(release, id)?));
+                let known = blob_id(id).ok().and_then(|oid| release.known_sha256(&oid));
+                *sha256 = Some(match known {
+                    Some(digest) => digest,
+                    None => sha256_of(&read_blob(release, id)?),
+                });
             }
         }
         current.insert(d.path.clone(), found);
@@ -250,15 +331,12 @@ pub fn plan(
     Ok(plan::diff(desired, &current)?)
 }
 
-fn read_blob(release: &Release<'_>, id: &str) -> Result<Vec<u8>, ApplyError> {
-    let oid = git2::Oid::from_str(id).map_err(|e| ApplyError(e.message().to_owned()))?;
-    release.blob_bytes(oid).map_err(ApplyError)
+fn blob_id(id: &str) -> Result<ObjectId, ApplyError> {
+    ObjectId::from_hex(id).ok_or_else(|| ApplyError(format!("{id:?} is not a blob id")))
 }
 
-fn sha256_of(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
+fn read_blob(release: &Release<'_>, id: &str) -> Result<Vec<u8>, ApplyError> {
+    release.blob_bytes(&blob_id(id)?).map_err(ApplyError)
 }
 
 /// Without root, files cannot be given to other users: an unprivileged
@@ -319,6 +397,18 @@ fn execute(
         .iter()
         .filter(|s| s.change != Change::Unchanged)
         .collect();
+    // How many of the paths still to write need each blob: the last one
+    // may take a received blob's file instead of a copy.
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for step in &changing {
+        if let Entry::File {
+            content: Bytes::Blob { id, .. },
+            ..
+        } = &step.desired.entry
+        {
+            *uses.entry(id.as_str()).or_default() += 1;
+        }
+    }
     let mut staged = Vec::new();
     for step in &changing {
         let d = &step.desired;
@@ -350,16 +440,25 @@ fn execute(
                 ..
             } => {
                 // Blobs are read one at a time, right before they are written.
-                let loaded;
-                let bytes: &[u8] = match content {
-                    Bytes::Held(bytes) => bytes,
+                let entry = match content {
+                    Bytes::Held(bytes) => root.stage_file(&d.path, bytes, *mode, *uid, *gid)?,
                     Bytes::Blob { id, .. } => {
-                        loaded = read_blob(release, id)?;
-                        digests.insert(d.path.clone(), sha256_of(&loaded));
-                        &loaded
+                        let left = uses.get_mut(id.as_str()).map_or(0, |n| {
+                            *n -= 1;
+                            *n
+                        });
+                        let (entry, digest) = release.stage_blob(
+                            root,
+                            &d.path,
+                            &blob_id(id)?,
+                            (*mode, *uid, *gid),
+                            left == 0,
+                        )?;
+                        digests.insert(d.path.clone(), digest);
+                        entry
                     }
                 };
-                staged.push((root.stage_file(&d.path, bytes, *mode, *uid, *gid)?, step));
+                staged.push((entry, step));
             }
             Entry::Link { target } => staged.push((root.stage_link(&d.path, target)?, step)),
         }
@@ -473,7 +572,7 @@ pub fn apply(
     }
     // A run after an interrupted or failed one may find paths it locked.
     let resumed = state::load(&root)?.is_some();
-    let (repo, verified, channel_state) = match fetch_verified(root_path, config) {
+    let fetched = match fetch_release(root_path, config, true) {
         Ok(found) => found,
         Err(e) => {
             if !resumed {
@@ -482,7 +581,12 @@ pub fn apply(
             return Err(e);
         }
     };
-    let release = Release::open(&repo, verified)?;
+    let channel_state = fetched.channel;
+    let release = match (&fetched.streamed, &fetched.cache) {
+        (Some(streamed), _) => Release::streamed(streamed)?,
+        (None, Some(cache)) => Release::open(cache, fetched.verified)?,
+        (None, None) => anyhow::bail!("neither the cache nor a streamed fetch holds the release"),
+    };
     let pinned = PinnedRelease::from(&release.verified);
     let mut record = State {
         version: 1,

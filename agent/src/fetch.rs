@@ -142,10 +142,9 @@ pub fn fetch_ref(
         name: remote_ref.to_owned(),
         url: source.url.redacted(),
     };
-    let mut delay = settings.retry_initial.0;
-    let mut attempts = 0;
+    let mut retries = Retries::new(remote_ref, source, settings);
     loop {
-        attempts += 1;
+        retries.attempts += 1;
         match fetch_once(repo, source, &credentials, &refspec, shallow, deadline) {
             Ok(()) if repo.find_reference(local_ref).is_ok() => return Ok(()),
             Ok(()) => return Err(no_such_ref()),
@@ -157,23 +156,57 @@ pub fn fetch_ref(
                     reason: e.message().to_owned(),
                 });
             }
-            Err(e) => {
-                let message = e.message().to_owned();
-                let pause = jitter(delay);
-                if Instant::now() + pause >= deadline {
-                    return Err(FetchError::GaveUp {
-                        name: remote_ref.to_owned(),
-                        url: source.url.redacted(),
-                        deadline: settings.deadline.0,
-                        attempts,
-                        last: message,
-                    });
-                }
-                tracing::warn!(attempt = attempts, retry_in = ?pause, "fetch of {remote_ref} from {} failed: {message}", source.url.redacted());
-                std::thread::sleep(pause);
-                delay = (delay * 2).min(settings.retry_max.0);
-            }
+            Err(e) => retries.after_failure(e.message().to_owned())?,
         }
+    }
+}
+
+/// The attempts of one fetch: exponential backoff with jitter, within one
+/// total deadline that starts when this is made.
+pub(crate) struct Retries<'a> {
+    name: &'a str,
+    url: String,
+    settings: &'a FetchSettings,
+    deadline: Instant,
+    delay: Duration,
+    /// Attempts made (the caller counts each as it starts).
+    pub attempts: u32,
+}
+
+impl<'a> Retries<'a> {
+    pub(crate) fn new(name: &'a str, source: &Source, settings: &'a FetchSettings) -> Self {
+        Self {
+            name,
+            url: source.url.redacted(),
+            settings,
+            deadline: Instant::now() + settings.deadline.0,
+            delay: settings.retry_initial.0,
+            attempts: 0,
+        }
+    }
+
+    /// Time left before the deadline.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// After a failed attempt: waits before the next one, or gives up when
+    /// that wait would pass the deadline.
+    pub(crate) fn after_failure(&mut self, message: String) -> Result<(), FetchError> {
+        let pause = jitter(self.delay);
+        if Instant::now() + pause >= self.deadline {
+            return Err(FetchError::GaveUp {
+                name: self.name.to_owned(),
+                url: self.url.clone(),
+                deadline: self.settings.deadline.0,
+                attempts: self.attempts,
+                last: message,
+            });
+        }
+        tracing::warn!(attempt = self.attempts, retry_in = ?pause, "fetch of {} from {} failed: {message}", self.name, self.url);
+        std::thread::sleep(pause);
+        self.delay = (self.delay * 2).min(self.settings.retry_max.0);
+        Ok(())
     }
 }
 

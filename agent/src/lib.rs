@@ -38,6 +38,7 @@ pub mod rollout;
 pub mod root;
 pub mod spec;
 pub mod state;
+pub mod stream;
 pub mod systemd;
 pub mod terminate;
 pub mod tls;

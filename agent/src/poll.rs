@@ -751,45 +751,10 @@ impl RefPoller {
     async fn ls_ref_v2(&self, http: &Http, ref_name: &str) -> Result<V2, PollError> {
         let body = ls_refs_request(ref_name).map_err(|e| self.malformed(e.to_string()))?;
         let started = Instant::now();
-        let mut response = http
-            .client
-            .post(http.endpoint.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e, started, "the response"))?;
-        let status = response.status();
-        if status.is_redirection()
-            || matches!(
-                status,
-                StatusCode::BAD_REQUEST
-                    | StatusCode::METHOD_NOT_ALLOWED
-                    | StatusCode::LENGTH_REQUIRED
-                    | StatusCode::UNSUPPORTED_MEDIA_TYPE
-                    | StatusCode::NOT_IMPLEMENTED
-            )
-        {
-            return Ok(V2::NotSpoken(format!("HTTP status {}", status.as_u16())));
-        }
-        if !status.is_success() {
-            return Err(PollError::HttpStatus {
-                url: self.redacted.clone(),
-                status: status.as_u16(),
-                hint: status_hint(status),
-            });
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(str::trim);
-        if !content_type.is_some_and(|t| t.eq_ignore_ascii_case(RESULT_TYPE)) {
-            return Ok(V2::NotSpoken(format!(
-                "content type {}",
-                clean_message(content_type.unwrap_or("(none)").as_bytes())
-            )));
-        }
+        let mut response = match self.post_v2(http, body, started).await? {
+            Ok(response) => response,
+            Err(why) => return Ok(V2::NotSpoken(why)),
+        };
         let limit = self.options.max_answer_bytes;
         let too_large = || PollError::TooLarge {
             url: self.redacted.clone(),
@@ -828,6 +793,85 @@ impl RefPoller {
             }),
             Err(other) => Err(self.malformed(other.to_string())),
         }
+    }
+
+    /// Sends one protocol v2 command (a request body of pkt-lines) and
+    /// returns the response once its status and content type show a smart
+    /// HTTP answer; `Ok(Err(why))` when the server does not speak v2.
+    async fn post_v2(
+        &self,
+        http: &Http,
+        body: Vec<u8>,
+        started: Instant,
+    ) -> Result<Result<reqwest::Response, String>, PollError> {
+        let response = http
+            .client
+            .post(http.endpoint.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.request_error(e, started, "the response"))?;
+        let status = response.status();
+        if status.is_redirection()
+            || matches!(
+                status,
+                StatusCode::BAD_REQUEST
+                    | StatusCode::METHOD_NOT_ALLOWED
+                    | StatusCode::LENGTH_REQUIRED
+                    | StatusCode::UNSUPPORTED_MEDIA_TYPE
+                    | StatusCode::NOT_IMPLEMENTED
+            )
+        {
+            return Ok(Err(format!("HTTP status {}", status.as_u16())));
+        }
+        if !status.is_success() {
+            return Err(PollError::HttpStatus {
+                url: self.redacted.clone(),
+                status: status.as_u16(),
+                hint: status_hint(status),
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim);
+        if !content_type.is_some_and(|t| t.eq_ignore_ascii_case(RESULT_TYPE)) {
+            return Ok(Err(format!(
+                "content type {}",
+                clean_message(content_type.unwrap_or("(none)").as_bytes())
+            )));
+        }
+        Ok(Ok(response))
+    }
+
+    /// Sends a protocol v2 command over HTTP(S) and streams the response
+    /// body, chunk by chunk, to `each` (which returns false to stop).
+    /// `Ok(Err(why))` when this source is not HTTP(S) or does not speak v2.
+    pub async fn stream_command(
+        &self,
+        body: Vec<u8>,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Result<(), String>, PollError> {
+        let Some(http) = &self.http else {
+            return Ok(Err("not an HTTP(S) source".into()));
+        };
+        let started = Instant::now();
+        let mut response = match self.post_v2(http, body, started).await? {
+            Ok(response) => response,
+            Err(why) => return Ok(Err(why)),
+        };
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.request_error(e, started, "the rest of the answer"))?
+        {
+            if !each(&chunk) {
+                break;
+            }
+        }
+        Ok(Ok(()))
     }
 
     fn malformed(&self, reason: String) -> PollError {

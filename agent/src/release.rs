@@ -1,11 +1,18 @@
-//! A verified release, read straight from the object database: the node
-//! spec and the bytes of every file it names. Nothing is checked out, and
-//! only the verified commit's tree is ever read.
+//! A verified release, read straight from its objects: the node spec and the
+//! bytes of every file it names. Nothing is checked out, and only the
+//! verified commit's tree is ever read, either from the cache (libgit2's
+//! object database) or from the objects a streamed fetch received.
 
-use git2::{ObjectType, Repository, Tree};
+use std::cell::OnceCell;
+use std::collections::HashMap;
 
-use crate::spec::{MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
-use crate::types::TreePath;
+use git2::{ObjectType, Repository};
+
+use crate::pack::ObjectId;
+use crate::root::{Root, Staged};
+use crate::spec::{MAX_ENTRIES, MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
+use crate::stream::{Incoming, Streamed};
+use crate::types::{NodePath, TreePath};
 use crate::verify::Verified;
 
 /// A file the spec names cannot be read from the release tree.
@@ -20,33 +27,62 @@ pub struct ReleaseError {
     pub reason: String,
 }
 
+/// Every entry of a release tree by path: object id and git mode.
+pub type TreeIndex = HashMap<String, (ObjectId, u32)>;
+
+/// Where the release's objects are.
+enum Objects<'r> {
+    /// The cache, through libgit2 (which checks each object against its id
+    /// as it reads it).
+    Cache(&'r Repository),
+    /// Received by a streamed fetch, every id computed as it arrived.
+    Streamed(&'r Incoming),
+}
+
 /// The verified commit's tree.
 pub struct Release<'r> {
-    tree: Tree<'r>,
-    repo: &'r Repository,
-    /// Every blob of the tree by path, from one walk (instead of one walk
-    /// from the root per file).
-    index: std::cell::OnceCell<std::collections::HashMap<String, (git2::Oid, i32)>>,
+    objects: Objects<'r>,
+    tree: ObjectId,
+    /// Every entry of the tree by path (blob id and git mode), from one walk
+    /// instead of one walk from the root per file.
+    index: OnceCell<Result<TreeIndex, String>>,
     /// The verification that admitted this release.
     pub verified: Verified,
 }
 
 impl<'r> Release<'r> {
-    /// Opens the tree of a verified tag or commit.
+    /// Opens the tree of a verified tag or commit in the cache.
     pub fn open(repo: &'r Repository, verified: Verified) -> Result<Self, ReleaseError> {
-        let fail = |reason: String| ReleaseError {
+        let release = Self::new(Objects::Cache(repo), verified)?;
+        let oid = git2::Oid::from_bytes(&release.tree.0)
+            .map_err(|e| release.error_at("/", e.message().to_owned()))?;
+        repo.find_tree(oid).map_err(|e| {
+            release.error_at("/", format!("tree missing from the cache: {}", e.message()))
+        })?;
+        Ok(release)
+    }
+
+    /// The tree of a verified tag whose objects a streamed fetch received
+    /// (which checked that every object of the tree arrived).
+    pub fn streamed(streamed: &'r Streamed) -> Result<Self, ReleaseError> {
+        let release = Self::new(
+            Objects::Streamed(&streamed.incoming),
+            streamed.verified.clone(),
+        )?;
+        let _ = release.index.set(Ok(streamed.index.clone()));
+        Ok(release)
+    }
+
+    fn new(objects: Objects<'r>, verified: Verified) -> Result<Self, ReleaseError> {
+        let tree = ObjectId::from_hex(&verified.tree).ok_or_else(|| ReleaseError {
             tag: verified.name.clone(),
             path: "/".into(),
-            reason,
-        };
-        let oid = git2::Oid::from_str(&verified.tree).map_err(|e| fail(e.message().to_owned()))?;
-        let tree = repo
-            .find_tree(oid)
-            .map_err(|e| fail(format!("tree missing from the cache: {}", e.message())))?;
+            reason: format!("{:?} is not a tree id", verified.tree),
+        })?;
         Ok(Self {
+            objects,
             tree,
-            repo,
-            index: std::cell::OnceCell::new(),
+            index: OnceCell::new(),
             verified,
         })
     }
@@ -55,7 +91,7 @@ impl<'r> Release<'r> {
     /// symlink, a submodule, a directory) and anything over `limit` bytes.
     pub fn read(&self, path: &TreePath, limit: u64) -> Result<Vec<u8>, ReleaseError> {
         let (id, _) = self.regular_file(path, limit)?;
-        self.blob_bytes(id)
+        self.blob_bytes(&id)
             .map_err(|reason| self.error(path, reason))
     }
 
@@ -68,61 +104,119 @@ impl<'r> Release<'r> {
     ) -> Result<crate::plan::BlobRef, ReleaseError> {
         let (id, len) = self.regular_file(path, limit)?;
         Ok(crate::plan::BlobRef {
-            id: id.to_string(),
+            id: id.to_hex(),
             len,
         })
     }
 
-    /// The bytes of the blob `id` (read from the object database, which
-    /// checks them against their id).
-    pub fn blob_bytes(&self, id: git2::Oid) -> Result<Vec<u8>, String> {
-        let blob = self
-            .repo
-            .find_blob(id)
-            .map_err(|e| e.message().to_owned())?;
-        Ok(blob.content().to_vec())
+    /// The bytes of the blob `id`.
+    pub fn blob_bytes(&self, id: &ObjectId) -> Result<Vec<u8>, String> {
+        match self.objects {
+            Objects::Cache(repo) => {
+                let oid = git2::Oid::from_bytes(&id.0).map_err(|e| e.message().to_owned())?;
+                let blob = repo.find_blob(oid).map_err(|e| e.message().to_owned())?;
+                Ok(blob.content().to_vec())
+            }
+            Objects::Streamed(incoming) => incoming.blob_bytes(id).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// SHA-256 of a blob, when it is known without reading it again.
+    pub fn known_sha256(&self, id: &ObjectId) -> Option<[u8; 32]> {
+        match self.objects {
+            Objects::Cache(_) => None,
+            Objects::Streamed(incoming) => incoming.blob(id).map(|b| b.sha256),
+        }
+    }
+
+    /// Writes blob `id` beside `path` (see [`Root::stage_file`]) and returns
+    /// the staged entry and the content's SHA-256. A received blob is moved
+    /// there when `last_use` says no other path needs it, else copied.
+    pub fn stage_blob(
+        &self,
+        root: &Root,
+        path: &NodePath,
+        id: &ObjectId,
+        owner: (u32, u32, u32),
+        last_use: bool,
+    ) -> anyhow::Result<(Staged, [u8; 32])> {
+        let (mode, uid, gid) = owner;
+        if let (Objects::Streamed(incoming), true) = (&self.objects, last_use) {
+            if let Some(blob) = incoming.blob(id) {
+                let moved = root.stage_moved(path, blob.dir, blob.name, mode, uid, gid)?;
+                if let Some(staged) = moved {
+                    return Ok((staged, blob.sha256));
+                }
+            }
+        }
+        let bytes = self.blob_bytes(id).map_err(|reason| ReleaseError {
+            tag: self.verified.name.clone(),
+            path: path.to_string(),
+            reason,
+        })?;
+        let sha256 = crate::root::sha256_of(&bytes);
+        let staged = root.stage_file(path, &bytes, mode, uid, gid)?;
+        Ok((staged, sha256))
     }
 
     fn error(&self, path: &TreePath, reason: String) -> ReleaseError {
+        self.error_at(path.as_str(), reason)
+    }
+
+    fn error_at(&self, path: &str, reason: String) -> ReleaseError {
         ReleaseError {
             tag: self.verified.name.clone(),
-            path: path.to_string(),
+            path: path.to_owned(),
             reason,
         }
     }
 
+    /// Every entry of the tree, by path.
+    fn index(&self) -> Result<&TreeIndex, ReleaseError> {
+        self.index
+            .get_or_init(|| match self.objects {
+                Objects::Cache(repo) => cache_index(repo, &self.tree),
+                Objects::Streamed(incoming) => incoming.index(&self.tree),
+            })
+            .as_ref()
+            .map_err(|reason| self.error_at("/", reason.clone()))
+    }
+
     /// The blob id of `path`, which must be a regular file of at most `limit` bytes.
-    fn regular_file(&self, path: &TreePath, limit: u64) -> Result<(git2::Oid, u64), ReleaseError> {
-        let index = self.index.get_or_init(|| {
-            let mut map = std::collections::HashMap::new();
-            let _ = self.tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-                if let Ok(name) = entry.name() {
-                    map.insert(format!("{dir}{name}"), (entry.id(), entry.filemode()));
-                }
-                git2::TreeWalkResult::Ok
-            });
-            map
-        });
-        let (id, mode) = *index
+    fn regular_file(&self, path: &TreePath, limit: u64) -> Result<(ObjectId, u64), ReleaseError> {
+        let (id, mode) = *self
+            .index()?
             .get(path.as_str())
             .ok_or_else(|| self.error(path, "no such file in the release".into()))?;
         if !(mode == 0o100644 || mode == 0o100755) {
             return Err(self.error(path, format!("not a regular file (git mode {mode:o})")));
         }
-        let odb = self
-            .repo
-            .odb()
-            .map_err(|e| self.error(path, e.message().to_owned()))?;
-        let (size, kind) = odb
-            .read_header(id)
-            .map_err(|e| self.error(path, e.message().to_owned()))?;
-        if kind != ObjectType::Blob {
-            return Err(self.error(path, "not a file".into()));
-        }
-        if size as u64 > limit {
+        let size = match self.objects {
+            Objects::Cache(repo) => {
+                let odb = repo
+                    .odb()
+                    .map_err(|e| self.error(path, e.message().to_owned()))?;
+                let oid = git2::Oid::from_bytes(&id.0)
+                    .map_err(|e| self.error(path, e.message().to_owned()))?;
+                let (size, kind) = odb
+                    .read_header(oid)
+                    .map_err(|e| self.error(path, e.message().to_owned()))?;
+                if kind != ObjectType::Blob {
+                    return Err(self.error(path, "not a file".into()));
+                }
+                size as u64
+            }
+            Objects::Streamed(incoming) => {
+                incoming
+                    .blob(&id)
+                    .ok_or_else(|| self.error(path, "its blob did not arrive".into()))?
+                    .size
+            }
+        };
+        if size > limit {
             return Err(self.error(path, format!("{size} bytes; at most {limit} are allowed")));
         }
-        Ok((id, size as u64))
+        Ok((id, size))
     }
 
     /// Reads and validates the node spec.
@@ -145,4 +239,33 @@ impl<'r> Release<'r> {
     pub fn content(&self, path: &TreePath) -> Result<Vec<u8>, ReleaseError> {
         self.read(path, MAX_FILE_LEN)
     }
+}
+
+/// The most entries a release tree may have, subtrees included (a tree that
+/// names the same subtree many times could otherwise multiply its paths).
+pub const MAX_TREE_ENTRIES: usize = 4 * MAX_ENTRIES;
+
+fn cache_index(repo: &Repository, tree: &ObjectId) -> Result<TreeIndex, String> {
+    let oid = git2::Oid::from_bytes(&tree.0).map_err(|e| e.message().to_owned())?;
+    let tree = repo.find_tree(oid).map_err(|e| e.message().to_owned())?;
+    let mut map = HashMap::new();
+    let mut too_many = false;
+    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if map.len() >= MAX_TREE_ENTRIES {
+            too_many = true;
+            return git2::TreeWalkResult::Abort;
+        }
+        if let (Ok(name), Ok(id)) = (entry.name(), entry.id().as_bytes().try_into()) {
+            map.insert(
+                format!("{dir}{name}"),
+                (ObjectId(id), u32::try_from(entry.filemode()).unwrap_or(0)),
+            );
+        }
+        git2::TreeWalkResult::Ok
+    })
+    .map_err(|e| e.message().to_owned())?;
+    if too_many {
+        return Err(format!("the tree has more than {MAX_TREE_ENTRIES} entries"));
+    }
+    Ok(map)
 }

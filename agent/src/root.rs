@@ -9,7 +9,7 @@
 //! find and replace.
 
 use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -339,6 +339,38 @@ impl Root {
         Ok(Staged::new(path, tmp))
     }
 
+    /// Moves the file `from_name` of the directory `from_dir` beside `path`
+    /// with its mode and owner, to be put in place like a staged file.
+    /// `None` when the two are on different filesystems: the caller copies.
+    pub fn stage_moved(
+        &self,
+        path: &NodePath,
+        from_dir: BorrowedFd<'_>,
+        from_name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Option<Staged>, RootError> {
+        let (dir, name) = self.parent(path)?;
+        let tmp = temp_name(name);
+        remove_if_present(&dir, &tmp)
+            .map_err(|e| err(path, "cannot remove stale temporary file", e))?;
+        match nix::fcntl::renameat(from_dir, from_name, dir.as_fd(), tmp.as_str()) {
+            Err(Errno::EXDEV) => return Ok(None),
+            Err(e) => return Err(err(path, "cannot move the received file", e)),
+            Ok(()) => {}
+        }
+        let fd = nix::fcntl::openat(
+            dir.as_fd(),
+            tmp.as_str(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            NixMode::empty(),
+        )
+        .map_err(|e| err(path, "cannot open temporary file", e))?;
+        set_owner_mode(&fd, path, mode, uid, gid)?;
+        Ok(Some(Staged::new(path, tmp)))
+    }
+
     /// Creates the symlink beside `path`, to be put in place like a staged file.
     pub fn stage_link(&self, path: &NodePath, target: &str) -> Result<Staged, RootError> {
         let (dir, name) = self.parent(path)?;
@@ -492,6 +524,13 @@ fn describe(e: Errno) -> String {
         Errno::EPERM => "operation not permitted (needs root, or the path is immutable)".to_owned(),
         e => e.desc().to_owned(),
     }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256_of(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
 }
 
 /// Lowercase hex of bytes (digests in state and messages).

@@ -298,7 +298,11 @@ impl Watcher {
         })?;
         terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
         let record = WatchState::load(&root)?;
-        let poller = poller_for(root_path, &config)?;
+        let poller = poller_for(
+            root_path,
+            &config,
+            config.fetch.io_timeout.0 + config.fetch.connect_timeout.0,
+        )?;
         let coordinator = Coordinator::from_config(root_path, &config.rollout)?.map(Arc::new);
         Ok(Self {
             root_path: root_path.to_path_buf(),
@@ -850,8 +854,13 @@ fn this_program() -> PathBuf {
     }
 }
 
-/// The channel poller, with the source's transport settings.
-fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPoller> {
+/// A poller of the source, with its transport settings; `deadline` bounds
+/// each request.
+pub(crate) fn poller_for(
+    root_path: &Path,
+    config: &AgentConfig,
+    deadline: std::time::Duration,
+) -> anyhow::Result<RefPoller> {
     let source = &config.source;
     let basic_auth = match &source.token_file {
         Some(file) => {
@@ -867,7 +876,7 @@ fn poller_for(root_path: &Path, config: &AgentConfig) -> anyhow::Result<RefPolle
     let options = crate::poll::PollOptions {
         connect_timeout: config.fetch.connect_timeout.0,
         io_timeout: config.fetch.io_timeout.0,
-        deadline: config.fetch.io_timeout.0 + config.fetch.connect_timeout.0,
+        deadline,
         ca_file: source.ca_file.as_ref().map(|p| p.under(root_path)),
         basic_auth,
         ssh_key_file: source.ssh_key_file.as_ref().map(|p| p.under(root_path)),

@@ -831,6 +831,12 @@ impl SmartHttp {
         repo_url(&format!("http://{}", self.http), repo)
     }
 
+    /// `http://127.0.0.1:PORT/v0/REPO`: the same repository, served as a
+    /// server without protocol v2 would serve it.
+    pub fn v0_url(&self, repo: &str) -> String {
+        repo_url(&format!("http://{}/v0", self.http), repo)
+    }
+
     /// `https://127.0.0.1:PORT/REPO`; trust [`SmartHttp::ca_cert_path`].
     pub fn https_url(&self, repo: &str) -> String {
         repo_url(&format!("https://{}", self.https), repo)
@@ -1149,6 +1155,18 @@ http {{
     upstream fcgiwrap {{
 {upstream}    }}
 
+    # /v0/REPO serves REPO as a server without protocol v2 would: the
+    # Git-Protocol header is passed on neither as GIT_PROTOCOL nor as
+    # HTTP_GIT_PROTOCOL (which git-http-backend also reads).
+    map $uri $git_path_info {{
+        ~^/v0(?<rest>/.*)$ $rest;
+        default $uri;
+    }}
+    map $uri $git_protocol {{
+        ~^/v0/ "";
+        default $http_git_protocol;
+    }}
+
     server {{
         listen 127.0.0.1:{http_port};
         listen 127.0.0.1:{https_port} ssl;
@@ -1179,13 +1197,14 @@ http {{
             fastcgi_param GIT_CONFIG_GLOBAL /dev/null;
             fastcgi_param HOME "{home}";
             fastcgi_param PATH "{path}";
-            fastcgi_param PATH_INFO $uri;
+            fastcgi_param PATH_INFO $git_path_info;
             fastcgi_param QUERY_STRING $query_string;
             fastcgi_param REQUEST_METHOD $request_method;
             fastcgi_param CONTENT_TYPE $content_type if_not_empty;
             fastcgi_param CONTENT_LENGTH $content_length if_not_empty;
             fastcgi_param HTTP_CONTENT_ENCODING $http_content_encoding if_not_empty;
-            fastcgi_param GIT_PROTOCOL $http_git_protocol if_not_empty;
+            fastcgi_param GIT_PROTOCOL $git_protocol if_not_empty;
+            fastcgi_param HTTP_GIT_PROTOCOL $git_protocol;
             fastcgi_param REQUEST_URI $request_uri;
             fastcgi_param SERVER_PROTOCOL $server_protocol;
             fastcgi_param GATEWAY_INTERFACE CGI/1.1;
@@ -1293,13 +1312,16 @@ pub enum Fault {
     /// After `n` bytes to the client, forward nothing more to it but keep
     /// both connections open until the proxy is dropped (a hung server).
     StallAfter(u64),
+    /// Flip one bit of the byte at offset `n` of what goes to the client
+    /// (a server, or a man in the middle, that corrupts the pack).
+    Corrupt(u64),
 }
 
 impl Fault {
     /// The per-connection byte budget from upstream to client, if any.
     fn budget(self) -> Option<u64> {
         match self {
-            Fault::None => None,
+            Fault::None | Fault::Corrupt(_) => None,
             Fault::CutAfter(n) | Fault::StallAfter(n) => Some(n),
         }
     }
@@ -1487,14 +1509,24 @@ fn proxy_connection(
         scope.spawn(|| {
             // Client → upstream: forwarded as is; EOF is passed on as a
             // half-close.
-            let _ = pump(&client, &server, None, &counters.to_upstream, &alive);
+            let _ = pump(
+                &client,
+                &server,
+                (None, None),
+                &counters.to_upstream,
+                &alive,
+            );
             let _ = server.shutdown(Shutdown::Write);
         });
         // Upstream → client, with the fault.
+        let corrupt = match fault {
+            Fault::Corrupt(at) => Some(at),
+            _ => None,
+        };
         let end = pump(
             &server,
             &client,
-            fault.budget(),
+            (fault.budget(), corrupt),
             &counters.to_client,
             &alive,
         );
@@ -1536,7 +1568,7 @@ enum Pumped {
 fn pump(
     mut from: &TcpStream,
     mut to: &TcpStream,
-    budget: Option<u64>,
+    (budget, corrupt): (Option<u64>, Option<u64>),
     counter: &AtomicU64,
     alive: &dyn Fn() -> bool,
 ) -> Pumped {
@@ -1556,6 +1588,11 @@ fn pump(
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return Pumped::Ended,
         };
+        if let Some(at) = corrupt.and_then(|at| at.checked_sub(forwarded)) {
+            if let Some(byte) = usize::try_from(at).ok().and_then(|i| buf[..n].get_mut(i)) {
+                *byte ^= 0x10;
+            }
+        }
         let mut chunk = &buf[..n];
         while !chunk.is_empty() {
             if !alive() {

@@ -59,9 +59,14 @@ impl Command {
     /// process (see `watch`), and starts libgit2 itself only for a ref
     /// listing over a transport without protocol v2. Nor does the gate,
     /// which systemd runs before every start of a release's service and
-    /// which reads only the node's state.
+    /// which reads only the node's state. Nor does apply, which starts it
+    /// only when it needs the cache: a first boot over HTTP(S) streams its
+    /// release without libgit2 (see `apply::fetch_release`).
     pub fn starts_libgit(&self) -> bool {
-        !matches!(self, Command::Watch(_) | Command::Gate(_))
+        !matches!(
+            self,
+            Command::Watch(_) | Command::Gate(_) | Command::Apply(_)
+        )
     }
 }
 

@@ -155,12 +155,35 @@ pub fn verify_tag_object(
 ) -> Result<Verified, VerifyError> {
     let odb = repo.odb()?;
     let raw = odb.read(id)?;
-    match raw.kind() {
-        ObjectType::Tag => {}
-        ObjectType::Commit => return Err(VerifyError::Lightweight),
-        other => return Err(VerifyError::NotATag(other.str().to_owned())),
+    verify_tag_raw(
+        name,
+        &id.to_string(),
+        raw.kind().str(),
+        raw.data(),
+        |commit| commit_tree(repo, Oid::from_str(commit).ok()?),
+        trust,
+        now,
+    )
+}
+
+/// Verifies a tag object from its bytes: `id` is its (computed) id and
+/// `kind` the object type it was stored as; `tree_of` gives the tree of a
+/// commit present in the same object database, or `None`.
+pub fn verify_tag_raw(
+    name: &str,
+    id: &str,
+    kind: &str,
+    raw: &[u8],
+    tree_of: impl FnOnce(&str) -> Option<String>,
+    trust: &Trust,
+    now: Timestamp,
+) -> Result<Verified, VerifyError> {
+    match kind {
+        "tag" => {}
+        "commit" => return Err(VerifyError::Lightweight),
+        other => return Err(VerifyError::NotATag(other.to_owned())),
     }
-    let tag = object::parse_tag(raw.data())?;
+    let tag = object::parse_tag(raw)?;
     let (signer, key) = check_signature(tag.payload, tag.signature, tag.tagger.when, trust, now)?;
     // Only now that the bytes are known to be the signer's are their claims used.
     if tag.name != name {
@@ -169,13 +192,12 @@ pub fn verify_tag_object(
     if tag.target_type != "commit" {
         return Err(VerifyError::NotACommit(tag.target_type));
     }
-    let commit_id = Oid::from_str(&tag.object)?;
-    let tree = commit_tree(repo, commit_id)
-        .ok_or_else(|| VerifyError::MissingCommit(tag.object.clone()))?;
+    let tree =
+        tree_of(&tag.object).ok_or_else(|| VerifyError::MissingCommit(tag.object.clone()))?;
     Ok(Verified {
         kind: Kind::Tag,
         name: name.to_owned(),
-        object: id.to_string(),
+        object: id.to_owned(),
         commit: tag.object,
         tree,
         principal: signer.principals.clone(),

@@ -143,6 +143,20 @@ pub fn parse_tag(raw: &[u8]) -> Result<SignedTag<'_>, ObjectError> {
     })
 }
 
+/// The tree of a commit object, signed or not: git writes `tree <id>` as
+/// its first header, and a commit without one is not a commit.
+pub fn commit_tree(raw: &[u8]) -> Result<String, ObjectError> {
+    let line = raw
+        .strip_prefix(b"tree ")
+        .and_then(|rest| rest.get(..41))
+        .filter(|line| line[40] == b'\n')
+        .ok_or_else(|| malformed("commit", "does not start with a tree header"))?;
+    let tree = std::str::from_utf8(&line[..40])
+        .map_err(|_| malformed("commit", "a tree id that is not hex"))?;
+    check_hex_id("commit", tree)?;
+    Ok(tree.to_owned())
+}
+
 /// Splits a raw commit object: the `gpgsig` header (with its continuation
 /// lines) is the signature, and everything else is the payload, as in git.
 pub fn parse_commit(raw: &[u8]) -> Result<SignedCommit, ObjectError> {
