@@ -45,15 +45,20 @@ pub struct Incoming {
     offsets: HashMap<u64, ObjectId>,
     current: Option<Current>,
     held: usize,
+    /// Writes blobs while the pack is read; gone once [`Incoming::settle`] ran.
+    writer: Option<Writer>,
+    /// Files of objects received twice, removed when the writer is done.
+    duplicates: Vec<String>,
 }
 
 /// A received object.
 enum Held {
     Memory(ObjectKind, Vec<u8>),
+    /// A blob; its SHA-256 is known once the writer is done.
     File {
         name: String,
         size: u64,
-        sha256: [u8; 32],
+        sha256: Option<[u8; 32]>,
     },
 }
 
@@ -65,12 +70,114 @@ struct Current {
 
 enum Sink {
     Memory(Vec<u8>),
-    File {
-        file: File,
-        name: String,
-        size: u64,
-        sha256: Box<ring::digest::Context>,
-    },
+    File { name: String, size: u64 },
+}
+
+/// Creates, writes and hashes (SHA-256) received blobs on a thread of its
+/// own, while the reading thread inflates the pack and computes ids.
+struct Writer {
+    ops: mpsc::SyncSender<WriteOp>,
+    thread: std::thread::JoinHandle<Result<HashMap<String, [u8; 32]>, String>>,
+}
+
+enum WriteOp {
+    /// Creates the file `name` in the staging directory.
+    Open(String),
+    /// Appends to the file opened last.
+    Data(Vec<u8>),
+    /// Closes it, recording its SHA-256.
+    Close,
+    /// Answers once every operation before it is done.
+    Flush(mpsc::SyncSender<Result<(), String>>),
+}
+
+/// Writer operations in flight (a blob's chunk is at most 64 KiB).
+const WRITE_QUEUE: usize = 16;
+
+impl Writer {
+    fn start(dir: PathBuf) -> io::Result<Self> {
+        let (ops, queue) = mpsc::sync_channel(WRITE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("write".into())
+            .spawn(move || write_blobs(&dir, &queue))?;
+        Ok(Self { ops, thread })
+    }
+
+    fn send(&self, op: WriteOp) -> Result<(), String> {
+        self.ops
+            .send(op)
+            .map_err(|_| "the writing thread ended".to_owned())
+    }
+
+    /// Waits until everything sent is written; the first error, if any.
+    fn flush(&self) -> Result<(), String> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(WriteOp::Flush(reply))?;
+        answer
+            .recv()
+            .map_err(|_| "the writing thread ended".to_owned())?
+    }
+
+    /// Waits for the thread; every blob's SHA-256 by file name.
+    fn finish(self) -> Result<HashMap<String, [u8; 32]>, String> {
+        drop(self.ops);
+        self.thread
+            .join()
+            .map_err(|_| "the writing thread failed".to_owned())?
+    }
+}
+
+/// The writing thread: runs until the queue closes; after an error it only
+/// drains the queue, and reports the error at the end.
+fn write_blobs(
+    dir: &Path,
+    queue: &mpsc::Receiver<WriteOp>,
+) -> Result<HashMap<String, [u8; 32]>, String> {
+    let mut digests = HashMap::new();
+    let mut open: Option<(String, File, ring::digest::Context)> = None;
+    let mut failed: Option<String> = None;
+    let fail = |e: io::Error| format!("cannot write {}: {e}", dir.display());
+    for op in queue {
+        match op {
+            WriteOp::Open(name) if failed.is_none() => {
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(dir.join(&name))
+                {
+                    Ok(file) => {
+                        let sha256 = ring::digest::Context::new(&ring::digest::SHA256);
+                        open = Some((name, file, sha256));
+                    }
+                    Err(e) => failed = Some(fail(e)),
+                }
+            }
+            WriteOp::Data(bytes) => {
+                if let Some((_, file, sha256)) = &mut open {
+                    sha256.update(&bytes);
+                    if let Err(e) = file.write_all(&bytes) {
+                        failed = Some(fail(e));
+                        open = None;
+                    }
+                }
+            }
+            WriteOp::Close => {
+                if let Some((name, file, sha256)) = open.take() {
+                    start_writeback(&file);
+                    let mut digest = [0u8; 32];
+                    digest.copy_from_slice(sha256.finish().as_ref());
+                    digests.insert(name, digest);
+                }
+            }
+            WriteOp::Flush(reply) => {
+                let _ = reply.send(failed.clone().map_or(Ok(()), Err));
+            }
+            WriteOp::Open(_) => {}
+        }
+    }
+    failed.map_or(Ok(digests), Err)
 }
 
 /// A blob received into the staging directory.
@@ -100,6 +207,7 @@ impl Incoming {
         }
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let dir_fd = OwnedFd::from(File::open(&dir)?);
+        let writer = Writer::start(dir.clone())?;
         Ok(Self {
             dir,
             dir_fd,
@@ -107,7 +215,31 @@ impl Incoming {
             offsets: HashMap::new(),
             current: None,
             held: 0,
+            writer: Some(writer),
+            duplicates: Vec::new(),
         })
+    }
+
+    /// Waits until every received blob is written, and records their
+    /// SHA-256. Call once the pack is read, before any blob is used.
+    pub fn settle(&mut self) -> Result<(), String> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let digests = writer.finish()?;
+        for held in self.objects.values_mut() {
+            if let Held::File { name, sha256, .. } = held {
+                *sha256 = Some(
+                    *digests
+                        .get(name)
+                        .ok_or_else(|| format!("blob file {name} was not written"))?,
+                );
+            }
+        }
+        for name in self.duplicates.drain(..) {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+        Ok(())
     }
 
     /// A tree, commit or tag received, with its kind.
@@ -121,12 +253,17 @@ impl Incoming {
     /// A blob received.
     pub fn blob(&self, id: &ObjectId) -> Option<StagedBlob<'_>> {
         match self.objects.get(id)? {
-            Held::File { name, size, sha256 } => Some(StagedBlob {
+            Held::File {
+                name,
+                size,
+                sha256: Some(sha256),
+            } => Some(StagedBlob {
                 dir: self.dir_fd.as_fd(),
                 name,
                 size: *size,
                 sha256: *sha256,
             }),
+            Held::File { sha256: None, .. } => None,
             Held::Memory(..) => None,
         }
     }
@@ -183,6 +320,9 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.finish();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -191,19 +331,8 @@ impl ObjectStore for Incoming {
     fn begin(&mut self, offset: u64, kind: ObjectKind, size: u64) -> Result<(), String> {
         let sink = if kind == ObjectKind::Blob {
             let name = offset.to_string();
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(self.path_of(&name))
-                .map_err(|e| format!("cannot write {}: {e}", self.dir.display()))?;
-            Sink::File {
-                file,
-                name,
-                size,
-                sha256: Box::new(ring::digest::Context::new(&ring::digest::SHA256)),
-            }
+            self.writer()?.send(WriteOp::Open(name.clone()))?;
+            Sink::File { name, size }
         } else {
             let size = usize::try_from(size).unwrap_or(usize::MAX);
             if self.held.saturating_add(size) > MAX_HELD {
@@ -226,13 +355,9 @@ impl ObjectStore for Incoming {
                 ..
             }) => held.extend_from_slice(bytes),
             Some(Current {
-                sink: Sink::File { file, sha256, .. },
+                sink: Sink::File { .. },
                 ..
-            }) => {
-                sha256.update(bytes);
-                file.write_all(bytes)
-                    .map_err(|e| format!("cannot write {}: {e}", self.dir.display()))?;
-            }
+            }) => self.writer()?.send(WriteOp::Data(bytes.to_vec()))?,
             None => return Err("object data outside an object".into()),
         }
         Ok(())
@@ -243,22 +368,19 @@ impl ObjectStore for Incoming {
         self.offsets.insert(offset, id);
         let held = match sink {
             Sink::Memory(bytes) => Held::Memory(kind, bytes),
-            Sink::File {
-                name, size, sha256, ..
-            } => {
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(sha256.finish().as_ref());
+            Sink::File { name, size } => {
+                self.writer()?.send(WriteOp::Close)?;
                 Held::File {
                     name,
                     size,
-                    sha256: digest,
+                    sha256: None,
                 }
             }
         };
         if self.objects.contains_key(&id) {
             // The same object twice: keep the first.
-            if let Held::File { name, .. } = &held {
-                let _ = std::fs::remove_file(self.path_of(name));
+            if let Held::File { name, .. } = held {
+                self.duplicates.push(name);
             }
             return Ok(());
         }
@@ -275,11 +397,37 @@ impl ObjectStore for Incoming {
         match self.objects.get(&id) {
             None => Ok(None),
             Some(Held::Memory(kind, bytes)) => Ok(Some((*kind, bytes.clone()))),
-            Some(Held::File { name, .. }) => std::fs::read(self.path_of(name))
-                .map(|bytes| Some((ObjectKind::Blob, bytes)))
-                .map_err(|e| format!("cannot read back a delta base: {e}")),
+            Some(Held::File { name, .. }) => {
+                if let Some(writer) = &self.writer {
+                    writer.flush()?;
+                }
+                std::fs::read(self.path_of(name))
+                    .map(|bytes| Some((ObjectKind::Blob, bytes)))
+                    .map_err(|e| format!("cannot read back a delta base: {e}"))
+            }
         }
     }
+}
+
+impl Incoming {
+    fn writer(&self) -> Result<&Writer, String> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| "a blob after the pack was settled".to_owned())
+    }
+}
+
+/// Starts writing a received file to disk now, while the pack still
+/// streams in, so that apply's sync later has little left to wait for. A
+/// hint: durability still comes from that sync.
+#[allow(unsafe_code)]
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is
+    // open for as long as `file` is borrowed.
+    let _ = unsafe {
+        nix::libc::sync_file_range(file.as_raw_fd(), 0, 0, nix::libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 /// The body of a protocol v2 `fetch` of one object, shallow, with nothing
@@ -658,7 +806,11 @@ fn receive(
         in_pack: false,
         done: false,
     };
-    match pack::read_pack(&mut response, &mut incoming) {
+    let read = pack::read_pack(&mut response, &mut incoming).and_then(|summary| {
+        incoming.settle().map_err(pack::PackError::Store)?;
+        Ok(summary)
+    });
+    match read {
         Ok(summary) => {
             tracing::debug!(
                 objects = summary.objects,
