@@ -13,6 +13,7 @@
 //! Nothing here decides trust; ids are computed, never believed.
 
 use std::io::{self, Read};
+use std::sync::mpsc;
 
 use flate2::{Decompress, FlushDecompress, Status};
 use sha1_checked::Digest as _;
@@ -128,13 +129,21 @@ pub enum PackError {
 }
 
 /// Where the objects of a pack go, as they are read.
+///
+/// Ids are computed on a thread of their own while the next objects are
+/// read, so an object's id reaches the store later, through
+/// [`ObjectStore::identify`]. Every id of the objects ended so far has been
+/// given before a delta asks for its base by id, and every id before
+/// [`read_pack`] returns.
 pub trait ObjectStore {
     /// An object of `kind` and `size` bytes, starting at pack `offset`, begins.
     fn begin(&mut self, offset: u64, kind: ObjectKind, size: u64) -> Result<(), String>;
     /// The next bytes of the object begun last.
     fn write(&mut self, bytes: &[u8]) -> Result<(), String>;
-    /// The object begun last is complete; `id` is its computed id.
-    fn finish(&mut self, id: ObjectId) -> Result<(), String>;
+    /// The object begun last is complete.
+    fn end(&mut self) -> Result<(), String>;
+    /// The object that starts at `offset` has the id `id`.
+    fn identify(&mut self, offset: u64, id: ObjectId) -> Result<(), String>;
     /// The kind and content of a complete object, for a delta built on it;
     /// `None` when no such object has been stored.
     fn load(&mut self, base: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String>;
@@ -154,6 +163,29 @@ const BUFFER: usize = 64 * 1024;
 /// Reads one pack from `input` into `store`, to its trailing checksum and the
 /// end of the input.
 pub fn read_pack(input: impl Read, store: &mut impl ObjectStore) -> Result<Summary, PackError> {
+    std::thread::scope(|scope| {
+        let (ops, queue) = mpsc::sync_channel(HASH_QUEUE);
+        let (done, ids) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("hash".into())
+            .spawn_scoped(scope, move || hash_objects(&queue, &done))
+            .map_err(PackError::Io)?;
+        let mut hashing = Hashing {
+            ops,
+            ids,
+            pending: 0,
+        };
+        let summary = read_objects(input, store, &mut hashing)?;
+        hashing.settle(store, true)?;
+        Ok(summary)
+    })
+}
+
+fn read_objects(
+    input: impl Read,
+    store: &mut impl ObjectStore,
+    hashing: &mut Hashing,
+) -> Result<Summary, PackError> {
     let mut reader = Reader {
         input,
         buf: vec![0; BUFFER].into_boxed_slice(),
@@ -178,7 +210,7 @@ pub fn read_pack(input: impl Read, store: &mut impl ObjectStore) -> Result<Summa
         return Err(reader.malformed(8, format!("{count} objects; at most {MAX_OBJECTS}")));
     }
     for _ in 0..count {
-        reader.object(store)?;
+        reader.object(store, hashing)?;
     }
     let expected: [u8; 20] = reader.checksum.clone().finalize().into();
     let mut trailer = [0u8; 20];
@@ -277,7 +309,11 @@ impl<R: Read> Reader<R> {
     }
 
     /// One object: its header, its (inflated) data, its id.
-    fn object(&mut self, store: &mut impl ObjectStore) -> Result<(), PackError> {
+    fn object(
+        &mut self,
+        store: &mut impl ObjectStore,
+        hashing: &mut Hashing,
+    ) -> Result<(), PackError> {
         let at = self.offset;
         let first = self.byte()?;
         let code = (first >> 4) & 7;
@@ -309,14 +345,14 @@ impl<R: Read> Reader<R> {
         };
         let store_err = |e: String| PackError::Store(e);
         if let Some(kind) = kind {
-            let mut id = ObjectHasher::new(kind, size);
+            hashing.begin(at, kind, size)?;
             store.begin(at, kind, size).map_err(store_err)?;
             self.inflate(at, size, |bytes| {
-                id.update(bytes);
-                store.write(bytes)
+                hashing.send(HashOp::Data(bytes.to_vec()))?;
+                store.write(bytes).map_err(PackError::Store)
             })?;
-            store.finish(id.finish(at)?).map_err(store_err)?;
-            return Ok(());
+            store.end().map_err(store_err)?;
+            return hashing.end(store);
         }
         let base = if code == 6 {
             let distance = self.ofs_distance(at)?;
@@ -335,6 +371,10 @@ impl<R: Read> Reader<R> {
             delta.extend_from_slice(bytes);
             Ok(())
         })?;
+        if let Base::Id(_) = base {
+            // The base may be any object read so far: wait for every id.
+            hashing.settle(store, true)?;
+        }
         let (kind, base_bytes) = store
             .load(base)
             .map_err(store_err)?
@@ -342,14 +382,13 @@ impl<R: Read> Reader<R> {
         let result =
             apply_delta(&base_bytes, &delta).map_err(|reason| self.malformed(at, reason))?;
         drop(base_bytes);
-        let mut id = ObjectHasher::new(kind, result.len() as u64);
-        id.update(&result);
-        let id = id.finish(at)?;
-        store
-            .begin(at, kind, result.len() as u64)
-            .map_err(store_err)?;
+        let len = result.len() as u64;
+        hashing.begin(at, kind, len)?;
+        store.begin(at, kind, len).map_err(store_err)?;
         store.write(&result).map_err(store_err)?;
-        store.finish(id).map_err(store_err)
+        store.end().map_err(store_err)?;
+        hashing.send(HashOp::Data(result))?;
+        hashing.end(store)
     }
 
     /// The distance back to an offset delta's base (git's offset encoding).
@@ -373,7 +412,7 @@ impl<R: Read> Reader<R> {
         &mut self,
         at: u64,
         size: u64,
-        mut sink: impl FnMut(&[u8]) -> Result<(), String>,
+        mut sink: impl FnMut(&[u8]) -> Result<(), PackError>,
     ) -> Result<(), PackError> {
         self.zlib.reset(true);
         let mut produced = 0u64;
@@ -397,7 +436,7 @@ impl<R: Read> Reader<R> {
             if produced > size {
                 return Err(self.malformed(at, format!("inflates past its size of {size} bytes")));
             }
-            sink(&self.out[..made]).map_err(PackError::Store)?;
+            sink(&self.out[..made])?;
             match status {
                 Status::StreamEnd => break,
                 _ if used == 0 && made == 0 && self.start < self.end => {
@@ -416,27 +455,94 @@ impl<R: Read> Reader<R> {
     }
 }
 
-/// The id of an object: SHA-1 of `"<kind> <size>\0"` and the content, with
-/// collision detection.
-struct ObjectHasher(sha1_checked::Sha1);
+/// Objects being hashed, queued for the hashing thread.
+const HASH_QUEUE: usize = 16;
 
-impl ObjectHasher {
-    fn new(kind: ObjectKind, size: u64) -> Self {
-        let mut hasher = sha1_checked::Sha1::new();
-        hasher.update(format!("{} {size}\0", kind.as_str()).as_bytes());
-        Self(hasher)
+/// Work for the hashing thread.
+enum HashOp {
+    /// An object of this kind and size, at this offset, begins.
+    Begin(u64, ObjectKind, u64),
+    /// Its next bytes.
+    Data(Vec<u8>),
+    /// It is complete.
+    End,
+}
+
+/// The reading side of the hashing thread: what was sent, and how many
+/// ended objects still wait for their id.
+struct Hashing {
+    ops: mpsc::SyncSender<HashOp>,
+    ids: mpsc::Receiver<(u64, Option<ObjectId>)>,
+    pending: usize,
+}
+
+impl Hashing {
+    fn send(&self, op: HashOp) -> Result<(), PackError> {
+        self.ops
+            .send(op)
+            .map_err(|_| PackError::Store("the hashing thread ended".into()))
     }
 
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+    fn begin(&self, at: u64, kind: ObjectKind, size: u64) -> Result<(), PackError> {
+        self.send(HashOp::Begin(at, kind, size))
     }
 
-    fn finish(self, at: u64) -> Result<ObjectId, PackError> {
-        let result = self.0.try_finalize();
-        if result.has_collision() {
-            return Err(PackError::Collision { offset: at });
+    /// Ends the object begun last, and passes on the ids computed so far.
+    fn end(&mut self, store: &mut impl ObjectStore) -> Result<(), PackError> {
+        self.send(HashOp::End)?;
+        self.pending += 1;
+        self.settle(store, false)
+    }
+
+    /// Hands the store the ids computed so far; with `all`, waits for every
+    /// pending one.
+    fn settle(&mut self, store: &mut impl ObjectStore, all: bool) -> Result<(), PackError> {
+        while self.pending > 0 {
+            let next = if all {
+                self.ids.recv().ok()
+            } else {
+                match self.ids.try_recv() {
+                    Ok(next) => Some(next),
+                    Err(mpsc::TryRecvError::Empty) => return Ok(()),
+                    Err(mpsc::TryRecvError::Disconnected) => None,
+                }
+            };
+            let (offset, id) =
+                next.ok_or_else(|| PackError::Store("the hashing thread ended".into()))?;
+            self.pending -= 1;
+            let id = id.ok_or(PackError::Collision { offset })?;
+            store.identify(offset, id).map_err(PackError::Store)?;
         }
-        Ok(ObjectId((*result.hash()).into()))
+        Ok(())
+    }
+}
+
+/// The hashing thread: each object's id is SHA-1 of `"<kind> <size>\0"`
+/// and its content, with collision detection (`None`: a collision).
+fn hash_objects(queue: &mpsc::Receiver<HashOp>, ids: &mpsc::Sender<(u64, Option<ObjectId>)>) {
+    let mut current: Option<(u64, sha1_checked::Sha1)> = None;
+    for op in queue {
+        match op {
+            HashOp::Begin(offset, kind, size) => {
+                let mut hasher = sha1_checked::Sha1::new();
+                hasher.update(format!("{} {size}\0", kind.as_str()).as_bytes());
+                current = Some((offset, hasher));
+            }
+            HashOp::Data(bytes) => {
+                if let Some((_, hasher)) = &mut current {
+                    hasher.update(&bytes);
+                }
+            }
+            HashOp::End => {
+                if let Some((offset, hasher)) = current.take() {
+                    let result = hasher.try_finalize();
+                    let id = (!result.has_collision()).then(|| ObjectId((*result.hash()).into()));
+                    if ids.send((offset, id)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -575,8 +681,9 @@ mod tests {
     /// Keeps every object in memory.
     #[derive(Default)]
     struct Memory {
+        by_offset: HashMap<u64, (ObjectKind, Vec<u8>)>,
         objects: HashMap<ObjectId, (ObjectKind, Vec<u8>)>,
-        offsets: HashMap<u64, ObjectId>,
+        ids: HashMap<ObjectId, u64>,
         current: Option<(u64, ObjectKind, Vec<u8>)>,
     }
 
@@ -593,18 +700,23 @@ mod tests {
                 .extend_from_slice(bytes);
             Ok(())
         }
-        fn finish(&mut self, id: ObjectId) -> Result<(), String> {
+        fn end(&mut self) -> Result<(), String> {
             let (offset, kind, bytes) = self.current.take().ok_or("no object")?;
-            self.offsets.insert(offset, id);
-            self.objects.insert(id, (kind, bytes));
+            self.by_offset.insert(offset, (kind, bytes));
+            Ok(())
+        }
+        fn identify(&mut self, offset: u64, id: ObjectId) -> Result<(), String> {
+            let object = self.by_offset.get(&offset).ok_or("unknown offset")?.clone();
+            self.ids.entry(id).or_insert(offset);
+            self.objects.entry(id).or_insert(object);
             Ok(())
         }
         fn load(&mut self, base: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String> {
-            let id = match base {
-                Base::Id(id) => Some(id),
-                Base::Offset(o) => self.offsets.get(&o).copied(),
+            let offset = match base {
+                Base::Id(id) => self.ids.get(&id).copied(),
+                Base::Offset(o) => Some(o),
             };
-            Ok(id.and_then(|id| self.objects.get(&id).cloned()))
+            Ok(offset.and_then(|o| self.by_offset.get(&o).cloned()))
         }
     }
 
@@ -710,8 +822,11 @@ mod tests {
             fn write(&mut self, b: &[u8]) -> Result<(), String> {
                 self.1.write(b)
             }
-            fn finish(&mut self, id: ObjectId) -> Result<(), String> {
-                self.1.finish(id)
+            fn end(&mut self) -> Result<(), String> {
+                self.1.end()
+            }
+            fn identify(&mut self, o: u64, id: ObjectId) -> Result<(), String> {
+                self.1.identify(o, id)
             }
             fn load(&mut self, b: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String> {
                 self.0.push(b);

@@ -41,8 +41,10 @@ const MAX_SECTION_LINES: usize = 100_000;
 pub struct Incoming {
     dir: PathBuf,
     dir_fd: OwnedFd,
-    objects: HashMap<ObjectId, Held>,
-    offsets: HashMap<u64, ObjectId>,
+    /// Every object received, by its offset in the pack.
+    objects: HashMap<u64, Held>,
+    /// The offset of each id's first object.
+    ids: HashMap<ObjectId, u64>,
     current: Option<Current>,
     held: usize,
     /// Writes blobs while the pack is read; gone once [`Incoming::settle`] ran.
@@ -212,7 +214,7 @@ impl Incoming {
             dir,
             dir_fd,
             objects: HashMap::new(),
-            offsets: HashMap::new(),
+            ids: HashMap::new(),
             current: None,
             held: 0,
             writer: Some(writer),
@@ -244,7 +246,7 @@ impl Incoming {
 
     /// A tree, commit or tag received, with its kind.
     pub fn held(&self, id: &ObjectId) -> Option<(ObjectKind, &[u8])> {
-        match self.objects.get(id)? {
+        match self.object(id)? {
             Held::Memory(kind, bytes) => Some((*kind, bytes)),
             Held::File { .. } => None,
         }
@@ -252,7 +254,7 @@ impl Incoming {
 
     /// A blob received.
     pub fn blob(&self, id: &ObjectId) -> Option<StagedBlob<'_>> {
-        match self.objects.get(id)? {
+        match self.object(id)? {
             Held::File {
                 name,
                 size,
@@ -270,7 +272,7 @@ impl Incoming {
 
     /// The bytes of a received blob.
     pub fn blob_bytes(&self, id: &ObjectId) -> io::Result<Vec<u8>> {
-        match self.objects.get(id) {
+        match self.object(id) {
             Some(Held::File { name, .. }) => std::fs::read(self.dir.join(name)),
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -311,6 +313,11 @@ impl Incoming {
             }
         }
         Ok(map)
+    }
+
+    /// The object with the id `id`.
+    fn object(&self, id: &ObjectId) -> Option<&Held> {
+        self.objects.get(self.ids.get(id)?)
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
@@ -363,9 +370,8 @@ impl ObjectStore for Incoming {
         Ok(())
     }
 
-    fn finish(&mut self, id: ObjectId) -> Result<(), String> {
+    fn end(&mut self) -> Result<(), String> {
         let Current { offset, kind, sink } = self.current.take().ok_or("no object begun")?;
-        self.offsets.insert(offset, id);
         let held = match sink {
             Sink::Memory(bytes) => Held::Memory(kind, bytes),
             Sink::File { name, size } => {
@@ -377,24 +383,30 @@ impl ObjectStore for Incoming {
                 }
             }
         };
-        if self.objects.contains_key(&id) {
-            // The same object twice: keep the first.
-            if let Held::File { name, .. } = held {
-                self.duplicates.push(name);
+        self.objects.insert(offset, held);
+        Ok(())
+    }
+
+    fn identify(&mut self, offset: u64, id: ObjectId) -> Result<(), String> {
+        if self.ids.contains_key(&id) {
+            // The same object twice: the first is kept. The second stays
+            // known by its offset (a delta may name it as its base), and
+            // its file goes once the writer is done.
+            if let Some(Held::File { name, .. }) = self.objects.get(&offset) {
+                self.duplicates.push(name.clone());
             }
             return Ok(());
         }
-        self.objects.insert(id, held);
+        self.ids.insert(id, offset);
         Ok(())
     }
 
     fn load(&mut self, base: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String> {
-        let id = match base {
-            Base::Id(id) => Some(id),
-            Base::Offset(offset) => self.offsets.get(&offset).copied(),
+        let offset = match base {
+            Base::Id(id) => self.ids.get(&id).copied(),
+            Base::Offset(offset) => Some(offset),
         };
-        let Some(id) = id else { return Ok(None) };
-        match self.objects.get(&id) {
+        match offset.and_then(|offset| self.objects.get(&offset)) {
             None => Ok(None),
             Some(Held::Memory(kind, bytes)) => Ok(Some((*kind, bytes.clone()))),
             Some(Held::File { name, .. }) => {

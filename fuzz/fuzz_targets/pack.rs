@@ -6,7 +6,8 @@
 //! against their bases.
 //!
 //! Property: no input panics or allocates without bound, and a pack that
-//! is accepted was read to its last byte, with every object complete.
+//! is accepted was read to its last byte, with every object complete and
+//! identified.
 
 #![no_main]
 
@@ -17,8 +18,8 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Default)]
 struct Memory {
-    objects: HashMap<ObjectId, (ObjectKind, Vec<u8>)>,
-    offsets: HashMap<u64, ObjectId>,
+    by_offset: HashMap<u64, (ObjectKind, Vec<u8>)>,
+    ids: HashMap<ObjectId, u64>,
     current: Option<(u64, ObjectKind, u64, Vec<u8>)>,
 }
 
@@ -37,20 +38,25 @@ impl ObjectStore for Memory {
         Ok(())
     }
 
-    fn finish(&mut self, id: ObjectId) -> Result<(), String> {
-        let (offset, kind, size, data) = self.current.take().ok_or("finish outside an object")?;
-        assert_eq!(data.len() as u64, size, "an object finished short");
-        self.offsets.insert(offset, id);
-        self.objects.entry(id).or_insert((kind, data));
+    fn end(&mut self) -> Result<(), String> {
+        let (offset, kind, size, data) = self.current.take().ok_or("end outside an object")?;
+        assert_eq!(data.len() as u64, size, "an object ended short");
+        self.by_offset.insert(offset, (kind, data));
+        Ok(())
+    }
+
+    fn identify(&mut self, offset: u64, id: ObjectId) -> Result<(), String> {
+        assert!(self.by_offset.contains_key(&offset), "an id for no object");
+        self.ids.entry(id).or_insert(offset);
         Ok(())
     }
 
     fn load(&mut self, base: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String> {
-        let id = match base {
-            Base::Id(id) => Some(id),
-            Base::Offset(offset) => self.offsets.get(&offset).copied(),
+        let offset = match base {
+            Base::Id(id) => self.ids.get(&id).copied(),
+            Base::Offset(offset) => Some(offset),
         };
-        Ok(id.and_then(|id| self.objects.get(&id).cloned()))
+        Ok(offset.and_then(|offset| self.by_offset.get(&offset).cloned()))
     }
 }
 
@@ -59,5 +65,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(summary) = pack::read_pack(data, &mut store) {
         assert_eq!(summary.bytes, data.len() as u64);
         assert!(store.current.is_none());
+        assert_eq!(store.by_offset.len() as u64, u64::from(summary.objects));
+        assert!(!store.ids.is_empty() || summary.objects == 0);
     }
 });
