@@ -554,6 +554,48 @@ mod tests {
     }
 
     #[test]
+    fn a_received_file_is_moved_beside_its_target_or_left_for_a_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Root::open(dir.path()).expect("root");
+        let (uid, gid) = me();
+        root.ensure_dir(&p("/srv"), 0o755, uid, gid).expect("mkdir");
+        let target = p("/srv/app.bin");
+        // Same filesystem: moved, with its mode, and put in place.
+        let incoming = tempfile::tempdir_in(dir.path()).expect("staging dir");
+        std::fs::write(incoming.path().join("12"), b"payload").expect("write");
+        let from = std::fs::File::open(incoming.path()).expect("open staging dir");
+        let staged = root
+            .stage_moved(&target, from.as_fd(), "12", 0o640, uid, gid)
+            .expect("move")
+            .expect("same filesystem");
+        assert!(!incoming.path().join("12").exists(), "moved, not copied");
+        root.put_in_place(&staged).expect("rename");
+        assert_eq!(root.read(&target, 100).expect("read"), b"payload");
+        let o = root.observe(&target).expect("stat").expect("exists");
+        assert_eq!((o.kind, o.mode), (Kind::File, 0o640));
+        // Another filesystem (tmpfs): nothing moves; the caller copies.
+        let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let device = |path: &Path| {
+            std::fs::metadata(path).map(|m| {
+                use std::os::unix::fs::MetadataExt as _;
+                m.dev()
+            })
+        };
+        if device(other.path()).ok() == device(dir.path()).ok() {
+            return;
+        }
+        std::fs::write(other.path().join("13"), b"elsewhere").expect("write");
+        let from = std::fs::File::open(other.path()).expect("open tmpfs dir");
+        let moved = root
+            .stage_moved(&p("/srv/other.bin"), from.as_fd(), "13", 0o644, uid, gid)
+            .expect("no error across filesystems");
+        assert!(moved.is_none(), "EXDEV asks for a copy");
+        assert!(other.path().join("13").exists(), "the received file stays");
+    }
+
+    #[test]
     fn writes_files_links_and_directories_beneath_the_root() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = Root::open(dir.path()).expect("root");
