@@ -506,7 +506,11 @@ impl Response<'_> {
             match self.messages.recv_timeout(self.wait) {
                 Ok(Message::Data(bytes)) => self.pending.extend_from_slice(&bytes),
                 Ok(Message::Failed(e)) => return Err(io::Error::other(e.to_string())),
-                Ok(Message::Ref(_) | Message::NotV2(_)) => {
+                // The fetch request was answered, but not as v2 answers.
+                Ok(Message::NotV2(why)) => {
+                    return Err(io::Error::new(io::ErrorKind::Unsupported, why));
+                }
+                Ok(Message::Ref(_)) => {
                     return Err(io::Error::other(
                         "unexpected message from the network thread",
                     ));
@@ -975,6 +979,24 @@ mod tests {
                 "FLUSH"
             ]
         );
+    }
+
+    #[test]
+    fn a_fetch_answered_without_v2_asks_for_libgit2() {
+        let (send, messages) = mpsc::sync_channel(1);
+        send.send(Message::NotV2("HTTP status 400".into()))
+            .expect("queue");
+        let mut response = Response {
+            messages: &messages,
+            wait: Duration::from_secs(5),
+            pending: Vec::new(),
+            pos: 0,
+            band: (0, 0),
+            in_pack: false,
+            done: false,
+        };
+        let e = response.read(&mut [0; 8]).expect_err("not v2");
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
     }
 
     #[test]
