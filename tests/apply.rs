@@ -1310,6 +1310,48 @@ fn the_gate_opens_only_for_the_applied_release() {
         .refused(EXIT_APPLY, &["never upgraded in place"]);
 }
 
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`).
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let (_, rest) = stat.rsplit_once(')').expect("stat has a command name");
+    rest.split_ascii_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("start time")
+}
+
+#[test]
+fn a_start_window_left_by_a_killed_apply_keeps_the_gate_closed() {
+    let rich = Rich::new();
+    let root = rich.file_root("node");
+    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "1")]);
+    assert_eq!(killed.signal, Some(9), "{}", killed.describe());
+    let commit = rich.published.commit.clone();
+    // While an apply runs (played here by this test's own process), its
+    // window opens the gate for the commit it applies.
+    let me = std::process::id();
+    std::fs::create_dir_all(root.host("/run/driftless")).expect("mkdir /run/driftless");
+    root.write(
+        "/run/driftless/starting-units",
+        format!("{commit} {me} {}\n", start_time(me)).into_bytes(),
+    );
+    root.driftless("gate", &[], &[]).ok();
+    // The same window once its apply is gone: closed.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let gone = child.id();
+    child.wait().expect("wait");
+    for stale in [
+        format!("{commit} {gone} 12345\n"),
+        format!("{commit} {me} {}\n", start_time(me) + 1),
+        format!("{commit}\n"),
+    ] {
+        root.write("/run/driftless/starting-units", stale.clone().into_bytes());
+        root.driftless("gate", &[], &[])
+            .refused(GATE_CLOSED, &["not applied yet"]);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 6. Faults
 // ---------------------------------------------------------------------------

@@ -9,8 +9,10 @@
 //! applied, and during the one window in which apply itself starts the
 //! units: after the release was written and before its health checks and
 //! lock ran. Apply marks that window with a file in `/run` (gone at
-//! reboot), holding the commit being applied; it removes the file when it
-//! records the result. [`decide`] is pure; [`check`] reads the node.
+//! reboot), holding the commit being applied and apply's own process id and
+//! start time; it removes the file when it records the result. A window
+//! whose apply is gone (killed before it could remove the file) is closed.
+//! [`decide`] is pure; [`check`] reads the node.
 //! `driftless gate` exits 1 when the gate is closed: systemd skips a unit
 //! whose `ExecCondition=` exits 1 to 254 (255 or a signal would fail it).
 
@@ -79,18 +81,25 @@ pub fn decide(
 }
 
 /// Reads the node under `root` and decides (see [`decide`]). An unreadable
-/// record keeps the gate closed.
+/// record keeps the gate closed, and so does a start window whose apply
+/// process is gone.
 pub fn check(root: &Root, config: Option<&AgentConfig>) -> Result<(), String> {
     let state = state::load(root).map_err(|e| format!("cannot read the node's record: {e}"))?;
-    let starting = root
+    let window = root
         .read_optional(&starting_path(), 4096)
         .ok()
         .flatten()
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned());
-    decide(state.as_ref(), starting.as_deref(), config)
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let starting = window
+        .as_deref()
+        .and_then(parse_window)
+        .filter(|w| start_time(w.pid) == Some(w.started))
+        .map(|w| w.commit);
+    decide(state.as_ref(), starting, config)
 }
 
-/// Opens the gate for `commit` while apply starts the release's units.
+/// Opens the gate for `commit` while this process (apply) starts the
+/// release's units.
 pub fn open_for_start(root: &Root, commit: &str) -> Result<(), RootError> {
     let path = starting_path();
     if let Some(parent) = path.parent() {
@@ -98,7 +107,45 @@ pub fn open_for_start(root: &Root, commit: &str) -> Result<(), RootError> {
             root.ensure_dir(&parent, 0o755, 0, 0)?;
         }
     }
-    root.write_file(&path, format!("{commit}\n").as_bytes(), 0o644, 0, 0)
+    let pid = std::process::id();
+    let started = start_time(pid).unwrap_or(0);
+    root.write_file(
+        &path,
+        format!("{commit} {pid} {started}\n").as_bytes(),
+        0o644,
+        0,
+        0,
+    )
+}
+
+/// A start window: the commit, and the apply process that opened it.
+#[derive(Debug, PartialEq, Eq)]
+struct Window<'a> {
+    commit: &'a str,
+    pid: u32,
+    /// The process's start time, in clock ticks since boot.
+    started: u64,
+}
+
+/// Parses `COMMIT PID STARTTIME`; anything else is no window.
+fn parse_window(text: &str) -> Option<Window<'_>> {
+    let mut fields = text.split_ascii_whitespace();
+    let window = Window {
+        commit: fields.next()?,
+        pid: fields.next()?.parse().ok()?,
+        started: fields.next()?.parse().ok()?,
+    };
+    fields.next().is_none().then_some(window)
+}
+
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`, clock
+/// ticks since boot), which tells a process from a later one that reuses
+/// its id. `None` when no such process runs.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold anything.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 /// Ends the start window: from now on only the record decides.
@@ -167,6 +214,38 @@ mod tests {
         assert!(err.contains("not applied yet"), "{err}");
         let err = decide(Some(&applying), Some(&"d".repeat(40)), None).expect_err("other");
         assert!(err.contains("not applied yet"), "{err}");
+    }
+
+    #[test]
+    fn a_start_window_is_open_only_while_its_apply_runs() {
+        let commit = "c".repeat(40);
+        let me = std::process::id();
+        let started = start_time(me).expect("this process has a start time");
+        let live = format!("{commit} {me} {started}\n");
+        assert_eq!(
+            parse_window(&live),
+            Some(Window {
+                commit: &commit,
+                pid: me,
+                started
+            })
+        );
+        // A process that has ended, and one whose id was reused.
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let gone = child.id();
+        child.wait().expect("wait");
+        assert_eq!(start_time(gone), None, "a reaped process has no start time");
+        assert_ne!(start_time(me), Some(started + 1));
+        for bad in [
+            "",
+            &commit,
+            &format!("{commit} {me}"),
+            &format!("{live} extra"),
+        ] {
+            assert_eq!(parse_window(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
