@@ -463,3 +463,48 @@ fn the_password_is_never_logged() {
     assert!(run.stderr.contains(&dead), "{}", run.stderr);
     assert!(fleet.replaced().is_empty());
 }
+
+#[test]
+fn with_etcd_authentication_a_node_logs_in_and_a_wrong_password_is_refused() {
+    let mut etcd = EtcdServer::start().expect("start etcd");
+    let secret = "fleet-password-6f1d2c";
+    let wrong = "not-the-password-93ab";
+    etcd.enable_auth("driftless", secret, "/driftless/")
+        .expect("enable etcd authentication");
+    let fleet = Fleet::new();
+    let rollout = format!(
+        "rollout: {{coordinator: etcd, endpoints: [{}], group: web, max_in_flight: 2, lease_ttl: 10m, timeout: 2s, username: driftless, password_file: /etc/driftless/etcd-password}}\n",
+        etcd.url()
+    );
+    let branch = fleet.channel();
+    branch.promote(&fleet.key, "v1", "");
+    let good = fleet.node("a", &rollout);
+    good.write("/etc/driftless/etcd-password", format!("{secret}\n"));
+    let bad = fleet.node("b", &rollout);
+    bad.write("/etc/driftless/etcd-password", format!("{wrong}\n"));
+    for node in [&good, &bad] {
+        node.apply().ok();
+    }
+    branch.promote(&fleet.key, "v2", "");
+
+    watch_once(&good);
+    let refused = bad.driftless("watch", &["--once"], &[("DRIFTLESS_LOG", "debug")]);
+    assert_eq!(fleet.replaced(), ["a"], "only the node that logged in goes");
+    let taken = slots(&etcd);
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].1["node"], "a", "{taken:?}");
+    assert!(
+        refused
+            .stderr
+            .contains("check rollout.username and rollout.password_file"),
+        "the refusal says what to check\n{}",
+        refused.describe()
+    );
+    let status = bad.driftless("status", &["--json"], &[]);
+    for text in [&refused.stdout, &refused.stderr, &status.stdout] {
+        assert!(
+            !text.contains(secret) && !text.contains(wrong),
+            "a password leaked: {text}"
+        );
+    }
+}

@@ -348,7 +348,16 @@ impl Etcd {
                 &json!({ "name": user, "password": password }),
                 None,
             )
-            .await?;
+            .await
+            // etcd refuses a wrong name or password as an invalid argument
+            // (gRPC code 3): to the operator it is a refused login.
+            .map_err(|failure| match failure {
+                Failure::Refused { message, .. } => Failure::Refused {
+                    code: UNAUTHENTICATED,
+                    message,
+                },
+                other => other,
+            })?;
         let token = answer["token"].as_str().unwrap_or_default().to_owned();
         if token.is_empty() {
             return Err(Failure::Refused {

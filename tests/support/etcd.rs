@@ -36,6 +36,8 @@ pub struct EtcdServer {
     /// The running member, if it runs.
     group: Option<ProcessGroup>,
     http: reqwest::blocking::Client,
+    /// The root user's token, once authentication is enabled.
+    token: Option<String>,
 }
 
 impl EtcdServer {
@@ -56,6 +58,7 @@ impl EtcdServer {
                 peer_port: closed_port()?,
                 group: None,
                 http: http.clone(),
+                token: None,
             };
             match server.run() {
                 Ok(()) => return Ok(server),
@@ -155,9 +158,11 @@ impl EtcdServer {
     }
 
     fn try_post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-        let text = self
-            .http
-            .post(format!("{}{path}", self.url()))
+        let mut request = self.http.post(format!("{}{path}", self.url()));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", token);
+        }
+        let text = request
             .body(body.to_string())
             .send()
             .and_then(|r| r.text())?;
@@ -191,6 +196,57 @@ impl EtcdServer {
         kvs.iter()
             .map(|kv| Ok((decode(&kv["key"])?, decode(&kv["value"])?)))
             .collect()
+    }
+
+    /// Turns authentication on, as an operator would: a root user, a role
+    /// that may read and write the keys under `prefix`, and `user` with
+    /// `password` in that role. The test's own requests go on as root.
+    pub fn enable_auth(&mut self, user: &str, password: &str, prefix: &str) -> Result<()> {
+        let root_password = "root-password-of-the-test";
+        let mut end = prefix.as_bytes().to_vec();
+        let last = end.pop().context("a non-empty prefix")?;
+        end.push(last + 1);
+        let steps = [
+            (
+                "/v3/auth/user/add",
+                serde_json::json!({ "name": "root", "password": root_password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                serde_json::json!({ "user": "root", "role": "root" }),
+            ),
+            ("/v3/auth/role/add", serde_json::json!({ "name": "fleet" })),
+            (
+                "/v3/auth/role/grant",
+                serde_json::json!({ "name": "fleet", "perm": {
+                    "permType": "READWRITE", "key": B64.encode(prefix), "range_end": B64.encode(end)
+                }}),
+            ),
+            (
+                "/v3/auth/user/add",
+                serde_json::json!({ "name": user, "password": password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                serde_json::json!({ "user": user, "role": "fleet" }),
+            ),
+            ("/v3/auth/enable", serde_json::json!({})),
+        ];
+        for (path, body) in steps {
+            let answer = self.try_post(path, body)?;
+            if answer.get("error").is_some() || answer.get("code").is_some() {
+                bail!("etcd {path}: {answer}");
+            }
+        }
+        let answer = self.try_post(
+            "/v3/auth/authenticate",
+            serde_json::json!({ "name": "root", "password": root_password }),
+        )?;
+        let token = answer["token"]
+            .as_str()
+            .with_context(|| format!("no root token: {answer}"))?;
+        self.token = Some(token.to_owned());
+        Ok(())
     }
 
     /// Puts `key` = `value` (no lease).
