@@ -170,11 +170,11 @@ pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow:
     // A node that never had a cache, with a fixed tag, has nothing to look
     // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
     // start alone costs an agent about 4 MiB: it starts OpenSSL).
-    let fresh = config
-        .release
-        .tag
-        .as_ref()
-        .filter(|_| stream && !fetch::cache_dir(root).exists());
+    let fresh = config.release.tag.as_ref().filter(|_| {
+        stream
+            && crate::stream::can_stream(config.source.url.as_str())
+            && !fetch::cache_dir(root).exists()
+    });
     if let Some(tag) = fresh {
         tracing::info!(
             "fetching release {} from {}",

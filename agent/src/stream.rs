@@ -651,6 +651,12 @@ pub struct Streamed {
     pub index: crate::release::TreeIndex,
 }
 
+/// Whether a source at `url` may be streamed from: HTTP(S) only (other
+/// transports go through libgit2).
+pub fn can_stream(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
+}
+
 /// Fetches and verifies `tag` from an HTTP(S) source by streaming, retrying
 /// within the fetch deadline. `Ok(None)`: the source is not HTTP(S) or does
 /// not speak protocol v2, and libgit2 should fetch it.
@@ -661,7 +667,7 @@ pub fn fetch_tag(
     trust: &Trust,
 ) -> anyhow::Result<Option<Streamed>> {
     let url = &config.source.url;
-    if !(url.as_str().starts_with("https://") || url.as_str().starts_with("http://")) {
+    if !can_stream(url.as_str()) {
         return Ok(None);
     }
     let ref_name = format!("refs/tags/{}", tag.as_str());
