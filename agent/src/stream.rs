@@ -495,7 +495,21 @@ struct Response<'m> {
     done: bool,
 }
 
-impl Response<'_> {
+impl<'m> Response<'m> {
+    /// A response read from what the network thread sends on `messages`,
+    /// waiting at most `wait` for each part.
+    fn new(messages: &'m mpsc::Receiver<Message>, wait: Duration) -> Self {
+        Self {
+            messages,
+            wait,
+            pending: Vec::with_capacity(256 * 1024),
+            pos: 0,
+            band: (0, 0),
+            in_pack: false,
+            done: false,
+        }
+    }
+
     /// Makes sure `n` unread bytes are buffered; false at a clean end.
     fn want(&mut self, n: usize) -> io::Result<bool> {
         while self.pending.len() - self.pos < n {
@@ -819,15 +833,7 @@ fn receive(
         .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not a SHA-1 object id")))?;
     let mut incoming = Incoming::create(root)
         .map_err(|e| AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}")))?;
-    let mut response = Response {
-        messages,
-        wait,
-        pending: Vec::with_capacity(256 * 1024),
-        pos: 0,
-        band: (0, 0),
-        in_pack: false,
-        done: false,
-    };
+    let mut response = Response::new(messages, wait);
     let read = pack::read_pack(&mut response, &mut incoming).and_then(|summary| {
         incoming.settle().map_err(pack::PackError::Store)?;
         Ok(summary)
@@ -916,15 +922,7 @@ mod tests {
             send.send(Message::Data(part.clone())).expect("queue");
         }
         drop(send);
-        let mut response = Response {
-            messages: &messages,
-            wait: Duration::from_secs(5),
-            pending: Vec::new(),
-            pos: 0,
-            band: (0, 0),
-            in_pack: false,
-            done: false,
-        };
+        let mut response = Response::new(&messages, Duration::from_secs(5));
         let mut out = Vec::new();
         response.read_to_end(&mut out)?;
         Ok(out)
@@ -992,15 +990,7 @@ mod tests {
         let (send, messages) = mpsc::sync_channel(1);
         send.send(Message::NotV2("HTTP status 400".into()))
             .expect("queue");
-        let mut response = Response {
-            messages: &messages,
-            wait: Duration::from_secs(5),
-            pending: Vec::new(),
-            pos: 0,
-            band: (0, 0),
-            in_pack: false,
-            done: false,
-        };
+        let mut response = Response::new(&messages, Duration::from_secs(5));
         let e = response.read(&mut [0; 8]).expect_err("not v2");
         assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
     }
