@@ -1,4 +1,4 @@
-//! End-to-end tests of `driftless::poll`: one ref polled over real git
+//! End-to-end tests of `driftless::source::poll`: one ref polled over real git
 //! servers on 127.0.0.1 (nginx + git-http-backend, git daemon), through a
 //! stalling proxy, and against small in-process HTTP servers that play a
 //! v0-only git server or answer with canned responses.
@@ -20,7 +20,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use driftless::poll::{BasicAuth, PollError, PollOptions, Protocol, RefAnswer, RefPoller};
+use driftless::source::poll::{BasicAuth, PollError, PollOptions, Protocol, RefAnswer, RefPoller};
 use servers::{
     AccessEntry, Fault, FaultProxy, GitDaemon, SmartHttp, Traffic, closed_port_url, git_command,
     isolate_git_env, localhost, run_bounded,

@@ -1,4 +1,4 @@
-//! Tests of the terminate stage (`driftless::terminate`) against real parts:
+//! Tests of the terminate stage (`driftless::fleet::terminate`) against real parts:
 //! `exec` and `drain` run shell scripts that record their arguments,
 //! environment and order in files; `webhook` posts to a small HTTP receiver
 //! on 127.0.0.1 that checks the HMAC with ring, and over HTTPS to nginx with
@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use driftless::config::{ReplaceAction, ReplaceSettings};
-use driftless::terminate::{
-    CommandFailure, Reason, ReplacementRequest, TerminateError, request_replacement, validate,
-};
+use driftless::fleet::terminate::{CommandFailure, TerminateError, request_replacement, validate};
+use driftless::record::replacement::{Reason, ReplacementRequest};
 use driftless::types::{Interval, NodePath};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;

@@ -6,7 +6,7 @@
 //! Part 1, per poll, contenders interleaved round-robin (the order rotates
 //! each round):
 //!
-//! * `library, new conn.`: `driftless::poll::RefPoller::ls_ref` in this
+//! * `library, new conn.`: `driftless::source::poll::RefPoller::ls_ref` in this
 //!   process on one Tokio current-thread runtime, with a poller built
 //!   (untimed) for each poll, so every poll opens its own connection: what
 //!   a node polling once a minute does (its idle connection is dropped
@@ -69,7 +69,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use driftless::poll::{PollOptions, Protocol, RefPoller};
+use driftless::source::poll::{PollOptions, Protocol, RefPoller};
 use nix::unistd::{SysconfVar, sysconf};
 use servers::{AccessEntry, SmartHttp, git_command, isolate_git_env, run_bounded};
 use tokio::runtime::Runtime;

@@ -122,7 +122,7 @@ pub enum ReplaceAction {
 #[serde(deny_unknown_fields, default)]
 pub struct LockSettings {
     /// `required` (default), `best-effort`, or `off`.
-    pub mode: crate::lock::LockMode,
+    pub mode: LockMode,
     /// Directories bind-mounted read-only onto themselves, besides those the
     /// spec lists.
     pub read_only: Vec<NodePath>,
@@ -554,6 +554,16 @@ pub enum FailurePolicy {
 }
 
 impl AgentConfig {
+    /// Loads the trust files the config names, beneath the root.
+    pub fn load_trust(
+        &self,
+        root: &Path,
+    ) -> Result<crate::verify::Trust, crate::verify::TrustFileError> {
+        let allowed = self.trust.allowed_signers.under(root);
+        let revoked = self.trust.revoked_keys.as_ref().map(|p| p.under(root));
+        crate::verify::Trust::load(&allowed, revoked.as_deref())
+    }
+
     /// Parses config text; `path` names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let fail = |reason: String| ConfigError {
@@ -677,6 +687,19 @@ fn first_line(text: &str, path: &NodePath) -> Result<String, ConfigError> {
         });
     }
     Ok(id.to_owned())
+}
+
+/// How hard the agent tries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMode {
+    /// Every path must be locked, or the apply fails.
+    #[default]
+    Required,
+    /// Lock what the filesystem allows; record the rest and why.
+    BestEffort,
+    /// Do not lock (an image being baked; the next boot locks).
+    Off,
 }
 
 #[cfg(test)]

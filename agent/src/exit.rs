@@ -2,15 +2,7 @@
 //! `OnFailure=`, a bake script or a release pipeline can tell a bad signature
 //! from a server that was down. Documented in the README.
 
-use crate::apply::{AlreadyPinned, ApplyError, PinMismatch};
-use crate::config::ConfigError;
-use crate::fetch::FetchError;
-use crate::health::HealthError;
-use crate::plan::PlanError;
-use crate::release::ReleaseError;
-use crate::root::RootError;
-use crate::spec::SpecError;
-use crate::verify::{TrustFileError, VerifyError};
+use crate::node::stage::Stage;
 
 /// The process exit status of a driftless command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,35 +33,15 @@ pub enum ExitCode {
 impl ExitCode {
     /// Classifies an error by the first typed cause in its chain.
     pub fn of(error: &anyhow::Error) -> Self {
-        for cause in error.chain() {
-            let class = if cause.is::<VerifyError>()
-                || cause.is::<PinMismatch>()
-                || cause.is::<crate::channel::ChannelRefusal>()
-            {
-                ExitCode::Verify
-            } else if cause.is::<TrustFileError>() || cause.is::<ConfigError>() {
-                ExitCode::Config
-            } else if cause.is::<FetchError>() {
-                ExitCode::Fetch
-            } else if cause.is::<SpecError>()
-                || cause.is::<PlanError>()
-                || cause.is::<ReleaseError>()
-            {
-                ExitCode::Spec
-            } else if cause.is::<ApplyError>()
-                || cause.is::<RootError>()
-                || cause.is::<AlreadyPinned>()
-                || cause.is::<crate::lock::LockError>()
-            {
-                ExitCode::Apply
-            } else if cause.is::<HealthError>() {
-                ExitCode::Health
-            } else {
-                continue;
-            };
-            return class;
+        match Stage::of(error) {
+            Some(Stage::Config) => ExitCode::Config,
+            Some(Stage::Fetch) => ExitCode::Fetch,
+            Some(Stage::Verify) => ExitCode::Verify,
+            Some(Stage::Spec) => ExitCode::Spec,
+            Some(Stage::Apply) => ExitCode::Apply,
+            Some(Stage::Health) => ExitCode::Health,
+            None => ExitCode::Failure,
         }
-        ExitCode::Failure
     }
 }
 

@@ -13,35 +13,16 @@
 //! | [`cli`] | the command line, one file a subcommand |
 //! | [`exit`] | exit codes, so systemd units and scripts can branch |
 
-pub mod accounts;
-pub mod apply;
-pub mod channel;
 pub mod cli;
 pub mod config;
-pub mod coordinate;
-pub mod detect;
-pub mod drift;
-pub mod etcd;
+pub mod error;
 pub mod events;
 pub mod exit;
-pub mod fetch;
-pub mod gate;
-pub mod health;
-pub mod libgit;
-pub mod lock;
-pub mod metrics;
-pub mod pack;
-pub mod plan;
-pub mod poll;
+pub mod fleet;
+pub mod node;
+pub mod record;
 pub mod release;
-pub mod rollout;
 pub mod root;
-pub mod spec;
-pub mod state;
-pub mod stream;
-pub mod systemd;
-pub mod terminate;
-pub mod tls;
+pub mod source;
 pub mod types;
 pub mod verify;
-pub mod watch;

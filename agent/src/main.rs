@@ -7,7 +7,7 @@ fn main() -> std::process::ExitCode {
     driftless::cli::init_logging();
     let cli = driftless::cli::Cli::parse();
     if cli.command.starts_libgit() {
-        driftless::libgit::start();
+        driftless::source::libgit::start();
     }
     driftless::cli::run(cli).into()
 }

@@ -2,7 +2,7 @@
 //!
 //! Input: the pack's bytes (`git pack-objects --stdout` output, header to
 //! trailing checksum). Every object is kept in memory by a small store, as
-//! `driftless::stream` keeps trees, commits and tags, so deltas resolve
+//! `driftless::source::stream` keeps trees, commits and tags, so deltas resolve
 //! against their bases.
 //!
 //! Property: no input panics or allocates without bound, and a pack that
@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use driftless::pack::{self, Base, ObjectId, ObjectKind, ObjectStore};
+use driftless::source::pack::{self, Base, ObjectId, ObjectKind, ObjectStore};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Default)]

@@ -43,7 +43,7 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Starts etcd on two free 127.0.0.1 ports.
     pub fn start() -> Result<Self> {
-        let http = driftless::tls::blocking_client_builder()
+        let http = driftless::source::tls::blocking_client_builder()
             .timeout(REQUEST_TIMEOUT)
             .no_proxy()
             .build()?;

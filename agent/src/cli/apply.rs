@@ -3,9 +3,9 @@
 use clap::Args;
 
 use super::node::NodeArgs;
-use crate::apply::{self, Outcome};
 use crate::config;
 use crate::exit::ExitCode;
+use crate::node::apply::{self, Outcome};
 
 /// Arguments of `driftless apply`.
 #[derive(Debug, Args)]
@@ -88,10 +88,10 @@ fn report_to_coordinator(args: &ApplyArgs) {
     let Ok(config) = args.node.load_config() else {
         return;
     };
-    if let Err(e) = crate::coordinate::report_apply(&args.node.root, &config) {
+    if let Err(e) = crate::fleet::coordinate::report_apply(&args.node.root, &config) {
         tracing::warn!(
             "{}; the watcher reports it when it starts",
-            super::one_line(&e)
+            crate::error::one_line(&e)
         );
     }
 }
@@ -108,15 +108,15 @@ fn replace_if_configured(args: &ApplyArgs, error: &anyhow::Error) {
     }
     let node_id =
         config::node_id(&args.node.root, &config.node).unwrap_or_else(|_| "unknown".to_owned());
-    if let Err(e) = crate::watch::replace_after_failed_apply(
+    if let Err(e) = crate::fleet::watch::replace_after_failed_apply(
         &args.node.root,
         &config,
         &node_id,
-        &super::one_line(error),
+        &crate::error::one_line(error),
     ) {
         eprintln!(
             "error: asking to be replaced failed: {}",
-            super::one_line(&e)
+            crate::error::one_line(&e)
         );
     }
 }

@@ -3,10 +3,10 @@
 
 use clap::Args;
 
-use crate::drift;
 use crate::exit::ExitCode;
+use crate::record::drift;
+use crate::record::state;
 use crate::root::Root;
-use crate::state;
 
 /// Arguments of `driftless check`.
 #[derive(Debug, Args)]

@@ -5,7 +5,6 @@
 use clap::Args;
 
 use super::node::NodeArgs;
-use crate::apply;
 use crate::exit::ExitCode;
 
 /// Arguments of `driftless fetch`.
@@ -20,7 +19,7 @@ pub fn run(args: FetchArgs) -> ExitCode {
     let result = args
         .node
         .load_config()
-        .and_then(|config| apply::fetch_verified(&args.node.root, &config));
+        .and_then(|config| crate::release::obtain::fetch_verified(&args.node.root, &config));
     match result {
         Ok((_, v, _)) => {
             println!(

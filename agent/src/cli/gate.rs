@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::node::NodeArgs;
 use crate::exit::ExitCode;
-use crate::gate;
+use crate::node::gate;
 use crate::root::Root;
 
 /// Arguments of `driftless gate`.
@@ -21,7 +21,12 @@ pub fn run(args: GateArgs) -> ExitCode {
     let decision = args
         .node
         .load_config()
-        .map_err(|e| format!("cannot read the agent config: {}", super::one_line(&e)))
+        .map_err(|e| {
+            format!(
+                "cannot read the agent config: {}",
+                crate::error::one_line(&e)
+            )
+        })
         .and_then(|config| {
             let root =
                 Root::open(&args.node.root).map_err(|e| format!("cannot open the root: {e}"))?;

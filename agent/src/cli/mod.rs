@@ -14,6 +14,7 @@ mod watch;
 
 use clap::{Parser, Subcommand};
 
+use crate::error::one_line;
 use crate::exit::ExitCode;
 
 /// driftless: apply one signed release to a node, lock it, and ask to be
@@ -61,7 +62,7 @@ impl Command {
     /// which systemd runs before every start of a release's service and
     /// which reads only the node's state. Nor does apply, which starts it
     /// only when it needs the cache: a first boot over HTTP(S) streams its
-    /// release without libgit2 (see `apply::fetch_release`).
+    /// release without libgit2 (see `release::obtain::fetch_release`).
     pub fn starts_libgit(&self) -> bool {
         !matches!(
             self,
@@ -106,22 +107,6 @@ pub fn init_logging() {
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {}", one_line(error));
     ExitCode::of(error)
-}
-
-/// An error and its causes, joined on one line (`outer: inner: root`).
-pub fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !line.is_empty() {
-            if line.ends_with(&text) {
-                continue;
-            }
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line.replace('\n', " ")
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::node::NodeArgs;
-use crate::apply;
 use crate::exit::ExitCode;
-use crate::plan::Change;
-use crate::release::Release;
+use crate::node::apply;
+use crate::node::plan::Change;
+use crate::release::tree::Release;
 use crate::root::Root;
 
 /// Arguments of `driftless plan`.
@@ -29,7 +29,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
     let result = (|| {
         let config = args.node.load_config()?;
         let root = Root::open(&args.node.root)?;
-        let (repo, verified, _) = apply::fetch_verified(&args.node.root, &config)?;
+        let (repo, verified, _) = crate::release::obtain::fetch_verified(&args.node.root, &config)?;
         let release = Release::open(&repo, verified)?;
         let spec = release.spec(&config.release.spec)?;
         let steps = apply::plan(&root, &release, &spec)?;

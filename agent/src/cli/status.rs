@@ -3,10 +3,10 @@
 use clap::Args;
 
 use crate::exit::ExitCode;
-use crate::lock::LockStatus;
+use crate::record::state::LockStatus;
+use crate::record::state::{self, Status};
+use crate::record::watch_state::{RequestStatus, WatchState};
 use crate::root::Root;
-use crate::state::{self, Status};
-use crate::watch::{RequestStatus, WatchState};
 
 /// Arguments of `driftless status`.
 #[derive(Debug, Args)]

@@ -60,7 +60,7 @@ pub fn run(args: VerifyArgs) -> ExitCode {
         Err(error) => {
             let error = error.context(format!("{label} {name}"));
             if args.json {
-                let message = super::one_line(&error);
+                let message = crate::error::one_line(&error);
                 let message = message
                     .split_once(": ")
                     .map_or(message.as_str(), |(_, m)| m);

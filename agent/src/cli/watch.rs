@@ -5,7 +5,7 @@ use clap::Args;
 use super::node::NodeArgs;
 use crate::config;
 use crate::exit::ExitCode;
-use crate::watch::Watcher;
+use crate::fleet::watch::Watcher;
 
 /// Arguments of `driftless watch`.
 #[derive(Debug, Args)]
@@ -58,8 +58,11 @@ pub fn run(args: WatchArgs) -> ExitCode {
 pub fn run_evaluate(args: EvaluateArgs) -> ExitCode {
     let result = (|| {
         let config = args.node.load_config()?;
-        let verdict =
-            crate::watch::evaluate_channel(&args.node.root, &config, args.last_seen.as_deref());
+        let verdict = crate::fleet::watch::evaluate_channel(
+            &args.node.root,
+            &config,
+            args.last_seen.as_deref(),
+        );
         println!("{}", serde_json::to_string(&verdict)?);
         Ok(())
     })();

@@ -20,9 +20,9 @@ use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use crate::drift::{self, Difference};
+use crate::record::drift::{self, Difference};
+use crate::record::state::State;
 use crate::root::{Kind, Root};
-use crate::state::State;
 use crate::types::NodePath;
 
 /// The detector could not watch the node.
@@ -203,8 +203,8 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::LockStatus;
-    use crate::state::{ManifestEntry, PinnedRelease, Status};
+    use crate::record::state::LockStatus;
+    use crate::record::state::{ManifestEntry, PinnedRelease, Status};
 
     fn state_with(root: &std::path::Path, files: &[(&str, &[u8])]) -> State {
         let manifest = files

@@ -1,6 +1,6 @@
 //! First boot over HTTP(S): the pinned tag fetched with one protocol v2
 //! `ls-refs` and one `fetch` (shallow, `deepen 1`), its pack parsed while it
-//! streams in ([`crate::pack`]), and each blob written once, to a private
+//! streams in ([`crate::source::pack`]), and each blob written once, to a private
 //! staging directory on the root's filesystem, from where apply renames it
 //! beside its target. libgit2's fetch would store and index the pack first,
 //! and apply would then inflate and hash every blob a second time.
@@ -22,9 +22,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::config::{AgentConfig, TagName};
-use crate::fetch::{FetchError, Retries};
-use crate::pack::{self, Base, ObjectId, ObjectKind, ObjectStore};
-use crate::poll::{self, PollError, Protocol, RefPoller, pkt};
+use crate::source::fetch::{FetchError, Retries};
+use crate::source::pack::{self, Base, ObjectId, ObjectKind, ObjectStore};
+use crate::source::poll::{self, PollError, Protocol, RefPoller, pkt};
 use crate::verify::{self, Trust, Verified};
 
 /// The staging directory's place on the node.
@@ -284,7 +284,7 @@ impl Incoming {
     /// Every entry of the tree `root` by path (object id and git mode),
     /// checking that every tree and file of it arrived, as git checks a
     /// fetch's connectivity. Submodules (mode 160000) are only named.
-    pub fn index(&self, root: &ObjectId) -> Result<crate::release::TreeIndex, String> {
+    pub fn index(&self, root: &ObjectId) -> Result<crate::source::pack::TreeIndex, String> {
         let mut map = HashMap::new();
         let mut pending = vec![(String::new(), *root)];
         while let Some((dir, id)) = pending.pop() {
@@ -294,10 +294,10 @@ impl Incoming {
             };
             for entry in pack::TreeEntries(raw) {
                 let (mode, name, child) = entry.map_err(|e| format!("tree {id}: {e}"))?;
-                if map.len() >= crate::release::MAX_TREE_ENTRIES {
+                if map.len() >= crate::source::pack::MAX_TREE_ENTRIES {
                     return Err(format!(
                         "the tree has more than {} entries",
-                        crate::release::MAX_TREE_ENTRIES
+                        crate::source::pack::MAX_TREE_ENTRIES
                     ));
                 }
                 let path = format!("{dir}{name}");
@@ -662,7 +662,7 @@ pub struct Streamed {
     /// The verification that admitted it.
     pub verified: Verified,
     /// Every entry of its tree, by path: object id and git mode.
-    pub index: crate::release::TreeIndex,
+    pub index: crate::source::pack::TreeIndex,
 }
 
 /// Whether a source at `url` may be streamed from: HTTP(S) only (other
@@ -742,8 +742,8 @@ fn attempt(
     ref_name: &str,
     remaining: Duration,
 ) -> Result<(Incoming, ObjectId), AttemptError> {
-    let poller = crate::watch::poller_for(root, config, remaining)
-        .map_err(|e| AttemptError::Permanent(crate::cli::one_line(&e)))?;
+    let poller = crate::source::poll::poller_for(root, config, remaining)
+        .map_err(|e| AttemptError::Permanent(crate::error::one_line(&e)))?;
     let io_timeout = config.fetch.io_timeout.0;
     let (send, messages) = mpsc::sync_channel(4);
     let wanted = ref_name.to_owned();

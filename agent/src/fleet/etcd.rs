@@ -92,13 +92,13 @@ impl Etcd {
     /// read beneath `root`.
     pub fn new(root: &Path, settings: &RolloutSettings) -> anyhow::Result<Self> {
         let limit = settings.timeout.0;
-        let mut builder = crate::tls::client_builder()
+        let mut builder = crate::source::tls::client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(limit)
             .timeout(limit);
         let handle = Root::open(root)?;
         if let Some(ca) = &settings.ca_file {
-            let certs = crate::terminate::read_ca_bundle(&handle, ca)
+            let certs = crate::fleet::terminate::read_ca_bundle(&handle, ca)
                 .map_err(|e| anyhow::anyhow!("rollout.ca_file {ca}: {e}"))?;
             builder = builder.tls_certs_only(certs);
         }
@@ -116,7 +116,7 @@ impl Etcd {
                 .map_err(|e| {
                     anyhow::anyhow!(
                         "rollout.cert_file {cert} / key_file {key}: not a PEM certificate and private key: {}",
-                        crate::terminate::error_chain(&e)
+                        crate::fleet::terminate::error_chain(&e)
                     )
                 })?;
             builder = builder.identity(identity);
@@ -394,14 +394,14 @@ impl Etcd {
             Failure::Endpoint(if e.is_timeout() {
                 "timed out".to_owned()
             } else {
-                crate::terminate::error_chain(&e)
+                crate::fleet::terminate::error_chain(&e)
             })
         })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| {
             Failure::Endpoint(format!(
                 "reading the answer: {}",
-                crate::terminate::error_chain(&e)
+                crate::fleet::terminate::error_chain(&e)
             ))
         })?;
         if bytes.len() > MAX_ANSWER_LEN {

@@ -1,5 +1,5 @@
 //! The gate on the release's own services: each one the release installs
-//! gets a drop-in (see [`crate::systemd::gate_dropin`]) whose
+//! gets a drop-in (see [`crate::node::systemd::gate_dropin`]) whose
 //! `ExecCondition=` runs `driftless gate`, so systemd starts it only on a
 //! node whose apply succeeded, at every boot, without ordering it after
 //! `driftless-apply.service` (apply starts those units from inside its own
@@ -17,8 +17,8 @@
 //! whose `ExecCondition=` exits 1 to 254 (255 or a signal would fail it).
 
 use crate::config::AgentConfig;
+use crate::record::state::{self, State, Status};
 use crate::root::{Root, RootError};
-use crate::state::{self, State, Status};
 use crate::types::NodePath;
 
 /// Where apply marks the window in which it starts the release's units.
@@ -160,7 +160,7 @@ fn starting_path() -> NodePath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::PinnedRelease;
+    use crate::record::state::PinnedRelease;
 
     fn state(status: Status) -> State {
         State {

@@ -4,9 +4,10 @@
 
 use serde::Serialize;
 
-use crate::lock::{self, LockStatus};
+use crate::record::state::LockStatus;
+use crate::record::state::{ManifestEntry, State};
+use crate::root::attr as lock;
 use crate::root::{Kind, Root, hex};
-use crate::state::{ManifestEntry, State};
 
 /// One way the node differs from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::spec::{HealthCheck, Probe};
+use crate::release::spec::{HealthCheck, Probe};
 
 /// A check that did not pass in time.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ fn exec(argv: &[String], limit: Duration) -> Result<(), String> {
 }
 
 fn http(url: &str, expected: u16, limit: Duration) -> Result<(), String> {
-    let client = crate::tls::blocking_client_builder()
+    let client = crate::source::tls::blocking_client_builder()
         .timeout(limit.max(Duration::from_millis(100)))
         .redirect(reqwest::redirect::Policy::none())
         .build()

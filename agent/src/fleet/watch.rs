@@ -17,210 +17,19 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{self, ChannelState};
 use crate::config::{AgentConfig, DriftPolicy, FailurePolicy};
-use crate::coordinate::{Coordinator, Slot, SlotAnswer};
-use crate::detect::Detector;
-use crate::drift::Difference;
-use crate::poll::RefPoller;
-use crate::root::{Root, RootError};
-use crate::state::{self, State, Status};
-use crate::terminate::{self, Reason, ReplacementRequest};
-use crate::types::NodePath;
-
-/// Where the watcher's record lives on the node.
-pub const WATCH_STATE_PATH: &str = "/var/lib/driftless/watch.json";
-
-/// The watcher's record.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatchState {
-    /// The last channel tip accepted: a new tip must descend from it.
-    #[serde(default)]
-    pub channel: Option<SeenChannel>,
-    /// When the channel was last polled.
-    #[serde(default)]
-    pub last_poll: Option<Timestamp>,
-    /// Why the last poll failed, if it did.
-    #[serde(default)]
-    pub last_poll_error: Option<String>,
-    /// Polls that failed since the watcher started.
-    #[serde(default)]
-    pub poll_errors: u64,
-    /// The last channel tip refused, and why.
-    #[serde(default)]
-    pub refusal: Option<Refusal>,
-    /// Differences from the manifest seen so far.
-    #[serde(default)]
-    pub drift: Vec<DriftRecord>,
-    /// The request to be replaced, once made.
-    #[serde(default)]
-    pub replacement: Option<ReplacementRecord>,
-    /// Why the rollout does not let this node go yet, if it does not.
-    #[serde(default)]
-    pub waiting: Option<String>,
-    /// Where the rollout to the desired release stands for this node
-    /// (absent while the node runs the desired release).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<RolloutStatus>,
-    /// How this node's apply was reported to the rollout coordinator
-    /// (`applied`: a slot given back; `failed`: a failure recorded).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout_reported: Option<String>,
-}
-
-/// The rollout's last answer for this node, for people and programs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RolloutStatus {
-    /// The release the channel names.
-    pub release: String,
-    /// `go`, `hold`, `not-canary`, `wait`, `outside-window`, `stopped` (see
-    /// [`crate::rollout::Decision::name`]), `waiting-for-slot`, or
-    /// `coordinator-unreachable`.
-    pub state: String,
-    /// Failures of new nodes recorded for the release (the failures file,
-    /// plus etcd's with a coordinator).
-    pub failures: u32,
-    /// The channel's `max_failures`.
-    pub max_failures: u32,
-    /// Slots of the group taken, when the coordinator was asked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<u32>,
-    /// Slots of the group, with a coordinator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_in_flight: Option<u32>,
-}
-
-/// A channel tip the node accepted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeenChannel {
-    /// The tip commit.
-    pub tip: String,
-    /// Who signed it.
-    pub signer: String,
-    /// The signing key's fingerprint.
-    pub fingerprint: String,
-    /// The release it names.
-    pub release: String,
-    /// The commit that release's tag names (once verified).
-    #[serde(default)]
-    pub release_commit: Option<String>,
-    /// `hold: true` in the channel file.
-    pub hold: bool,
-    /// The tip's commit time.
-    pub committed_at: Timestamp,
-    /// When this node first saw it.
-    pub seen_at: Timestamp,
-    /// The whole channel file (rollout settings included).
-    pub file: crate::channel::ChannelFile,
-    /// The failures file published beside it.
-    #[serde(default, skip_serializing_if = "crate::channel::Failures::is_empty")]
-    pub failures: crate::channel::Failures,
-}
-
-/// A refused channel tip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Refusal {
-    /// The tip.
-    pub tip: String,
-    /// Why, one line.
-    pub reason: String,
-    /// When.
-    pub at: Timestamp,
-}
-
-/// One difference from the manifest, as first seen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DriftRecord {
-    /// What differs, one line.
-    pub line: String,
-    /// When it was first seen.
-    pub first_seen: Timestamp,
-}
-
-/// Where a replacement request stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestStatus {
-    /// Recorded; not yet made successfully.
-    Pending,
-    /// Made successfully; never made again.
-    Done,
-}
-
-/// The replacement request and its progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplacementRecord {
-    /// What was asked.
-    pub request: ReplacementRequest,
-    /// Where it stands.
-    pub status: RequestStatus,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// The last attempt's error.
-    #[serde(default)]
-    pub last_error: Option<String>,
-    /// When the last attempt was made.
-    #[serde(default)]
-    pub last_attempt: Option<Timestamp>,
-}
-
-fn watch_state_path() -> NodePath {
-    NodePath::new(WATCH_STATE_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
-}
-
-impl WatchState {
-    /// Reads the record (an absent file is an empty record).
-    pub fn load(root: &Root) -> Result<Self, RootError> {
-        let path = watch_state_path();
-        match root.read_optional(&path, state::MAX_STATE_LEN)? {
-            None => Ok(Self::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| RootError {
-                path: path.to_string(),
-                reason: format!("unreadable: {e}"),
-            }),
-        }
-    }
-
-    /// Writes the record atomically.
-    pub fn save(&self, root: &Root) -> Result<(), RootError> {
-        let path = watch_state_path();
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| RootError {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
-        bytes.push(b'\n');
-        if let Some(parent) = path
-            .parent()
-            .filter(|p| matches!(root.observe(p), Ok(None)))
-        {
-            root.ensure_dir(&parent, 0o755, 0, 0)?;
-        }
-        root.write_file(&path, &bytes, 0o644, 0, 0)
-    }
-
-    /// Records the tip a first boot resolved from the channel.
-    pub fn accept(&mut self, channel: &ChannelState, release_commit: Option<String>) {
-        self.channel = Some(SeenChannel {
-            tip: channel.tip.clone(),
-            signer: channel.signer.clone(),
-            fingerprint: channel.fingerprint.clone(),
-            release: channel.file.release.as_str().to_owned(),
-            release_commit,
-            hold: channel.file.hold,
-            committed_at: channel.committed_at,
-            seen_at: Timestamp::now(),
-            file: channel.file.clone(),
-            failures: channel.failures.clone(),
-        });
-        self.refusal = None;
-    }
-}
+use crate::fleet::coordinate::{Coordinator, Slot, SlotAnswer};
+use crate::fleet::terminate;
+use crate::record::detect::Detector;
+use crate::record::drift::Difference;
+use crate::record::replacement::{Reason, ReplacementRequest};
+use crate::record::state::{self, State, Status};
+use crate::record::watch_state::{
+    DriftRecord, Refusal, ReplacementRecord, RequestStatus, RolloutStatus, WatchState,
+};
+use crate::release::channel::{self, ChannelState};
+use crate::root::Root;
+use crate::source::poll::RefPoller;
 
 /// Feeds systemd's watchdog (`WATCHDOG=1`) from a task of its own, at half
 /// the interval systemd asks for (`WATCHDOG_USEC`), when it asks. The main
@@ -298,7 +107,7 @@ impl Watcher {
         })?;
         terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
         let record = WatchState::load(&root)?;
-        let poller = poller_for(
+        let poller = crate::source::poll::poller_for(
             root_path,
             &config,
             config.fetch.io_timeout.0 + config.fetch.connect_timeout.0,
@@ -592,7 +401,7 @@ impl Watcher {
             }
         }
         // The rollout decides when: canary, waves, windows, hold, failures.
-        let decision = crate::rollout::decide(
+        let decision = crate::fleet::rollout::decide(
             &self.node_id,
             &seen.file,
             seen.committed_at,
@@ -600,7 +409,7 @@ impl Watcher {
             status.failures,
         );
         status.state = decision.name().to_owned();
-        if decision != crate::rollout::Decision::Go {
+        if decision != crate::fleet::rollout::Decision::Go {
             return self.wait(status, decision.to_string());
         }
         if let Some(coordinator) = self.coordinator.clone() {
@@ -685,7 +494,7 @@ impl Watcher {
     }
 
     /// The coordinator could not be asked: fail closed.
-    fn unreachable(&mut self, mut status: RolloutStatus, error: &crate::etcd::EtcdError) {
+    fn unreachable(&mut self, mut status: RolloutStatus, error: &crate::fleet::etcd::EtcdError) {
         tracing::warn!("{error}; not asking to be replaced, trying again at the next poll");
         status.state = "coordinator-unreachable".into();
         self.wait(
@@ -702,7 +511,7 @@ impl Watcher {
         if let Some((_, task)) = self.slot.take() {
             task.abort();
         }
-        let task = crate::coordinate::keep_alive_task(coordinator.clone(), slot.clone());
+        let task = crate::fleet::coordinate::keep_alive_task(coordinator.clone(), slot.clone());
         self.slot = Some((slot, task));
     }
 
@@ -727,13 +536,13 @@ impl Watcher {
         let Some(coordinator) = self.coordinator.clone() else {
             return;
         };
-        let Some(kind) = crate::coordinate::report_kind(&self.applied.status) else {
+        let Some(kind) = crate::fleet::coordinate::report_kind(&self.applied.status) else {
             return;
         };
         if self.record.rollout_reported.as_deref() == Some(kind) {
             return;
         }
-        match crate::coordinate::report(&coordinator, &self.applied).await {
+        match crate::fleet::coordinate::report(&coordinator, &self.applied).await {
             Ok(()) => {
                 self.record.rollout_reported = Some(kind.to_owned());
                 self.save();
@@ -836,7 +645,9 @@ impl Watcher {
             tracing::error!("cannot record the watcher's state: {e}");
         }
         if let Some(path) = &self.config.metrics_file {
-            if let Err(e) = crate::metrics::write(&self.root, path, &self.applied, &self.record) {
+            if let Err(e) =
+                crate::fleet::metrics::write(&self.root, path, &self.applied, &self.record)
+            {
                 tracing::warn!("cannot write metrics: {e}");
             }
         }
@@ -852,37 +663,6 @@ fn this_program() -> PathBuf {
     } else {
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("driftless"))
     }
-}
-
-/// A poller of the source, with its transport settings; `deadline` bounds
-/// each request.
-pub(crate) fn poller_for(
-    root_path: &Path,
-    config: &AgentConfig,
-    deadline: std::time::Duration,
-) -> anyhow::Result<RefPoller> {
-    let source = &config.source;
-    let basic_auth = match &source.token_file {
-        Some(file) => {
-            let text = std::fs::read_to_string(file.under(root_path))
-                .map_err(|e| anyhow::anyhow!("cannot read {file}: {}", e.kind()))?;
-            Some(crate::poll::BasicAuth {
-                user: source.token_user.clone(),
-                token: text.trim().to_owned(),
-            })
-        }
-        None => None,
-    };
-    let options = crate::poll::PollOptions {
-        connect_timeout: config.fetch.connect_timeout.0,
-        io_timeout: config.fetch.io_timeout.0,
-        deadline,
-        ca_file: source.ca_file.as_ref().map(|p| p.under(root_path)),
-        basic_auth,
-        ssh_key_file: source.ssh_key_file.as_ref().map(|p| p.under(root_path)),
-        ..Default::default()
-    };
-    Ok(RefPoller::new(source.url.as_str(), options)?)
 }
 
 /// What the evaluation of a channel tip concluded: the answer of
@@ -933,9 +713,11 @@ fn evaluate(
     last_seen: Option<&str>,
 ) -> Result<(ChannelState, String), Verdict> {
     let failed = |reason: String| Verdict::Failed { reason };
-    let trust = crate::apply::load_trust(root_path, config)
-        .map_err(|e| failed(crate::cli::one_line(&e)))?;
-    let repo = crate::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
+    let trust = config
+        .load_trust(root_path)
+        .map_err(anyhow::Error::from)
+        .map_err(|e| failed(crate::error::one_line(&e)))?;
+    let repo = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
     let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
     let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
     let now = Timestamp::now();
@@ -946,9 +728,9 @@ fn evaluate(
     let state = channel::evaluate(&repo, &trust, tip, last, &config.channel, now)
         .map_err(|e| refused(e.to_string()))?;
     let tag = &state.file.release;
-    match crate::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
+    match crate::source::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
         Ok(()) => {}
-        Err(crate::fetch::FetchError::NoSuchRef { .. }) => {
+        Err(crate::source::fetch::FetchError::NoSuchRef { .. }) => {
             return Err(refused(format!(
                 "channel tip {tip} names release {}, which the source does not have",
                 tag.as_str()

@@ -634,6 +634,14 @@ pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Every entry of a release tree by path: object id and git mode.
+pub type TreeIndex = std::collections::HashMap<String, (ObjectId, u32)>;
+
+/// The most entries a release tree may have, subtrees included (a tree that
+/// names the same subtree many times could otherwise multiply its paths):
+/// four times the node spec's own limit on entries.
+pub const MAX_TREE_ENTRIES: usize = 400_000;
+
 /// The entries of a tree object, parsed strictly: `<octal mode> <name>\0<20-byte id>`.
 pub struct TreeEntries<'a>(pub &'a [u8]);
 

@@ -6,9 +6,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::lock::LockStatus;
-use crate::plan::{Desired, Entry};
-use crate::root::{Kind, Root, RootError, hex};
+use crate::root::{Kind, Root, RootError};
 use crate::types::NodePath;
 use crate::verify::Verified;
 
@@ -92,6 +90,21 @@ pub enum Status {
     },
 }
 
+/// The lock state of one managed path, recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "status", content = "reason")]
+pub enum LockStatus {
+    /// Not locked yet (`--no-lock`, or `lock.mode: off`).
+    Pending,
+    /// Immutable.
+    Locked,
+    /// Not lockable: a symlink cannot carry the attribute (its locked parent
+    /// directory, if managed, still protects it), or the path is mutable by design.
+    Exempt(String),
+    /// The filesystem refused (best-effort mode).
+    Failed(String),
+}
+
 /// A directory that is to be a read-only bind mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,44 +145,6 @@ pub struct ManifestEntry {
     /// A directory whose every entry is managed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclusive: bool,
-}
-
-impl From<&Desired> for ManifestEntry {
-    fn from(d: &Desired) -> Self {
-        let mut e = ManifestEntry {
-            path: d.path.clone(),
-            kind: d.entry.kind(),
-            mode: None,
-            uid: None,
-            gid: None,
-            sha256: None,
-            target: None,
-            origin: d.origin.clone(),
-            lock: if d.lock {
-                LockStatus::Pending
-            } else {
-                LockStatus::Exempt("mutable directory".into())
-            },
-            exclusive: d.exclusive,
-        };
-        match &d.entry {
-            Entry::Directory { mode, uid, gid } => {
-                (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
-            }
-            Entry::File {
-                sha256,
-                mode,
-                uid,
-                gid,
-                ..
-            } => {
-                (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
-                e.sha256 = sha256.map(|s| hex(&s));
-            }
-            Entry::Link { target } => e.target = Some(target.clone()),
-        }
-        e
-    }
 }
 
 fn state_path() -> NodePath {
@@ -220,9 +195,12 @@ fn write_record<T: Serialize>(root: &Root, path: &NodePath, record: &T) -> Resul
 /// again after it.
 pub fn save(root: &Root, state: &State) -> Result<(), RootError> {
     let path = state_path();
-    let was_locked = matches!(crate::lock::is_immutable(root, &path, Kind::File), Ok(true));
+    let was_locked = matches!(
+        crate::root::attr::is_immutable(root, &path, Kind::File),
+        Ok(true)
+    );
     if was_locked {
-        crate::lock::clear_for_rewrite(root, &path)?;
+        crate::root::attr::clear_for_rewrite(root, &path)?;
     }
     write_record(root, &path, state)?;
     if was_locked {
@@ -271,7 +249,7 @@ pub fn clear_early_failure(root: &Root) -> Result<(), RootError> {
 /// Makes the state file immutable (once the node is locked).
 pub fn lock_state_file(root: &Root) -> Result<(), RootError> {
     let path = state_path();
-    crate::lock::set_immutable(root, &path, Kind::File, true).map_err(|e| RootError {
+    crate::root::attr::set_immutable(root, &path, Kind::File, true).map_err(|e| RootError {
         path: path.to_string(),
         reason: format!("cannot lock: {e}"),
     })

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
-use crate::lock::LockStatus;
+use crate::record::state::LockStatus;
+use crate::record::state::{State, Status};
+use crate::record::watch_state::{RequestStatus, WatchState};
 use crate::root::{Root, RootError};
-use crate::state::{State, Status};
 use crate::types::NodePath;
-use crate::watch::{RequestStatus, WatchState};
 
 /// Renders the metrics text.
 pub fn render(applied: &State, watch: &WatchState) -> String {

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::spec::{GroupSpec, Principal, UserSpec};
+use crate::release::spec::{GroupSpec, Principal, UserSpec};
 
 /// Where the user database lives on the node.
 pub const PASSWD: &str = "/etc/passwd";
@@ -587,7 +587,7 @@ fn fields(values: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::AccountName;
+    use crate::release::spec::AccountName;
     use crate::types::NodePath;
 
     const PASSWD_TEXT: &str = "root:x:0:0:root:/root:/bin/bash\n\

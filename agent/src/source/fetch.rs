@@ -318,12 +318,12 @@ impl Credentials {
             std::fs::read_to_string(p.under(root))
                 .map_err(|e| FetchError::Credentials(format!("cannot read {p}: {}", e.kind())))
         };
-        // libgit2 started without CAs (see crate::libgit): give it exactly the
+        // libgit2 started without CAs (see crate::source::libgit): give it exactly the
         // configured bundle, or the system's, before an HTTPS fetch.
         if let Some(ca) = &source.ca_file {
             use_ca_file(&ca.under(root))?;
         } else if source.url.as_str().starts_with("https://") {
-            if let Some(bundle) = crate::libgit::system_bundle() {
+            if let Some(bundle) = crate::source::libgit::system_bundle() {
                 use_ca_file(&bundle)?;
             }
         }

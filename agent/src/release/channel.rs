@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let text = include_str!("../../docs/examples/channel.yaml");
+        let text = include_str!("../../../docs/examples/channel.yaml");
         let c = ChannelFile::parse(text, "channel.yaml").expect("example parses");
         assert_eq!(c.release.as_str(), "v1.5.0");
         assert!(!c.hold);
@@ -415,9 +415,9 @@ pub fn fetch_tip(
     repo: &git2::Repository,
     root: &std::path::Path,
     config: &crate::config::AgentConfig,
-) -> Result<git2::Oid, crate::fetch::FetchError> {
+) -> Result<git2::Oid, crate::source::fetch::FetchError> {
     let remote_ref = config.channel_ref();
-    crate::fetch::fetch_ref(
+    crate::source::fetch::fetch_ref(
         repo,
         root,
         &config.source,
@@ -427,7 +427,7 @@ pub fn fetch_tip(
         &config.fetch,
     )?;
     repo.refname_to_id(CACHE_REF)
-        .map_err(|e| crate::fetch::FetchError::Cache {
+        .map_err(|e| crate::source::fetch::FetchError::Cache {
             path: CACHE_REF.into(),
             reason: e.message().to_owned(),
         })

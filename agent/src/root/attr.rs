@@ -1,18 +1,15 @@
-//! Locking what was applied: the immutable attribute (`chattr +i`) on every
-//! managed file and directory, and read-only bind mounts on the directories
-//! a spec or config lists. Unlocking is not a feature: a node that must
-//! change is replaced. The one exception is internal: an apply that was
-//! interrupted after it locked some paths clears the attribute on its own
-//! managed paths to finish (see [`clear_for_rewrite`]).
+//! What the filesystem says about a path beyond its inode: the immutable
+//! attribute (`chattr +i`) and whether it is a read-only mount point. The
+//! node stage sets them (see `node::lock`); the record stage reads them to
+//! tell a locked node from a drifted one.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use serde::{Deserialize, Serialize};
 
-use crate::root::{Kind, Root};
+use crate::root::{Kind, Root, RootError};
 use crate::types::NodePath;
 
 /// The inode flag behind `chattr +i`.
@@ -25,44 +22,6 @@ mod ioctl {
     // low bytes of a zero-initialised `long` are exactly that int.
     nix::ioctl_read!(get_flags, b'f', 1, nix::libc::c_long);
     nix::ioctl_write_ptr!(set_flags, b'f', 2, nix::libc::c_long);
-}
-
-/// How hard the agent tries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LockMode {
-    /// Every path must be locked, or the apply fails.
-    #[default]
-    Required,
-    /// Lock what the filesystem allows; record the rest and why.
-    BestEffort,
-    /// Do not lock (an image being baked; the next boot locks).
-    Off,
-}
-
-/// The lock state of one managed path, recorded in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "status", content = "reason")]
-pub enum LockStatus {
-    /// Not locked yet (`--no-lock`, or `lock.mode: off`).
-    Pending,
-    /// Immutable.
-    Locked,
-    /// Not lockable: a symlink cannot carry the attribute (its locked parent
-    /// directory, if managed, still protects it), or the path is mutable by design.
-    Exempt(String),
-    /// The filesystem refused (best-effort mode).
-    Failed(String),
-}
-
-/// A path that could not be locked.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot lock {path}: {reason}")]
-pub struct LockError {
-    /// The node path.
-    pub path: String,
-    /// Why.
-    pub reason: String,
 }
 
 fn open_for_flags(root: &Root, path: &NodePath, kind: Kind) -> Result<OwnedFd, Errno> {
@@ -116,8 +75,8 @@ pub fn set_immutable(root: &Root, path: &NodePath, kind: Kind, on: bool) -> Resu
 /// Before an interrupted apply rewrites `path`, clears the attribute on it and
 /// on its parent directory if an earlier run of the same apply locked them.
 /// Only ever called for paths the pinned release manages.
-pub fn clear_for_rewrite(root: &Root, path: &NodePath) -> Result<(), crate::root::RootError> {
-    let fail = |e: Errno| crate::root::RootError {
+pub fn clear_for_rewrite(root: &Root, path: &NodePath) -> Result<(), RootError> {
+    let fail = |e: Errno| RootError {
         path: path.to_string(),
         reason: format!("cannot clear the immutable attribute: {e}"),
     };
@@ -134,83 +93,6 @@ pub fn clear_for_rewrite(root: &Root, path: &NodePath) -> Result<(), crate::root
         }
     }
     Ok(())
-}
-
-/// Locks `path`: files and directories become immutable; symlinks cannot.
-/// Returns the status to record; in `Required` mode a refusal is an error.
-pub fn lock_path(
-    root: &Root,
-    path: &NodePath,
-    kind: Kind,
-    mode: LockMode,
-) -> Result<LockStatus, LockError> {
-    if mode == LockMode::Off {
-        return Ok(LockStatus::Pending);
-    }
-    if kind == Kind::Link {
-        return Ok(LockStatus::Exempt(
-            "symlinks cannot carry the immutable attribute".into(),
-        ));
-    }
-    match set_immutable(root, path, kind, true) {
-        Ok(()) => Ok(LockStatus::Locked),
-        Err(e) => {
-            let reason = match e {
-                Errno::ENOTTY | Errno::EOPNOTSUPP | Errno::EINVAL => {
-                    "the filesystem does not support the immutable attribute".to_owned()
-                }
-                Errno::EPERM => "not permitted (needs root with CAP_LINUX_IMMUTABLE)".to_owned(),
-                e => e.desc().to_owned(),
-            };
-            if mode == LockMode::Required {
-                Err(LockError {
-                    path: path.to_string(),
-                    reason: format!(
-                        "{reason} (lock.mode is required; use best-effort to record it instead)"
-                    ),
-                })
-            } else {
-                Ok(LockStatus::Failed(reason))
-            }
-        }
-    }
-}
-
-/// Bind-mounts `path` read-only onto itself, unless it already is a
-/// read-only mount point.
-#[allow(unsafe_code)]
-pub fn bind_read_only(root: &Root, path: &NodePath) -> Result<(), LockError> {
-    use nix::mount::{MsFlags, mount};
-    let fail = |what: &str, e: Errno| LockError {
-        path: path.to_string(),
-        reason: format!("{what}: {e}"),
-    };
-    if is_read_only_mount(root, path) {
-        return Ok(());
-    }
-    let fd = root
-        .open_raw(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
-        .map_err(|e| fail("cannot open", e))?;
-    // The magic link names exactly the directory resolved beneath the root,
-    // so a symlink swapped in between cannot redirect the mount.
-    let target = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    mount(
-        Some(&target),
-        &target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| fail("bind mount failed", e))?;
-    let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-    mount(
-        None::<&str>,
-        &path.under(root.path()),
-        None::<&str>,
-        remount,
-        None::<&str>,
-    )
-    .map_err(|e| fail("read-only remount failed", e))
 }
 
 /// True when `path` under the root is a mount point mounted read-only in

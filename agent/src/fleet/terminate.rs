@@ -46,9 +46,9 @@ use std::path::Path;
 use std::process::{Child, ChildStderr, ExitStatus, Stdio};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::{ReplaceAction, ReplaceSettings};
+use crate::error::clip;
+use crate::record::replacement::{MAX_SUMMARY_CHARS, ReplacementRequest};
 use crate::root::{Root, hex};
 use crate::types::NodePath;
 
@@ -56,8 +56,6 @@ use crate::types::NodePath;
 pub const COMMAND_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where `systemctl` is looked for, in order.
 pub const SYSTEMCTL_CANDIDATES: [&str; 2] = ["/usr/bin/systemctl", "/bin/systemctl"];
-/// Longest one-line reason (the `exec` argument), in characters.
-pub const MAX_SUMMARY_CHARS: usize = 512;
 /// Webhook secret files larger than this are refused.
 pub const MAX_SECRET_LEN: u64 = 64 * 1024;
 /// Webhook CA bundles larger than this are refused.
@@ -78,123 +76,6 @@ const ANSWER_KEEP: usize = 4 * 1024;
 const POLL_MAX: Duration = Duration::from_millis(50);
 /// How long a killed command is waited for before it is left to init.
 const REAP_WAIT: Duration = Duration::from_millis(500);
-
-/// Why a node asks to be replaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reason {
-    /// The fleet's desired release is no longer the pinned one.
-    ReleaseChanged,
-    /// The node drifted from its manifest (with `drift.policy: replace`).
-    Drift,
-    /// The pinned release could not be applied or did not become healthy.
-    ApplyFailed,
-}
-
-impl Reason {
-    /// The name used in JSON, environment and logs: `release-changed`,
-    /// `drift`, `apply-failed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::ReleaseChanged => "release-changed",
-            Reason::Drift => "drift",
-            Reason::ApplyFailed => "apply-failed",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a node says when it asks to be replaced: the webhook's JSON body,
-/// and the source of the `exec` argument and environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplacementRequest {
-    /// The node's id (see [`crate::config::node_id`]).
-    pub node_id: String,
-    /// The pinned release's tag.
-    pub pinned: String,
-    /// The commit the pinned tag names.
-    pub pinned_commit: String,
-    /// The fleet's desired tag, when known.
-    pub desired: Option<String>,
-    /// Why.
-    pub reason: Reason,
-    /// One line of detail (what drifted, what failed); may be empty.
-    pub detail: String,
-    /// When the request was made.
-    pub requested_at: jiff::Timestamp,
-    /// Stable id for deduplication at the receiver (see [`request_id`]).
-    pub request_id: String,
-}
-
-impl ReplacementRequest {
-    /// A request made now; `detail` is folded into one line and
-    /// [`ReplacementRequest::request_id`] computed.
-    pub fn new(
-        node_id: &str,
-        pinned: &str,
-        pinned_commit: &str,
-        desired: Option<&str>,
-        reason: Reason,
-        detail: &str,
-    ) -> Self {
-        Self {
-            node_id: node_id.to_owned(),
-            pinned: pinned.to_owned(),
-            pinned_commit: pinned_commit.to_owned(),
-            desired: desired.map(str::to_owned),
-            reason,
-            detail: one_line(detail, MAX_SUMMARY_CHARS),
-            requested_at: jiff::Timestamp::now(),
-            request_id: request_id(node_id, pinned_commit, desired, reason),
-        }
-    }
-
-    /// The reason in one line, e.g. `release-changed: v1.4.2 -> v1.5.0`,
-    /// `drift: /etc/app.conf content changed (v1.4.2)`,
-    /// `apply-failed: health check ... (v1.4.2)`. Control characters become
-    /// spaces and it is cut at [`MAX_SUMMARY_CHARS`].
-    pub fn summary(&self) -> String {
-        let text = match self.reason {
-            Reason::ReleaseChanged => format!(
-                "{}: {} -> {}",
-                self.reason,
-                self.pinned,
-                self.desired.as_deref().unwrap_or("?")
-            ),
-            _ if self.detail.trim().is_empty() => format!("{}: {}", self.reason, self.pinned),
-            _ => format!("{}: {} ({})", self.reason, self.detail.trim(), self.pinned),
-        };
-        one_line(&text, MAX_SUMMARY_CHARS)
-    }
-}
-
-/// The stable id of a request: lowercase hex of SHA-256 over `node_id`,
-/// `pinned_commit`, `desired` (empty when unknown) and the reason's name,
-/// each followed by a NUL byte (none of them can contain one, so distinct
-/// inputs never run together).
-pub fn request_id(
-    node_id: &str,
-    pinned_commit: &str,
-    desired: Option<&str>,
-    reason: Reason,
-) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for field in [
-        node_id,
-        pinned_commit,
-        desired.unwrap_or(""),
-        reason.as_str(),
-    ] {
-        ctx.update(field.as_bytes());
-        ctx.update(b"\0");
-    }
-    hex(ctx.finish().as_ref())
-}
 
 /// The webhook signature header's value: `sha256=` and the lowercase hex
 /// HMAC-SHA256 of `body` under `secret`.
@@ -217,10 +98,7 @@ pub fn command_env(request: &ReplacementRequest) -> Vec<(&'static str, String)> 
             "DRIFTLESS_DESIRED",
             request.desired.clone().unwrap_or_default(),
         ),
-        (
-            "DRIFTLESS_DETAIL",
-            one_line(&request.detail, MAX_SUMMARY_CHARS),
-        ),
+        ("DRIFTLESS_DETAIL", clip(&request.detail, MAX_SUMMARY_CHARS)),
         ("DRIFTLESS_REQUEST_ID", request.request_id.clone()),
     ]
 }
@@ -580,7 +458,7 @@ impl Webhook {
         })?;
         let signature = signature(&secret, &body);
         let limit = settings.timeout.0;
-        let mut builder = crate::tls::client_builder()
+        let mut builder = crate::source::tls::client_builder()
             .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(limit)
@@ -717,7 +595,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         }
         source = e.source();
     }
-    one_line(&parts.join(": "), 2 * QUOTE_CHARS)
+    clip(&parts.join(": "), 2 * QUOTE_CHARS)
 }
 
 /// Runs `argv` (absolute program) with a cleared environment plus `env`,
@@ -878,23 +756,7 @@ fn first_line(bytes: &[u8]) -> Option<String> {
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
-        .map(|l| one_line(l, QUOTE_CHARS))
-}
-
-/// `text` with control characters as spaces, trimmed, cut at `max` chars
-/// (marked with `…`).
-fn one_line(text: &str, max: usize) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let clean = clean.trim();
-    if clean.chars().count() <= max {
-        return clean.to_owned();
-    }
-    let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
+        .map(|l| clip(l, QUOTE_CHARS))
 }
 
 /// A duration as people write it (`2s`, `1m 30s`, `250ms`).
@@ -908,17 +770,6 @@ fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(reason: Reason) -> ReplacementRequest {
-        ReplacementRequest::new(
-            "i-0abc",
-            "v1.4.2",
-            "0123456789abcdef0123456789abcdef01234567",
-            Some("v1.5.0"),
-            reason,
-            "",
-        )
-    }
 
     #[test]
     fn poweroff_is_systemctl_without_blocking() {
@@ -940,64 +791,6 @@ mod tests {
         let err = check_host_root(dir.path()).expect_err("not the host root");
         assert!(err.to_string().contains("refusing to power off"), "{err}");
         assert!(check_host_root(Path::new("/")).is_ok());
-    }
-
-    #[test]
-    fn reasons_serialise_in_kebab_case() {
-        let json = serde_json::to_value(request(Reason::ReleaseChanged)).expect("serialise");
-        assert_eq!(json["reason"], "release-changed");
-        assert_eq!(json["desired"], "v1.5.0");
-        for (reason, name) in [
-            (Reason::ReleaseChanged, "\"release-changed\""),
-            (Reason::Drift, "\"drift\""),
-            (Reason::ApplyFailed, "\"apply-failed\""),
-        ] {
-            assert_eq!(serde_json::to_string(&reason).expect("serialise"), name);
-            assert_eq!(format!("\"{reason}\""), name);
-        }
-        let back: ReplacementRequest = serde_json::from_value(json).expect("the JSON reads back");
-        assert_eq!(back.reason, Reason::ReleaseChanged);
-    }
-
-    #[test]
-    fn request_ids_are_stable_and_distinct() {
-        let a = request(Reason::Drift);
-        let b = request(Reason::Drift);
-        assert_eq!(a.request_id, b.request_id);
-        assert_eq!(a.request_id.len(), 64);
-        assert!(
-            a.request_id
-                .bytes()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
-        assert_ne!(a.request_id, request(Reason::ApplyFailed).request_id);
-        let commit = "0123456789abcdef0123456789abcdef01234567";
-        assert_ne!(
-            request_id("i-0abc", commit, None, Reason::Drift),
-            request_id("i-0abc", commit, Some("v1.5.0"), Reason::Drift)
-        );
-        // Fields cannot run into each other.
-        assert_ne!(
-            request_id("ab", "c", None, Reason::Drift),
-            request_id("a", "bc", None, Reason::Drift)
-        );
-    }
-
-    #[test]
-    fn summaries_are_one_line() {
-        assert_eq!(
-            request(Reason::ReleaseChanged).summary(),
-            "release-changed: v1.4.2 -> v1.5.0"
-        );
-        assert_eq!(request(Reason::Drift).summary(), "drift: v1.4.2");
-        let mut drift = request(Reason::Drift);
-        drift.detail = "/etc/app.conf\nchanged".into();
-        assert_eq!(drift.summary(), "drift: /etc/app.conf changed (v1.4.2)");
-        drift.detail = "x".repeat(2000);
-        assert_eq!(drift.summary().chars().count(), MAX_SUMMARY_CHARS);
-        let folded = ReplacementRequest::new("n", "v1", "c", None, Reason::ApplyFailed, "a\r\nb");
-        assert_eq!(folded.detail, "a  b");
-        assert_eq!(folded.summary(), "apply-failed: a  b (v1)");
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use git2::{ObjectType, Repository};
 
-use crate::pack::ObjectId;
+use crate::release::spec::{MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
 use crate::root::{Root, Staged};
-use crate::spec::{MAX_ENTRIES, MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
-use crate::stream::{Incoming, Streamed};
+use crate::source::pack::{MAX_TREE_ENTRIES, ObjectId, TreeIndex};
+use crate::source::stream::{Incoming, Streamed};
 use crate::types::{NodePath, TreePath};
 use crate::verify::Verified;
 
@@ -27,8 +27,14 @@ pub struct ReleaseError {
     pub reason: String,
 }
 
-/// Every entry of a release tree by path: object id and git mode.
-pub type TreeIndex = HashMap<String, (ObjectId, u32)>;
+/// A release file as planning needs it: where its bytes are and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    /// The blob's object id.
+    pub id: String,
+    /// Its size.
+    pub len: u64,
+}
 
 /// Where the release's objects are.
 enum Objects<'r> {
@@ -97,13 +103,9 @@ impl<'r> Release<'r> {
 
     /// A regular file's blob: its id and size, from the object header alone
     /// (the bytes are read once, when the file is written).
-    pub fn blob_ref(
-        &self,
-        path: &TreePath,
-        limit: u64,
-    ) -> Result<crate::plan::BlobRef, ReleaseError> {
+    pub fn blob_ref(&self, path: &TreePath, limit: u64) -> Result<BlobRef, ReleaseError> {
         let (id, len) = self.regular_file(path, limit)?;
-        Ok(crate::plan::BlobRef {
+        Ok(BlobRef {
             id: id.to_hex(),
             len,
         })
@@ -240,10 +242,6 @@ impl<'r> Release<'r> {
         self.read(path, MAX_FILE_LEN)
     }
 }
-
-/// The most entries a release tree may have, subtrees included (a tree that
-/// names the same subtree many times could otherwise multiply its paths).
-pub const MAX_TREE_ENTRIES: usize = 4 * MAX_ENTRIES;
 
 fn cache_index(repo: &Repository, tree: &ObjectId) -> Result<TreeIndex, String> {
     let oid = git2::Oid::from_bytes(&tree.0).map_err(|e| e.message().to_owned())?;

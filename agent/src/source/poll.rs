@@ -920,7 +920,7 @@ impl RefPoller {
         }
         let busy = BusyGuard(Arc::clone(&self.listing_busy));
         // The watcher starts libgit2 only when a listing needs it.
-        crate::libgit::ensure_started();
+        crate::source::libgit::ensure_started();
         bound_libgit2_sockets(self.options.connect_timeout, self.options.io_timeout);
         let listing = Arc::clone(&self.listing);
         let wanted = ref_name.to_owned();
@@ -968,10 +968,13 @@ impl Git2Listing {
         let message = |e: git2::Error| clean_message(e.message().as_bytes());
         if self.https {
             // libgit2's CA bundle is process-wide: the configured one, else
-            // the system's (see crate::tls: libgit2 starts with none).
-            let bundle = self.ca_file.clone().or_else(crate::libgit::system_bundle);
+            // the system's (see crate::source::tls: libgit2 starts with none).
+            let bundle = self
+                .ca_file
+                .clone()
+                .or_else(crate::source::libgit::system_bundle);
             if let Some(bundle) = bundle {
-                crate::fetch::use_ca_file(&bundle).map_err(|e| e.to_string())?;
+                crate::source::fetch::use_ca_file(&bundle).map_err(|e| e.to_string())?;
             }
         }
         let mut remote = git2::Remote::create_detached(self.url.as_str()).map_err(message)?;
@@ -1037,7 +1040,7 @@ fn build_client(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    let mut builder = crate::tls::client_builder()
+    let mut builder = crate::source::tls::client_builder()
         .user_agent(AGENT)
         .default_headers(headers)
         .connect_timeout(options.connect_timeout)
@@ -1152,6 +1155,37 @@ fn bound_libgit2_sockets(connect: Duration, io: Duration) {
             }
         }
     });
+}
+
+/// A poller of the source, with its transport settings; `deadline` bounds
+/// each request.
+pub fn poller_for(
+    root_path: &std::path::Path,
+    config: &crate::config::AgentConfig,
+    deadline: std::time::Duration,
+) -> anyhow::Result<RefPoller> {
+    let source = &config.source;
+    let basic_auth = match &source.token_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file.under(root_path))
+                .map_err(|e| anyhow::anyhow!("cannot read {file}: {}", e.kind()))?;
+            Some(BasicAuth {
+                user: source.token_user.clone(),
+                token: text.trim().to_owned(),
+            })
+        }
+        None => None,
+    };
+    let options = PollOptions {
+        connect_timeout: config.fetch.connect_timeout.0,
+        io_timeout: config.fetch.io_timeout.0,
+        deadline,
+        ca_file: source.ca_file.as_ref().map(|p| p.under(root_path)),
+        basic_auth,
+        ssh_key_file: source.ssh_key_file.as_ref().map(|p| p.under(root_path)),
+        ..Default::default()
+    };
+    Ok(RefPoller::new(source.url.as_str(), options)?)
 }
 
 #[cfg(test)]

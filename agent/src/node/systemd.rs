@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::spec::UnitName;
+use crate::release::spec::UnitName;
 use crate::types::NodePath;
 
 /// Where the node's own units and their enablement links live.

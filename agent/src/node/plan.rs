@@ -9,10 +9,12 @@ use std::fmt;
 use ring::digest;
 use serde::Serialize;
 
-use crate::accounts::{self, AccountFiles};
+use crate::node::accounts::{self, AccountFiles};
+use crate::node::systemd;
+use crate::record::state::{LockStatus, ManifestEntry};
+use crate::release::spec::{Content, NodeSpec, UnitName};
+use crate::release::tree::BlobRef;
 use crate::root::{Kind, hex};
-use crate::spec::{Content, NodeSpec, UnitName};
-use crate::systemd;
 use crate::types::{NodePath, TreePath};
 
 /// A spec that cannot be turned into a plan (an owner that does not exist,
@@ -140,15 +142,6 @@ impl Bytes {
     }
 }
 
-/// A release file as planning needs it: where its bytes are and how many.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobRef {
-    /// The blob's object id.
-    pub id: String,
-    /// Its size.
-    pub len: u64,
-}
-
 /// A path as found on the node, with what is needed to compare it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
@@ -207,8 +200,12 @@ pub fn desired(
 ) -> Result<(Vec<Desired>, accounts::AccountsPlan), PlanError> {
     let plan = accounts::plan_accounts(&spec.groups, &spec.users, accounts).map_err(PlanError)?;
     let new = &plan.files;
-    let uid = |p: &crate::spec::Principal| accounts::resolve_uid(p, &new.passwd).map_err(PlanError);
-    let gid = |p: &crate::spec::Principal| accounts::resolve_gid(p, &new.group).map_err(PlanError);
+    let uid = |p: &crate::release::spec::Principal| {
+        accounts::resolve_uid(p, &new.passwd).map_err(PlanError)
+    };
+    let gid = |p: &crate::release::spec::Principal| {
+        accounts::resolve_gid(p, &new.group).map_err(PlanError)
+    };
     let mut out = Vec::new();
     let node = |s: &str| NodePath::new(s).map_err(PlanError);
     let account_files = [
@@ -261,7 +258,7 @@ pub fn desired(
         if user.ssh_authorized_keys.is_empty() {
             continue;
         }
-        let principal = crate::spec::Principal::Name(user.name.clone());
+        let principal = crate::release::spec::Principal::Name(user.name.clone());
         let u = uid(&principal)?;
         let g = passwd_field(&new.passwd, &user.name, 3)?
             .parse()
@@ -351,7 +348,7 @@ pub fn desired(
 /// Field `index` (0-based) of `name`'s line in passwd text.
 fn passwd_field(
     passwd: &str,
-    name: &crate::spec::AccountName,
+    name: &crate::release::spec::AccountName,
     index: usize,
 ) -> Result<String, PlanError> {
     passwd
@@ -363,7 +360,7 @@ fn passwd_field(
 }
 
 fn unit_entries(
-    unit: &crate::spec::UnitSpec,
+    unit: &crate::release::spec::UnitSpec,
     read: &mut dyn FnMut(&TreePath) -> Result<Vec<u8>, String>,
 ) -> Result<Vec<Desired>, PlanError> {
     let origin = format!("unit {}", unit.name.as_str());
@@ -531,5 +528,43 @@ impl fmt::Display for Step {
             d.path,
             d.origin
         )
+    }
+}
+/// The manifest records what the plan wanted, as the node must keep it.
+impl From<&Desired> for ManifestEntry {
+    fn from(d: &Desired) -> Self {
+        let mut e = ManifestEntry {
+            path: d.path.clone(),
+            kind: d.entry.kind(),
+            mode: None,
+            uid: None,
+            gid: None,
+            sha256: None,
+            target: None,
+            origin: d.origin.clone(),
+            lock: if d.lock {
+                LockStatus::Pending
+            } else {
+                LockStatus::Exempt("mutable directory".into())
+            },
+            exclusive: d.exclusive,
+        };
+        match &d.entry {
+            Entry::Directory { mode, uid, gid } => {
+                (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
+            }
+            Entry::File {
+                sha256,
+                mode,
+                uid,
+                gid,
+                ..
+            } => {
+                (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
+                e.sha256 = sha256.map(|s| hex(&s));
+            }
+            Entry::Link { target } => e.target = Some(target.clone()),
+        }
+        e
     }
 }

@@ -8,56 +8,26 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::Context as _;
-use git2::Repository;
 use jiff::Timestamp;
 
-use crate::accounts::AccountFiles;
-use crate::channel::{self, ChannelState};
-use crate::config::{AgentConfig, TagName};
-use crate::drift::{self, Difference};
-use crate::exit::ExitCode;
-use crate::fetch;
-use crate::gate;
-use crate::health;
-use crate::lock::{self, LockError, LockMode, LockStatus};
-use crate::pack::ObjectId;
-use crate::plan::{self, Bytes, Change, Current, Desired, Entry, Step};
-use crate::release::Release;
+use crate::config::AgentConfig;
+use crate::config::LockMode;
+use crate::node::accounts::AccountFiles;
+use crate::node::gate;
+use crate::node::health;
+use crate::node::lock::{self, LockError};
+use crate::node::plan::{self, Bytes, Change, Current, Desired, Entry, Step};
+use crate::node::stage::{AlreadyPinned, ApplyError, Stage};
+use crate::node::systemd;
+use crate::record::drift::{self, Difference};
+use crate::record::state::LockStatus;
+use crate::record::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
+use crate::release::obtain;
+use crate::release::spec::UnitName;
+use crate::release::tree::Release;
 use crate::root::{Kind, Root, sha256_of};
-use crate::spec::UnitName;
-use crate::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
-use crate::systemd;
+use crate::source::pack::ObjectId;
 use crate::types::NodePath;
-use crate::verify::{self, Trust, Verified, VerifyError};
-
-/// The tag names a different commit than the config pins.
-#[derive(Debug, thiserror::Error)]
-#[error("tag {tag} names commit {found}, but release.commit pins {pinned}")]
-pub struct PinMismatch {
-    /// The tag.
-    pub tag: String,
-    /// The commit the tag names.
-    pub found: String,
-    /// The commit the config pins.
-    pub pinned: String,
-}
-
-/// The node is already pinned to another release; nodes are replaced, not upgraded.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "this node was built from release {applied}; the config now asks for {wanted}. A node is never upgraded in place: replace it"
-)]
-pub struct AlreadyPinned {
-    /// The release in state.
-    pub applied: String,
-    /// The release the config asks for.
-    pub wanted: String,
-}
-
-/// An apply step that failed on the node.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ApplyError(pub String);
 
 /// What `apply` did.
 #[derive(Debug)]
@@ -78,196 +48,6 @@ pub enum Outcome {
         /// How the node differs from its manifest.
         drift: Vec<Difference>,
     },
-}
-
-/// Loads the trust files named by the config, under the root.
-pub fn load_trust(root: &Path, config: &AgentConfig) -> anyhow::Result<Trust> {
-    let allowed = config.trust.allowed_signers.under(root);
-    let revoked = config.trust.revoked_keys.as_ref().map(|p| p.under(root));
-    Ok(Trust::load(&allowed, revoked.as_deref())?)
-}
-
-/// The release a node is to run: the config's fixed tag, or the tag its
-/// channel names, resolved from the cache when it already holds a channel
-/// tip (a pre-seeded image needs no network), else from the source.
-pub fn resolve_tag(
-    root: &Path,
-    config: &AgentConfig,
-    repo: &Repository,
-    trust: &Trust,
-) -> anyhow::Result<(TagName, Option<ChannelState>)> {
-    if let Some(tag) = &config.release.tag {
-        return Ok((tag.clone(), None));
-    }
-    let evaluate =
-        |tip| channel::evaluate(repo, trust, tip, None, &config.channel, Timestamp::now());
-    // The channel's current tip, so new nodes boot with the current release;
-    // an image's pre-seeded tip only when the source cannot be reached (with
-    // a short deadline, so such a boot is not held up for long).
-    tracing::info!(
-        "resolving the channel {} from {}",
-        config.channel_ref(),
-        config.source.url.redacted()
-    );
-    let mut quick = config.clone();
-    quick.fetch.deadline = quick.fetch.deadline.min(crate::types::Interval::secs(30));
-    let tip = match channel::fetch_tip(repo, root, &quick) {
-        Ok(tip) => tip,
-        Err(e) => match repo.refname_to_id(channel::CACHE_REF) {
-            Ok(cached) => {
-                tracing::warn!(
-                    "cannot reach the channel ({e}); using the tip this image was baked with"
-                );
-                cached
-            }
-            Err(_) => return Err(e.into()),
-        },
-    };
-    let state = evaluate(tip)?;
-    tracing::info!(
-        "channel {} at {} (signed by {}) names release {}",
-        config.channel_ref(),
-        state.tip,
-        state.signer,
-        state.file.release.as_str()
-    );
-    Ok((state.file.release.clone(), Some(state)))
-}
-
-/// Makes sure the cache holds the pinned tag, verified: from the cache alone
-/// when it already does (an image pre-seeded by `driftless fetch`), else from
-/// the source. Returns the cache, the verification, and the channel state
-/// the tag came from, if it came from a channel.
-pub fn fetch_verified(
-    root: &Path,
-    config: &AgentConfig,
-) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
-    let fetched = fetch_release(root, config, false)?;
-    let cache = fetched
-        .cache
-        .ok_or_else(|| anyhow::anyhow!("no cache was opened"))?;
-    Ok((cache, fetched.verified, fetched.channel))
-}
-
-/// A verified release and where its objects are.
-pub struct Fetched {
-    /// The cache, which holds the release unless `streamed` does (and is
-    /// not opened at all when nothing could be in it).
-    pub cache: Option<Repository>,
-    /// The release, when a streamed fetch received it.
-    pub streamed: Option<crate::stream::Streamed>,
-    /// The verification that admitted it.
-    pub verified: Verified,
-    /// The channel state the tag came from, if it came from a channel.
-    pub channel: Option<ChannelState>,
-}
-
-/// Finds the pinned tag, verified: in the cache when it already holds it,
-/// else from the source, by a streamed fetch when `stream` allows and the
-/// source speaks protocol v2 over HTTP(S), else with libgit2 into the cache.
-pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow::Result<Fetched> {
-    let trust = load_trust(root, config)?;
-    // A node that never had a cache, with a fixed tag, has nothing to look
-    // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
-    // start alone costs an agent about 4 MiB: it starts OpenSSL).
-    let fresh = config.release.tag.as_ref().filter(|_| {
-        stream
-            && crate::stream::can_stream(config.source.url.as_str())
-            && !fetch::cache_dir(root).exists()
-    });
-    if let Some(tag) = fresh {
-        tracing::info!(
-            "fetching release {} from {}",
-            tag.as_str(),
-            config.source.url.redacted()
-        );
-        if let Some(received) = crate::stream::fetch_tag(root, config, tag, &trust)? {
-            check_pin(config, tag, &received.verified)?;
-            return Ok(Fetched {
-                cache: None,
-                verified: received.verified.clone(),
-                streamed: Some(received),
-                channel: None,
-            });
-        }
-    }
-    // Every thread of a streamed attempt has ended: libgit2 may start now.
-    crate::libgit::start();
-    let repo = fetch::open_cache(root)?;
-    let (tag, channel_state) = resolve_tag(root, config, &repo, &trust)?;
-    let tag = &tag;
-    let cached = fetch::has_tag(&repo, tag)
-        .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
-    let mut streamed = None;
-    let verified = match cached {
-        Some(Ok(v)) => {
-            tracing::info!(
-                "release {} found in the cache; no network needed",
-                tag.as_str()
-            );
-            v
-        }
-        other => {
-            if let Some(Err(e)) = other {
-                tracing::warn!(
-                    "cached copy of {} does not verify ({e}); fetching it again",
-                    tag.as_str()
-                );
-            }
-            tracing::info!(
-                "fetching release {} from {}",
-                tag.as_str(),
-                config.source.url.redacted()
-            );
-            let received = if stream {
-                crate::stream::fetch_tag(root, config, tag, &trust)?
-            } else {
-                None
-            };
-            match received {
-                Some(received) => {
-                    let verified = received.verified.clone();
-                    streamed = Some(received);
-                    verified
-                }
-                None => {
-                    fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
-                    verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
-                        .map_err(anyhow::Error::from)
-                        .with_context(|| format!("tag {}", tag.as_str()))?
-                }
-            }
-        }
-    };
-    check_pin(config, tag, &verified)?;
-    Ok(Fetched {
-        cache: Some(repo),
-        streamed,
-        verified,
-        channel: channel_state,
-    })
-}
-
-/// Refuses a tag that names another commit than the config pins.
-fn check_pin(config: &AgentConfig, tag: &TagName, verified: &Verified) -> anyhow::Result<()> {
-    if let Some(pinned) = &config.release.commit {
-        if pinned.as_str() != verified.commit {
-            return Err(PinMismatch {
-                tag: tag.as_str().to_owned(),
-                found: verified.commit.clone(),
-                pinned: pinned.as_str().to_owned(),
-            }
-            .into());
-        }
-    }
-    tracing::info!(
-        "release {} (commit {}) verified: signed by {} ({})",
-        verified.name,
-        verified.commit,
-        verified.principal,
-        verified.fingerprint
-    );
-    Ok(())
 }
 
 /// Reads the account files under the root (absent ones read as empty).
@@ -293,13 +73,13 @@ fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
 pub fn plan(
     root: &Root,
     release: &Release<'_>,
-    spec: &crate::spec::NodeSpec,
+    spec: &crate::release::spec::NodeSpec,
 ) -> anyhow::Result<Vec<Step>> {
     let accounts = account_files(root)?;
     let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
     let mut blob = |p: &crate::types::TreePath| {
         release
-            .blob_ref(p, crate::spec::MAX_FILE_LEN)
+            .blob_ref(p, crate::release::spec::MAX_FILE_LEN)
             .map_err(|e| e.to_string())
     };
     let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
@@ -421,9 +201,9 @@ fn execute(
         // An earlier, interrupted run of this apply may have locked it.
         if resumed {
             if step.change != Change::Create {
-                lock::clear_for_rewrite(root, &d.path)?;
+                crate::root::attr::clear_for_rewrite(root, &d.path)?;
             } else if let Some(parent) = d.path.parent() {
-                lock::clear_for_rewrite(root, &parent)?;
+                crate::root::attr::clear_for_rewrite(root, &parent)?;
             }
         }
         match &d.entry {
@@ -572,7 +352,7 @@ pub fn apply(
     }
     // A run after an interrupted or failed one may find paths it locked.
     let resumed = state::load(&root)?.is_some();
-    let fetched = match fetch_release(root_path, config, true) {
+    let fetched = match obtain::fetch_release(root_path, config, true) {
         Ok(found) => found,
         Err(e) => {
             if !resumed {
@@ -606,7 +386,7 @@ pub fn apply(
         Ok(p) => p,
         // A root that cannot be read (a symlink leading out) is the node's
         // fault, not the spec's: record the stage the exit code names.
-        Err(e) if ExitCode::of(&e) == ExitCode::Apply => {
+        Err(e) if Stage::of(&e) == Some(Stage::Apply) => {
             return Err(fail(&root, &mut record, "apply", e));
         }
         Err(e) => return Err(fail(&root, &mut record, "spec", e)),
@@ -700,7 +480,7 @@ pub fn apply(
     }
     if let Some(channel) = &channel_state {
         // The tip this node was built from: the channel may only move forward from here.
-        let mut watch = crate::watch::WatchState::load(&root)?;
+        let mut watch = crate::record::watch_state::WatchState::load(&root)?;
         watch.accept(channel, Some(pinned.commit.clone()));
         watch.save(&root)?;
     }
@@ -778,7 +558,9 @@ fn lock_all(
         }
     }
     for mount in &mut record.read_only {
-        if mount.lock == LockStatus::Locked && lock::is_read_only_mount(root, &mount.path) {
+        if mount.lock == LockStatus::Locked
+            && crate::root::attr::is_read_only_mount(root, &mount.path)
+        {
             continue;
         }
         mount.lock = match lock::bind_read_only(root, &mount.path) {
@@ -791,7 +573,7 @@ fn lock_all(
 }
 
 /// The release's units apply starts once the node is written.
-fn units_to_start(spec: &crate::spec::NodeSpec) -> Vec<UnitName> {
+fn units_to_start(spec: &crate::release::spec::NodeSpec) -> Vec<UnitName> {
     spec.units
         .iter()
         .filter(|u| u.started && !u.masked)
@@ -835,15 +617,15 @@ fn fail_started(
 /// read leaves the node untouched, as every config error does: apply's
 /// error line says why.
 fn record_early_failure(root: &Root, error: &anyhow::Error) {
-    let stage = match ExitCode::of(error) {
-        ExitCode::Config => return,
-        ExitCode::Fetch => "fetch",
-        ExitCode::Verify => "verify",
+    let stage = match Stage::of(error) {
+        Some(Stage::Config) => return,
+        Some(Stage::Fetch) => "fetch",
+        Some(Stage::Verify) => "verify",
         _ => "apply",
     };
     let failure = state::EarlyFailure {
         stage: stage.to_owned(),
-        reason: crate::cli::one_line(error),
+        reason: crate::error::one_line(error),
         at: Timestamp::now(),
     };
     if let Err(e) = state::save_early_failure(root, &failure) {
@@ -855,18 +637,11 @@ fn record_early_failure(root: &Root, error: &anyhow::Error) {
 fn fail(root: &Root, record: &mut State, stage: &str, error: anyhow::Error) -> anyhow::Error {
     record.status = Status::Failed {
         stage: stage.to_owned(),
-        reason: crate::cli::one_line(&error),
+        reason: crate::error::one_line(&error),
     };
     record.finished_at = Some(Timestamp::now());
     if let Err(e) = state::save(root, record) {
         tracing::error!("cannot record the failure in state: {e}");
     }
     error
-}
-
-/// True when `error` is a refused signature or pin (for exit codes).
-pub fn is_verification_failure(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|c| c.is::<VerifyError>() || c.is::<PinMismatch>())
 }

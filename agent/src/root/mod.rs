@@ -8,6 +8,8 @@
 //! target's name, so a run killed half-way leaves nothing a later run cannot
 //! find and replace.
 
+pub mod attr;
+
 use std::io::Write as _;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};

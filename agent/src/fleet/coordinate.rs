@@ -2,7 +2,7 @@
 //! `max_in_flight` nodes of a group away at once, and a rollout that stops
 //! itself when new nodes fail. The policy that decides *whether* a node may
 //! go (canary, waves, windows, hold, failures) stays pure in
-//! [`crate::rollout`]; this module only keeps the shared counts.
+//! [`crate::fleet::rollout`]; this module only keeps the shared counts.
 //!
 //! Keys, under `/driftless/<group>/`:
 //!
@@ -27,7 +27,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, Coordinator as Kind, RolloutSettings};
-use crate::etcd::{Etcd, EtcdError};
+use crate::fleet::etcd::{Etcd, EtcdError};
 
 /// The prefix of every driftless key in etcd.
 pub const KEY_PREFIX: &str = "/driftless";
@@ -121,7 +121,9 @@ impl Coordinator {
 
     /// The slots taken, with their values (unreadable values are counted,
     /// never reused).
-    async fn slots(&self) -> Result<Vec<(crate::etcd::KeyValue, Option<SlotValue>)>, EtcdError> {
+    async fn slots(
+        &self,
+    ) -> Result<Vec<(crate::fleet::etcd::KeyValue, Option<SlotValue>)>, EtcdError> {
         Ok(self
             .etcd
             .range(&self.slots_prefix())
@@ -256,7 +258,7 @@ impl Coordinator {
 }
 
 fn own_slot(
-    slots: &[(crate::etcd::KeyValue, Option<SlotValue>)],
+    slots: &[(crate::fleet::etcd::KeyValue, Option<SlotValue>)],
     node: &str,
     to: &str,
 ) -> Option<Slot> {
@@ -291,11 +293,11 @@ pub fn keep_alive_task(coordinator: Arc<Coordinator>, slot: Slot) -> tokio::task
 
 /// What [`report`] reports for a node in `status`: `applied` (a slot
 /// given back) or `failed` (a failure recorded); `None` while applying.
-pub fn report_kind(status: &crate::state::Status) -> Option<&'static str> {
+pub fn report_kind(status: &crate::record::state::Status) -> Option<&'static str> {
     match status {
-        crate::state::Status::Applied => Some("applied"),
-        crate::state::Status::Failed { .. } => Some("failed"),
-        crate::state::Status::Applying => None,
+        crate::record::state::Status::Applied => Some("applied"),
+        crate::record::state::Status::Failed { .. } => Some("failed"),
+        crate::record::state::Status::Applying => None,
     }
 }
 
@@ -304,15 +306,15 @@ pub fn report_kind(status: &crate::state::Status) -> Option<&'static str> {
 /// become healthy records the failure under its group and release.
 pub async fn report(
     coordinator: &Coordinator,
-    state: &crate::state::State,
+    state: &crate::record::state::State,
 ) -> Result<(), EtcdError> {
     let release = &state.release.tag;
     match &state.status {
-        crate::state::Status::Applied => match coordinator.give_back(release).await? {
+        crate::record::state::Status::Applied => match coordinator.give_back(release).await? {
             Some(key) => tracing::info!("rollout slot {key} given back: release {release} is up"),
             None => tracing::debug!("no rollout slot for {release} to give back"),
         },
-        crate::state::Status::Failed { stage, reason } => {
+        crate::record::state::Status::Failed { stage, reason } => {
             coordinator
                 .record_failure(&FailureValue {
                     node: state.node_id.clone(),
@@ -327,7 +329,7 @@ pub async fn report(
                 coordinator.group
             );
         }
-        crate::state::Status::Applying => {}
+        crate::record::state::Status::Applying => {}
     }
     Ok(())
 }
@@ -341,10 +343,10 @@ pub fn report_apply(root_path: &Path, config: &AgentConfig) -> anyhow::Result<()
         return Ok(());
     }
     let root = crate::root::Root::open(root_path)?;
-    let Some(state) = crate::state::load(&root)? else {
+    let Some(state) = crate::record::state::load(&root)? else {
         return Ok(());
     };
-    let mut watch = crate::watch::WatchState::load(&root)?;
+    let mut watch = crate::record::watch_state::WatchState::load(&root)?;
     let Some(kind) = report_kind(&state.status) else {
         return Ok(());
     };

@@ -611,7 +611,12 @@ impl NodeSpec {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../docs/examples/driftless.yaml");
+    const EXAMPLE: &str = include_str!("../../../docs/examples/driftless.yaml");
+
+    #[test]
+    fn a_release_tree_may_hold_four_times_the_spec_entries() {
+        assert_eq!(crate::source::pack::MAX_TREE_ENTRIES, 4 * MAX_ENTRIES);
+    }
 
     #[test]
     fn the_documented_example_parses() {

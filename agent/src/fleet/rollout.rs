@@ -10,7 +10,7 @@
 use jiff::{Timestamp, ToSpan as _, ZonedDateTime};
 use ring::digest;
 
-use crate::channel::{ChannelFile, Weekday, Window};
+use crate::release::channel::{ChannelFile, Weekday, Window};
 
 /// Buckets per fleet.
 pub const BUCKETS: u32 = 10_000;

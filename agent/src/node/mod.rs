@@ -1,0 +1,11 @@
+//! Making and keeping the node: plan, accounts, systemd units, apply,
+//! health checks, lock, the gate.
+
+pub mod accounts;
+pub mod apply;
+pub mod gate;
+pub mod health;
+pub mod lock;
+pub mod plan;
+pub mod stage;
+pub mod systemd;

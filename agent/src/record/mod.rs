@@ -1,0 +1,8 @@
+//! What the node remembers and compares: the apply record and its manifest,
+//! the watcher's record, drift comparison and the detector.
+
+pub mod detect;
+pub mod drift;
+pub mod replacement;
+pub mod state;
+pub mod watch_state;

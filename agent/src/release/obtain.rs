@@ -1,0 +1,211 @@
+//! Obtaining the verified release a node is to run: the config's fixed tag
+//! or the one its channel names, from the cache when it already holds it
+//! (an image pre-seeded by `driftless fetch`), else from the source, by a
+//! streamed fetch or with libgit2 into the cache. Nothing is returned that
+//! has not verified.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use git2::Repository;
+use jiff::Timestamp;
+
+use crate::config::{AgentConfig, TagName};
+use crate::release::channel::{self, ChannelState};
+use crate::source::fetch;
+use crate::verify::{self, Trust, Verified};
+
+/// The tag names a different commit than the config pins.
+#[derive(Debug, thiserror::Error)]
+#[error("tag {tag} names commit {found}, but release.commit pins {pinned}")]
+pub struct PinMismatch {
+    /// The tag.
+    pub tag: String,
+    /// The commit the tag names.
+    pub found: String,
+    /// The commit the config pins.
+    pub pinned: String,
+}
+
+/// The release a node is to run: the config's fixed tag, or the tag its
+/// channel names, resolved from the cache when it already holds a channel
+/// tip (a pre-seeded image needs no network), else from the source.
+pub fn resolve_tag(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    trust: &Trust,
+) -> anyhow::Result<(TagName, Option<ChannelState>)> {
+    if let Some(tag) = &config.release.tag {
+        return Ok((tag.clone(), None));
+    }
+    let evaluate =
+        |tip| channel::evaluate(repo, trust, tip, None, &config.channel, Timestamp::now());
+    // The channel's current tip, so new nodes boot with the current release;
+    // an image's pre-seeded tip only when the source cannot be reached (with
+    // a short deadline, so such a boot is not held up for long).
+    tracing::info!(
+        "resolving the channel {} from {}",
+        config.channel_ref(),
+        config.source.url.redacted()
+    );
+    let mut quick = config.clone();
+    quick.fetch.deadline = quick.fetch.deadline.min(crate::types::Interval::secs(30));
+    let tip = match channel::fetch_tip(repo, root, &quick) {
+        Ok(tip) => tip,
+        Err(e) => match repo.refname_to_id(channel::CACHE_REF) {
+            Ok(cached) => {
+                tracing::warn!(
+                    "cannot reach the channel ({e}); using the tip this image was baked with"
+                );
+                cached
+            }
+            Err(_) => return Err(e.into()),
+        },
+    };
+    let state = evaluate(tip)?;
+    tracing::info!(
+        "channel {} at {} (signed by {}) names release {}",
+        config.channel_ref(),
+        state.tip,
+        state.signer,
+        state.file.release.as_str()
+    );
+    Ok((state.file.release.clone(), Some(state)))
+}
+
+/// Makes sure the cache holds the pinned tag, verified: from the cache alone
+/// when it already does (an image pre-seeded by `driftless fetch`), else from
+/// the source. Returns the cache, the verification, and the channel state
+/// the tag came from, if it came from a channel.
+pub fn fetch_verified(
+    root: &Path,
+    config: &AgentConfig,
+) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
+    let fetched = fetch_release(root, config, false)?;
+    let cache = fetched
+        .cache
+        .ok_or_else(|| anyhow::anyhow!("no cache was opened"))?;
+    Ok((cache, fetched.verified, fetched.channel))
+}
+
+/// A verified release and where its objects are.
+pub struct Fetched {
+    /// The cache, which holds the release unless `streamed` does (and is
+    /// not opened at all when nothing could be in it).
+    pub cache: Option<Repository>,
+    /// The release, when a streamed fetch received it.
+    pub streamed: Option<crate::source::stream::Streamed>,
+    /// The verification that admitted it.
+    pub verified: Verified,
+    /// The channel state the tag came from, if it came from a channel.
+    pub channel: Option<ChannelState>,
+}
+
+/// Finds the pinned tag, verified: in the cache when it already holds it,
+/// else from the source, by a streamed fetch when `stream` allows and the
+/// source speaks protocol v2 over HTTP(S), else with libgit2 into the cache.
+pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow::Result<Fetched> {
+    let trust = config.load_trust(root)?;
+    // A node that never had a cache, with a fixed tag, has nothing to look
+    // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
+    // start alone costs an agent about 4 MiB: it starts OpenSSL).
+    let fresh = config.release.tag.as_ref().filter(|_| {
+        stream
+            && crate::source::stream::can_stream(config.source.url.as_str())
+            && !fetch::cache_dir(root).exists()
+    });
+    if let Some(tag) = fresh {
+        tracing::info!(
+            "fetching release {} from {}",
+            tag.as_str(),
+            config.source.url.redacted()
+        );
+        if let Some(received) = crate::source::stream::fetch_tag(root, config, tag, &trust)? {
+            check_pin(config, tag, &received.verified)?;
+            return Ok(Fetched {
+                cache: None,
+                verified: received.verified.clone(),
+                streamed: Some(received),
+                channel: None,
+            });
+        }
+    }
+    // Every thread of a streamed attempt has ended: libgit2 may start now.
+    crate::source::libgit::start();
+    let repo = fetch::open_cache(root)?;
+    let (tag, channel_state) = resolve_tag(root, config, &repo, &trust)?;
+    let tag = &tag;
+    let cached = fetch::has_tag(&repo, tag)
+        .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
+    let mut streamed = None;
+    let verified = match cached {
+        Some(Ok(v)) => {
+            tracing::info!(
+                "release {} found in the cache; no network needed",
+                tag.as_str()
+            );
+            v
+        }
+        other => {
+            if let Some(Err(e)) = other {
+                tracing::warn!(
+                    "cached copy of {} does not verify ({e}); fetching it again",
+                    tag.as_str()
+                );
+            }
+            tracing::info!(
+                "fetching release {} from {}",
+                tag.as_str(),
+                config.source.url.redacted()
+            );
+            let received = if stream {
+                crate::source::stream::fetch_tag(root, config, tag, &trust)?
+            } else {
+                None
+            };
+            match received {
+                Some(received) => {
+                    let verified = received.verified.clone();
+                    streamed = Some(received);
+                    verified
+                }
+                None => {
+                    fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
+                    verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
+                        .map_err(anyhow::Error::from)
+                        .with_context(|| format!("tag {}", tag.as_str()))?
+                }
+            }
+        }
+    };
+    check_pin(config, tag, &verified)?;
+    Ok(Fetched {
+        cache: Some(repo),
+        streamed,
+        verified,
+        channel: channel_state,
+    })
+}
+
+/// Refuses a tag that names another commit than the config pins.
+fn check_pin(config: &AgentConfig, tag: &TagName, verified: &Verified) -> anyhow::Result<()> {
+    if let Some(pinned) = &config.release.commit {
+        if pinned.as_str() != verified.commit {
+            return Err(PinMismatch {
+                tag: tag.as_str().to_owned(),
+                found: verified.commit.clone(),
+                pinned: pinned.as_str().to_owned(),
+            }
+            .into());
+        }
+    }
+    tracing::info!(
+        "release {} (commit {}) verified: signed by {} ({})",
+        verified.name,
+        verified.commit,
+        verified.principal,
+        verified.fingerprint
+    );
+    Ok(())
+}

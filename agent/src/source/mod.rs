@@ -1,0 +1,9 @@
+//! Talking to git servers: the streamed protocol-v2 fetch and its pack
+//! parser, the channel poll, libgit2 fetches into the cache, TLS.
+
+pub mod fetch;
+pub mod libgit;
+pub mod pack;
+pub mod poll;
+pub mod stream;
+pub mod tls;
