@@ -3,6 +3,7 @@
 
 pub mod detect;
 pub mod drift;
+pub mod lifecycle;
 pub mod replacement;
 pub mod state;
 pub mod watch_state;
