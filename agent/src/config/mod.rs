@@ -706,7 +706,7 @@ pub enum LockMode {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../docs/examples/agent.yaml");
+    const EXAMPLE: &str = include_str!("../../../docs/examples/agent.yaml");
 
     #[test]
     fn the_documented_example_parses() {
