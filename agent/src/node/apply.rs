@@ -4,19 +4,20 @@
 //! a run killed at any point is finished by the next run with the same
 //! result. A node that was already applied is only checked, never changed.
 
-use std::collections::{BTreeMap, HashMap};
+mod execute;
+mod locking;
+mod planning;
+
+pub use planning::plan;
+
 use std::path::Path;
 
-use anyhow::Context as _;
 use jiff::Timestamp;
 
 use crate::config::AgentConfig;
 use crate::config::LockMode;
-use crate::node::accounts::AccountFiles;
 use crate::node::gate;
 use crate::node::health;
-use crate::node::lock::{self, LockError};
-use crate::node::plan::{self, Bytes, Change, Current, Desired, Entry, Step};
 use crate::node::stage::{AlreadyPinned, ApplyError, Stage};
 use crate::node::systemd;
 use crate::record::drift::{self, Difference};
@@ -25,9 +26,10 @@ use crate::record::state::{self, ManifestEntry, MountRecord, PinnedRelease, Stat
 use crate::release::obtain;
 use crate::release::spec::UnitName;
 use crate::release::tree::Release;
-use crate::root::{Kind, Root, sha256_of};
-use crate::source::pack::ObjectId;
+use crate::root::{Kind, Root};
 use crate::types::NodePath;
+use execute::{Failpoint, execute};
+use locking::lock_all;
 
 /// What `apply` did.
 #[derive(Debug)]
@@ -48,254 +50,6 @@ pub enum Outcome {
         /// How the node differs from its manifest.
         drift: Vec<Difference>,
     },
-}
-
-/// Reads the account files under the root (absent ones read as empty).
-fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
-    let read = |p: &str| -> anyhow::Result<Option<String>> {
-        let path = NodePath::new(p).map_err(anyhow::Error::msg)?;
-        match root.read_optional(&path, 16 * 1024 * 1024)? {
-            Some(bytes) => Ok(Some(
-                String::from_utf8(bytes).with_context(|| format!("{p} is not UTF-8"))?,
-            )),
-            None => Ok(None),
-        }
-    };
-    Ok(AccountFiles {
-        passwd: read("/etc/passwd")?.unwrap_or_default(),
-        group: read("/etc/group")?.unwrap_or_default(),
-        shadow: read("/etc/shadow")?,
-        gshadow: read("/etc/gshadow")?,
-    })
-}
-
-/// What the release asks of this root, compared with what is there.
-pub fn plan(
-    root: &Root,
-    release: &Release<'_>,
-    spec: &crate::release::spec::NodeSpec,
-) -> anyhow::Result<Vec<Step>> {
-    let accounts = account_files(root)?;
-    let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
-    let mut blob = |p: &crate::types::TreePath| {
-        release
-            .blob_ref(p, crate::release::spec::MAX_FILE_LEN)
-            .map_err(|e| e.to_string())
-    };
-    let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
-    unprivileged_owners(&mut desired);
-    let mut current = BTreeMap::new();
-    for d in &mut desired {
-        let found = observe(root, d)?;
-        // Only a file of the same size on the node needs the release file's
-        // digest now; every other one is hashed as it is written.
-        if let (
-            Some(c),
-            Entry::File {
-                content: Bytes::Blob { id, .. },
-                sha256,
-                ..
-            },
-        ) = (&found, &mut d.entry)
-        {
-            if sha256.is_none() && c.sha256.is_some() {
-                let known = blob_id(id).ok().and_then(|oid| release.known_sha256(&oid));
-                *sha256 = Some(match known {
-                    Some(digest) => digest,
-                    None => sha256_of(&read_blob(release, id)?),
-                });
-            }
-        }
-        current.insert(d.path.clone(), found);
-    }
-    Ok(plan::diff(desired, &current)?)
-}
-
-fn blob_id(id: &str) -> Result<ObjectId, ApplyError> {
-    ObjectId::from_hex(id).ok_or_else(|| ApplyError(format!("{id:?} is not a blob id")))
-}
-
-fn read_blob(release: &Release<'_>, id: &str) -> Result<Vec<u8>, ApplyError> {
-    release.blob_bytes(&blob_id(id)?).map_err(ApplyError)
-}
-
-/// Without root, files cannot be given to other users: an unprivileged
-/// apply (into a test or demo directory) owns everything as the caller.
-fn unprivileged_owners(desired: &mut [Desired]) {
-    let (euid, egid) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    if euid == 0 {
-        return;
-    }
-    for d in desired {
-        if let Entry::Directory { uid, gid, .. } | Entry::File { uid, gid, .. } = &mut d.entry {
-            (*uid, *gid) = (euid, egid);
-        }
-    }
-}
-
-fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
-    let Some(o) = root.observe(&d.path)? else {
-        return Ok(None);
-    };
-    let sha256 = match (o.kind, &d.entry) {
-        // A different size is a different content; no need to read it.
-        (Kind::File, Entry::File { content, .. }) if o.size == content.len() => {
-            Some(root.sha256(&d.path)?)
-        }
-        _ => None,
-    };
-    let target = (o.kind == Kind::Link)
-        .then(|| root.read_link(&d.path))
-        .transpose()?;
-    Ok(Some(Current {
-        kind: o.kind,
-        mode: o.mode,
-        uid: o.uid,
-        gid: o.gid,
-        sha256,
-        target,
-    }))
-}
-
-/// Performs the steps that change something. Directories are made first,
-/// in order; files and links are written beside their targets, made durable
-/// with one filesystem sync, renamed into place in order, and synced again:
-/// two barriers for the whole release instead of two per file, and still no
-/// rename before its data is on disk.
-fn execute(
-    root: &Root,
-    release: &Release<'_>,
-    steps: &[Step],
-    resumed: bool,
-    failpoint: &mut Failpoint,
-) -> anyhow::Result<(usize, BTreeMap<NodePath, [u8; 32]>)> {
-    let mut digests = BTreeMap::new();
-    let changing: Vec<&Step> = steps
-        .iter()
-        .filter(|s| s.change != Change::Unchanged)
-        .collect();
-    // How many of the paths still to write need each blob: the last one
-    // may take a received blob's file instead of a copy.
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for step in &changing {
-        if let Entry::File {
-            content: Bytes::Blob { id, .. },
-            ..
-        } = &step.desired.entry
-        {
-            *uses.entry(id.as_str()).or_default() += 1;
-        }
-    }
-    let mut staged = Vec::new();
-    for step in &changing {
-        let d = &step.desired;
-        if let Some(parent) = d.path.parent() {
-            if root.observe(&parent)?.is_none() {
-                root.ensure_dir(&parent, 0o755, 0, 0)
-                    .or_else(|e| unprivileged_retry(root, &parent, e))?;
-            }
-        }
-        // An earlier, interrupted run of this apply may have locked it.
-        if resumed {
-            if step.change != Change::Create {
-                crate::root::attr::clear_for_rewrite(root, &d.path)?;
-            } else if let Some(parent) = d.path.parent() {
-                crate::root::attr::clear_for_rewrite(root, &parent)?;
-            }
-        }
-        match &d.entry {
-            Entry::Directory { mode, uid, gid } => {
-                root.ensure_dir(&d.path, *mode, *uid, *gid)?;
-                tracing::info!("{step}");
-                failpoint.hit();
-            }
-            Entry::File {
-                content,
-                mode,
-                uid,
-                gid,
-                ..
-            } => {
-                // Blobs are read one at a time, right before they are written.
-                let entry = match content {
-                    Bytes::Held(bytes) => root.stage_file(&d.path, bytes, *mode, *uid, *gid)?,
-                    Bytes::Blob { id, .. } => {
-                        let left = uses.get_mut(id.as_str()).map_or(0, |n| {
-                            *n -= 1;
-                            *n
-                        });
-                        let (entry, digest) = release.stage_blob(
-                            root,
-                            &d.path,
-                            &blob_id(id)?,
-                            (*mode, *uid, *gid),
-                            left == 0,
-                        )?;
-                        digests.insert(d.path.clone(), digest);
-                        entry
-                    }
-                };
-                staged.push((entry, step));
-            }
-            Entry::Link { target } => staged.push((root.stage_link(&d.path, target)?, step)),
-        }
-    }
-    root.sync()?;
-    for (entry, step) in &staged {
-        root.put_in_place(entry)?;
-        tracing::info!("{step}");
-        failpoint.hit();
-    }
-    root.sync()?;
-    Ok((changing.len(), digests))
-}
-
-fn unprivileged_retry(
-    root: &Root,
-    path: &NodePath,
-    e: crate::root::RootError,
-) -> Result<(), crate::root::RootError> {
-    let (euid, egid) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    if euid == 0 {
-        Err(e)
-    } else {
-        root.ensure_dir(path, 0o755, euid, egid)
-    }
-}
-
-/// A test hook: `DRIFTLESS_TEST_KILL_AFTER=N` kills the process with SIGKILL
-/// after the N-th durable change (a path written, then a path locked), to
-/// prove that any interruption is recoverable.
-struct Failpoint {
-    remaining: Option<u64>,
-}
-
-impl Failpoint {
-    fn from_env() -> Self {
-        Self {
-            remaining: std::env::var("DRIFTLESS_TEST_KILL_AFTER")
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        }
-    }
-
-    fn hit(&mut self) {
-        if let Some(n) = &mut self.remaining {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::getpid(),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
 }
 
 /// Options of one apply run.
@@ -526,50 +280,6 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
         });
     }
     Ok(out)
-}
-
-/// Locks every pending path (files first, then directories deepest first, so
-/// no directory is locked before its entries) and puts the read-only mounts
-/// in place.
-fn lock_all(
-    root: &Root,
-    record: &mut State,
-    mode: LockMode,
-    failpoint: &mut Failpoint,
-) -> Result<(), LockError> {
-    if mode == LockMode::Off {
-        return Ok(());
-    }
-    let mut order: Vec<usize> = (0..record.manifest.len()).collect();
-    order.sort_by_key(|&i| {
-        let e = &record.manifest[i];
-        (
-            e.kind == Kind::Directory,
-            std::cmp::Reverse(e.path.as_str().matches('/').count()),
-        )
-    });
-    for i in order {
-        let entry = &mut record.manifest[i];
-        if entry.lock == LockStatus::Pending || matches!(entry.lock, LockStatus::Failed(_)) {
-            entry.lock = lock::lock_path(root, &entry.path, entry.kind, mode)?;
-            if entry.lock == LockStatus::Locked {
-                failpoint.hit();
-            }
-        }
-    }
-    for mount in &mut record.read_only {
-        if mount.lock == LockStatus::Locked
-            && crate::root::attr::is_read_only_mount(root, &mount.path)
-        {
-            continue;
-        }
-        mount.lock = match lock::bind_read_only(root, &mount.path) {
-            Ok(()) => LockStatus::Locked,
-            Err(e) if mode == LockMode::Required => return Err(e),
-            Err(e) => LockStatus::Failed(e.reason),
-        };
-    }
-    Ok(())
 }
 
 /// The release's units apply starts once the node is written.

@@ -5,12 +5,25 @@
 //!
 //! Every path in the config is a path on the node and is resolved beneath
 //! `--root`, like everything else the agent touches.
+//!
+//! This file holds the schema (the whole config and its sections) and its
+//! parsing; the validated values ([`TagName`], [`CommitId`], [`SourceUrl`]),
+//! the `rollout` section with its checks, and the node's id lookup
+//! ([`node_id`]) each have a file of their own.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Interval, NodePath, TreePath};
+
+mod identity;
+mod rollout;
+mod values;
+
+pub use identity::{instance_id, node_id};
+pub use rollout::{Coordinator, RolloutSettings};
+pub use values::{CommitId, SourceUrl, TagName};
 
 /// Where the config lives on a node.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/driftless/agent.yaml";
@@ -186,51 +199,6 @@ fn default_token_user() -> String {
     "git".to_owned()
 }
 
-/// A repository URL with a scheme driftless fetches from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct SourceUrl(String);
-
-impl SourceUrl {
-    /// Validates the scheme.
-    pub fn new(url: &str) -> Result<Self, String> {
-        const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
-        if !SCHEMES.iter().any(|s| url.starts_with(s))
-            || url.len() > 2048
-            || url.chars().any(char::is_control)
-        {
-            return Err(format!(
-                "source url {url:?} must start with https://, http://, ssh://, git:// or file://"
-            ));
-        }
-        Ok(Self(url.to_owned()))
-    }
-
-    /// The URL.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL without user information (for logs: never print a password).
-    pub fn redacted(&self) -> String {
-        match self.0.split_once("://") {
-            Some((scheme, rest)) => {
-                let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-                format!("{scheme}://{host}/{path}")
-            }
-            None => self.0.clone(),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for SourceUrl {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        SourceUrl::new(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 /// The trust files baked into the image.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -291,208 +259,11 @@ impl Default for ChannelSettings {
     }
 }
 
-/// How the nodes of a fleet coordinate a rollout. Without a coordinator
-/// (the default) each node decides alone from the signed channel (canary,
-/// waves, windows, the failures file); with `etcd`, at most `max_in_flight`
-/// nodes of `group` are away at once, and failures of new nodes are
-/// recorded in etcd.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RolloutSettings {
-    /// `none` (default) or `etcd`.
-    pub coordinator: Coordinator,
-    /// etcd client URLs (`http://` or `https://`), tried in turn.
-    pub endpoints: Vec<String>,
-    /// The group this node belongs to: slots and failures are counted per
-    /// group (a letter, digit, `-`, `_` or `.`; default `default`).
-    pub group: String,
-    /// Most nodes of the group away at once.
-    pub max_in_flight: u32,
-    /// Lifetime of a slot after its holder stops renewing it: the longest a
-    /// vanished node blocks its group.
-    pub lease_ttl: Interval,
-    /// Time limit of each request to etcd.
-    pub timeout: Interval,
-    /// CA bundle (PEM) trusted for `https://` endpoints instead of the system's.
-    pub ca_file: Option<NodePath>,
-    /// Client certificate (PEM) for etcd's client-certificate authentication.
-    pub cert_file: Option<NodePath>,
-    /// The client certificate's private key (PEM, PKCS#8).
-    pub key_file: Option<NodePath>,
-    /// etcd user name (etcd's own authentication).
-    pub username: Option<String>,
-    /// A file holding that user's password; never logged.
-    pub password_file: Option<NodePath>,
-}
-
-impl Default for RolloutSettings {
-    fn default() -> Self {
-        Self {
-            coordinator: Coordinator::None,
-            endpoints: Vec::new(),
-            group: "default".to_owned(),
-            max_in_flight: 1,
-            lease_ttl: Interval::secs(600),
-            timeout: Interval::secs(5),
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            username: None,
-            password_file: None,
-        }
-    }
-}
-
-/// Who coordinates a rollout across nodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Coordinator {
-    /// Nobody: each node follows the signed channel alone.
-    #[default]
-    None,
-    /// etcd v3, through its JSON gateway.
-    Etcd,
-}
-
-impl RolloutSettings {
-    /// Checks the settings as a whole; the error is one line naming the key.
-    pub fn validate(&self) -> Result<(), String> {
-        let group_ok = !self.group.is_empty()
-            && self.group.len() <= 64
-            && self
-                .group
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && !self.group.starts_with('.');
-        if !group_ok {
-            return Err(format!(
-                "rollout.group {:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
-                self.group
-            ));
-        }
-        if self.max_in_flight == 0 {
-            return Err("rollout.max_in_flight must be at least 1".into());
-        }
-        if self.max_in_flight > 10_000 {
-            return Err("rollout.max_in_flight must be at most 10000".into());
-        }
-        // etcd refuses shorter leases (its minimum is 1.5 election timeouts).
-        if self.lease_ttl.0 < std::time::Duration::from_secs(2) {
-            return Err("rollout.lease_ttl must be at least 2s".into());
-        }
-        if self.timeout.0.is_zero() {
-            return Err("rollout.timeout must be longer than zero".into());
-        }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("rollout.cert_file and rollout.key_file go together; set both".into());
-        }
-        if self.username.is_some() != self.password_file.is_some() {
-            return Err("rollout.username and rollout.password_file go together; set both".into());
-        }
-        if self.coordinator == Coordinator::None {
-            let etcd_only = [
-                ("endpoints", !self.endpoints.is_empty()),
-                ("ca_file", self.ca_file.is_some()),
-                ("cert_file", self.cert_file.is_some()),
-                ("username", self.username.is_some()),
-            ];
-            if let Some((key, _)) = etcd_only.iter().find(|(_, set)| *set) {
-                return Err(format!(
-                    "rollout.{key} is set but rollout.coordinator is none; set coordinator: etcd or remove it"
-                ));
-            }
-            return Ok(());
-        }
-        if self.endpoints.is_empty() {
-            return Err(
-                "rollout.coordinator is etcd but rollout.endpoints is empty; list etcd's client URLs, e.g. https://etcd-1.example.com:2379"
-                    .into(),
-            );
-        }
-        for e in &self.endpoints {
-            let url = reqwest::Url::parse(e)
-                .map_err(|err| format!("rollout.endpoints: {e:?} is not a URL: {err}"))?;
-            if !matches!(url.scheme(), "http" | "https")
-                || url.host_str().is_none()
-                || !url.username().is_empty()
-                || url.password().is_some()
-                || url.query().is_some()
-                || !matches!(url.path(), "" | "/")
-            {
-                return Err(format!(
-                    "rollout.endpoints: {e:?} must be http(s)://HOST:PORT, without a path or credentials (use username and password_file)"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The default channel branch.
 pub const DEFAULT_CHANNEL_REF: &str = "refs/heads/channel";
 
 fn default_spec_path() -> TreePath {
     TreePath::new("driftless.yaml").unwrap_or_else(|_| unreachable!("valid constant"))
-}
-
-/// A tag name git accepts under `refs/tags/`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct TagName(String);
-
-impl TagName {
-    /// Validates the name with git's ref-name rules.
-    pub fn new(name: &str) -> Result<Self, String> {
-        if name.is_empty()
-            || name.starts_with('-')
-            || !crate::types::is_valid_ref_name(&format!("refs/tags/{name}"))
-        {
-            return Err(format!("{name:?} is not a valid tag name"));
-        }
-        Ok(Self(name.to_owned()))
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for TagName {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        TagName::new(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A full hexadecimal commit id (40 or 64 digits).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct CommitId(String);
-
-impl CommitId {
-    /// Validates a full, lower-case commit id.
-    pub fn new(id: &str) -> Result<Self, String> {
-        let hex = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if !hex || !matches!(id.len(), 40 | 64) {
-            return Err(format!(
-                "commit {id:?} must be a full lower-case hex object id"
-            ));
-        }
-        Ok(Self(id.to_owned()))
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for CommitId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        CommitId::new(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 /// Network patience: every step has a timeout and the whole fetch a deadline.
@@ -647,48 +418,6 @@ pub fn config_path(root: &Path, explicit: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Reads the node's identity under `root` (see [`NodeSettings::id_file`]).
-pub fn node_id(root: &Path, settings: &NodeSettings) -> Result<String, ConfigError> {
-    let read = |p: &NodePath| {
-        std::fs::read_to_string(p.under(root)).map_err(|e| ConfigError {
-            path: p.to_string(),
-            reason: format!("cannot read the node id: {e}"),
-        })
-    };
-    if let Some(file) = &settings.id_file {
-        return first_line(&read(file)?, file);
-    }
-    let instance_data = root.join("run/cloud-init/instance-data.json");
-    if let Ok(text) = std::fs::read_to_string(&instance_data) {
-        if let Some(id) = instance_id(&text) {
-            return Ok(id);
-        }
-    }
-    let machine_id = NodePath::new("/etc/machine-id").map_err(|e| ConfigError {
-        path: "/etc/machine-id".into(),
-        reason: e,
-    })?;
-    first_line(&read(&machine_id)?, &machine_id)
-}
-
-/// Extracts `v1.instance_id` from cloud-init's instance data.
-pub fn instance_id(json: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    let id = value.get("v1")?.get("instance_id")?.as_str()?.trim();
-    (!id.is_empty()).then(|| id.to_owned())
-}
-
-fn first_line(text: &str, path: &NodePath) -> Result<String, ConfigError> {
-    let id = text.lines().next().unwrap_or("").trim();
-    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(ConfigError {
-            path: path.to_string(),
-            reason: "node id is empty or not one printable line".into(),
-        });
-    }
-    Ok(id.to_owned())
-}
-
 /// How hard the agent tries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -706,7 +435,7 @@ pub enum LockMode {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../docs/examples/agent.yaml");
+    const EXAMPLE: &str = include_str!("../../../docs/examples/agent.yaml");
 
     #[test]
     fn the_documented_example_parses() {
@@ -786,20 +515,5 @@ mod tests {
             .expect_err("too short")
             .to_string();
         assert!(err.contains("rollout.lease_ttl"), "{err}");
-    }
-
-    #[test]
-    fn urls_are_redacted_for_logs() {
-        let url = SourceUrl::new("https://user:secret@git.example.com/fleet/r.git").expect("valid");
-        assert_eq!(url.redacted(), "https://git.example.com/fleet/r.git");
-    }
-
-    #[test]
-    fn cloud_init_instance_id() {
-        assert_eq!(
-            instance_id(r#"{"v1": {"instance_id": "i-0abc"}}"#),
-            Some("i-0abc".into())
-        );
-        assert_eq!(instance_id(r#"{"v1": {}}"#), None);
     }
 }

@@ -1,0 +1,175 @@
+//! Evaluating a new channel tip, both ends of it: the watcher starts
+//! `driftless evaluate-channel` and reads its one-line [`Verdict`]; that child
+//! fetches and verifies the tip and the release it names. Apart from the
+//! watcher's loop because the fetching and verifying (libgit2, a pack from
+//! the network) runs in a process of its own.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::Watcher;
+use crate::config::AgentConfig;
+use crate::release::channel::{self, ChannelState};
+
+impl Watcher {
+    /// Evaluates the channel's new tip in a child process
+    /// (`driftless evaluate-channel`): fetching and verifying with libgit2
+    /// (and its OpenSSL) happens there and its memory goes with it, so the
+    /// watcher stays small for the node's whole life, and the hostile
+    /// input (a pack from the network) is parsed outside the long-lived
+    /// process.
+    pub(super) async fn evaluate_in_child(&self, last_seen: Option<&str>) -> Verdict {
+        let failed = |reason: String| Verdict::Failed { reason };
+        let mut cmd = tokio::process::Command::new(&self.evaluator);
+        cmd.arg("evaluate-channel")
+            .arg("--root")
+            .arg(&self.root_path)
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(tip) = last_seen {
+            cmd.arg("--last-seen").arg(tip);
+        }
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return failed(format!(
+                    "cannot start the channel evaluation ({}): {e}",
+                    self.evaluator.display()
+                ));
+            }
+        };
+        // The fetches inside keep their own deadline; this only bounds a child that hangs.
+        let limit = self.config.fetch.deadline.0.saturating_mul(2) + Duration::from_secs(60);
+        let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Err(_) => {
+                return failed(format!(
+                    "the channel evaluation did not finish within {}s; it was stopped",
+                    limit.as_secs()
+                ));
+            }
+            Ok(Err(e)) => return failed(format!("the channel evaluation failed: {e}")),
+            Ok(Ok(output)) => output,
+        };
+        if !output.status.success() {
+            return failed(format!(
+                "the channel evaluation ended with {} (its log above says why)",
+                output.status
+            ));
+        }
+        let line = output
+            .stdout
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        serde_json::from_slice(line).unwrap_or_else(|e| {
+            failed(format!(
+                "the channel evaluation answered something unreadable: {e}"
+            ))
+        })
+    }
+}
+
+/// This program, for the evaluation child: `/proc/self/exe` names it even
+/// if its file was replaced since it started.
+pub(super) fn this_program() -> PathBuf {
+    let own = PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        own
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("driftless"))
+    }
+}
+
+/// What the evaluation of a channel tip concluded: the answer of
+/// `driftless evaluate-channel` to the watcher, one JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Verdict {
+    /// The tip verified, and so did the release it names.
+    Accepted {
+        /// The channel at the tip.
+        state: Box<ChannelState>,
+        /// The commit the named release's tag points at.
+        release_commit: String,
+    },
+    /// The tip is refused for good: signature, ancestry, channel file, or a
+    /// release that is missing or does not verify.
+    Refused {
+        /// The tip.
+        tip: String,
+        /// Why, one line.
+        reason: String,
+    },
+    /// Something failed on the way (network, cache): the next poll retries.
+    Failed {
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+/// Fetches and verifies the channel tip, then the release it names.
+pub fn evaluate_channel(
+    root_path: &Path,
+    config: &AgentConfig,
+    last_seen: Option<&str>,
+) -> Verdict {
+    match evaluate(root_path, config, last_seen) {
+        Ok((state, release_commit)) => Verdict::Accepted {
+            state: Box::new(state),
+            release_commit,
+        },
+        Err(verdict) => verdict,
+    }
+}
+
+fn evaluate(
+    root_path: &Path,
+    config: &AgentConfig,
+    last_seen: Option<&str>,
+) -> Result<(ChannelState, String), Verdict> {
+    let failed = |reason: String| Verdict::Failed { reason };
+    let trust = config
+        .load_trust(root_path)
+        .map_err(anyhow::Error::from)
+        .map_err(|e| failed(crate::error::one_line(&e)))?;
+    let repo = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
+    let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
+    let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
+    let now = Timestamp::now();
+    let refused = |reason: String| Verdict::Refused {
+        tip: tip.to_string(),
+        reason,
+    };
+    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel, now)
+        .map_err(|e| refused(e.to_string()))?;
+    let tag = &state.file.release;
+    match crate::source::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
+        Ok(()) => {}
+        Err(crate::source::fetch::FetchError::NoSuchRef { .. }) => {
+            return Err(refused(format!(
+                "channel tip {tip} names release {}, which the source does not have",
+                tag.as_str()
+            )));
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "fetching release {} named by channel tip {tip}: {e}",
+                tag.as_str()
+            )));
+        }
+    }
+    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now).map_err(|e| {
+        refused(format!(
+            "channel tip {tip} names release {}, which does not verify: {e}",
+            tag.as_str()
+        ))
+    })?;
+    Ok((state, verified.commit))
+}
