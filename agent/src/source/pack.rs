@@ -11,12 +11,28 @@
 //! a delta base must have arrived before the delta (git's pack-objects
 //! always writes bases first), and the pack's trailing checksum must match.
 //! Nothing here decides trust; ids are computed, never believed.
+//!
+//! This file is the reader ([`read_pack`]) and its store interface
+//! ([`ObjectStore`]). Beside it: `object` (ids and kinds), `hash` (the
+//! hashing thread), `delta` ([`apply_delta`]) and `tree` (tree entries
+//! and the [`TreeIndex`]).
 
 use std::io::{self, Read};
 use std::sync::mpsc;
 
 use flate2::{Decompress, FlushDecompress, Status};
 use sha1_checked::Digest as _;
+
+mod delta;
+mod hash;
+mod object;
+mod tree;
+
+pub use delta::apply_delta;
+pub use object::{Base, ObjectId, ObjectKind};
+pub use tree::{MAX_TREE_ENTRIES, TreeEntries, TreeIndex};
+
+use hash::{HASH_QUEUE, HashOp, Hashing, hash_objects};
 
 /// The most objects a pack may hold.
 pub const MAX_OBJECTS: u32 = 1_000_000;
@@ -27,81 +43,6 @@ pub const MAX_OBJECT_LEN: u64 = 64 * 1024 * 1024;
 /// The most memory reserved ahead for an object, whatever size it declares
 /// (a declared size is a claim until the bytes arrive).
 pub const RESERVE: usize = 1024 * 1024;
-
-/// A SHA-1 object id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectId(pub [u8; 20]);
-
-impl ObjectId {
-    /// Parses 40 lowercase hex digits.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        let bytes = text.as_bytes();
-        if bytes.len() != 40 {
-            return None;
-        }
-        let mut out = [0u8; 20];
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let digit = |b: u8| match b {
-                b'0'..=b'9' => Some(b - b'0'),
-                b'a'..=b'f' => Some(b - b'a' + 10),
-                _ => None,
-            };
-            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-        }
-        Some(Self(out))
-    }
-
-    /// The 40 hex digits.
-    pub fn to_hex(&self) -> String {
-        crate::root::hex(&self.0)
-    }
-}
-
-impl std::fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl std::fmt::Debug for ObjectId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// The four kinds of git object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObjectKind {
-    /// A commit.
-    Commit,
-    /// A tree.
-    Tree,
-    /// A blob (a file's content).
-    Blob,
-    /// An annotated tag.
-    Tag,
-}
-
-impl ObjectKind {
-    /// The name git hashes into the object's header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Commit => "commit",
-            Self::Tree => "tree",
-            Self::Blob => "blob",
-            Self::Tag => "tag",
-        }
-    }
-}
-
-/// Where a delta's base is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Base {
-    /// The object starting at this pack offset.
-    Offset(u64),
-    /// The object with this id.
-    Id(ObjectId),
-}
 
 /// A pack that cannot be read. Messages are one line.
 #[derive(Debug, thiserror::Error)]
@@ -455,231 +396,6 @@ impl<R: Read> Reader<R> {
     }
 }
 
-/// Objects being hashed, queued for the hashing thread.
-const HASH_QUEUE: usize = 16;
-
-/// Work for the hashing thread.
-enum HashOp {
-    /// An object of this kind and size, at this offset, begins.
-    Begin(u64, ObjectKind, u64),
-    /// Its next bytes.
-    Data(Vec<u8>),
-    /// It is complete.
-    End,
-}
-
-/// The reading side of the hashing thread: what was sent, and how many
-/// ended objects still wait for their id.
-struct Hashing {
-    ops: mpsc::SyncSender<HashOp>,
-    ids: mpsc::Receiver<(u64, Option<ObjectId>)>,
-    pending: usize,
-}
-
-impl Hashing {
-    fn send(&self, op: HashOp) -> Result<(), PackError> {
-        self.ops
-            .send(op)
-            .map_err(|_| PackError::Store("the hashing thread ended".into()))
-    }
-
-    fn begin(&self, at: u64, kind: ObjectKind, size: u64) -> Result<(), PackError> {
-        self.send(HashOp::Begin(at, kind, size))
-    }
-
-    /// Ends the object begun last, and passes on the ids computed so far.
-    fn end(&mut self, store: &mut impl ObjectStore) -> Result<(), PackError> {
-        self.send(HashOp::End)?;
-        self.pending += 1;
-        self.settle(store, false)
-    }
-
-    /// Hands the store the ids computed so far; with `all`, waits for every
-    /// pending one.
-    fn settle(&mut self, store: &mut impl ObjectStore, all: bool) -> Result<(), PackError> {
-        while self.pending > 0 {
-            let next = if all {
-                self.ids.recv().ok()
-            } else {
-                match self.ids.try_recv() {
-                    Ok(next) => Some(next),
-                    Err(mpsc::TryRecvError::Empty) => return Ok(()),
-                    Err(mpsc::TryRecvError::Disconnected) => None,
-                }
-            };
-            let (offset, id) =
-                next.ok_or_else(|| PackError::Store("the hashing thread ended".into()))?;
-            self.pending -= 1;
-            let id = id.ok_or(PackError::Collision { offset })?;
-            store.identify(offset, id).map_err(PackError::Store)?;
-        }
-        Ok(())
-    }
-}
-
-/// The hashing thread: each object's id is SHA-1 of `"<kind> <size>\0"`
-/// and its content, with collision detection (`None`: a collision).
-fn hash_objects(queue: &mpsc::Receiver<HashOp>, ids: &mpsc::Sender<(u64, Option<ObjectId>)>) {
-    let mut current: Option<(u64, sha1_checked::Sha1)> = None;
-    for op in queue {
-        match op {
-            HashOp::Begin(offset, kind, size) => {
-                let mut hasher = sha1_checked::Sha1::new();
-                hasher.update(format!("{} {size}\0", kind.as_str()).as_bytes());
-                current = Some((offset, hasher));
-            }
-            HashOp::Data(bytes) => {
-                if let Some((_, hasher)) = &mut current {
-                    hasher.update(&bytes);
-                }
-            }
-            HashOp::End => {
-                if let Some((offset, hasher)) = current.take() {
-                    let result = hasher.try_finalize();
-                    let id = (!result.has_collision()).then(|| ObjectId((*result.hash()).into()));
-                    if ids.send((offset, id)).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// A delta's little-endian base-128 size.
-fn delta_size(delta: &[u8], pos: &mut usize) -> Result<u64, String> {
-    let mut value = 0u64;
-    let mut shift = 0;
-    loop {
-        let b = *delta.get(*pos).ok_or("a delta ends inside its header")?;
-        *pos += 1;
-        if shift > 63 {
-            return Err("a delta size does not fit 64 bits".into());
-        }
-        value |= u64::from(b & 0x7f) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-}
-
-/// Rebuilds an object from its base and a delta (copy and insert
-/// instructions, gitformat-pack(5)), checking every bound.
-pub fn apply_delta(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, String> {
-    let mut pos = 0;
-    let base_len = delta_size(delta, &mut pos)?;
-    if base_len != base.len() as u64 {
-        return Err(format!(
-            "a delta for a base of {base_len} bytes applied to one of {}",
-            base.len()
-        ));
-    }
-    let result_len = delta_size(delta, &mut pos)?;
-    if result_len > MAX_OBJECT_LEN {
-        return Err(format!(
-            "a delta result of {result_len} bytes; at most {MAX_OBJECT_LEN}"
-        ));
-    }
-    let result_len = result_len as usize;
-    let mut out = Vec::with_capacity(result_len.min(RESERVE));
-    while pos < delta.len() {
-        let cmd = delta[pos];
-        pos += 1;
-        if cmd & 0x80 != 0 {
-            let mut field = |bits: u8, count: usize| -> Result<usize, String> {
-                let mut value = 0usize;
-                for i in 0..count {
-                    if bits & (1 << i) != 0 {
-                        let b = *delta.get(pos).ok_or("a delta ends inside a copy")?;
-                        pos += 1;
-                        value |= usize::from(b) << (8 * i);
-                    }
-                }
-                Ok(value)
-            };
-            let offset = field(cmd & 0x0f, 4)?;
-            let mut len = field((cmd >> 4) & 0x07, 3)?;
-            if len == 0 {
-                len = 0x10000;
-            }
-            let copied = offset
-                .checked_add(len)
-                .and_then(|end| base.get(offset..end))
-                .ok_or("a delta copies from outside its base")?;
-            if out.len() + len > result_len {
-                return Err("a delta writes past its declared result".into());
-            }
-            out.extend_from_slice(copied);
-        } else if cmd != 0 {
-            let len = usize::from(cmd);
-            let inserted = delta
-                .get(pos..pos + len)
-                .ok_or("a delta ends inside an insert")?;
-            if out.len() + len > result_len {
-                return Err("a delta writes past its declared result".into());
-            }
-            out.extend_from_slice(inserted);
-            pos += len;
-        } else {
-            return Err("a delta holds the reserved instruction 0".into());
-        }
-    }
-    if out.len() != result_len {
-        return Err(format!(
-            "a delta builds {} bytes, not the {result_len} it declares",
-            out.len()
-        ));
-    }
-    Ok(out)
-}
-
-/// Every entry of a release tree by path: object id and git mode.
-pub type TreeIndex = std::collections::HashMap<String, (ObjectId, u32)>;
-
-/// The most entries a release tree may have, subtrees included (a tree that
-/// names the same subtree many times could otherwise multiply its paths):
-/// four times the node spec's own limit on entries.
-pub const MAX_TREE_ENTRIES: usize = 400_000;
-
-/// The entries of a tree object, parsed strictly: `<octal mode> <name>\0<20-byte id>`.
-pub struct TreeEntries<'a>(pub &'a [u8]);
-
-impl<'a> Iterator for TreeEntries<'a> {
-    type Item = Result<(u32, &'a str, ObjectId), &'static str>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let entry = (|| {
-            let space = self.0.iter().position(|&b| b == b' ').ok_or("no mode")?;
-            let mode = std::str::from_utf8(&self.0[..space]).map_err(|_| "a bad mode")?;
-            if mode.is_empty() || mode.len() > 6 || mode.starts_with('0') {
-                return Err("a bad mode");
-            }
-            let mode = u32::from_str_radix(mode, 8).map_err(|_| "a bad mode")?;
-            let rest = &self.0[space + 1..];
-            let nul = rest.iter().position(|&b| b == 0).ok_or("no name end")?;
-            let name = std::str::from_utf8(&rest[..nul]).map_err(|_| "a name that is not UTF-8")?;
-            if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                return Err("a bad name");
-            }
-            let id: [u8; 20] = rest
-                .get(nul + 1..nul + 21)
-                .ok_or("an entry cut short")?
-                .try_into()
-                .map_err(|_| "an entry cut short")?;
-            self.0 = &rest[nul + 21..];
-            Ok((mode, name, ObjectId(id)))
-        })();
-        if entry.is_err() {
-            self.0 = &[];
-        }
-        Some(entry)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -872,72 +588,6 @@ mod tests {
             assert!(
                 read_pack(&bad[..], &mut Memory::default()).is_err(),
                 "a pack with byte {at} flipped was accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn deltas_are_bounded() {
-        let base = b"0123456789";
-        // base size 10, result 4: copy 4 bytes from offset 2.
-        assert_eq!(
-            apply_delta(base, &[10, 4, 0x91, 2, 4]).expect("copy"),
-            b"2345"
-        );
-        // insert.
-        assert_eq!(
-            apply_delta(base, &[10, 3, 3, b'a', b'b', b'c']).expect("insert"),
-            b"abc"
-        );
-        for (delta, why) in [
-            (&[9, 4, 0x91, 2, 4][..], "wrong base size"),
-            (&[10, 4, 0x91, 8, 4][..], "copy past the base"),
-            (&[10, 3, 0x91, 2, 4][..], "writes past the result"),
-            (&[10, 5, 0x91, 2, 4][..], "result too short"),
-            (&[10, 4, 0][..], "reserved instruction"),
-            (&[10, 4, 5, b'a'][..], "insert past the end"),
-            (&[10][..], "header cut"),
-            (&[10, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f][..], "huge result"),
-        ] {
-            assert!(apply_delta(base, delta).is_err(), "{why}");
-        }
-    }
-
-    #[test]
-    fn object_ids_round_trip() {
-        let hex = "0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(ObjectId::from_hex(hex).expect("hex").to_hex(), hex);
-        assert!(ObjectId::from_hex(&hex.to_uppercase()).is_none());
-        assert!(ObjectId::from_hex(&hex[1..]).is_none());
-    }
-
-    #[test]
-    fn tree_entries_parse_strictly() {
-        let mut raw = b"100644 a.txt\0".to_vec();
-        raw.extend_from_slice(&[1; 20]);
-        raw.extend_from_slice(b"40000 dir\0");
-        raw.extend_from_slice(&[2; 20]);
-        let entries: Vec<_> = TreeEntries(&raw).collect::<Result<_, _>>().expect("parse");
-        assert_eq!(
-            entries,
-            vec![
-                (0o100644, "a.txt", ObjectId([1; 20])),
-                (0o40000, "dir", ObjectId([2; 20]))
-            ]
-        );
-        for bad in [
-            &b"100644 a\0short"[..],
-            b"0100644 a\0aaaaaaaaaaaaaaaaaaaa",
-            b"100644 ..\0aaaaaaaaaaaaaaaaaaaa",
-            b"100644 a/b\0aaaaaaaaaaaaaaaaaaaa",
-            b"100644 \0aaaaaaaaaaaaaaaaaaaa",
-            b"10x644 a\0aaaaaaaaaaaaaaaaaaaa",
-            b"100644 a",
-        ] {
-            assert!(
-                TreeEntries(bad).any(|e| e.is_err()),
-                "{:?} was accepted",
-                bad.escape_ascii().to_string()
             );
         }
     }
