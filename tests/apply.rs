@@ -507,6 +507,12 @@ fn assert_rich_tree(root: &NodeRoot, release: &Release, base: &Snapshot) {
 fn assert_status_applied(rich: &Rich, root: &NodeRoot) {
     let status = root.status_json();
     assert_eq!(status["status"]["state"], "applied", "{status}");
+    // The lifecycle, read from the records: locked unless baked unlocked.
+    let locked = status["manifest"]
+        .as_array()
+        .is_some_and(|m| m.iter().all(|e| e["lock"]["status"] != "pending"));
+    let phase = if locked { "locked" } else { "healthy" };
+    assert_eq!(status["phase"], phase, "{status}");
     let r = &status["release"];
     assert_eq!(r["tag"], TAG, "{status}");
     assert_eq!(r["commit"], rich.published.commit.as_str(), "{status}");
@@ -871,6 +877,7 @@ fn preseeded_cache_needs_no_network() {
     );
     assert!(root.host("/var/lib/driftless/cache.git").is_dir());
     assert_eq!(root.status_json()["status"], serde_json::Value::Null);
+    assert_eq!(root.status_json()["phase"], "fresh");
 
     drop(daemon);
     assert!(
@@ -1065,6 +1072,7 @@ fn assert_failed_at(root: &NodeRoot, stage: &str) {
     let status = root.status_json();
     assert_eq!(status["status"]["state"], "failed", "{status}");
     assert_eq!(status["status"]["stage"], stage, "{status}");
+    assert_eq!(status["phase"], "failed", "{status}");
 }
 
 #[test]

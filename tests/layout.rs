@@ -41,14 +41,25 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Each source file's module path (`source::poll`) and its text.
-fn modules() -> BTreeMap<String, String> {
+/// One source file: its module path (`source::poll`), its text, and the
+/// unit it belongs to (see [`unit_of`]).
+struct Module {
+    text: String,
+    /// Child modules this file declares, and whether each is public.
+    children: Vec<(String, bool)>,
+}
+
+/// Each source file by module path.
+fn modules() -> BTreeMap<String, Module> {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
     files
         .into_iter()
         .filter_map(|path| {
-            let rel = path.strip_prefix(src()).expect("under src").with_extension("");
+            let rel = path
+                .strip_prefix(src())
+                .expect("under src")
+                .with_extension("");
             let mut parts: Vec<String> = rel
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -60,11 +71,43 @@ fn modules() -> BTreeMap<String, String> {
                 return None;
             }
             let text = std::fs::read_to_string(&path).expect("read source");
-            Some((parts.join("::"), text))
+            let children = code_of(&text)
+                .lines()
+                .filter_map(|line| {
+                    let line = line.trim();
+                    let public = line.starts_with("pub");
+                    let rest = line.strip_prefix("mod ").or_else(|| {
+                        line.strip_prefix("pub mod ")
+                            .or_else(|| line.strip_prefix("pub(crate) mod "))
+                    })?;
+                    let name = rest.strip_suffix(';')?;
+                    Some((name.to_owned(), public))
+                })
+                .collect();
+            Some((parts.join("::"), Module { text, children }))
         })
         .collect()
 }
 
+/// The unit a module belongs to: a file's private child modules (`mod
+/// part;`) are parts of it (an `impl` spread over files, say), so they
+/// count as the module that declares them; public ones are units of their
+/// own.
+fn unit_of(module: &str, modules: &BTreeMap<String, Module>) -> String {
+    let mut current = module.to_owned();
+    while let Some((parent, name)) = current.rsplit_once("::") {
+        let private = modules.get(parent).is_some_and(|m| {
+            m.children
+                .iter()
+                .any(|(child, public)| child == name && !public)
+        });
+        if !private {
+            break;
+        }
+        current = parent.to_owned();
+    }
+    current
+}
 /// The code of a file without comments and without its unit tests (which
 /// may use anything).
 fn code_of(text: &str) -> String {
@@ -79,31 +122,58 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// Every `crate::a::b::c` path named in `code`, as its segments.
-fn crate_paths(code: &str) -> Vec<Vec<String>> {
+/// Every path named in `code` that starts with `crate::`, `super::`,
+/// `self::` or one of `children`, made absolute for a file whose module
+/// is `module`.
+fn named_paths(code: &str, module: &str, children: &[(String, bool)]) -> Vec<Vec<String>> {
+    let own: Vec<String> = module.split("::").map(str::to_owned).collect();
     let mut out = Vec::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        let preceded_by_ident = rest[..i]
+    for (start, _) in code.match_indices(|c: char| c.is_alphabetic()) {
+        let preceded = code[..start]
             .chars()
             .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_');
-        rest = &rest[i + "crate::".len()..];
-        if preceded_by_ident {
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+        if preceded {
             continue;
         }
+        let rest = &code[start..];
         let end = rest
             .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
             .unwrap_or(rest.len());
-        out.push(
-            rest[..end]
-                .split("::")
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        );
+        let segments: Vec<String> = rest[..end]
+            .split("::")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if segments.len() < 2 {
+            continue;
+        }
+        let mut base = match segments[0].as_str() {
+            "crate" => Vec::new(),
+            "self" => own.clone(),
+            "super" => own[..own.len().saturating_sub(1)].to_vec(),
+            name if children.iter().any(|(c, _)| c == name) => own.clone(),
+            _ => continue,
+        };
+        let skip = usize::from(matches!(segments[0].as_str(), "crate" | "self" | "super"));
+        let mut tail = segments[skip..].iter();
+        for s in tail.by_ref() {
+            if s == "super" {
+                base.pop();
+            } else {
+                base.push(s.clone());
+                break;
+            }
+        }
+        base.extend(tail.cloned());
+        out.push(base);
     }
     out
+}
+
+/// Every `crate::a::b::c` path named in `code`, as its segments.
+fn crate_paths(code: &str) -> Vec<Vec<String>> {
+    named_paths(code, "", &[])
 }
 
 fn layer_of(module: &str) -> usize {
@@ -111,33 +181,36 @@ fn layer_of(module: &str) -> usize {
     LAYERS
         .iter()
         .position(|layer| layer.contains(&top))
-        .unwrap_or_else(|| panic!("module {module} is in no layer: add it to LAYERS and lib.rs's map"))
+        .unwrap_or_else(|| {
+            panic!("module {module} is in no layer: add it to LAYERS and lib.rs's map")
+        })
 }
 
-/// Module → the other modules it imports.
+/// Unit → the other units it imports.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let modules = modules();
-    let names: BTreeSet<&String> = modules.keys().collect();
-    modules
-        .iter()
-        .map(|(module, text)| {
-            let mut deps = BTreeSet::new();
-            for path in crate_paths(&code_of(text)) {
-                // The longest prefix that names a module.
-                let target = (1..=path.len())
-                    .rev()
-                    .map(|k| path[..k].join("::"))
-                    .find(|p| names.contains(p));
-                if let Some(target) = target {
-                    let own_part = module.starts_with(&format!("{target}::"));
-                    if target != *module && !own_part {
-                        deps.insert(target);
-                    }
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, file) in &modules {
+        let unit = unit_of(module, &modules);
+        let deps = graph.entry(unit.clone()).or_default();
+        for path in named_paths(&code_of(&file.text), module, &file.children) {
+            // The longest prefix that names a module.
+            let target = (1..=path.len())
+                .rev()
+                .map(|k| path[..k].join("::"))
+                .find(|p| modules.contains_key(p));
+            if let Some(target) = target {
+                let target = unit_of(&target, &modules);
+                // A module's own folder declares it: naming the parent's
+                // items from inside is the parent reaching down, not a loop.
+                let inside = unit.starts_with(&format!("{target}::"));
+                if target != unit && !inside {
+                    deps.insert(target);
                 }
             }
-            (module.clone(), deps)
-        })
-        .collect()
+        }
+    }
+    graph
 }
 
 #[test]
@@ -151,20 +224,29 @@ fn every_stage_imports_only_the_stages_before_it() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports that run backwards:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports that run backwards:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn nothing_outside_cli_names_cli() {
     let offenders: Vec<String> = modules()
         .into_iter()
-        .filter(|(module, text)| {
+        .filter(|(module, file)| {
             module.split("::").next() != Some("cli")
-                && crate_paths(&code_of(text)).iter().any(|p| p[0] == "cli")
+                && crate_paths(&code_of(&file.text))
+                    .iter()
+                    .any(|p| p[0] == "cli")
         })
         .map(|(module, _)| module)
         .collect();
-    assert!(offenders.is_empty(), "library modules that name crate::cli: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "library modules that name crate::cli: {offenders:?}"
+    );
 }
 
 #[test]
@@ -198,7 +280,11 @@ fn no_two_files_import_each_other() {
     let mut done = BTreeSet::new();
     for module in graph.keys() {
         let cycle = visit(module, &graph, &mut Vec::new(), &mut done);
-        assert!(cycle.is_none(), "an import loop: {}", cycle.unwrap_or_default().join(" -> "));
+        assert!(
+            cycle.is_none(),
+            "an import loop: {}",
+            cycle.unwrap_or_default().join(" -> ")
+        );
     }
 }
 
@@ -206,19 +292,49 @@ fn no_two_files_import_each_other() {
 fn the_checks_see_what_they_check() {
     // The parser finds real imports, so a passing check means something.
     let graph = imports();
-    assert!(graph["node::apply"].contains("record::state"), "{:?}", graph["node::apply"]);
-    assert!(graph["fleet::watch"].iter().any(|d| d.starts_with("source::")));
+    assert!(
+        graph["node::apply"].contains("record::state"),
+        "{:?}",
+        graph["node::apply"]
+    );
+    assert!(
+        graph["fleet::watch"]
+            .iter()
+            .any(|d| d.starts_with("source::"))
+    );
     assert_eq!(
         crate_paths("use crate::a::b; my_crate::no; // crate::c"),
         [vec!["a".to_owned(), "b".to_owned()], vec!["c".to_owned()]]
     );
+    let children = [("part".to_owned(), false)];
+    assert_eq!(
+        named_paths(
+            "use super::x::Y; part::z(); self::w; other::v",
+            "a::b",
+            &children
+        ),
+        [
+            vec!["a", "x", "Y"],
+            vec!["a", "b", "part", "z"],
+            vec!["a", "b", "w"]
+        ]
+    );
+    // Private parts of a file count as the file.
+    assert_eq!(unit_of("fleet::watch::decide", &modules()), "fleet::watch");
+    assert_eq!(unit_of("source::fetch", &modules()), "source::fetch");
     assert_eq!(code_of("a // crate::x\n#[cfg(test)]\nuse crate::y;"), "a ");
     // lib.rs's map names every folder and top-level module it declares.
     let lib = std::fs::read_to_string(src().join("lib.rs")).expect("lib.rs");
     for layer in LAYERS {
         for module in *layer {
-            assert!(lib.contains(&format!("pub mod {module};")), "lib.rs declares {module}");
-            assert!(lib.contains(&format!("[`{module}`]")), "lib.rs's map names {module}");
+            assert!(
+                lib.contains(&format!("pub mod {module};")),
+                "lib.rs declares {module}"
+            );
+            assert!(
+                lib.contains(&format!("[`{module}`]")),
+                "lib.rs's map names {module}"
+            );
         }
     }
 }

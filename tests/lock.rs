@@ -459,6 +459,8 @@ fn an_apply_killed_while_locking_is_finished_by_the_next_run() {
     let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "14")]);
     assert_eq!(killed.signal, Some(9), "{}", killed.describe());
     assert_eq!(root.status_json()["status"]["state"], "applying");
+    // Interrupted after verification: the next run finishes it.
+    assert_eq!(root.status_json()["phase"], "verified");
     let some_locked = [
         "/etc/app/conf.d/10-base.conf",
         "/etc/app/app.conf",

@@ -298,6 +298,7 @@ fn promote_runs_the_exec_action_once_and_promptly() {
     assert_eq!(watch["replacement"]["attempts"], 1, "{watch}");
     assert_eq!(watch["replacement"]["request"]["desired"], "v2", "{watch}");
     assert_eq!(watch["replacement"]["request"]["pinned"], "v1", "{watch}");
+    assert_eq!(root.status_json()["phase"], "replacement-requested");
     let text = status_text(&root);
     let desired = line(&text, "desired").unwrap_or_else(|| panic!("no desired line:\n{text}"));
     assert!(
@@ -807,6 +808,7 @@ fn a_rollback_withdraws_a_request_that_has_not_gone_through() {
     assert_eq!(failing.calls().len(), 1, "the request was tried");
     let watch = watch_status(&node);
     assert_eq!(watch["replacement"]["status"], "pending", "{watch}");
+    assert_eq!(node.status_json()["phase"], "replacement-requested");
 
     // Rolled back to v1 before the request went through: nothing to replace.
     branch.promote(&fleet.key, "v1", "");
@@ -818,6 +820,7 @@ fn a_rollback_withdraws_a_request_that_has_not_gone_through() {
         run.describe()
     );
     assert!(run.stderr.contains("withdrawn"), "{}", run.describe());
+    assert_eq!(node.status_json()["phase"], "watching");
     watch_once(&node);
     assert_eq!(failing.calls().len(), 1, "never tried again");
 }

@@ -3,6 +3,7 @@
 use clap::Args;
 
 use crate::exit::ExitCode;
+use crate::record::lifecycle::Phase;
 use crate::record::state::LockStatus;
 use crate::record::state::{self, Status};
 use crate::record::watch_state::{RequestStatus, WatchState};
@@ -32,8 +33,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 .ok()
                 .flatten();
             if let Some(failure) = early {
+                let phase = Phase::of_records(None, Some(&failure), &WatchState::default());
                 if args.json {
-                    let mut value = serde_json::json!({ "status": {
+                    let mut value = serde_json::json!({ "phase": phase.name(), "status": {
                         "state": "failed",
                         "stage": failure.stage,
                         "reason": failure.reason,
@@ -41,6 +43,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
                     value["finished_at"] = serde_json::to_value(failure.at).unwrap_or_default();
                     println!("{value}");
                 } else {
+                    println!("phase      {phase}");
                     println!("status     FAILED at {}: {}", failure.stage, failure.reason);
                     println!("release    none verified");
                     println!("finished   {}", failure.at);
@@ -48,7 +51,8 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 return ExitCode::Success;
             }
             if args.json {
-                println!("{}", serde_json::json!({ "status": null }));
+                let phase = Phase::Fresh.name();
+                println!("{}", serde_json::json!({ "phase": phase, "status": null }));
             } else {
                 println!(
                     "no release applied yet (no {} under {})",
@@ -64,8 +68,10 @@ pub fn run(args: StatusArgs) -> ExitCode {
         .ok()
         .and_then(|root| WatchState::load(&root).ok())
         .unwrap_or_default();
+    let phase = Phase::of_records(Some(&state), None, &watch);
     if args.json {
         let mut value = serde_json::to_value(&state).unwrap_or_default();
+        value["phase"] = phase.name().into();
         value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
         println!("{value}");
         return ExitCode::Success;
@@ -78,6 +84,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         Status::Failed { stage, reason } => format!("FAILED at {stage}: {reason}"),
     };
     let r = &state.release;
+    println!("phase      {phase}");
     println!("status     {status}");
     println!("release    {} (commit {})", r.tag, r.commit);
     println!(

@@ -21,6 +21,7 @@ use crate::node::health;
 use crate::node::stage::{AlreadyPinned, ApplyError, Stage};
 use crate::node::systemd;
 use crate::record::drift::{self, Difference};
+use crate::record::lifecycle::{Event, FailedAt, Phase};
 use crate::record::state::LockStatus;
 use crate::record::state::{self, ManifestEntry, MountRecord, PinnedRelease, State, Status};
 use crate::release::obtain;
@@ -104,17 +105,22 @@ pub fn apply(
             });
         }
     }
-    // A run after an interrupted or failed one may find paths it locked.
+    // Every run walks the lifecycle from the start; a run after an
+    // interrupted or failed one may find paths it locked.
+    let mut phase = Phase::Fresh;
     let resumed = state::load(&root)?.is_some();
     let fetched = match obtain::fetch_release(root_path, config, true) {
         Ok(found) => found,
         Err(e) => {
             if !resumed {
-                record_early_failure(&root, &e);
+                record_early_failure(&root, &mut phase, &e);
             }
             return Err(e);
         }
     };
+    // Obtained means fetched and verified: nothing unverified is returned.
+    phase.advance(Event::Fetched)?;
+    phase.advance(Event::Verified)?;
     let channel_state = fetched.channel;
     let release = match (&fetched.streamed, &fetched.cache) {
         (Some(streamed), _) => Release::streamed(streamed)?,
@@ -141,9 +147,9 @@ pub fn apply(
         // A root that cannot be read (a symlink leading out) is the node's
         // fault, not the spec's: record the stage the exit code names.
         Err(e) if Stage::of(&e) == Some(Stage::Apply) => {
-            return Err(fail(&root, &mut record, "apply", e));
+            return Err(fail(&root, &mut record, &mut phase, FailedAt::Apply, e));
         }
-        Err(e) => return Err(fail(&root, &mut record, "spec", e)),
+        Err(e) => return Err(fail(&root, &mut record, &mut phase, FailedAt::Spec, e)),
     };
     record.manifest = steps
         .iter()
@@ -180,7 +186,8 @@ pub fn apply(
             return Err(fail(
                 &root,
                 &mut record,
-                "apply",
+                &mut phase,
+                FailedAt::Apply,
                 e.context(ApplyError("apply failed".into())),
             ));
         }
@@ -195,7 +202,8 @@ pub fn apply(
             .map_err(anyhow::Error::from)
             .and_then(|()| start_units(&started));
         if let Err(e) = outcome {
-            return Err(fail_started(&root, &mut record, &started, "apply", e));
+            let failed = (&mut phase, FailedAt::Apply);
+            return Err(fail_started(&root, &mut record, &started, failed, e));
         }
     } else if !spec.units.is_empty() {
         tracing::info!(
@@ -203,18 +211,17 @@ pub fn apply(
             root_path.display()
         );
     }
+    phase.advance(Event::Written)?;
     if let Err(e) = health::run_all(&spec.health) {
-        return Err(fail_started(
-            &root,
-            &mut record,
-            &started,
-            "health",
-            e.into(),
-        ));
+        let failed = (&mut phase, FailedAt::Health);
+        return Err(fail_started(&root, &mut record, &started, failed, e.into()));
     }
+    phase.advance(Event::HealthPassed)?;
     if let Err(e) = lock_all(&root, &mut record, lock_mode, &mut failpoint) {
-        return Err(fail_started(&root, &mut record, &started, "lock", e.into()));
+        let failed = (&mut phase, FailedAt::Lock);
+        return Err(fail_started(&root, &mut record, &started, failed, e.into()));
     }
+    phase.advance(Event::Locked)?;
     record.status = Status::Applied;
     record.finished_at = Some(Timestamp::now());
     state::save(&root, &record)?;
@@ -306,7 +313,7 @@ fn fail_started(
     root: &Root,
     record: &mut State,
     started: &[UnitName],
-    stage: &str,
+    (phase, at): (&mut Phase, FailedAt),
     error: anyhow::Error,
 ) -> anyhow::Error {
     if !started.is_empty() {
@@ -319,22 +326,25 @@ fn fail_started(
     if let Err(e) = gate::end_start(root) {
         tracing::warn!("{e}");
     }
-    fail(root, record, stage, error)
+    fail(root, record, phase, at, error)
 }
 
 /// Records a failure that came before any release was verified, so that
 /// `status` says why (best effort). A config or trust file that cannot be
 /// read leaves the node untouched, as every config error does: apply's
 /// error line says why.
-fn record_early_failure(root: &Root, error: &anyhow::Error) {
-    let stage = match Stage::of(error) {
+fn record_early_failure(root: &Root, phase: &mut Phase, error: &anyhow::Error) {
+    let at = match Stage::of(error) {
         Some(Stage::Config) => return,
-        Some(Stage::Fetch) => "fetch",
-        Some(Stage::Verify) => "verify",
-        _ => "apply",
+        Some(Stage::Fetch) => FailedAt::Fetch,
+        Some(Stage::Verify) => FailedAt::Verify,
+        _ => FailedAt::Apply,
     };
+    if let Err(e) = phase.advance(Event::Failed(at)) {
+        tracing::error!("{e}");
+    }
     let failure = state::EarlyFailure {
-        stage: stage.to_owned(),
+        stage: at.as_str().to_owned(),
         reason: crate::error::one_line(error),
         at: Timestamp::now(),
     };
@@ -344,9 +354,19 @@ fn record_early_failure(root: &Root, error: &anyhow::Error) {
 }
 
 /// Records a failure in state (best effort) and returns the error.
-fn fail(root: &Root, record: &mut State, stage: &str, error: anyhow::Error) -> anyhow::Error {
+fn fail(
+    root: &Root,
+    record: &mut State,
+    phase: &mut Phase,
+    at: FailedAt,
+    error: anyhow::Error,
+) -> anyhow::Error {
+    // The failure is recorded whatever the lifecycle says: a node fails closed.
+    if let Err(e) = phase.advance(Event::Failed(at)) {
+        tracing::error!("{e}");
+    }
     record.status = Status::Failed {
-        stage: stage.to_owned(),
+        stage: at.as_str().to_owned(),
         reason: crate::error::one_line(&error),
     };
     record.finished_at = Some(Timestamp::now());

@@ -83,6 +83,9 @@ pub enum Event {
     DriftSeen,
     /// The node asked to be replaced.
     ReplacementRequested,
+    /// A request not yet made was taken back (the channel named this
+    /// node's release again).
+    ReplacementWithdrawn,
     /// A step failed.
     Failed(FailedAt),
 }
@@ -133,7 +136,9 @@ impl FailedAt {
             FailedAt::Fetch => phase == Fresh,
             FailedAt::Verify => matches!(phase, Fresh | Fetched),
             FailedAt::Spec => phase == Verified,
-            FailedAt::Apply => matches!(phase, Verified | Applied),
+            // Whatever else goes wrong on the node's side, from the start
+            // (a cache that cannot be opened) to starting its units.
+            FailedAt::Apply => matches!(phase, Fresh | Fetched | Verified | Applied),
             FailedAt::Health => phase == Applied,
             FailedAt::Lock => phase == Healthy,
         }
@@ -153,11 +158,16 @@ impl Phase {
             // A node baked with `--no-lock` is watched before its next
             // boot's apply locks it only if someone starts a watcher by hand.
             (Healthy | Locked, Event::WatchStarted) => Some(Watching),
-            // The watcher of a failed node runs only to ask for its
-            // replacement (failure.policy: replace).
-            (Failed(at), Event::WatchStarted) => Some(Failed(at)),
+            // A restarted watcher resumes where the last one left off; the
+            // watcher of a failed node runs only to ask for its replacement
+            // (failure.policy: replace).
+            (Watching | Drifted | ReplacementRequested | Failed(_), Event::WatchStarted) => {
+                Some(self)
+            }
             (Watching | Drifted, Event::DriftSeen) => Some(Drifted),
-            (ReplacementRequested, Event::DriftSeen) => Some(ReplacementRequested),
+            // Drift on a node that is going anyway changes nothing.
+            (ReplacementRequested | Failed(_), Event::DriftSeen) => Some(self),
+            (ReplacementRequested, Event::ReplacementWithdrawn) => Some(Watching),
             (
                 Watching | Drifted | Failed(_) | ReplacementRequested,
                 Event::ReplacementRequested,
@@ -244,7 +254,7 @@ fn locks_pending(state: &State) -> bool {
 mod tests {
     use super::*;
 
-    const ALL_EVENTS: [Event; 14] = [
+    const ALL_EVENTS: [Event; 15] = [
         Event::Fetched,
         Event::Verified,
         Event::Written,
@@ -253,6 +263,7 @@ mod tests {
         Event::WatchStarted,
         Event::DriftSeen,
         Event::ReplacementRequested,
+        Event::ReplacementWithdrawn,
         Event::Failed(FailedAt::Fetch),
         Event::Failed(FailedAt::Verify),
         Event::Failed(FailedAt::Spec),
@@ -290,12 +301,23 @@ mod tests {
     #[test]
     fn steps_cannot_be_skipped_or_taken_backwards() {
         assert!(walk(&[Event::Verified]).is_err(), "verified before fetched");
-        assert!(walk(&[Event::Fetched, Event::Written]).is_err(), "unverified");
+        assert!(
+            walk(&[Event::Fetched, Event::Written]).is_err(),
+            "unverified"
+        );
         let err = walk(&[Event::Fetched, Event::Verified, Event::Locked]).expect_err("unwritten");
         assert_eq!(err.from, Phase::Verified);
         assert!(err.to_string().contains("verified"), "{err}");
         // An unhealthy node is never watched as if it were up.
-        assert!(walk(&[Event::Fetched, Event::Verified, Event::Written, Event::WatchStarted]).is_err());
+        assert!(
+            walk(&[
+                Event::Fetched,
+                Event::Verified,
+                Event::Written,
+                Event::WatchStarted
+            ])
+            .is_err()
+        );
         // Drift is a watcher's finding: a node not yet up has none.
         assert!(walk(&[Event::Fetched, Event::DriftSeen]).is_err());
     }
@@ -316,23 +338,44 @@ mod tests {
         health.push(Event::Failed(FailedAt::Health));
         assert_eq!(walk(&health), Ok(Phase::Failed(FailedAt::Health)));
         let mut late = written.to_vec();
-        late.extend([Event::HealthPassed, Event::Locked, Event::Failed(FailedAt::Apply)]);
-        assert!(walk(&late).is_err(), "a locked node does not fail its apply");
+        late.extend([
+            Event::HealthPassed,
+            Event::Locked,
+            Event::Failed(FailedAt::Apply),
+        ]);
+        assert!(
+            walk(&late).is_err(),
+            "a locked node does not fail its apply"
+        );
         // A failed node stays failed until it is replaced.
         let failed = Phase::Failed(FailedAt::Spec);
         for event in ALL_EVENTS {
-            let allowed = matches!(event, Event::WatchStarted | Event::ReplacementRequested);
+            let allowed = matches!(
+                event,
+                Event::WatchStarted | Event::DriftSeen | Event::ReplacementRequested
+            );
             assert_eq!(failed.next(event).is_ok(), allowed, "{event:?}");
+            if let Ok(next) = failed.next(event) {
+                let going = event == Event::ReplacementRequested;
+                assert_eq!(next == Phase::ReplacementRequested, going, "{event:?}");
+                assert!(going || next == failed, "{event:?}");
+            }
         }
     }
 
     #[test]
-    fn replacement_is_final() {
+    fn replacement_is_final_unless_withdrawn_before_it_was_made() {
         for event in ALL_EVENTS {
             if let Ok(next) = Phase::ReplacementRequested.next(event) {
-                assert_eq!(next, Phase::ReplacementRequested, "{event:?}");
+                let expected = if event == Event::ReplacementWithdrawn {
+                    Phase::Watching
+                } else {
+                    Phase::ReplacementRequested
+                };
+                assert_eq!(next, expected, "{event:?}");
             }
         }
+        assert!(Phase::Watching.next(Event::ReplacementWithdrawn).is_err());
     }
 
     #[test]
@@ -348,6 +391,108 @@ mod tests {
             assert_eq!(FailedAt::from_record(at.as_str()), at);
         }
         assert_eq!(FailedAt::from_record("tomorrow's stage"), FailedAt::Apply);
-        assert_eq!(Phase::Failed(FailedAt::Health).to_string(), "failed at health");
+        assert_eq!(
+            Phase::Failed(FailedAt::Health).to_string(),
+            "failed at health"
+        );
+    }
+
+    fn record(status: Status, lock: LockStatus) -> State {
+        use crate::record::state::{ManifestEntry, PinnedRelease};
+        let path = crate::types::NodePath::new("/etc/app.conf").expect("path");
+        State {
+            version: 1,
+            node_id: "n".into(),
+            release: PinnedRelease {
+                tag: "v1".into(),
+                tag_object: "t".into(),
+                commit: "c".into(),
+                tree: "r".into(),
+                signer: "s".into(),
+                fingerprint: "f".into(),
+                signed_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            status,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: None,
+            manifest: vec![ManifestEntry {
+                path,
+                kind: crate::root::Kind::File,
+                mode: None,
+                uid: None,
+                gid: None,
+                sha256: None,
+                target: None,
+                origin: "files".into(),
+                lock,
+                exclusive: false,
+            }],
+            read_only: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_records_say_where_a_node_stands() {
+        let quiet = WatchState::default();
+        assert_eq!(Phase::of_records(None, None, &quiet), Phase::Fresh);
+        let early = EarlyFailure {
+            stage: "verify".into(),
+            reason: "bad signature".into(),
+            at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        assert_eq!(
+            Phase::of_records(None, Some(&early), &quiet),
+            Phase::Failed(FailedAt::Verify)
+        );
+        let locked = record(Status::Applied, LockStatus::Locked);
+        assert_eq!(
+            Phase::of_records(Some(&locked), None, &quiet),
+            Phase::Locked
+        );
+        let baked = record(Status::Applied, LockStatus::Pending);
+        assert_eq!(
+            Phase::of_records(Some(&baked), None, &quiet),
+            Phase::Healthy
+        );
+        let applying = record(Status::Applying, LockStatus::Pending);
+        assert_eq!(
+            Phase::of_records(Some(&applying), None, &quiet),
+            Phase::Verified
+        );
+        let failed = record(
+            Status::Failed {
+                stage: "health".into(),
+                reason: "r".into(),
+            },
+            LockStatus::Pending,
+        );
+        assert_eq!(
+            Phase::of_records(Some(&failed), None, &quiet),
+            Phase::Failed(FailedAt::Health)
+        );
+        let polled = WatchState {
+            last_poll: Some(jiff::Timestamp::UNIX_EPOCH),
+            ..WatchState::default()
+        };
+        assert_eq!(
+            Phase::of_records(Some(&locked), None, &polled),
+            Phase::Watching
+        );
+        let drifted = WatchState {
+            drift: vec![crate::record::watch_state::DriftRecord {
+                line: "x".into(),
+                first_seen: jiff::Timestamp::UNIX_EPOCH,
+            }],
+            ..polled.clone()
+        };
+        assert_eq!(
+            Phase::of_records(Some(&locked), None, &drifted),
+            Phase::Drifted
+        );
+        // Drift on a failed node does not make it look up.
+        assert_eq!(
+            Phase::of_records(Some(&failed), None, &drifted),
+            Phase::Failed(FailedAt::Health)
+        );
     }
 }

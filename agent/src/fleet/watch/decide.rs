@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use super::Watcher;
 use crate::fleet::coordinate::{Coordinator, Slot, SlotAnswer};
+use crate::record::lifecycle::Event;
 use crate::record::replacement::Reason;
 use crate::record::watch_state::{RequestStatus, RolloutStatus};
 
@@ -114,6 +115,7 @@ impl Watcher {
             return;
         }
         self.record.replacement = None;
+        self.step(Event::ReplacementWithdrawn);
         tracing::info!(
             "the channel names this node's release again: its replacement request, not yet made, is withdrawn"
         );

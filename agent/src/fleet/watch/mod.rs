@@ -26,6 +26,7 @@ use crate::fleet::coordinate::{Coordinator, Slot};
 use crate::fleet::terminate;
 use crate::record::detect::Detector;
 use crate::record::drift::Difference;
+use crate::record::lifecycle::{Event, FailedAt, Phase};
 use crate::record::replacement::Reason;
 use crate::record::state::{self, State, Status};
 use crate::record::watch_state::{DriftRecord, Refusal, WatchState};
@@ -86,6 +87,8 @@ pub struct Watcher {
     coordinator: Option<Arc<Coordinator>>,
     /// The rollout slot this process holds, and the task renewing it.
     slot: Option<(Slot, tokio::task::JoinHandle<()>)>,
+    /// Where the node stands in its lifecycle (see [`Phase`]).
+    phase: Phase,
 }
 
 impl Drop for Watcher {
@@ -123,6 +126,13 @@ impl Watcher {
             config.fetch.io_timeout.0 + config.fetch.connect_timeout.0,
         )?;
         let coordinator = Coordinator::from_config(root_path, &config.rollout)?.map(Arc::new);
+        let mut phase = Phase::of_records(Some(&applied), None, &record);
+        if phase == Phase::Verified {
+            // An apply that never finished counts as failed: the watcher
+            // does not wait for a run that no one will make.
+            phase.advance(Event::Failed(FailedAt::Apply))?;
+        }
+        phase.advance(Event::WatchStarted)?;
         Ok(Self {
             root_path: root_path.to_path_buf(),
             root,
@@ -136,6 +146,7 @@ impl Watcher {
             evaluator: this_program(),
             coordinator,
             slot: None,
+            phase,
         })
     }
 
@@ -217,7 +228,16 @@ impl Watcher {
         Ok(())
     }
 
+    /// Moves the node's phase on; a step the lifecycle does not have is a
+    /// bug, logged, and the watcher goes on (it only ever watches).
+    fn step(&mut self, event: Event) {
+        if let Err(e) = self.phase.advance(event) {
+            tracing::error!("{e}");
+        }
+    }
+
     async fn on_drift(&mut self, differences: Vec<Difference>) {
+        self.step(Event::DriftSeen);
         for d in &differences {
             tracing::warn!(message_id = crate::events::DRIFT, "drift: {d}");
             let line = d.to_string();

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use super::Watcher;
 use crate::config::AgentConfig;
 use crate::fleet::terminate;
+use crate::record::lifecycle::Event;
 use crate::record::replacement::{Reason, ReplacementRequest};
 use crate::record::state;
 use crate::record::watch_state::{ReplacementRecord, RequestStatus, WatchState};
@@ -45,6 +46,7 @@ impl Watcher {
             last_error: None,
             last_attempt: None,
         });
+        self.step(Event::ReplacementRequested);
         // Recorded before it is made: a crash from here on retries, never doubles.
         self.save();
         if std::env::var_os("DRIFTLESS_TEST_KILL_BEFORE_REQUEST").is_some() {
