@@ -5,9 +5,13 @@
 //! - a stage imports only the stages before it (lower layers);
 //! - nothing outside `cli/` names `crate::cli`;
 //! - no two files import each other, directly or around a loop;
+//! - no source file is over [`MAX_LINES`] lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// The most lines a file under `agent/src/` may have, unit tests included.
+const MAX_LINES: usize = 600;
 
 /// The layers, lowest first: each may import only the layers before it
 /// (and itself). Modules on one line share a layer but do not import each
@@ -286,6 +290,23 @@ fn no_two_files_import_each_other() {
             cycle.unwrap_or_default().join(" -> ")
         );
     }
+}
+
+#[test]
+fn no_source_file_is_over_the_limit() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let lines = std::fs::read_to_string(path).expect("read").lines().count();
+            (lines > MAX_LINES).then(|| format!("{} ({lines} lines)", path.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines; split by responsibility: {long:?}"
+    );
 }
 
 #[test]

@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! fresh ─▶ fetched ─▶ verified ─▶ applied ─▶ healthy ─▶ locked ─▶ watching ─▶ drifted
-//!   │         │          │           │          │          │          │          │
-//!   └─────────┴──────────┴───────────┴──────────┴──▶ failed │          ▼          ▼
+//!   │         │          │           │          │                    │           │
+//!   └─────────┴──────────┴───────────┴──────────┴─▶ failed           ▼           ▼
 //!                                                      └──────▶ replacement requested
 //! ```
+//!
+//! (drawn in full, with the watcher's restarts and a withdrawn request, in
+//! docs/design.md)
 //!
 //! Apply walks a run from `fresh` to `locked` (or `failed`), the watcher
 //! from there on; both advance through [`Phase::next`], which refuses a
