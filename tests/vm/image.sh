@@ -23,6 +23,10 @@
 # Needs root, debootstrap, e2fsprogs (mke2fs -d) and access to a Debian
 # mirror ($DEBIAN_MIRROR, default http://deb.debian.org/debian).
 set -euo pipefail
+# stdout carries exactly one line, the image's directory: every command's
+# own output goes to stderr (mke2fs 1.47 prints "Creating regular file …"
+# on stdout, which once reached run.sh as a second line of the path).
+exec 3>&1 1>&2
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${DRIFTLESS_VM_CACHE:-/var/cache/driftless-vm}
@@ -40,7 +44,7 @@ flock -w 900 9 || die "another build holds $cache/.lock for more than 15 minutes
 
 if [ -f "$dir/rootfs.raw" ] && [ -f "$dir/vmlinuz" ] && [ -f "$dir/initrd.img" ]; then
   log "cached: $dir"
-  echo "$dir"
+  echo "$dir" >&3
   exit 0
 fi
 command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
@@ -123,4 +127,4 @@ rm -rf "$root"
 mv "$work" "$dir"
 trap - EXIT
 log "built $dir in $(($(date +%s) - started)) s"
-echo "$dir"
+echo "$dir" >&3

@@ -99,6 +99,9 @@ run_started=$(date +%s)
 # --- the image and the package ----------------------------------------------
 image_started=$(date +%s)
 image=$(bash tests/vm/image.sh) || die "the base image could not be built"
+# One line naming a directory, or the build printed something it should not.
+[ -d "$image" ] && [ -f "$image/rootfs.raw" ] ||
+  die "tests/vm/image.sh printed '$image', not the image's directory"
 image_seconds=$(($(date +%s) - image_started))
 echo "== image $image ($image_seconds s)"
 
