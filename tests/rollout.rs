@@ -27,9 +27,9 @@ mod servers;
 
 use std::time::{Duration, Instant};
 
-use channel::{ChannelBranch, ExecAction, NodeConfig, release_tree, watch_json};
+use channel::{ExecAction, NodeConfig, watch_json};
 use etcd::EtcdServer;
-use release::{Key, NodeRoot, Published, REPO, Run, Tagging, World};
+use release::{NodeRoot, REPO, Run};
 
 /// Exit code of a config error.
 const EXIT_CONFIG: i32 = 3;
@@ -38,47 +38,35 @@ const EXIT_HEALTH: i32 = 8;
 /// The lease of the lease-expiry test (etcd's minimum is about 2 s).
 const SHORT_LEASE: Duration = Duration::from_secs(3);
 
-/// One test's fleet: releases v1 and v2 (healthy) and v3 (its health check
-/// fails), signed by one key, and the channel branch.
+/// One test's fleet: the shared [`channel::Fleet`] (releases v1 and v2,
+/// healthy), v3 (its health check fails), all signed by one key, and the
+/// exec action that replaces its nodes.
 struct Fleet {
-    world: World,
-    key: Key,
-    v1: Published,
+    releases: channel::Fleet,
     action: ExecAction,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = channel::Fleet;
+
+    fn deref(&self) -> &channel::Fleet {
+        &self.releases
+    }
 }
 
 impl Fleet {
     fn new() -> Self {
-        let world = World::new();
-        let key = world.keygen("release");
-        let v1 = world.publish(
-            REPO,
-            &release_tree("v1", "/bin/true"),
-            "v1",
-            Tagging::Signed(&key),
-        );
-        for (tag, health) in [("v2", "/bin/true"), ("v3", "/bin/false")] {
-            world.publish(REPO, &release_tree(tag, health), tag, Tagging::Signed(&key));
-        }
-        let action = ExecAction::new(&world, "replace", 0);
-        Self {
-            world,
-            key,
-            v1,
-            action,
-        }
-    }
-
-    fn channel(&self) -> ChannelBranch<'_> {
-        ChannelBranch::new(&self.world, REPO, "channel")
+        let releases = channel::Fleet::new();
+        releases.publish("v3", "/bin/false");
+        let action = ExecAction::new(&releases.world, "replace", 0);
+        Self { releases, action }
     }
 
     /// A node root `NAME` (also its machine id) with `rollout` appended to
     /// its config.
     fn node(&self, name: &str, rollout: &str) -> NodeRoot {
-        let root = self.world.root(name);
+        let root = self.releases.node(name, &self.config(rollout));
         root.write("/etc/machine-id", format!("{name}\n"));
-        self.config(rollout).install(&root, &self.key);
         root
     }
 
@@ -309,12 +297,6 @@ fn failures_stop_the_rollout_until_the_channel_names_another_release() {
     watch_once(&nodes[1]);
     assert_eq!(fleet.replaced(), ["a", "b"]);
     assert_eq!(rollout_status(&nodes[1])["failures"], 0);
-}
-
-impl Fleet {
-    fn channel_reopen(&self) -> ChannelBranch<'_> {
-        ChannelBranch::reopen(&self.world, REPO, "channel")
-    }
 }
 
 #[test]

@@ -28,10 +28,10 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
 use channel::{
-    ChannelBranch, Daemon, ExecAction, METRICS_FILE, NodeConfig, Pin, Receiver, SECRET_FILE,
+    ChannelBranch, Daemon, ExecAction, Fleet, METRICS_FILE, NodeConfig, Pin, Receiver, SECRET_FILE,
     Signing, expected_request_id, release_tree, wait_for, watch_json,
 };
-use release::{Key, MACHINE_ID, NodeRoot, PRINCIPAL, Published, REPO, Run, Tagging, World};
+use release::{MACHINE_ID, NodeRoot, PRINCIPAL, Published, REPO, Run, Tagging, World};
 use servers::{GitDaemon, SmartHttp};
 
 /// Exit code of a failed health check.
@@ -60,51 +60,6 @@ const CANARY: (&str, &str) = ("WATCH_TEST_CANARY", "leaked");
 // ---------------------------------------------------------------------------
 // Fixtures
 // ---------------------------------------------------------------------------
-
-/// One test's fleet: a world with the trusted release key, releases `v1`
-/// and `v2` (signed by it) in `srv/release.git`.
-struct Fleet {
-    /// Everything lives here.
-    world: World,
-    /// The trusted release (and channel) key.
-    key: Key,
-    /// Release `v1`.
-    v1: Published,
-    /// Release `v2`.
-    v2: Published,
-}
-
-impl Fleet {
-    fn new() -> Self {
-        let world = World::new();
-        let key = world.keygen("release");
-        let v1 = world.publish(
-            REPO,
-            &release_tree("v1", "/bin/true"),
-            "v1",
-            Tagging::Signed(&key),
-        );
-        let v2 = world.publish(
-            REPO,
-            &release_tree("v2", "/bin/true"),
-            "v2",
-            Tagging::Signed(&key),
-        );
-        Self { world, key, v1, v2 }
-    }
-
-    /// The channel branch's work tree (`work/channel`).
-    fn channel(&self) -> ChannelBranch<'_> {
-        ChannelBranch::new(&self.world, REPO, "channel")
-    }
-
-    /// A fresh root `roots/NAME` configured with `config`, trusting the key.
-    fn node(&self, name: &str, config: &NodeConfig) -> NodeRoot {
-        let root = self.world.root(name);
-        config.install(&root, &self.key);
-        root
-    }
-}
 
 /// `driftless watch --once --root ROOT`, which must succeed.
 fn watch_once(root: &NodeRoot) -> Run {
@@ -527,7 +482,7 @@ impl Watched {
 
     fn branch(&self) -> ChannelBranch<'_> {
         // The work tree exists already; reopen it without re-initialising.
-        ChannelBranch::reopen(&self.fleet.world, REPO, "channel")
+        self.fleet.channel_reopen()
     }
 
     /// Runs `watch --once` twice (the second sees a known tip) and asserts

@@ -13,6 +13,8 @@
 //! * [`Daemon`]: `driftless watch` running in the background, in a process
 //!   group led by an anchor that kills it should the test process die.
 //! * [`wait_for`]: a bounded wait for a condition.
+//! * [`Fleet`]: one test's world with the trusted release key, releases
+//!   `v1` and `v2` signed by it, and the channel branch.
 //!
 //! Include it after `servers.rs` and `release.rs`:
 //! `#[path = "support/channel.rs"] mod channel;`.
@@ -31,7 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::release::{FAST_FETCH, Key, NodeRoot, PRINCIPAL, Release, World};
+use crate::release::{
+    FAST_FETCH, Key, NodeRoot, PRINCIPAL, Published, REPO, Release, Tagging, World,
+};
 
 /// The channel branch name (and so `refs/heads/channel`).
 pub const BRANCH: &str = "channel";
@@ -219,6 +223,71 @@ impl<'w> ChannelBranch<'w> {
             .status()
             .unwrap_or_else(|e| panic!("{shown}: {e}"));
         status.success()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A fleet's releases
+// ---------------------------------------------------------------------------
+
+/// One test's fleet: a world with the trusted release key, releases `v1`
+/// and `v2` (healthy, signed by it) in `srv/release.git`, and the channel
+/// branch `work/channel` pushing to it.
+pub struct Fleet {
+    /// Everything lives here.
+    pub world: World,
+    /// The trusted release (and channel) key.
+    pub key: Key,
+    /// Release `v1`.
+    pub v1: Published,
+    /// Release `v2`.
+    pub v2: Published,
+}
+
+impl Fleet {
+    /// Makes the key and publishes `v1`, then `v2`.
+    pub fn new() -> Self {
+        let world = World::new();
+        let key = world.keygen("release");
+        let publish = |tag: &str| {
+            world.publish(
+                REPO,
+                &release_tree(tag, "/bin/true"),
+                tag,
+                Tagging::Signed(&key),
+            )
+        };
+        let v1 = publish("v1");
+        let v2 = publish("v2");
+        Self { world, key, v1, v2 }
+    }
+
+    /// Publishes one more release `tag`, signed by the fleet's key, whose
+    /// health check is `health`.
+    pub fn publish(&self, tag: &str, health: &str) -> Published {
+        self.world.publish(
+            REPO,
+            &release_tree(tag, health),
+            tag,
+            Tagging::Signed(&self.key),
+        )
+    }
+
+    /// The channel branch's work tree (`work/channel`), made fresh.
+    pub fn channel(&self) -> ChannelBranch<'_> {
+        ChannelBranch::new(&self.world, REPO, "channel")
+    }
+
+    /// The channel branch's work tree made earlier by [`Fleet::channel`].
+    pub fn channel_reopen(&self) -> ChannelBranch<'_> {
+        ChannelBranch::reopen(&self.world, REPO, "channel")
+    }
+
+    /// A fresh root `roots/NAME` configured with `config`, trusting the key.
+    pub fn node(&self, name: &str, config: &NodeConfig) -> NodeRoot {
+        let root = self.world.root(name);
+        config.install(&root, &self.key);
+        root
     }
 }
 
