@@ -1,9 +1,9 @@
 //! Tests of the terminate stage (`driftless::fleet::terminate`) against real parts:
 //! `exec` and `drain` run shell scripts that record their arguments,
 //! environment and order in files; `webhook` posts to a small HTTP receiver
-//! on 127.0.0.1 that checks the HMAC with ring, and over HTTPS to nginx with
-//! a throw-away CA (`support/servers.rs`). `poweroff` is never run: its
-//! command line is unit-tested in the module.
+//! on 127.0.0.1 that checks the HMAC with ring (`support/webhook.rs`), and
+//! over HTTPS to nginx with a throw-away CA (`support/servers.rs`).
+//! `poweroff` is never run: its command line is unit-tested in the module.
 //!
 //! Every test has its own temporary directory (the node root) and its own
 //! receiver port, so tests run in parallel; every wait has a time limit.
@@ -12,6 +12,8 @@
 
 #[path = "support/servers.rs"]
 mod servers;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,7 @@ use driftless::config::{ReplaceAction, ReplaceSettings};
 use driftless::fleet::terminate::{CommandFailure, TerminateError, request_replacement, validate};
 use driftless::record::replacement::{Reason, ReplacementRequest};
 use driftless::types::{Interval, NodePath};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
+use webhook::{Answer, one_shot};
 
 /// The secret both sides share in the webhook tests.
 const SECRET: &str = "correct horse battery staple";
@@ -32,8 +33,6 @@ const SECRET_PATH: &str = "/etc/driftless/webhook.secret";
 const CA_PATH: &str = "/etc/driftless/webhook-ca.pem";
 /// Slack allowed on top of a time limit before a test calls it too slow.
 const MARGIN: Duration = Duration::from_secs(3);
-/// Longest any receiver waits for its one connection.
-const RECEIVER_LIFETIME: Duration = Duration::from_secs(20);
 
 fn node_path(text: &str) -> NodePath {
     NodePath::new(text).expect("valid node path")
@@ -363,127 +362,6 @@ async fn a_hanging_drain_is_killed_and_the_request_goes_on() {
 // webhook
 // ---------------------------------------------------------------------------
 
-/// What the receiver does with its one request.
-#[derive(Clone, Copy)]
-enum Answer {
-    /// Answers this status line (after checking the signature: a bad one
-    /// gets `401 Unauthorized`), with `body`.
-    Status(&'static str, &'static str),
-    /// Reads the request and never answers.
-    Silence,
-}
-
-/// One request as the receiver saw it.
-#[derive(Debug)]
-struct Received {
-    method: String,
-    path: String,
-    /// Lower-case header names.
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-    /// Whether `X-Driftless-Signature` matched the receiver's secret.
-    signature_ok: bool,
-}
-
-/// Starts a receiver on 127.0.0.1 that takes one request, checks its
-/// signature against `secret`, and answers as `answer` says. Returns the URL
-/// and the task that ends with the request.
-async fn receiver(
-    secret: &'static str,
-    answer: Answer,
-) -> (String, tokio::task::JoinHandle<Received>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener.local_addr().expect("local address");
-    let task = tokio::spawn(async move {
-        tokio::time::timeout(RECEIVER_LIFETIME, serve_one(listener, secret, answer))
-            .await
-            .expect("the receiver got its request in time")
-    });
-    (format!("http://{addr}/replace"), task)
-}
-
-async fn serve_one(listener: TcpListener, secret: &str, answer: Answer) -> Received {
-    let (mut stream, _) = listener.accept().await.expect("accept");
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        let n = stream.read(&mut buf).await.expect("read the request");
-        assert!(n > 0, "the client closed before the end of the headers");
-        data.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8(data[..head_end].to_vec()).expect("ASCII headers");
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().expect("request line");
-    let mut parts = request_line.split(' ');
-    let method = parts.next().expect("method").to_owned();
-    let path = parts.next().expect("path").to_owned();
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .get("content-length")
-        .expect("content-length")
-        .parse()
-        .expect("numeric content-length");
-    let mut body = data[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut buf).await.expect("read the body");
-        assert!(n > 0, "the client closed before the end of the body");
-        body.extend_from_slice(&buf[..n]);
-    }
-    let signature_ok = headers
-        .get("x-driftless-signature")
-        .and_then(|v| v.strip_prefix("sha256="))
-        .and_then(decode_hex)
-        .is_some_and(|tag| {
-            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-            ring::hmac::verify(&key, &body, &tag).is_ok()
-        });
-    match answer {
-        Answer::Silence => tokio::time::sleep(RECEIVER_LIFETIME).await,
-        Answer::Status(status, text) => {
-            let (status, text) = if signature_ok {
-                (status, text)
-            } else {
-                ("401 Unauthorized", "bad signature\n")
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
-                 location: /elsewhere\r\nconnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            stream
-                .write_all(response.as_bytes())
-                .await
-                .expect("write the answer");
-            let _ = stream.shutdown().await;
-        }
-    }
-    Received {
-        method,
-        path,
-        headers,
-        body,
-        signature_ok,
-    }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// A node root with the webhook secret (`contents`) at [`SECRET_PATH`].
 fn root_with_secret(contents: &str) -> tempfile::TempDir {
     let root = tempfile::tempdir().expect("temp dir");
@@ -504,7 +382,7 @@ fn webhook(url: &str, timeout: Duration) -> ReplaceSettings {
 async fn webhook_posts_the_signed_request() {
     // The file ends with a newline, which is not part of the secret.
     let root = root_with_secret(&format!("{SECRET}\n"));
-    let (url, received) = receiver(SECRET, Answer::Status("200 OK", "")).await;
+    let (url, received) = one_shot(SECRET, Answer::Status("200 OK", "")).await;
     let mut request = replacement(Reason::Drift);
     request.detail = "/etc/app.conf content changed".into();
 
@@ -545,7 +423,7 @@ async fn webhook_posts_the_signed_request() {
 #[tokio::test(flavor = "current_thread")]
 async fn webhook_error_statuses_are_errors_naming_the_status() {
     let root = root_with_secret(SECRET);
-    let (url, received) = receiver(
+    let (url, received) = one_shot(
         SECRET,
         Answer::Status("500 Internal Server Error", "queue is full\nretry later\n"),
     )
@@ -573,7 +451,7 @@ async fn webhook_error_statuses_are_errors_naming_the_status() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_wrong_secret_is_refused_by_the_receiver() {
     let root = root_with_secret("not the shared secret");
-    let (url, received) = receiver(SECRET, Answer::Status("200 OK", "")).await;
+    let (url, received) = one_shot(SECRET, Answer::Status("200 OK", "")).await;
 
     let err = request_replacement(
         root.path(),
@@ -595,7 +473,7 @@ async fn a_wrong_secret_is_refused_by_the_receiver() {
 #[tokio::test(flavor = "current_thread")]
 async fn redirects_are_not_followed() {
     let root = root_with_secret(SECRET);
-    let (url, received) = receiver(SECRET, Answer::Status("307 Temporary Redirect", "")).await;
+    let (url, received) = one_shot(SECRET, Answer::Status("307 Temporary Redirect", "")).await;
 
     let err = request_replacement(
         root.path(),
@@ -615,7 +493,7 @@ async fn redirects_are_not_followed() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_silent_receiver_times_out() {
     let root = root_with_secret(SECRET);
-    let (url, received) = receiver(SECRET, Answer::Silence).await;
+    let (url, received) = one_shot(SECRET, Answer::Silence).await;
     let limit = Duration::from_millis(500);
 
     let started = Instant::now();

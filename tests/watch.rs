@@ -23,16 +23,19 @@ mod channel;
 mod release;
 #[path = "support/servers.rs"]
 mod servers;
+#[path = "support/webhook.rs"]
+mod webhook;
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
 use channel::{
-    ChannelBranch, Daemon, ExecAction, Fleet, METRICS_FILE, NodeConfig, Pin, Receiver, SECRET_FILE,
-    Signing, expected_request_id, release_tree, wait_for, watch_json,
+    ChannelBranch, Daemon, ExecAction, Fleet, METRICS_FILE, NodeConfig, Pin, SECRET_FILE, Signing,
+    expected_request_id, release_tree, watch_json,
 };
 use release::{MACHINE_ID, NodeRoot, PRINCIPAL, Published, REPO, Run, Tagging, World};
-use servers::{GitDaemon, SmartHttp};
+use servers::{GitDaemon, SmartHttp, wait_for};
+use webhook::Receiver;
 
 /// Exit code of a failed health check.
 const EXIT_HEALTH: i32 = 8;

@@ -8,11 +8,8 @@
 //!   or `{tag}`, `replace`, `failure`, `channel.poll_interval`, metrics).
 //! * [`ExecAction`]: a `replace.action: exec` script that records each call
 //!   (argv and environment) as one directory, moved into place atomically.
-//! * [`Receiver`]: a webhook receiver on 127.0.0.1:0 that checks
-//!   `X-Driftless-Signature` with ring and records every request.
 //! * [`Daemon`]: `driftless watch` running in the background, in a process
 //!   group led by an anchor that kills it should the test process die.
-//! * [`wait_for`]: a bounded wait for a condition.
 //! * [`Fleet`]: one test's world with the trusted release key, releases
 //!   `v1` and `v2` signed by it, and the channel branch.
 //!
@@ -23,19 +20,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::release::{
     FAST_FETCH, Key, NodeRoot, PRINCIPAL, Published, REPO, Release, Tagging, World,
 };
+use crate::servers::wait_for;
 
 /// The channel branch name (and so `refs/heads/channel`).
 pub const BRANCH: &str = "channel";
@@ -47,28 +40,8 @@ pub const WATCH_JSON: &str = "/var/lib/driftless/watch.json";
 pub const METRICS_FILE: &str = "/var/lib/driftless/metrics.prom";
 /// Where webhook configs keep the shared secret, as a node path.
 pub const SECRET_FILE: &str = "/etc/driftless/webhook-secret";
-/// How often a polling loop here looks again.
-const TICK: Duration = Duration::from_millis(20);
 /// How long a stopped daemon may take to exit before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lifetime cap of a receiver's accept loop.
-const RECEIVER_LIFETIME: Duration = Duration::from_secs(300);
-/// Socket timeout of a receiver connection.
-const RECEIVER_IO: Duration = Duration::from_secs(5);
-
-/// Waits up to `timeout` for `probe` to give a value; `None` after that.
-pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(TICK);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The channel branch
@@ -509,197 +482,6 @@ impl ExecAction {
 /// `'text'` for a shell script.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-// ---------------------------------------------------------------------------
-// The webhook receiver
-// ---------------------------------------------------------------------------
-
-/// One request a [`Receiver`] got.
-#[derive(Clone, Debug)]
-pub struct Hook {
-    /// The request method.
-    pub method: String,
-    /// The request path.
-    pub path: String,
-    /// Headers, names in lower case.
-    pub headers: BTreeMap<String, String>,
-    /// The body.
-    pub body: Vec<u8>,
-    /// Whether `X-Driftless-Signature` is `sha256=` and the HMAC-SHA256 of
-    /// the body under the receiver's secret (checked with ring).
-    pub signature_ok: bool,
-}
-
-impl Hook {
-    /// The body parsed as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "the webhook body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// A webhook receiver on 127.0.0.1:0: every request is read whole, its
-/// signature checked, recorded, and answered `200 OK` (`401` when the
-/// signature is wrong). Stops on drop.
-pub struct Receiver {
-    /// The listening address.
-    addr: SocketAddr,
-    /// What was received.
-    hooks: Arc<Mutex<Vec<Hook>>>,
-    /// Tells the accept loop to end.
-    stop: Arc<AtomicBool>,
-    /// The accept loop.
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Receiver {
-    /// Starts a receiver sharing `secret` with the node.
-    pub fn start(secret: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let hooks = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let hooks = Arc::clone(&hooks);
-            let stop = Arc::clone(&stop);
-            let secret = secret.as_bytes().to_vec();
-            thread::Builder::new()
-                .name(format!("receiver-{}", addr.port()))
-                .spawn(move || accept_loop(&listener, &secret, &hooks, &stop))
-                .expect("start the receiver thread")
-        };
-        Self {
-            addr,
-            hooks,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The URL requests go to.
-    pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    /// Every request received so far.
-    pub fn hooks(&self) -> Vec<Hook> {
-        self.hooks.lock().expect("receiver lock").clone()
-    }
-
-    /// The requests once there are at least `count`, waiting up to `timeout`.
-    pub fn wait_for_hooks(&self, count: usize, timeout: Duration) -> Option<Vec<Hook>> {
-        wait_for(timeout, || {
-            let hooks = self.hooks();
-            (hooks.len() >= count).then_some(hooks)
-        })
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Accepts connections until told to stop or [`RECEIVER_LIFETIME`] passes.
-fn accept_loop(listener: &TcpListener, secret: &[u8], hooks: &Mutex<Vec<Hook>>, stop: &AtomicBool) {
-    let end = Instant::now() + RECEIVER_LIFETIME;
-    while !stop.load(Ordering::SeqCst) && Instant::now() < end {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if let Some(hook) = serve(stream, secret) {
-                    hooks.lock().expect("receiver lock").push(hook);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => thread::sleep(TICK),
-            Err(_) => thread::sleep(TICK),
-        }
-    }
-}
-
-/// Reads one request, checks it and answers; `None` when it is not a whole
-/// HTTP request.
-fn serve(mut stream: TcpStream, secret: &[u8]) -> Option<Hook> {
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(RECEIVER_IO)).ok()?;
-    stream.set_write_timeout(Some(RECEIVER_IO)).ok()?;
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        if data.len() > 64 * 1024 {
-            return None;
-        }
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        data.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next()?.split(' ');
-    let method = request_line.next()?.to_owned();
-    let path = request_line.next()?.to_owned();
-    let headers: BTreeMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers.get("content-length")?.parse().ok()?;
-    let mut body = data[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&buf[..n]);
-    }
-    body.truncate(length);
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-    let signature_ok = headers
-        .get("x-driftless-signature")
-        .and_then(|v| v.strip_prefix("sha256="))
-        .and_then(decode_hex)
-        .is_some_and(|tag| ring::hmac::verify(&key, &body, &tag).is_ok());
-    let status = if signature_ok {
-        "200 OK"
-    } else {
-        "401 Unauthorized"
-    };
-    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-    let _ = stream.write_all(answer.as_bytes());
-    let _ = stream.flush();
-    Some(Hook {
-        method,
-        path,
-        headers,
-        body,
-        signature_ok,
-    })
-}
-
-/// Lower-case hex to bytes.
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 || text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Lower-case hex of `bytes`.

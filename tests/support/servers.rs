@@ -8,6 +8,7 @@
 //! * [`FaultProxy`]: a TCP proxy that forwards, cuts or stalls the
 //!   server-to-client stream after a byte budget.
 //! * [`closed_port_url`]: an address nobody listens on (connection refused).
+//! * [`wait_for`]: a bounded wait for a condition.
 //!
 //! Rules every server keeps: it binds only 127.0.0.1 on an ephemeral port,
 //! lives in its own temporary directory, every wait and loop is bounded in
@@ -49,6 +50,8 @@ const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
 const MAX_CONNECTIONS: u64 = 10_000;
 /// Sleep between polls of a bounded wait.
 const POLL: Duration = Duration::from_millis(10);
+/// Sleep between probes of [`wait_for`].
+const WAIT_TICK: Duration = Duration::from_millis(20);
 /// Socket read/write timeout of the proxy: how quickly it notices a stop.
 const TICK: Duration = Duration::from_millis(50);
 /// Fresh port pairs nginx is tried on when another process took a port first.
@@ -114,6 +117,20 @@ const LEAKY_ENV: &[&str] = &[
 // ---------------------------------------------------------------------------
 // Small public helpers
 // ---------------------------------------------------------------------------
+
+/// Waits up to `timeout` for `probe` to give a value; `None` after that.
+pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(WAIT_TICK);
+    }
+}
 
 /// `127.0.0.1:port`.
 pub fn localhost(port: u16) -> SocketAddr {
