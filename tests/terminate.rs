@@ -69,6 +69,24 @@ fn sh_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
+/// An exec config with the time limit `limit` whose drain (`drain.sh`)
+/// runs `drain` and whose command (`replace.sh`) runs `exec`: script
+/// bodies in which `$log` names the one file both append to. Returns the
+/// config and that file.
+fn drain_then_exec(
+    root: &Path,
+    limit: Duration,
+    drain: &str,
+    exec: &str,
+) -> (ReplaceSettings, PathBuf) {
+    let log = root.join("order");
+    let set_log = format!("log={}", sh_quote(&log));
+    let mut config = settings(ReplaceAction::Exec, limit);
+    config.drain = script(root, "drain.sh", &format!("{set_log}\n{drain}"));
+    config.command = script(root, "replace.sh", &format!("{set_log}\n{exec}"));
+    (config, log)
+}
+
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
@@ -279,20 +297,11 @@ async fn dropping_the_request_kills_the_command() {
 #[tokio::test(flavor = "current_thread")]
 async fn drain_runs_before_the_action() {
     let root = tempfile::tempdir().expect("temp dir");
-    let log = root.path().join("order");
-    let mut config = settings(ReplaceAction::Exec, Duration::from_secs(10));
-    config.drain = script(
+    let (config, log) = drain_then_exec(
         root.path(),
-        "drain.sh",
-        &format!(
-            "sleep 0.2\necho \"drain $DRIFTLESS_REASON $#\" >> {}",
-            sh_quote(&log)
-        ),
-    );
-    config.command = script(
-        root.path(),
-        "replace.sh",
-        &format!("echo \"exec $1\" >> {}", sh_quote(&log)),
+        Duration::from_secs(10),
+        "sleep 0.2\necho \"drain $DRIFTLESS_REASON $#\" >> \"$log\"",
+        "echo \"exec $1\" >> \"$log\"",
     );
 
     request_replacement(root.path(), &config, &replacement(Reason::ReleaseChanged))
@@ -308,20 +317,11 @@ async fn drain_runs_before_the_action() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_failing_drain_does_not_stop_the_request() {
     let root = tempfile::tempdir().expect("temp dir");
-    let log = root.path().join("order");
-    let mut config = settings(ReplaceAction::Exec, Duration::from_secs(10));
-    config.drain = script(
+    let (config, log) = drain_then_exec(
         root.path(),
-        "drain.sh",
-        &format!(
-            "echo drain >> {}\necho 'load balancer unreachable' >&2\nexit 1",
-            sh_quote(&log)
-        ),
-    );
-    config.command = script(
-        root.path(),
-        "replace.sh",
-        &format!("echo exec >> {}", sh_quote(&log)),
+        Duration::from_secs(10),
+        "echo drain >> \"$log\"\necho 'load balancer unreachable' >&2\nexit 1",
+        "echo exec >> \"$log\"",
     );
 
     request_replacement(root.path(), &config, &replacement(Reason::Drift))
@@ -334,18 +334,12 @@ async fn a_failing_drain_does_not_stop_the_request() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_hanging_drain_is_killed_and_the_request_goes_on() {
     let root = tempfile::tempdir().expect("temp dir");
-    let log = root.path().join("order");
     let limit = Duration::from_millis(400);
-    let mut config = settings(ReplaceAction::Exec, limit);
-    config.drain = script(
+    let (config, log) = drain_then_exec(
         root.path(),
-        "drain.sh",
-        &format!("echo drain >> {}\nsleep 30", sh_quote(&log)),
-    );
-    config.command = script(
-        root.path(),
-        "replace.sh",
-        &format!("echo exec >> {}", sh_quote(&log)),
+        limit,
+        "echo drain >> \"$log\"\nsleep 30",
+        "echo exec >> \"$log\"",
     );
 
     let started = Instant::now();
