@@ -40,6 +40,28 @@ struct Good<'a> {
     signed_at: &'a str,
 }
 
+impl<'a> Good<'a> {
+    /// [`ALICE`]'s signature with `key` at [`FIXED_DATE`] on `commit`.
+    fn commit(key: &'a PublicKey, commit: &'a str) -> Self {
+        Self {
+            principal: ALICE,
+            key,
+            commit,
+            tag_object: None,
+            signed_at: FIXED_DATE,
+        }
+    }
+
+    /// [`ALICE`]'s signature with `key` at [`FIXED_DATE`] on the tag object
+    /// `tag_object`, which points at `commit`.
+    fn tag(key: &'a PublicKey, commit: &'a str, tag_object: &'a str) -> Self {
+        Self {
+            tag_object: Some(tag_object),
+            ..Self::commit(key, commit)
+        }
+    }
+}
+
 /// Parses an RFC 3339 time, with a message naming the field.
 fn timestamp(text: &str, what: &str) -> Timestamp {
     text.parse()
@@ -289,13 +311,7 @@ fn good_with_git_signing(kind: KeyKind, commit_rev_as_head: bool) {
         &allowed,
         None,
         Target::Tag(TAG),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &commit,
-            tag_object: Some(&tag_oid),
-            signed_at: FIXED_DATE,
-        },
+        &Good::tag(&key.public, &commit, &tag_oid),
     );
 
     let signed = repo.signed_commit(&key, "signed commit");
@@ -309,13 +325,7 @@ fn good_with_git_signing(kind: KeyKind, commit_rev_as_head: bool) {
         &allowed,
         None,
         Target::Commit(rev),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &signed,
-            tag_object: None,
-            signed_at: FIXED_DATE,
-        },
+        &Good::commit(&key.public, &signed),
     );
 }
 
@@ -332,13 +342,7 @@ fn good_with_crafted_signing(sb: &Sandbox, signer: &Signer, opts: &SignOptions) 
         &allowed,
         None,
         Target::Tag(TAG),
-        &Good {
-            principal: ALICE,
-            key: &key,
-            commit: &commit,
-            tag_object: Some(&tag_oid),
-            signed_at: FIXED_DATE,
-        },
+        &Good::tag(&key, &commit, &tag_oid),
     );
     let signed = repo.crafted_commit(signer, opts);
     assert_good(
@@ -346,13 +350,7 @@ fn good_with_crafted_signing(sb: &Sandbox, signer: &Signer, opts: &SignOptions) 
         &allowed,
         None,
         Target::Commit(&signed),
-        &Good {
-            principal: ALICE,
-            key: &key,
-            commit: &signed,
-            tag_object: None,
-            signed_at: FIXED_DATE,
-        },
+        &Good::commit(&key, &signed),
     );
 }
 
@@ -445,13 +443,7 @@ fn ecdsa_signatures_with_padded_and_short_scalars_verify() {
                 &allowed,
                 None,
                 Target::Commit(&signed),
-                &Good {
-                    principal: ALICE,
-                    key: &key,
-                    commit: &signed,
-                    tag_object: None,
-                    signed_at: FIXED_DATE,
-                },
+                &Good::commit(&key, &signed),
             );
         }
     }
@@ -490,13 +482,7 @@ fn signed_merge_of_a_signed_tag_verifies() {
         &allowed,
         None,
         Target::Commit(&merge),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &merge,
-            tag_object: None,
-            signed_at: FIXED_DATE,
-        },
+        &Good::commit(&key.public, &merge),
     );
 }
 
@@ -524,13 +510,7 @@ fn tag_message_quoting_an_armor_block_verifies() {
         &allowed,
         None,
         Target::Tag(TAG),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &head,
-            tag_object: Some(&oid),
-            signed_at: FIXED_DATE,
-        },
+        &Good::tag(&key.public, &head, &oid),
     );
 }
 
@@ -578,10 +558,7 @@ fn principal_is_the_matching_lines_field_as_written() {
         Target::Tag(TAG),
         &Good {
             principal: principals,
-            key: &alice.public,
-            commit: &commit,
-            tag_object: Some(&tag_oid),
-            signed_at: FIXED_DATE,
+            ..Good::tag(&alice.public, &commit, &tag_oid)
         },
     );
 }
@@ -592,13 +569,8 @@ fn the_line_that_admits_the_key_is_the_one_that_matches() {
     let key = sb.keygen(KeyKind::Ed25519, "alice");
     let repo = sb.repo("repo");
     let tag_oid = repo.signed_tag(&key, TAG, None);
-    let good = Good {
-        principal: ALICE,
-        key: &key.public,
-        commit: &repo.head(),
-        tag_object: Some(&tag_oid),
-        signed_at: FIXED_DATE,
-    };
+    let head = repo.head();
+    let good = Good::tag(&key.public, &head, &tag_oid);
 
     // An earlier line for the same key that expired before the tag.
     let allowed = sb.write_lines(
@@ -664,13 +636,7 @@ fn allowed_signers_syntax_variants_are_accepted() {
             &allowed,
             None,
             Target::Tag(TAG),
-            &Good {
-                principal: ALICE,
-                key: &key.public,
-                commit: &repo.head(),
-                tag_object: Some(&tag_oid),
-                signed_at: FIXED_DATE,
-            },
+            &Good::tag(&key.public, &repo.head(), &tag_oid),
         );
     }
 }
@@ -710,11 +676,8 @@ fn validity_is_checked_at_the_signers_instant_whatever_the_offset() {
         None,
         Target::Tag(TAG),
         &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &repo.head(),
-            tag_object: Some(&oid),
             signed_at: &late.to_string(),
+            ..Good::tag(&key.public, &repo.head(), &oid)
         },
     );
 }
@@ -740,13 +703,7 @@ fn a_branch_is_not_a_tag() {
         &allowed,
         None,
         Target::Tag(TAG),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &commit,
-            tag_object: Some(&oid),
-            signed_at: FIXED_DATE,
-        },
+        &Good::tag(&key.public, &commit, &oid),
     );
 }
 
@@ -922,11 +879,8 @@ fn validity_window_around_both_times_is_accepted() {
         None,
         Target::Tag(TAG),
         &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &repo.head(),
-            tag_object: Some(&tag_oid),
             signed_at: &expected_time,
+            ..Good::tag(&key.public, &repo.head(), &tag_oid)
         },
     );
 }
@@ -964,13 +918,7 @@ fn revoked_key_is_refused() {
         &allowed,
         Some(&unrelated),
         Target::Tag(TAG),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &repo.rev_parse("HEAD~1"),
-            tag_object: Some(&tag_oid),
-            signed_at: FIXED_DATE,
-        },
+        &Good::tag(&key.public, &repo.rev_parse("HEAD~1"), &tag_oid),
     );
 
     // Comments, blank lines and key comments, authorized_keys style.
@@ -1155,13 +1103,7 @@ fn tag_header_must_match_the_requested_name() {
         &allowed,
         None,
         Target::Tag("v1"),
-        &Good {
-            principal: ALICE,
-            key: &key.public,
-            commit: &repo.head(),
-            tag_object: Some(&v1),
-            signed_at: FIXED_DATE,
-        },
+        &Good::tag(&key.public, &repo.head(), &v1),
     );
 }
 
