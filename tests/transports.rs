@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use servers::{
     Fault, FaultProxy, Finished, GitDaemon, SmartHttp, Traffic, closed_port_url, git_command,
-    run_bounded,
+    noise, run_bounded,
 };
 
 /// The bare repository's path under the served directory.
@@ -27,6 +27,8 @@ const TAG: &str = "v1.0.0";
 /// Size of the incompressible file in the commit, so packs are big enough
 /// to be cut or stalled mid-transfer.
 const PAYLOAD: usize = 2 * 1024 * 1024;
+/// Seed of the payload's bytes.
+const PAYLOAD_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Where the fault tests cut or stall: well inside the pack.
 const FAULT_AT: u64 = 100_000;
 /// Time limit of an ordinary git command.
@@ -66,7 +68,8 @@ impl Fixture {
         let work = fixture.path("work");
         fixture.git_ok(fixture.git().args(["init", "-q", "-b", "main"]).arg(&work))?;
         std::fs::write(work.join("README"), "a release\n").context("writing README")?;
-        std::fs::write(work.join("payload.bin"), noise(PAYLOAD)).context("writing payload")?;
+        std::fs::write(work.join("payload.bin"), noise(PAYLOAD, PAYLOAD_SEED))
+            .context("writing payload")?;
         fixture.git_ok(fixture.git_in(&work).args(["add", "."]))?;
         fixture.git_ok(
             fixture
@@ -177,6 +180,48 @@ impl Fixture {
         Ok(())
     }
 
+    /// `git ls-remote` of `url` with protocol v2, checked: the refs, the
+    /// server speaking v2 and answering `ls-refs`.
+    fn ls_remote_v2(&self, url: &str) -> Result<Finished> {
+        let v2 = self.ls_remote(url, &["protocol.version=2"], true)?;
+        self.check_ls_remote(&v2)?;
+        ensure!(speaks_v2(&v2), "no protocol v2: {}", v2.describe());
+        ensure!(
+            v2.stderr.contains("ls-refs"),
+            "no ls-refs: {}",
+            v2.describe()
+        );
+        Ok(v2)
+    }
+
+    /// `git ls-remote` of `url` with protocol v0, checked: the refs, and no
+    /// answer in v2.
+    fn ls_remote_v0(&self, url: &str) -> Result<Finished> {
+        let v0 = self.ls_remote(url, &["protocol.version=0"], true)?;
+        self.check_ls_remote(&v0)?;
+        ensure!(
+            !speaks_v2(&v0),
+            "v0 request answered in v2: {}",
+            v0.describe()
+        );
+        Ok(v0)
+    }
+
+    /// Pushes the work tree's HEAD to `url` as `refs/heads/pushed`, which
+    /// must fail and leave the served repository as it was; returns the
+    /// push.
+    fn push_refused(&self, url: &str) -> Result<Finished> {
+        let pushed = self.run(self.git_in(&self.path("work")).args([
+            "push",
+            url,
+            "HEAD:refs/heads/pushed",
+        ]))?;
+        ensure!(!pushed.success(), "push succeeded: {}", pushed.describe());
+        let refs = self.git_ok(self.git_in(&self.srv().join(REPO)).args(["for-each-ref"]))?;
+        ensure!(!refs.contains("pushed"), "the push landed: {refs}");
+        Ok(pushed)
+    }
+
     /// `git [-c k=v]... ls-remote URL`, optionally with `GIT_TRACE_PACKET=1`.
     fn ls_remote(&self, url: &str, config: &[&str], trace: bool) -> Result<Finished> {
         let mut cmd = self.git();
@@ -189,20 +234,6 @@ impl Fixture {
         cmd.args(["ls-remote", url]);
         self.run(&mut cmd)
     }
-}
-
-/// `len` bytes that do not compress (xorshift64*), so pack size ≈ `len`.
-fn noise(len: usize) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Whether packet tracing shows the server speaking protocol v2.
@@ -236,22 +267,8 @@ fn git_daemon_speaks_protocol_v2_and_v0() -> Result<()> {
     let daemon = GitDaemon::start(&fx.srv())?;
     let url = daemon.url(REPO);
 
-    let v2 = fx.ls_remote(&url, &["protocol.version=2"], true)?;
-    fx.check_ls_remote(&v2)?;
-    ensure!(speaks_v2(&v2), "no protocol v2: {}", v2.describe());
-    ensure!(
-        v2.stderr.contains("ls-refs"),
-        "no ls-refs: {}",
-        v2.describe()
-    );
-
-    let v0 = fx.ls_remote(&url, &["protocol.version=0"], true)?;
-    fx.check_ls_remote(&v0)?;
-    ensure!(
-        !speaks_v2(&v0),
-        "v0 request answered in v2: {}",
-        v0.describe()
-    );
+    fx.ls_remote_v2(&url)?;
+    fx.ls_remote_v0(&url)?;
     Ok(())
 }
 
@@ -259,14 +276,7 @@ fn git_daemon_speaks_protocol_v2_and_v0() -> Result<()> {
 fn git_daemon_refuses_push() -> Result<()> {
     let fx = Fixture::new()?;
     let daemon = GitDaemon::start(&fx.srv())?;
-    let pushed = fx.run(fx.git_in(&fx.path("work")).args([
-        "push",
-        &daemon.url(REPO),
-        "HEAD:refs/heads/pushed",
-    ]))?;
-    ensure!(!pushed.success(), "push succeeded: {}", pushed.describe());
-    let refs = fx.git_ok(fx.git_in(&fx.srv().join(REPO)).args(["for-each-ref"]))?;
-    ensure!(!refs.contains("pushed"), "the push landed: {refs}");
+    fx.push_refused(&daemon.url(REPO))?;
     Ok(())
 }
 
@@ -333,14 +343,7 @@ fn smart_http_passes_protocol_v2_through() -> Result<()> {
     let http = SmartHttp::start(&fx.srv())?;
     let url = http.http_url(REPO);
 
-    let v2 = fx.ls_remote(&url, &["protocol.version=2"], true)?;
-    fx.check_ls_remote(&v2)?;
-    ensure!(speaks_v2(&v2), "no protocol v2: {}", v2.describe());
-    ensure!(
-        v2.stderr.contains("ls-refs"),
-        "no ls-refs: {}",
-        v2.describe()
-    );
+    fx.ls_remote_v2(&url)?;
     let v2_log = http.wait_for_requests(2, LOG_TIMEOUT)?;
     ensure!(
         v2_log
@@ -355,13 +358,7 @@ fn smart_http_passes_protocol_v2_through() -> Result<()> {
         "no ls-refs POST: {v2_log:?}"
     );
 
-    let v0 = fx.ls_remote(&url, &["protocol.version=0"], true)?;
-    fx.check_ls_remote(&v0)?;
-    ensure!(
-        !speaks_v2(&v0),
-        "v0 request answered in v2: {}",
-        v0.describe()
-    );
+    fx.ls_remote_v0(&url)?;
     let all = http.wait_for_requests(v2_log.len() + 1, LOG_TIMEOUT)?;
     ensure!(
         all[v2_log.len()..].iter().all(|e| e.git_protocol.is_none()),
@@ -374,19 +371,12 @@ fn smart_http_passes_protocol_v2_through() -> Result<()> {
 fn smart_http_is_read_only() -> Result<()> {
     let fx = Fixture::new()?;
     let http = SmartHttp::start(&fx.srv())?;
-    let pushed = fx.run(fx.git_in(&fx.path("work")).args([
-        "push",
-        &http.http_url(REPO),
-        "HEAD:refs/heads/pushed",
-    ]))?;
-    ensure!(!pushed.success(), "push succeeded: {}", pushed.describe());
+    let pushed = fx.push_refused(&http.http_url(REPO))?;
     ensure!(
         pushed.stderr.contains("403"),
         "push not refused with 403: {}",
         pushed.describe()
     );
-    let refs = fx.git_ok(fx.git_in(&fx.srv().join(REPO)).args(["for-each-ref"]))?;
-    ensure!(!refs.contains("pushed"), "the push landed: {refs}");
     Ok(())
 }
 

@@ -870,18 +870,3 @@ pub fn temp_leftovers(snapshot: &Snapshot) -> Vec<PathBuf> {
         .cloned()
         .collect()
 }
-
-/// `len` bytes that do not compress (xorshift64*), so a pack holding them
-/// is about `len` bytes long.
-pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}

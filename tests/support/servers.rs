@@ -8,7 +8,8 @@
 //! * [`FaultProxy`]: a TCP proxy that forwards, cuts or stalls the
 //!   server-to-client stream after a byte budget.
 //! * [`closed_port_url`]: an address nobody listens on (connection refused).
-//! * [`wait_for`]: a bounded wait for a condition.
+//! * [`wait_for`]: a bounded wait for a condition; [`noise`]: bytes that
+//!   do not compress, to make packs of a known size.
 //!
 //! Rules every server keeps: it binds only 127.0.0.1 on an ephemeral port,
 //! lives in its own temporary directory, every wait and loop is bounded in
@@ -130,6 +131,21 @@ pub fn wait_for<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> O
         }
         thread::sleep(WAIT_TICK);
     }
+}
+
+/// `len` bytes that do not compress (xorshift64*), so a pack holding them
+/// is about `len` bytes long.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// `127.0.0.1:port`.
