@@ -359,10 +359,7 @@ impl Rich {
 
     /// A fresh root trusting the key, configured with `config`.
     fn root(&self, name: &str, config: &Config) -> NodeRoot {
-        let root = self.world.root(name);
-        root.trust(&[self.key.allowed(PRINCIPAL)]);
-        root.configure(config);
-        root
+        self.world.configured_root(name, &self.key, config)
     }
 
     /// A fresh root fetching over file://.
@@ -1258,9 +1255,7 @@ fn a_failing_health_check_marks_the_node_failed() {
     let spec = "files:\n  - { path: /etc/motd, content: \"hello\\n\" }\n\
                 health:\n  - exec: [/bin/false]\n    timeout: 1s\n";
     let published = world.publish(REPO, &Release::new(spec), TAG, Tagging::Signed(&key));
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
-    root.configure(&Config::new(&published.file_url()));
+    let root = world.configured_root("node", &key, &Config::new(&published.file_url()));
 
     let run = root.apply();
     run.refused(EXIT_HEALTH, &["health check", "/bin/false"]);
@@ -1400,9 +1395,7 @@ fn server_down_retries_then_gives_up_within_the_deadline() {
     let world = World::new();
     let key = world.keygen("release");
     let url = closed_port_url("git").expect("closed port");
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
-    root.configure(&Config::new(&url));
+    let root = world.configured_root("node", &key, &Config::new(&url));
     let before = root.snapshot();
     let run = root.apply();
     let attempts = assert_fetch_gave_up(&root, &before, &run, &url);
@@ -1429,9 +1422,7 @@ fn a_connection_cut_mid_pack_fails_the_fetch() {
     let proxy =
         FaultProxy::start(daemon.addr(), Fault::CutAfter(FAULT_AT)).expect("start fault proxy");
     let url = proxy.url("git", REPO);
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
-    root.configure(&Config::new(&url));
+    let root = world.configured_root("node", &key, &Config::new(&url));
     let before = root.snapshot();
 
     let run = root.apply();
@@ -1469,9 +1460,7 @@ fn a_stalled_server_fails_the_fetch_within_the_deadline() {
     let proxy =
         FaultProxy::start(daemon.addr(), Fault::StallAfter(FAULT_AT)).expect("start fault proxy");
     let url = proxy.url("git", REPO);
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
-    root.configure(&Config::new(&url));
+    let root = world.configured_root("node", &key, &Config::new(&url));
     let before = root.snapshot();
 
     let run = root.apply();
@@ -1494,9 +1483,7 @@ fn faulty_http(fault: Fault) -> (World, Release, SmartHttp, FaultProxy, NodeRoot
     let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
     let proxy = FaultProxy::start(http.http_addr(), fault).expect("start fault proxy");
     let url = proxy.url("http", REPO);
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
-    root.configure(&Config::new(&url));
+    let root = world.configured_root("node", &key, &Config::new(&url));
     (world, release, http, proxy, root, url)
 }
 
@@ -1618,13 +1605,11 @@ fn assert_secret_kept(secret: &str, root: &NodeRoot, runs: &[&Run], except: &str
 
 /// A root configured for `url` with [`TOKEN`] in a token file.
 fn token_root(world: &World, key: &Key, url: &str) -> NodeRoot {
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
-    root.write("/etc/driftless/git-token", format!("{TOKEN}\n"));
     let mut config = Config::new(url);
     config.token_file = Some("/etc/driftless/git-token".to_owned());
     config.fetch = SHORT_FETCH.to_owned();
-    root.configure(&config);
+    let root = world.configured_root("node", key, &config);
+    root.write("/etc/driftless/git-token", format!("{TOKEN}\n"));
     root
 }
 
@@ -1781,11 +1766,9 @@ fn a_password_in_the_url_is_never_printed() {
     let closed = closed_port_url("http").expect("closed port");
     let secret = "pw-SECRET-61c0d9";
     let url = closed.replacen("http://", &format!("http://deploy:{secret}@"), 1);
-    let root = world.root("node");
-    root.trust(&[key.allowed(PRINCIPAL)]);
     let mut config = Config::new(&url);
     config.fetch = SHORT_FETCH.to_owned();
-    root.configure(&config);
+    let root = world.configured_root("node", &key, &config);
     let before = root.snapshot();
     let run = root.apply();
     assert_fetch_gave_up(&root, &before, &run, &closed);

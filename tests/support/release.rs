@@ -543,6 +543,15 @@ impl World {
         root.write("/etc/machine-id", format!("{MACHINE_ID}\n"));
         root
     }
+
+    /// A fresh node root `roots/NAME` ([`World::root`]) trusting `key` as
+    /// [`PRINCIPAL`] and configured with `config`.
+    pub fn configured_root(&self, name: &str, key: &Key, config: &Config) -> NodeRoot {
+        let root = self.root(name);
+        root.trust(&[key.allowed(PRINCIPAL)]);
+        root.configure(config);
+        root
+    }
 }
 
 /// The agent config a root gets (`/etc/driftless/agent.yaml`).
