@@ -63,7 +63,7 @@ mod common;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::env_count;
+use common::{PRINCIPAL, SplitMix64, allowed_line, env_count};
 use std::env;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -78,8 +78,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use servers::{SmartHttp, isolate_git_env, run_bounded};
 
-/// The principal the release key is trusted as.
-const PRINCIPAL: &str = "release@example.invalid";
 /// The release tag.
 const TAG: &str = "v1.0.0";
 /// The served bare repository, relative to the server's base dir.
@@ -321,18 +319,8 @@ impl Fixture {
                 .arg(&key),
             "ssh-keygen (is openssh-client installed?)",
         )?;
-        let public =
-            fs::read_to_string(key.with_extension("pub")).context("reading the public key")?;
-        let mut fields = public.split_whitespace();
-        let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
-            bail!("unexpected public key file: {public:?}");
-        };
         let allowed_signers = top.join("allowed_signers");
-        fs::write(
-            &allowed_signers,
-            format!("{PRINCIPAL} namespaces=\"git\" {kind} {blob}\n"),
-        )
-        .context("writing allowed_signers")?;
+        fs::write(&allowed_signers, allowed_line(&key)?).context("writing allowed_signers")?;
 
         // The release: files, spec, one commit, one signed tag.
         run_tool(
@@ -988,38 +976,6 @@ impl std::fmt::Write for TextSink<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.extend_from_slice(s.as_bytes());
         Ok(())
-    }
-}
-
-/// A small seeded generator (SplitMix64): the same bytes on every run.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [0, n), n small.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
     }
 }
 

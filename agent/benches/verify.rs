@@ -27,7 +27,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{env_count, median, percentile};
+use common::{PRINCIPAL, allowed_line, env_count, median, percentile};
 use std::env;
 use std::ffi::OsStr;
 use std::fs;
@@ -49,9 +49,6 @@ const KEYS: &[(&str, &[&str])] = &[
     ("rsa-3072", &["-t", "rsa", "-b", "3072"]),
     ("ecdsa-p256", &["-t", "ecdsa", "-b", "256"]),
 ];
-
-/// The principal every key is trusted as.
-const PRINCIPAL: &str = "release@example.invalid";
 
 fn main() -> Result<()> {
     let lib_reps = env_count("DRIFTLESS_BENCH_LIB_REPS", 300)?;
@@ -145,13 +142,8 @@ impl Fixture {
                 .args(*args);
             run(&mut keygen)
                 .with_context(|| format!("ssh-keygen for {label} (is it installed?)"))?;
-            let public = fs::read_to_string(key.with_extension("pub"))
-                .with_context(|| format!("reading the {label} public key"))?;
-            let mut fields = public.split_whitespace();
-            let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
-                bail!("unexpected public key file for {label}: {public:?}");
-            };
-            allowed.push_str(&format!("{PRINCIPAL} namespaces=\"git\" {kind} {blob}\n"));
+            allowed
+                .push_str(&allowed_line(&key).with_context(|| format!("the {label} public key"))?);
         }
         fs::write(&fixture.allowed_signers, allowed).context("writing allowed_signers")?;
 

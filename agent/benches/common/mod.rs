@@ -1,13 +1,20 @@
 //! Helpers every benchmark uses: repetition counts from the environment,
 //! order statistics, durations and byte counts for tables, and a process's
-//! CPU time from `/proc`. Included with
+//! CPU time from `/proc`; for the fixtures, the release principal, the
+//! allowed_signers line of a key `ssh-keygen` made, and a seeded generator
+//! of reproducible data. Included with
 //! `#[path = "common/mod.rs"] mod common;`.
 
 use std::env;
 use std::fs;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+
+/// The principal every benchmark's release key is trusted as.
+#[allow(dead_code)] // not every benchmark signs a release
+pub const PRINCIPAL: &str = "release@example.invalid";
 
 /// Reads a positive count from the environment, or the default.
 pub fn env_count(name: &str, default: usize) -> Result<usize> {
@@ -175,5 +182,53 @@ impl Drop for Watcher {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// The allowed_signers line trusting the key whose private half is `key`
+/// (the public half beside it, `.pub`) as [`PRINCIPAL`] for git.
+#[allow(dead_code)]
+pub fn allowed_line(key: &Path) -> Result<String> {
+    let public = fs::read_to_string(key.with_extension("pub")).context("reading the public key")?;
+    let mut fields = public.split_whitespace();
+    let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
+        bail!("unexpected public key file: {public:?}");
+    };
+    Ok(format!("{PRINCIPAL} namespaces=\"git\" {kind} {blob}\n"))
+}
+
+/// A small seeded generator (SplitMix64): the same data on every run.
+#[allow(dead_code)]
+pub struct SplitMix64(pub u64);
+
+#[allow(dead_code)]
+impl SplitMix64 {
+    /// The next 64 bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n), n small.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `len` bytes: the next words, little-endian, the last one cut short.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
     }
 }
