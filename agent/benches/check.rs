@@ -43,11 +43,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "common/node.rs"]
+mod node;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{Watcher, bytes, cpu_ticks, env_count, fmt, median, percentile};
-use std::env;
+use common::{SplitMix64, Watcher, bytes, cpu_ticks, env_count, fmt, median, percentile};
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use nix::unistd::{SysconfVar, sysconf};
-use servers::{git_command, run_bounded};
+use node::{ReleaseKey, TOOL_TIMEOUT, agent_yaml, tool, write_node_root};
+use servers::run_bounded;
 
 /// Managed files in the release.
 const FILES: usize = 300;
@@ -67,14 +69,13 @@ const TOTAL_BYTES: u64 = 10 * 1024 * 1024;
 const DIRECTORIES: usize = 12;
 /// Seed of the file sizes and contents.
 const SEED: u64 = 0x6472_6966_746c_6573;
-/// The principal the release key is trusted as.
-const PRINCIPAL: &str = "release@example.invalid";
 /// The release tag.
 const TAG: &str = "v1";
-/// The node id (`/etc/machine-id`).
-const MACHINE_ID: &str = "0b5e4c3a2d1f4e6a8b7c9d0e1f2a3b4c";
-/// Time limit of every fixture command.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
+/// The node's accounts: root, and nobody for unowned files.
+const PASSWD: &str =
+    "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+/// The node's groups.
+const GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
 /// How long the watcher may take to poll once and evaluate the channel.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Settling time after that, before the idle window.
@@ -174,24 +175,11 @@ impl Fixture {
         }
 
         // The release key.
-        let key = base.join("release_ed25519");
-        let mut keygen = Command::new("ssh-keygen");
-        keygen
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", PRINCIPAL, "-f"])
-            .arg(&key)
-            .env("HOME", &home);
-        tool(&mut keygen, "ssh-keygen (is openssh-client installed?)")?;
-        let public =
-            fs::read_to_string(key.with_extension("pub")).context("reading the public key")?;
-        let mut fields = public.split_whitespace();
-        let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
-            bail!("unexpected public key file: {public:?}");
-        };
-        let allowed = format!("{PRINCIPAL} namespaces=\"git\" {kind} {blob}\n");
+        let key = ReleaseKey::create(base, &home)?;
 
         // The release: FILES files of seeded random bytes, varied sizes.
         let sizes = file_sizes(FILES, TOTAL_BYTES, SEED);
-        let mut rng = SplitMix(SEED ^ 0xff);
+        let mut rng = SplitMix64(SEED ^ 0xff);
         let mut spec = String::from("directories:\n  - { path: /opt/bench, mode: \"0755\" }\n");
         for d in 0..DIRECTORIES {
             spec.push_str(&format!(
@@ -202,8 +190,7 @@ impl Fixture {
         let mut paths = Vec::with_capacity(FILES);
         let mut list = String::new();
         for (i, &size) in sizes.iter().enumerate() {
-            let mut content = vec![0u8; usize::try_from(size).context("file size")?];
-            rng.fill(&mut content);
+            let content = rng.bytes(usize::try_from(size).context("file size")?);
             let name = format!("f{i:03}.bin");
             fs::write(release.join("files").join(&name), &content)
                 .with_context(|| format!("writing {name}"))?;
@@ -223,79 +210,17 @@ impl Fixture {
         let list_path = base.join("sha256sums");
         fs::write(&list_path, list).context("writing the checksum list")?;
 
-        let signing = format!("user.signingKey={}", key.display());
-        let git = |dir: &Path, args: &[&str], what: &str| -> Result<()> {
-            let mut cmd = git_command(&home);
-            cmd.arg("-C")
-                .arg(dir)
-                .args(["-c", "gpg.format=ssh", "-c", &signing])
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "Release Bot")
-                .env("GIT_AUTHOR_EMAIL", PRINCIPAL)
-                .env("GIT_COMMITTER_NAME", "Release Bot")
-                .env("GIT_COMMITTER_EMAIL", PRINCIPAL)
-                .env("TZ", "UTC");
-            tool(&mut cmd, what).map(drop)
-        };
-        git(&release, &["init", "-q", "-b", "main"], "git init")?;
-        git(&release, &["add", "-A"], "git add")?;
-        git(&release, &["commit", "-q", "-m", "release 1"], "git commit")?;
-        git(
-            &release,
-            &["tag", "-s", "-m", "release 1", TAG],
-            "git tag -s",
-        )?;
+        key.release(&release, TAG)?;
 
         // The channel: a signed commit naming the tag, on `channel`.
-        let channel = base.join("channel");
-        fs::create_dir(&channel).context("creating the channel work tree")?;
-        fs::write(channel.join("channel.yaml"), format!("release: {TAG}\n"))
-            .context("writing channel.yaml")?;
-        git(
-            &channel,
-            &["init", "-q", "-b", "channel"],
-            "git init (channel)",
-        )?;
-        git(&channel, &["add", "channel.yaml"], "git add (channel)")?;
-        git(
-            &channel,
-            &["commit", "-q", "-S", "-m", "promote v1"],
-            "git commit -S (channel)",
-        )?;
+        key.channel(&base.join("channel"), TAG, &release)?;
+
+        // The node root.
         let release_str = release
             .to_str()
             .context("the temporary path is not UTF-8")?;
-        git(
-            &channel,
-            &["push", "-q", release_str, "channel:refs/heads/channel"],
-            "git push (channel)",
-        )?;
-
-        // The node root.
-        for d in ["etc/driftless", "var/lib"] {
-            fs::create_dir_all(root.join(d)).with_context(|| format!("creating {d}"))?;
-        }
-        let etc = root.join("etc");
-        fs::write(etc.join("machine-id"), format!("{MACHINE_ID}\n"))?;
-        fs::write(
-            etc.join("passwd"),
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-        )?;
-        fs::write(etc.join("group"), "root:x:0:\nnogroup:x:65534:\n")?;
-        fs::write(etc.join("driftless/allowed_signers"), &allowed)?;
-        let url = serde_json::to_string(&format!("file://{release_str}"))?;
-        fs::write(
-            etc.join("driftless/agent.yaml"),
-            format!(
-                "source:\n  url: {url}\n\
-                 trust:\n  allowed_signers: /etc/driftless/allowed_signers\n\
-                 release:\n  tag: {TAG}\n\
-                 lock:\n  mode: \"off\"\n\
-                 channel:\n  poll_interval: 1h\n\
-                 replace:\n  action: exec\n  command: [/bin/true]\n"
-            ),
-        )
-        .context("writing agent.yaml")?;
+        let agent = agent_yaml(&format!("file://{release_str}"), TAG, "1h")?;
+        write_node_root(&root, PASSWD, GROUP, &key.allowed, &agent)?;
 
         let fixture = Self {
             dir,
@@ -316,24 +241,12 @@ impl Fixture {
 
     /// A command with a cleared environment: PATH, HOME, C locale, UTC.
     fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env_clear()
-            .env("PATH", env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("LC_ALL", "C")
-            .env("TZ", "UTC")
-            .current_dir(self.home());
-        cmd
+        node::command(&self.home(), program)
     }
 
     /// `driftless ARGS… --root ROOT`, logging warnings only.
     fn driftless(&self, args: &[&str]) -> Command {
-        let mut cmd = self.command(env!("CARGO_BIN_EXE_driftless"));
-        cmd.args(args)
-            .arg("--root")
-            .arg(&self.root)
-            .env("DRIFTLESS_LOG", "warn");
-        cmd
+        node::driftless(&self.home(), &self.root, args)
     }
 
     /// `sha256sum -c --quiet LIST` in the root.
@@ -649,13 +562,6 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&text).ok()
 }
 
-/// Runs a fixture command within [`TOOL_TIMEOUT`]; exit 0 required.
-fn tool(cmd: &mut Command, what: &str) -> Result<servers::Finished> {
-    let done = run_bounded(cmd, TOOL_TIMEOUT).with_context(|| what.to_owned())?;
-    ensure!(done.success(), "{what} failed: {}", done.describe());
-    Ok(done)
-}
-
 // ---------------------------------------------------------------------------
 // Measurement
 // ---------------------------------------------------------------------------
@@ -780,35 +686,10 @@ fn print_check_table(samples: &[Samples], reps: usize, warmup: usize) {
 // Fixture data
 // ---------------------------------------------------------------------------
 
-/// SplitMix64: a small seeded generator, enough for reproducible test data.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
-}
-
 /// `count` sizes, log-uniformly spread (small configs to large blobs), that
 /// add up to exactly `total`.
 fn file_sizes(count: usize, total: u64, seed: u64) -> Vec<u64> {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix64(seed);
     let (low, high) = (64f64.ln(), (1024.0 * 1024.0f64).ln());
     let weights: Vec<f64> = (0..count)
         .map(|_| (low + rng.unit() * (high - low)).exp())

@@ -57,11 +57,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "common/node.rs"]
+mod node;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{Watcher, bytes, cpu_ticks, env_count, fmt, median, percentile};
-use std::env;
+use common::{PRINCIPAL, Watcher, bytes, cpu_ticks, env_count, fmt, median, percentile};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,6 +72,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use driftless::source::poll::{PollOptions, Protocol, RefPoller};
 use nix::unistd::{SysconfVar, sysconf};
+use node::{ReleaseKey, TOOL_TIMEOUT, agent_yaml, tool, write_node_root};
 use servers::{AccessEntry, SmartHttp, git_command, isolate_git_env, run_bounded};
 use tokio::runtime::Runtime;
 
@@ -78,16 +80,10 @@ use tokio::runtime::Runtime;
 const TAG_COUNTS: [usize; 2] = [2_000, 20_000];
 /// The ref polled.
 const CHANNEL: &str = "refs/heads/channel";
-/// The principal the release key is trusted as.
-const PRINCIPAL: &str = "release@example.invalid";
 /// The release tag (signed); the channel names it.
 const TAG: &str = "v1";
-/// The node id (`/etc/machine-id`).
-const MACHINE_ID: &str = "0b5e4c3a2d1f4e6a8b7c9d0e1f2a3b4c";
 /// A fixed tagger date for the filler tags.
 const DATE: &str = "1767323045 +0000";
-/// Time limit of every fixture command and of one `git ls-remote`.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long nginx may take to log a finished request.
 const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 /// Polls of each contender in the untimed bytes pass.
@@ -202,35 +198,8 @@ impl Fixture {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
 
-        let key = base.join("release_ed25519");
-        let mut keygen = Command::new("ssh-keygen");
-        keygen
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", PRINCIPAL, "-f"])
-            .arg(&key)
-            .env("HOME", &home);
-        tool(&mut keygen, "ssh-keygen (is openssh-client installed?)")?;
-        let public =
-            fs::read_to_string(key.with_extension("pub")).context("reading the public key")?;
-        let mut fields = public.split_whitespace();
-        let (Some(kind), Some(blob)) = (fields.next(), fields.next()) else {
-            bail!("unexpected public key file: {public:?}");
-        };
-        let allowed = format!("{PRINCIPAL} namespaces=\"git\" {kind} {blob}\n");
-
-        let signing = format!("user.signingKey={}", key.display());
-        let git = |dir: &Path, args: &[&str], what: &str| -> Result<String> {
-            let mut cmd = git_command(&home);
-            cmd.arg("-C")
-                .arg(dir)
-                .args(["-c", "gpg.format=ssh", "-c", &signing])
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "Release Bot")
-                .env("GIT_AUTHOR_EMAIL", PRINCIPAL)
-                .env("GIT_COMMITTER_NAME", "Release Bot")
-                .env("GIT_COMMITTER_EMAIL", PRINCIPAL)
-                .env("TZ", "UTC");
-            Ok(tool(&mut cmd, what)?.stdout.trim().to_owned())
-        };
+        let key = ReleaseKey::create(&base, &home)?;
+        let allowed = key.allowed.clone();
 
         // The release: one managed file, a signed tag.
         fs::write(
@@ -238,32 +207,12 @@ impl Fixture {
             "files:\n  - { path: /etc/motd, content: \"release v1\\n\" }\n",
         )
         .context("writing driftless.yaml")?;
-        git(&work, &["init", "-q", "-b", "main"], "git init")?;
-        git(&work, &["add", "-A"], "git add")?;
-        git(&work, &["commit", "-q", "-m", "release 1"], "git commit")?;
-        git(&work, &["tag", "-s", "-m", "release 1", TAG], "git tag -s")?;
-        let commit = git(&work, &["rev-parse", "HEAD"], "git rev-parse HEAD")?;
+        let commit = key.release(&work, TAG)?;
 
         // The channel: a signed commit naming the tag.
-        fs::write(
-            channel_work.join("channel.yaml"),
-            format!("release: {TAG}\n"),
-        )
-        .context("writing channel.yaml")?;
-        git(&channel_work, &["init", "-q", "-b", "channel"], "git init")?;
-        git(&channel_work, &["add", "channel.yaml"], "git add")?;
-        git(
-            &channel_work,
-            &["commit", "-q", "-S", "-m", "promote v1"],
-            "git commit -S",
-        )?;
+        key.channel(&channel_work, TAG, &work)?;
         let work_str = work.to_str().context("the temporary path is not UTF-8")?;
-        git(
-            &channel_work,
-            &["push", "-q", work_str, "channel:refs/heads/channel"],
-            "git push",
-        )?;
-        let channel = git(&work, &["rev-parse", CHANNEL], "git rev-parse channel")?;
+        let channel = key.git(&work, &["rev-parse", CHANNEL], "git rev-parse channel")?;
 
         let fixture = Self {
             dir,
@@ -273,7 +222,7 @@ impl Fixture {
         for tags in TAG_COUNTS {
             let bare = fixture.srv().join(Self::repo(tags));
             let bare_str = bare.to_str().context("the temporary path is not UTF-8")?;
-            git(
+            key.git(
                 &base,
                 &["clone", "-q", "--bare", work_str, bare_str],
                 "git clone --bare",
@@ -299,8 +248,8 @@ impl Fixture {
                 .arg(&bare)
                 .arg(&stream_path);
             tool(&mut import, "git fast-import")?;
-            git(&bare, &["pack-refs", "--all"], "git pack-refs")?;
-            let listed = git(
+            key.git(&bare, &["pack-refs", "--all"], "git pack-refs")?;
+            let listed = key.git(
                 &bare,
                 &["for-each-ref", "--format=x", "refs/tags"],
                 "git for-each-ref",
@@ -351,52 +300,20 @@ impl Fixture {
     /// A node root whose agent follows `url`, polling every `interval_ms`.
     fn node(&self, url: &str, interval_ms: usize) -> Result<PathBuf> {
         let root = self.dir.path().join("node");
-        for d in ["etc/driftless", "var/lib"] {
-            fs::create_dir_all(root.join(d)).with_context(|| format!("creating {d}"))?;
-        }
-        let etc = root.join("etc");
-        fs::write(etc.join("machine-id"), format!("{MACHINE_ID}\n"))?;
-        fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-        fs::write(etc.join("group"), "root:x:0:\n")?;
-        fs::write(etc.join("driftless/allowed_signers"), &self.allowed)?;
-        let url = serde_json::to_string(url)?;
-        fs::write(
-            etc.join("driftless/agent.yaml"),
-            format!(
-                "source:\n  url: {url}\n\
-                 trust:\n  allowed_signers: /etc/driftless/allowed_signers\n\
-                 release:\n  tag: {TAG}\n\
-                 lock:\n  mode: \"off\"\n\
-                 channel:\n  poll_interval: {interval_ms}ms\n\
-                 replace:\n  action: exec\n  command: [/bin/true]\n"
-            ),
-        )
-        .context("writing agent.yaml")?;
+        write_node_root(
+            &root,
+            "root:x:0:0:root:/root:/bin/sh\n",
+            "root:x:0:\n",
+            &self.allowed,
+            &agent_yaml(url, TAG, &format!("{interval_ms}ms"))?,
+        )?;
         Ok(root)
     }
 
     /// `driftless ARGS… --root ROOT` with a cleared environment.
     fn driftless(&self, root: &Path, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
-        cmd.env_clear()
-            .env("PATH", env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("LC_ALL", "C")
-            .env("TZ", "UTC")
-            .env("DRIFTLESS_LOG", "warn")
-            .args(args)
-            .arg("--root")
-            .arg(root)
-            .current_dir(self.home());
-        cmd
+        node::driftless(&self.home(), root, args)
     }
-}
-
-/// Runs a fixture command within [`TOOL_TIMEOUT`]; exit 0 required.
-fn tool(cmd: &mut Command, what: &str) -> Result<servers::Finished> {
-    let done = run_bounded(cmd, TOOL_TIMEOUT).with_context(|| what.to_owned())?;
-    ensure!(done.success(), "{what} failed: {}", done.describe());
-    Ok(done)
 }
 
 // ---------------------------------------------------------------------------
