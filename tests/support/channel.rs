@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crate::release::{
     FAST_FETCH, Key, NodeRoot, PRINCIPAL, Published, REPO, Release, Tagging, World,
 };
-use crate::servers::wait_for;
+use crate::servers::{spawn_anchor, wait_for};
 
 /// The channel branch name (and so `refs/heads/channel`).
 pub const BRANCH: &str = "channel";
@@ -569,14 +569,7 @@ impl Daemon {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut anchor = Command::new("/bin/sh")
-            .args(["-c", "trap '' TERM; read -r _line; kill -s KILL 0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start the process-group anchor");
+        let mut anchor = spawn_anchor().expect("start the process-group anchor");
         let anchor_stdin = anchor.stdin.take();
         fs::create_dir_all(log_dir).expect("create the daemon log directory");
         let stdout = log_dir.join(format!("{subcommand}.stdout"));

@@ -414,17 +414,23 @@ pub struct ProcessGroup {
     pub members: Vec<Child>,
 }
 
+/// Starts an anchor: an idle `/bin/sh` leading a process group of its
+/// own, which ignores SIGTERM and, once its stdin (a pipe the caller
+/// holds) reaches EOF, SIGKILLs the whole group, itself included.
+pub fn spawn_anchor() -> io::Result<Child> {
+    Command::new("/bin/sh")
+        .args(["-c", "trap '' TERM; read -r _line; kill -s KILL 0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+}
+
 impl ProcessGroup {
     /// Starts the anchor.
     pub fn new() -> Result<Self> {
-        let mut anchor = Command::new("/bin/sh")
-            .args(["-c", "trap '' TERM; read -r _line; kill -s KILL 0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .context("starting the process-group anchor (/bin/sh)")?;
+        let mut anchor = spawn_anchor().context("starting the process-group anchor (/bin/sh)")?;
         let anchor_stdin = anchor.stdin.take();
         Ok(Self {
             anchor,
