@@ -26,9 +26,8 @@ use base64::Engine as _;
 use release::{
     AGENT_DIR, BASE_GROUP, BASE_PASSWD, Config, EntryKind, Key, MACHINE_ID, NodeRoot, PRINCIPAL,
     Published, REPO, Release, Run, Snapshot, TAG, Tagging, World, diff, snapshot, temp_leftovers,
-    unlock,
 };
-use servers::{Fault, FaultProxy, GitDaemon, SmartHttp, closed_port_url, noise};
+use servers::{Fault, FaultProxy, GitDaemon, SmartHttp, closed_port_url, noise, unlock};
 
 /// Exit code: a configuration or trust file is missing or invalid.
 const EXIT_CONFIG: i32 = 3;

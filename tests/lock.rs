@@ -16,8 +16,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use release::{Config, NodeRoot, PRINCIPAL, REPO, Release, TAG, Tagging, World, unlock};
+use release::{Config, NodeRoot, PRINCIPAL, REPO, Release, TAG, Tagging, World};
 use ring::digest;
+use servers::unlock;
 
 const EPERM: i32 = 1;
 const EROFS: i32 = 30;

@@ -76,7 +76,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use servers::{SmartHttp, isolate_git_env, run_bounded};
+use servers::{SmartHttp, isolate_git_env, run_bounded, unlock_tree};
 
 /// The release tag.
 const TAG: &str = "v1.0.0";
@@ -988,18 +988,6 @@ impl std::fmt::Write for TextSink<'_> {
 fn remove_run(run: &Path) -> Result<()> {
     unlock_tree(run);
     fs::remove_dir_all(run).with_context(|| format!("removing {}", run.display()))
-}
-
-/// `chattr -R -i PATH`, best effort (symlinks are skipped by chattr).
-fn unlock_tree(path: &Path) {
-    let _ = Command::new("chattr")
-        .arg("-R")
-        .arg("-i")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// Runs a fixture-building command with a time limit; requires exit 0.

@@ -28,10 +28,10 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::servers::{Finished, isolate_git_env, run_bounded};
+use crate::servers::{Finished, isolate_git_env, run_bounded, unlock, unlock_tree};
 
 /// The principal of the trusted release key in allowed_signers.
 pub const PRINCIPAL: &str = "release@example.com";
@@ -86,32 +86,6 @@ impl Drop for World {
         // so the temporary directory can be removed.
         unlock_tree(self.dir.path());
     }
-}
-
-/// Clears the immutable attribute on everything under `path`
-/// (`chattr -R -i`; symlinks are skipped by chattr, errors ignored).
-pub fn unlock_tree(path: &Path) {
-    let _ = Command::new("chattr")
-        .arg("-R")
-        .arg("-i")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Clears the immutable attribute on one file or directory, as a root user
-/// set on editing a locked node would (`chattr -i`). Best effort: where the
-/// filesystem has no such attribute, nothing was locked either.
-pub fn unlock(path: &Path) {
-    let _ = Command::new("chattr")
-        .arg("-i")
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// An SSH key pair made by `ssh-keygen -t ed25519`.

@@ -8,8 +8,12 @@
 //! * [`FaultProxy`]: a TCP proxy that forwards, cuts or stalls the
 //!   server-to-client stream after a byte budget.
 //! * [`closed_port_url`]: an address nobody listens on (connection refused).
-//! * [`wait_for`]: a bounded wait for a condition; [`noise`]: bytes that
-//!   do not compress, to make packs of a known size.
+//! * Helpers every test and benchmark that includes this file shares:
+//!   [`wait_for`], a bounded wait for a condition; [`noise`], bytes that do
+//!   not compress, to make packs of a known size; [`unlock_tree`] and
+//!   [`unlock`], which clear the immutable attribute the agent's lock sets;
+//!   [`spawn_anchor`], the leader of a process group that dies with the
+//!   test process.
 //!
 //! Rules every server keeps: it binds only 127.0.0.1 on an ephemeral port,
 //! lives in its own temporary directory, every wait and loop is bounded in
@@ -146,6 +150,32 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Clears the immutable attribute the agent's lock sets (`chattr +i`) on
+/// everything under `path` (`chattr -R -i`; symlinks are skipped by
+/// chattr, errors ignored), e.g. so that a temporary directory can be
+/// removed.
+pub fn unlock_tree(path: &Path) {
+    chattr_clear(&["-R", "-i"], path);
+}
+
+/// Clears the immutable attribute on one file or directory, as a root user
+/// set on editing a locked node would (`chattr -i`). Best effort: where the
+/// filesystem has no such attribute, nothing was locked either.
+pub fn unlock(path: &Path) {
+    chattr_clear(&["-i"], path);
+}
+
+/// `chattr FLAGS… PATH`, quietly, whatever it answers.
+fn chattr_clear(flags: &[&str], path: &Path) {
+    let _ = Command::new("chattr")
+        .args(flags)
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// `127.0.0.1:port`.
