@@ -30,7 +30,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, Instant};
 
 use channel::{
-    ChannelBranch, Daemon, ExecAction, Fleet, METRICS_FILE, NodeConfig, Pin, SECRET_FILE, Signing,
+    ChannelBranch, ExecAction, Fleet, METRICS_FILE, NodeConfig, Pin, SECRET_FILE, Signing,
     expected_request_id, release_tree, watch_json,
 };
 use release::{MACHINE_ID, NodeRoot, PRINCIPAL, Published, REPO, Run, Tagging, World};
@@ -180,12 +180,7 @@ fn promote_runs_the_exec_action_once_and_promptly() {
     assert_eq!(record["channel"]["tip"], tip1.as_str(), "{record}");
     assert_eq!(record["channel"]["release"], "v1", "{record}");
 
-    let daemon = Daemon::start(
-        &root,
-        &fleet.world.home(),
-        &fleet.world.path("daemon-1"),
-        &[CANARY],
-    );
+    let daemon = fleet.daemon(&root, "daemon-1", &[CANARY]);
     let first_poll = wait_for_poll(&root, &serde_json::Value::Null);
     // Same release: the first polls ask for nothing.
     std::thread::sleep(POLL_MAX);
@@ -299,12 +294,7 @@ fn promote_runs_the_exec_action_once_and_promptly() {
 
     // A restarted watcher never asks again.
     let before = watch_json(&root)["last_poll"].clone();
-    let daemon = Daemon::start(
-        &root,
-        &fleet.world.home(),
-        &fleet.world.path("daemon-2"),
-        &[],
-    );
+    let daemon = fleet.daemon(&root, "daemon-2", &[]);
     wait_for_poll(&root, &before);
     std::thread::sleep(2 * POLL);
     let exit = daemon.stop();
@@ -329,7 +319,7 @@ fn promote_posts_one_signed_webhook() {
     root.apply().ok();
     assert_pinned(&root, &fleet.v1, "v1");
 
-    let daemon = Daemon::start(&root, &fleet.world.home(), &fleet.world.path("daemon"), &[]);
+    let daemon = fleet.daemon(&root, "daemon", &[]);
     wait_for_poll(&root, &serde_json::Value::Null);
     assert!(receiver.hooks().is_empty(), "{}", daemon.stderr());
 
@@ -841,12 +831,9 @@ fn crash(w: &Watched, runner: Runner) {
             assert_eq!(crashed.signal, Some(9), "{}", crashed.describe());
         }
         Runner::Daemon => {
-            let mut crashing = Daemon::start(
-                &w.root,
-                &w.fleet.world.home(),
-                &w.fleet.world.path("daemon-crashing"),
-                &[KILL_BEFORE_REQUEST],
-            );
+            let mut crashing = w
+                .fleet
+                .daemon(&w.root, "daemon-crashing", &[KILL_BEFORE_REQUEST]);
             wait_for_poll(&w.root, &serde_json::Value::Null);
             w.branch().promote(&w.fleet.key, "v2", "");
             let exit = crashing.wait_exit(PATIENCE).unwrap_or_else(|| {
@@ -873,12 +860,7 @@ fn complete(w: &Watched, runner: Runner) {
         }
         Runner::Daemon => {
             let restarted = Instant::now();
-            let daemon = Daemon::start(
-                &w.root,
-                &w.fleet.world.home(),
-                &w.fleet.world.path("daemon-restarted"),
-                &[],
-            );
+            let daemon = w.fleet.daemon(&w.root, "daemon-restarted", &[]);
             w.action.wait_for_calls(1, PATIENCE).unwrap_or_else(|| {
                 panic!("the restarted watcher made no request\n{}", daemon.stderr())
             });
@@ -1033,10 +1015,9 @@ fn the_watchdog_is_fed_while_a_poll_stalls() {
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
     let socket_env = socket_path.to_str().expect("UTF-8 path");
     // 400 ms: a ping every 200 ms.
-    let daemon = Daemon::start(
+    let daemon = w.fleet.daemon(
         &w.root,
-        &w.fleet.world.home(),
-        &w.fleet.world.path("daemon"),
+        "daemon",
         &[("NOTIFY_SOCKET", socket_env), ("WATCHDOG_USEC", "400000")],
     );
     stalled

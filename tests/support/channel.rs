@@ -262,6 +262,13 @@ impl Fleet {
         config.install(&root, &self.key);
         root
     }
+
+    /// `driftless watch` of `root` in the background ([`Daemon::start`]),
+    /// with the world's HOME, `env` added and its output in the world's
+    /// directory `log_dir`.
+    pub fn daemon(&self, root: &NodeRoot, log_dir: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start(root, &self.world.home(), &self.world.path(log_dir), env)
+    }
 }
 
 // ---------------------------------------------------------------------------
