@@ -183,6 +183,17 @@ pub fn localhost(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// A non-blocking listener on an ephemeral port of 127.0.0.1, for an
+/// accept loop that must notice when to stop; and its address.
+fn listen_nonblocking() -> Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(localhost(0)).context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr().context("local address")?;
+    listener
+        .set_nonblocking(true)
+        .context("making the listener non-blocking")?;
+    Ok((listener, addr))
+}
+
 /// A port on 127.0.0.1 that nobody listened on a moment ago: bound on port
 /// 0, then released. Connecting to it is refused (unless another process
 /// happens to take the same ephemeral port, which the kernel makes unlikely).
@@ -342,6 +353,18 @@ fn git_exec_path() -> Result<PathBuf> {
         })
         .clone()
         .map_err(|e| anyhow!(e))
+}
+
+/// The git helper program `name` (`git-daemon`, `git-http-backend`) in
+/// git's exec path, which must exist.
+fn git_helper(name: &str) -> Result<PathBuf> {
+    let program = git_exec_path()?.join(name);
+    ensure!(
+        program.exists(),
+        "{} not found: {name} is part of Debian's `git` package",
+        program.display()
+    );
+    Ok(program)
 }
 
 /// Finds `name` on PATH or in the sbin directories, which a non-root PATH
@@ -542,12 +565,8 @@ impl GitDaemon {
     /// Serves the bare repositories under `base_dir` over git://.
     pub fn start(base_dir: &Path) -> Result<Self> {
         let base = absolute_dir(base_dir)?;
-        let daemon = git_exec_path()?.join("git-daemon");
-        ensure!(
-            daemon.exists(),
-            "{} not found: git daemon is part of Debian's `git` package",
-            daemon.display()
-        );
+        // Run as `git daemon` below; it must be installed.
+        git_helper("git-daemon")?;
         let dir = server_dir("git-daemon")?;
         let log = OpenOptions::new()
             .create(true)
@@ -555,11 +574,7 @@ impl GitDaemon {
             .open(dir.path().join("daemon.log"))
             .context("creating the git daemon log")?;
         let group = ProcessGroup::new()?;
-        let listener = TcpListener::bind(localhost(0)).context("binding 127.0.0.1:0")?;
-        let addr = listener.local_addr().context("local address")?;
-        listener
-            .set_nonblocking(true)
-            .context("making the listener non-blocking")?;
+        let (listener, addr) = listen_nonblocking()?;
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicU64::new(0));
         let spawner = InetdSpawner {
@@ -818,12 +833,7 @@ impl SmartHttp {
     /// Serves the repositories under `base_dir` over http:// and https://.
     pub fn start(base_dir: &Path) -> Result<Self> {
         let base = absolute_dir(base_dir)?;
-        let backend = git_exec_path()?.join("git-http-backend");
-        ensure!(
-            backend.exists(),
-            "{} not found: git-http-backend is part of Debian's `git` package",
-            backend.display()
-        );
+        let backend = git_helper("git-http-backend")?;
         let dir = server_dir("smart-http")?;
         let root = dir.path().to_path_buf();
         for path in [&base, &root, &backend] {
@@ -1429,11 +1439,7 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// Starts proxying connections on 127.0.0.1:0 to `upstream`.
     pub fn start(upstream: SocketAddr, fault: Fault) -> Result<Self> {
-        let listener = TcpListener::bind(localhost(0)).context("binding 127.0.0.1:0")?;
-        let addr = listener.local_addr().context("local address")?;
-        listener
-            .set_nonblocking(true)
-            .context("making the listener non-blocking")?;
+        let (listener, addr) = listen_nonblocking()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let accepts = {
