@@ -257,13 +257,23 @@ fn locks_pending(state: &State) -> bool {
 mod tests {
     use super::*;
 
-    const ALL_EVENTS: [Event; 15] = [
+    /// The steps of a first boot up to a running watcher, in order.
+    const UP: [Event; 6] = [
         Event::Fetched,
         Event::Verified,
         Event::Written,
         Event::HealthPassed,
         Event::Locked,
         Event::WatchStarted,
+    ];
+
+    const ALL_EVENTS: [Event; 15] = [
+        UP[0],
+        UP[1],
+        UP[2],
+        UP[3],
+        UP[4],
+        UP[5],
         Event::DriftSeen,
         Event::ReplacementRequested,
         Event::ReplacementWithdrawn,
@@ -281,16 +291,8 @@ mod tests {
 
     #[test]
     fn a_first_boot_walks_to_watching_and_on_to_replacement() {
-        let up = [
-            Event::Fetched,
-            Event::Verified,
-            Event::Written,
-            Event::HealthPassed,
-            Event::Locked,
-            Event::WatchStarted,
-        ];
-        assert_eq!(walk(&up), Ok(Phase::Watching));
-        let mut life = up.to_vec();
+        assert_eq!(walk(&UP), Ok(Phase::Watching));
+        let mut life = UP.to_vec();
         life.extend([
             Event::DriftSeen,
             Event::DriftSeen,

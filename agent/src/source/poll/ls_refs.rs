@@ -142,20 +142,11 @@ pub fn is_object_id(text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::poll::pkt::{Packet, PktError, Reader};
+    use crate::source::poll::pkt::{Packet, PktError, packets};
 
     const OID_A: &str = "1111111111111111111111111111111111111111";
     const OID_B: &str = "2222222222222222222222222222222222222222";
     const OID_256: &str = "3333333333333333333333333333333333333333333333333333333333333333";
-
-    fn packets(input: &[u8]) -> Result<Vec<Packet<'_>>, PktError> {
-        let mut reader = Reader::new(input);
-        let mut out = Vec::new();
-        while let Some(packet) = reader.next_packet()? {
-            out.push(packet);
-        }
-        Ok(out)
-    }
 
     /// A well-formed answer made of `lines`, a flush, and `tail`.
     fn answer(lines: &[&str], tail: &[u8]) -> Vec<u8> {

@@ -170,19 +170,21 @@ pub fn text(payload: &[u8]) -> &[u8] {
     payload.strip_suffix(b"\n").unwrap_or(payload)
 }
 
+/// Every packet of `input`, for tests.
+#[cfg(test)]
+pub(crate) fn packets(input: &[u8]) -> Result<Vec<Packet<'_>>, PktError> {
+    let mut reader = Reader::new(input);
+    let mut out = Vec::new();
+    while let Some(packet) = reader.next_packet()? {
+        out.push(packet);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::source::poll::pkt;
-
-    fn packets(input: &[u8]) -> Result<Vec<Packet<'_>>, PktError> {
-        let mut reader = Reader::new(input);
-        let mut out = Vec::new();
-        while let Some(packet) = reader.next_packet()? {
-            out.push(packet);
-        }
-        Ok(out)
-    }
 
     #[test]
     fn pkt_lines_decode() {
