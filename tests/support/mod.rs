@@ -6,7 +6,10 @@
 //! verify-tag` / `git verify-commit` (which run `ssh-keygen -Y verify`) serve
 //! as the oracle that the fixtures are what they claim to be.
 
+#![allow(dead_code)]
+
 pub mod sshsig;
+pub mod verdict;
 
 use std::ffi::OsStr;
 use std::io::Write as _;
