@@ -11,8 +11,8 @@ mod support;
 use jiff::{SignedDuration, Timestamp};
 use support::sshsig::{self, EcdsaCurve, SigAlg, SignOptions, Signer};
 use support::verdict::{
-    ALICE, EXIT_CONFIG, EXIT_USAGE, Good, TAG, assert_driftless_good, assert_good, assert_oracle,
-    assert_refused_by_both, assert_stricter_than_git, days_from_now, git_date, signers_time,
+    ALICE, EXIT_CONFIG, EXIT_USAGE, Good, TAG, assert_good, assert_oracle, assert_refused_by_both,
+    assert_stricter_than_git, days_from_now, git_date, signers_time,
 };
 use support::{FIXED_DATE_RAW, KeyKind, Sandbox, Target};
 
@@ -287,7 +287,7 @@ fn principal_is_the_matching_lines_field_as_written() {
 }
 
 #[test]
-fn the_line_that_admits_the_key_is_the_one_that_matches() {
+fn the_first_line_holding_the_key_decides_as_in_git() {
     let sb = Sandbox::new();
     let key = sb.keygen(KeyKind::Ed25519, "alice");
     let repo = sb.repo("repo");
@@ -295,7 +295,8 @@ fn the_line_that_admits_the_key_is_the_one_that_matches() {
     let head = repo.head();
     let good = Good::tag(&key.public, &head, &tag_oid);
 
-    // An earlier line for the same key that expired before the tag.
+    // An earlier line for the same key that expired before the tag:
+    // ssh-keygen -Y find-principals passes over it, and the next one admits.
     let allowed = sb.write_lines(
         "allowed_signers_expired_first",
         &[
@@ -307,10 +308,10 @@ fn the_line_that_admits_the_key_is_the_one_that_matches() {
     assert_good(&repo, &allowed, None, Target::Tag(TAG), &good);
 
     // An earlier line for the same key that is limited to another
-    // namespace. git refuses this one, but only because its
-    // `ssh-keygen -Y find-principals` step picks the first line's principal
-    // whatever its namespaces; `ssh-keygen -Y verify -I alice@example.com`
-    // accepts, and so must driftless, naming the line that admits the key.
+    // namespace: git's find-principals step takes that line's principal,
+    // whatever its namespaces, and verifies for it alone, so git refuses;
+    // so does driftless, naming the line that decided. (`ssh-keygen -Y
+    // verify -I alice@example.com`, which git never runs here, accepts.)
     let allowed = sb.write_lines(
         "allowed_signers_other_namespace_first",
         &[
@@ -330,7 +331,12 @@ fn the_line_that_admits_the_key_is_the_one_that_matches() {
         "ssh-keygen -Y verify -I alice\n{}",
         check.describe()
     );
-    assert_driftless_good(&repo, &allowed, None, Target::Tag(TAG), &good);
+    let reason = assert_refused_by_both(&repo, &allowed, None, Target::Tag(TAG));
+    let first = format!("{}:1", allowed.display());
+    assert!(
+        reason.contains(&first) && reason.contains("files@example.com"),
+        "the reason names {first} and its principal: {reason}"
+    );
 }
 
 #[test]

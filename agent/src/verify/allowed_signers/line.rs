@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
+use super::pattern::check_pattern_list;
 use crate::verify::sshkey::{self, PublicKey};
 
 /// One trusted key line.
@@ -77,6 +78,14 @@ pub(super) fn parse_line(
     if principals.is_empty() {
         return Err("empty principals".into());
     }
+    // ssh-keygen -Y find-principals stops at an empty entry: what follows
+    // would silently never count.
+    if principals.split(',').any(str::is_empty) {
+        return Err(format!(
+            "empty entry in the principals list {principals:?}; remove the extra comma"
+        ));
+    }
+    check_pattern_list(principals, "principal")?;
     if sshkey::is_key_type_name(principals) {
         return Err(format!(
             "line starts with the key type {principals}; {LINE_FORMAT}"
@@ -159,7 +168,10 @@ fn parse_options(mut text: &str, local: &TimeZone) -> Result<Options, String> {
             text = &text["cert-authority".len()..];
         } else if let Some((name, value, after)) = quoted_option(text)? {
             let slot_taken = match name.as_str() {
-                "namespaces" => options.namespaces.replace(value).is_some(),
+                "namespaces" => {
+                    check_pattern_list(&value, "namespace")?;
+                    options.namespaces.replace(value).is_some()
+                }
                 "valid-after" => options
                     .valid_after
                     .replace(parse_time(&value, local)?)
