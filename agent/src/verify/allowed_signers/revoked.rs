@@ -15,6 +15,10 @@ const IF_MISSING: &str = "git verify-tag only warns about a missing revocation f
     driftless refuses to verify without it: create it (an empty file revokes nothing) or \
     remove the revoked-keys setting";
 
+/// What to do about a revoked key of a type driftless does not accept.
+const IF_UNSUPPORTED: &str = "driftless refuses a signature by such a key anyway, so remove \
+    the line";
+
 /// Public keys that must never be trusted, one per line (`keytype base64
 /// [comment]`), with blank lines and `#` comments.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +46,7 @@ impl RevokedKeys {
             if rest.is_empty() || rest.starts_with('#') {
                 continue;
             }
-            keys.push(parse_key(rest).map_err(fail)?);
+            keys.push(parse_key(rest, IF_UNSUPPORTED).map_err(fail)?);
         }
         Ok(Self { keys })
     }
