@@ -6,7 +6,10 @@
 //! verify-tag` / `git verify-commit` (which run `ssh-keygen -Y verify`) serve
 //! as the oracle that the fixtures are what they claim to be.
 
+#![allow(dead_code)]
+
 pub mod sshsig;
+pub mod verdict;
 
 use std::ffi::OsStr;
 use std::io::Write as _;
@@ -73,6 +76,10 @@ pub enum KeyKind {
     Ecdsa256,
     /// `-t ecdsa -b 384`
     Ecdsa384,
+    /// `-t ecdsa -b 521` (git accepts it; driftless does not)
+    Ecdsa521,
+    /// `-t dsa` (git accepts it; driftless does not)
+    Dsa,
     /// `-t rsa -b BITS`
     Rsa(u32),
 }
@@ -253,6 +260,8 @@ impl Sandbox {
             KeyKind::Ed25519 => cmd.args(["-t", "ed25519"]),
             KeyKind::Ecdsa256 => cmd.args(["-t", "ecdsa", "-b", "256"]),
             KeyKind::Ecdsa384 => cmd.args(["-t", "ecdsa", "-b", "384"]),
+            KeyKind::Ecdsa521 => cmd.args(["-t", "ecdsa", "-b", "521"]),
+            KeyKind::Dsa => cmd.args(["-t", "dsa"]),
             KeyKind::Rsa(bits) => cmd.args(["-t", "rsa", "-b", &bits.to_string()]),
         };
         cmd.arg("-f").arg(&private);
@@ -266,11 +275,25 @@ impl Sandbox {
     /// Signs `data` with `ssh-keygen -Y sign -n NAMESPACE` and returns the
     /// armored signature exactly as ssh-keygen wrote it.
     pub fn ssh_keygen_sign(&self, key: &SshKey, namespace: &str, data: &[u8]) -> String {
+        self.ssh_keygen_sign_with(key, namespace, &[], data)
+    }
+
+    /// Like [`Sandbox::ssh_keygen_sign`] with more `ssh-keygen` options
+    /// (for example `-Ohashalg=sha256`).
+    pub fn ssh_keygen_sign_with(
+        &self,
+        key: &SshKey,
+        namespace: &str,
+        options: &[&str],
+        data: &[u8],
+    ) -> String {
         let file = self.write(&format!("to-sign-{}", unique_suffix(namespace)), data);
         let sig = PathBuf::from(format!("{}.sig", file.display()));
         let _ = std::fs::remove_file(&sig);
         let mut cmd = self.command("ssh-keygen");
-        cmd.args(["-Y", "sign", "-n", namespace, "-f"])
+        cmd.args(["-Y", "sign", "-n", namespace])
+            .args(options)
+            .arg("-f")
             .arg(&key.private)
             .arg(&file);
         self.run_ok(cmd, None);
@@ -298,11 +321,25 @@ impl Sandbox {
     /// Certifies `public` with the CA key `ca` (`ssh-keygen -s`) for
     /// `principals`; returns the certificate's public key line.
     pub fn certify(&self, ca: &SshKey, public_line: &str, principals: &str) -> String {
+        self.certify_with(ca, public_line, principals, &[])
+    }
+
+    /// Like [`Sandbox::certify`] with more `ssh-keygen` options (for
+    /// example `-V 19840101:19860101`).
+    pub fn certify_with(
+        &self,
+        ca: &SshKey,
+        public_line: &str,
+        principals: &str,
+        options: &[&str],
+    ) -> String {
         let file = self.write("to-certify.pub", format!("{public_line} user\n"));
+        let _ = std::fs::remove_file(self.path("to-certify-cert.pub"));
         let mut cmd = self.command("ssh-keygen");
         cmd.args(["-q", "-s"])
             .arg(&ca.private)
             .args(["-I", "test-cert", "-n", principals])
+            .args(options)
             .arg(&file);
         self.run_ok(cmd, None);
         let cert = std::fs::read_to_string(self.path("to-certify-cert.pub")).expect("read cert");
@@ -425,6 +462,17 @@ impl Repo<'_> {
     pub fn git_signed(&self, key: &SshKey, args: &[&str]) -> String {
         let mut cmd = self.signing_git(key, FIXED_DATE);
         cmd.args(args).env("GIT_MERGE_AUTOEDIT", "no");
+        self.sandbox.run_ok(cmd, None).stdout.trim().to_owned()
+    }
+
+    /// Runs git with `args` and extra environment `envs` (dates, an agent
+    /// socket), asserts success, and returns trimmed stdout.
+    pub fn git_env(&self, envs: &[(&str, &str)], args: &[&str]) -> String {
+        let mut cmd = self.git_command();
+        cmd.args(args).env("GIT_MERGE_AUTOEDIT", "no");
+        for (name, value) in envs {
+            cmd.env(name, value);
+        }
         self.sandbox.run_ok(cmd, None).stdout.trim().to_owned()
     }
 

@@ -258,8 +258,8 @@ pub fn verify_commit_object(
 }
 
 /// Checks an armored SSH signature over `payload`: cryptography first, then
-/// revocation, then whether an allowed_signers line vouches for the key at
-/// the signer's claimed time and at `now`.
+/// revocation, then whether an allowed_signers line vouches for the key, by
+/// git's rule at the signer's claimed time, and also at `now`.
 pub fn check_signature<'t>(
     payload: &[u8],
     armored: &[u8],
@@ -274,16 +274,21 @@ pub fn check_signature<'t>(
     }
     // Whole seconds: the claimed time has no more, and messages stay stable.
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-    let times = [
-        CheckTime {
-            at: signed_at,
-            what: "the signer's time",
-        },
-        CheckTime {
-            at: now,
-            what: "the current time",
-        },
-    ];
+    let signer_time = CheckTime {
+        at: signed_at,
+        what: "the signer's time",
+    };
+    let current = CheckTime {
+        at: now,
+        what: "the current time",
+    };
+    // The first is git's verify time: the signer's time, except that git
+    // passes none to ssh-keygen (which then uses the current time) for 0.
+    let times = if signed_at == Timestamp::UNIX_EPOCH {
+        [current, signer_time]
+    } else {
+        [signer_time, current]
+    };
     let signer = trust
         .allowed
         .authorize(&sig.public_key, GIT_NAMESPACE, &times)?;

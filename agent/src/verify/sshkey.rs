@@ -26,10 +26,16 @@ pub enum KeyError {
     #[error("malformed {0} public key")]
     Malformed(String),
     /// A key type driftless does not verify.
-    #[error("unsupported key type {0}")]
+    #[error(
+        "key type {0:?} is not supported{why}; driftless accepts {ACCEPTED_KEY_TYPES}",
+        why = why_unsupported(.0)
+    )]
     Unsupported(String),
     /// An OpenSSH certificate; certificate signers are not supported yet.
-    #[error("OpenSSH certificates ({0}) are not supported as signers")]
+    #[error(
+        "OpenSSH certificates ({0:?}) are not supported: sign with the plain key and list that \
+         key in allowed_signers"
+    )]
     Certificate(String),
 }
 
@@ -130,6 +136,20 @@ const ECDSA_P384: &str = "ecdsa-sha2-nistp384";
 const RSA: &str = "ssh-rsa";
 const SK_ED25519: &str = "sk-ssh-ed25519@openssh.com";
 const SK_ECDSA: &str = "sk-ecdsa-sha2-nistp256@openssh.com";
+
+/// The key types driftless verifies, for messages that refuse another.
+pub const ACCEPTED_KEY_TYPES: &str = "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, \
+    ssh-rsa (2048 bits or more), sk-ssh-ed25519@openssh.com and \
+    sk-ecdsa-sha2-nistp256@openssh.com";
+
+/// Why a key type OpenSSH knows is refused, for the message.
+fn why_unsupported(name: &str) -> &'static str {
+    match name {
+        "ssh-dss" => " (DSA keys are at most 1024 bits and OpenSSH has dropped them)",
+        "ecdsa-sha2-nistp521" => " (ring, driftless's verifier, has no P-521)",
+        _ => "",
+    }
+}
 
 /// Every key type name driftless verifies, as written in key files.
 pub const KEY_TYPES: [&str; 6] = [ED25519, ECDSA_P256, ECDSA_P384, RSA, SK_ED25519, SK_ECDSA];

@@ -1,6 +1,7 @@
 //! Reading a trust file from disk: the size limit, the refusal of OpenSSH's
-//! binary KRL format, UTF-8, and the error that names file and line. Apart so
-//! that the allowed-signers and revoked-keys files are read the same way.
+//! binary KRL format and of NUL bytes, UTF-8, what to say about a missing
+//! file, and the error that names file and line. Apart so that the
+//! allowed-signers and revoked-keys files are read the same way.
 
 use std::path::Path;
 
@@ -19,20 +20,41 @@ pub struct TrustFileError {
     pub reason: String,
 }
 
-pub(super) fn read_trust_file(path: &Path) -> Result<String, TrustFileError> {
-    let fail = |reason: String| TrustFileError {
-        source_name: path.display().to_string(),
-        line: None,
+/// Reads a trust file as text. `if_missing` is appended to the error when
+/// the file does not exist: what to do, for a file git would do without.
+pub(super) fn read_trust_file(path: &Path, if_missing: &str) -> Result<String, TrustFileError> {
+    let source_name = path.display().to_string();
+    let fail = |line: Option<usize>, reason: String| TrustFileError {
+        source_name: source_name.clone(),
+        line,
         reason,
     };
-    let bytes =
-        read_limited(path, MAX_TRUST_FILE_LEN).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let bytes = read_limited(path, MAX_TRUST_FILE_LEN).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound if !if_missing.is_empty() => format!("; {if_missing}"),
+            _ => String::new(),
+        };
+        fail(None, format!("cannot read: {e}{hint}"))
+    })?;
     if bytes.starts_with(b"SSHKRL\n\0") {
         return Err(fail(
-            "OpenSSH KRL files are not supported; list revoked public keys one per line".into(),
+            None,
+            "is an OpenSSH KRL, which driftless does not read: list the revoked public \
+             keys in it one per line instead (`ssh-keygen -Q -l -f FILE` shows what a KRL \
+             revokes)"
+                .into(),
         ));
     }
-    String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".into()))
+    // ssh-keygen reads each line as a C string, which ends at a NUL byte:
+    // the rest of the line would be ignored.
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        return Err(fail(
+            Some(line),
+            "contains a NUL byte (ssh-keygen would ignore the rest of the line)".into(),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| fail(None, "not UTF-8 text".into()))
 }
 
 /// Reads a whole file, refusing one larger than `limit` bytes.

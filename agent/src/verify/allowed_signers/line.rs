@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 
-use crate::verify::sshkey::{self, PublicKey};
+use super::pattern::check_pattern_list;
+use crate::verify::sshkey::{self, KeyError, PublicKey};
 
 /// One trusted key line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +78,14 @@ pub(super) fn parse_line(
     if principals.is_empty() {
         return Err("empty principals".into());
     }
+    // ssh-keygen -Y find-principals stops at an empty entry: what follows
+    // would silently never count.
+    if principals.split(',').any(str::is_empty) {
+        return Err(format!(
+            "empty entry in the principals list {principals:?}; remove the extra comma"
+        ));
+    }
+    check_pattern_list(principals, "principal")?;
     if sshkey::is_key_type_name(principals) {
         return Err(format!(
             "line starts with the key type {principals}; {LINE_FORMAT}"
@@ -93,7 +102,7 @@ pub(super) fn parse_line(
         let (options_text, after) = split_options(rest.trim_start_matches(WHITESPACE))?;
         (parse_options(options_text, local)?, after)
     };
-    let key = parse_key(key_text)?;
+    let key = parse_key(key_text, "replace the key or remove the line")?;
     Ok(Some(Signer {
         line,
         principals: principals.to_owned(),
@@ -105,15 +114,20 @@ pub(super) fn parse_line(
     }))
 }
 
-/// Parses `keytype base64 [comment]`.
-pub(super) fn parse_key(text: &str) -> Result<PublicKey, String> {
+/// Parses `keytype base64 [comment]`. `if_unsupported` is appended to the
+/// error for a key type OpenSSH knows but driftless does not accept (or a
+/// certificate): what to do about the line.
+pub(super) fn parse_key(text: &str, if_unsupported: &str) -> Result<PublicKey, String> {
     let (key_type, rest) = next_token(text).ok_or("missing key")?;
     if !sshkey::is_key_type_name(key_type) {
         return Err(format!("unknown key type {key_type:?}"));
     }
     let (base64, _comment) =
         next_token(rest).ok_or_else(|| format!("missing base64 data after {key_type}"))?;
-    PublicKey::from_openssh(key_type, base64).map_err(|e| e.to_string())
+    PublicKey::from_openssh(key_type, base64).map_err(|e| match e {
+        KeyError::Unsupported(_) | KeyError::Certificate(_) => format!("{e}; {if_unsupported}"),
+        KeyError::Malformed(_) => e.to_string(),
+    })
 }
 
 /// Splits the options field (which may contain quoted spaces) from the rest.
@@ -159,7 +173,10 @@ fn parse_options(mut text: &str, local: &TimeZone) -> Result<Options, String> {
             text = &text["cert-authority".len()..];
         } else if let Some((name, value, after)) = quoted_option(text)? {
             let slot_taken = match name.as_str() {
-                "namespaces" => options.namespaces.replace(value).is_some(),
+                "namespaces" => {
+                    check_pattern_list(&value, "namespace")?;
+                    options.namespaces.replace(value).is_some()
+                }
                 "valid-after" => options
                     .valid_after
                     .replace(parse_time(&value, local)?)

@@ -2,18 +2,57 @@
 //! `namespaces="…"` option. Apart because it is pure string matching, with
 //! its own worst-case cost to keep linear.
 
-/// OpenSSH's `match_pattern_list`: a comma-separated list of `*`/`?` globs,
-/// where a `!`-negated match refuses outright and otherwise any match accepts.
+/// The longest sub-pattern OpenSSH's `match_pattern_list` handles: it copies
+/// each one into a 1024-byte buffer, and a list with a longer one matches
+/// nothing at all, whatever its other patterns say.
+pub const MAX_SUBPATTERN_LEN: usize = 1022;
+
+/// OpenSSH's `match_pattern_list` (`match.c`), exactly: a comma-separated
+/// list of `*`/`?` globs, where a `!`-negated match refuses outright,
+/// otherwise any match accepts, and a sub-pattern longer than
+/// [`MAX_SUBPATTERN_LEN`] refuses. As in OpenSSH, a trailing comma adds no
+/// empty pattern, and an empty list matches nothing.
 pub fn match_pattern_list(value: &str, patterns: &str) -> bool {
+    let list = patterns.as_bytes();
     let mut matched = false;
-    for pattern in patterns.split(',') {
-        match pattern.strip_prefix('!') {
-            Some(negated) if glob(value.as_bytes(), negated.as_bytes()) => return false,
-            Some(_) => {}
-            None => matched |= glob(value.as_bytes(), pattern.as_bytes()),
+    let mut i = 0;
+    while i < list.len() {
+        let negated = list[i] == b'!';
+        if negated {
+            i += 1;
+        }
+        let end = list[i..]
+            .iter()
+            .position(|&b| b == b',')
+            .map_or(list.len(), |p| i + p);
+        let sub = &list[i..end];
+        if sub.len() > MAX_SUBPATTERN_LEN {
+            return false;
+        }
+        i = (end + 1).min(list.len());
+        if glob(value.as_bytes(), sub) {
+            if negated {
+                return false;
+            }
+            matched = true;
         }
     }
     matched
+}
+
+/// Checks that ssh-keygen can match with `list` at all: no sub-pattern
+/// longer than [`MAX_SUBPATTERN_LEN`] (a list with one never matches).
+pub(super) fn check_pattern_list(list: &str, what: &str) -> Result<(), String> {
+    let too_long = list
+        .split(',')
+        .any(|p| p.strip_prefix('!').unwrap_or(p).len() > MAX_SUBPATTERN_LEN);
+    if too_long {
+        return Err(format!(
+            "a {what} pattern is longer than {MAX_SUBPATTERN_LEN} bytes, and ssh-keygen \
+             never matches a list holding one; shorten it"
+        ));
+    }
+    Ok(())
 }
 
 /// `*` and `?` wildcard matching in O(len(value) × len(pattern)): on a
@@ -64,6 +103,18 @@ mod tests {
         );
         assert!(!match_pattern_list("git", "*x*") && !match_pattern_list("git", "g?"));
         assert!(match_pattern_list("", "*") && !match_pattern_list("", "?"));
+        // OpenSSH's edges: a trailing comma adds no empty pattern, an empty
+        // list matches nothing, and a sub-pattern over 1022 bytes refuses
+        // the whole list, even after a positive match.
+        assert!(match_pattern_list("", ",") && !match_pattern_list("", "git,"));
+        assert!(!match_pattern_list("", ""));
+        assert!(match_pattern_list("git", "git,") && match_pattern_list("git", "!x,git"));
+        let long = "x".repeat(MAX_SUBPATTERN_LEN);
+        assert!(match_pattern_list("git", &format!("git,{long}")));
+        assert!(!match_pattern_list("git", &format!("git,{long}x")));
+        assert!(!match_pattern_list("git", &format!("git,!{long}x")));
+        assert!(check_pattern_list(&format!("git,!{long}"), "namespace").is_ok());
+        assert!(check_pattern_list(&format!("git,{long}x"), "namespace").is_err());
         // Thousands of stars cost microseconds, not minutes (found by fuzzing).
         let stars = format!("{}x", "*".repeat(5000));
         let started = std::time::Instant::now();

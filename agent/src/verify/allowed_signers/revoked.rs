@@ -8,6 +8,17 @@ use super::file::{TrustFileError, read_trust_file};
 use super::line::{WHITESPACE, parse_key};
 use crate::verify::sshkey::PublicKey;
 
+/// What to do when the revoked-keys file is missing. git only warns and
+/// verifies without it; driftless refuses, since a revocation list that is
+/// silently not read revokes nothing.
+const IF_MISSING: &str = "git verify-tag only warns about a missing revocation file, but \
+    driftless refuses to verify without it: create it (an empty file revokes nothing) or \
+    remove the revoked-keys setting";
+
+/// What to do about a revoked key of a type driftless does not accept.
+const IF_UNSUPPORTED: &str = "driftless refuses a signature by such a key anyway, so remove \
+    the line";
+
 /// Public keys that must never be trusted, one per line (`keytype base64
 /// [comment]`), with blank lines and `#` comments.
 #[derive(Debug, Clone, Default)]
@@ -18,7 +29,7 @@ pub struct RevokedKeys {
 impl RevokedKeys {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Self, TrustFileError> {
-        let text = read_trust_file(path)?;
+        let text = read_trust_file(path, IF_MISSING)?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -35,7 +46,7 @@ impl RevokedKeys {
             if rest.is_empty() || rest.starts_with('#') {
                 continue;
             }
-            keys.push(parse_key(rest).map_err(fail)?);
+            keys.push(parse_key(rest, IF_UNSUPPORTED).map_err(fail)?);
         }
         Ok(Self { keys })
     }
