@@ -455,9 +455,8 @@ fn no_lock_bakes_an_image_and_the_first_boot_locks_it() {
 #[test]
 fn an_apply_killed_while_locking_is_finished_by_the_next_run() {
     let (_world, root) = node(&spec(""), "");
-    // The spec writes 8 paths (3 directories, 2 files, a link, a unit and
-    // its .wants link); the 14th durable change is the 6th path locked.
-    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "14")]);
+    // Killed right after the 6th path was locked.
+    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "lock:6")]);
     assert_eq!(killed.signal, Some(9), "{}", killed.describe());
     assert_eq!(root.status_json()["status"]["state"], "applying");
     // Interrupted after verification: the next run finishes it.

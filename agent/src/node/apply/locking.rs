@@ -2,7 +2,8 @@
 //! read-only mounts put in place. Apart from the run's flow because both a
 //! fresh apply and the check of an applied node take pending locks.
 
-use super::execute::Failpoint;
+use std::collections::BTreeMap;
+
 use crate::config::LockMode;
 use crate::node::lock::{self, LockError};
 use crate::record::state::{LockStatus, State};
@@ -10,13 +11,9 @@ use crate::root::{Kind, Root};
 
 /// Locks every pending path (files first, then directories deepest first, so
 /// no directory is locked before its entries) and puts the read-only mounts
-/// in place.
-pub(super) fn lock_all(
-    root: &Root,
-    record: &mut State,
-    mode: LockMode,
-    failpoint: &mut Failpoint,
-) -> Result<(), LockError> {
+/// in place. Paths are resolved strictly, and the entries of one directory
+/// are all opened relative to the one handle resolved for it.
+pub(super) fn lock_all(root: &Root, record: &mut State, mode: LockMode) -> Result<(), LockError> {
     if mode == LockMode::Off {
         return Ok(());
     }
@@ -28,13 +25,17 @@ pub(super) fn lock_all(
             std::cmp::Reverse(e.path.as_str().matches('/').count()),
         )
     });
+    // Held while locking: the root hands out the same handle for each.
+    let mut held = BTreeMap::new();
     for i in order {
         let entry = &mut record.manifest[i];
         if entry.lock == LockStatus::Pending || matches!(entry.lock, LockStatus::Failed(_)) {
-            entry.lock = lock::lock_path(root, &entry.path, entry.kind, mode)?;
-            if entry.lock == LockStatus::Locked {
-                failpoint.hit();
+            if let Some(parent) = entry.path.parent() {
+                if let (false, Ok(dir)) = (held.contains_key(&parent), root.dir(&parent)) {
+                    held.insert(parent, dir);
+                }
             }
+            entry.lock = lock::lock_path(root, &entry.path, entry.kind, mode)?;
         }
     }
     for mount in &mut record.read_only {
