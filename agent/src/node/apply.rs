@@ -173,7 +173,9 @@ pub fn apply(
             lock: LockStatus::Pending,
         })
         .collect();
-    record.read_only.dedup_by(|a, b| a.path == b.path);
+    // A path listed by both the spec and the config is one mount.
+    let mut listed = std::collections::BTreeSet::new();
+    record.read_only.retain(|m| listed.insert(m.path.clone()));
     state::save(&root, &record)?;
     state::clear_early_failure(&root)?;
     crate::root::failpoint::arm();
