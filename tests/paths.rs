@@ -347,3 +347,35 @@ fn check_reports_a_managed_path_that_now_passes_a_link() {
         .mode();
     assert_eq!(mode & 0o7777, 0o755, "nothing was changed by the check");
 }
+
+#[test]
+fn a_release_in_more_directories_than_open_files_allow_is_applied() {
+    // Each staged file holds its directory's handle until it is renamed;
+    // apply puts a batch in place before it holds too many, so a release
+    // spread over 300 directories applies with 256 open files at most.
+    let files: String = (0..300)
+        .map(|i| format!("  - {{ path: /srv/d{i:03}/f, content: \"{i}\\n\" }}\n"))
+        .collect();
+    let (world, root) = node(&format!("files:\n{files}"));
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=256")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_driftless"))
+        .args(["apply", "--root"])
+        .arg(root.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", world.home())
+        .env("LC_ALL", "C")
+        .current_dir(world.home());
+    let done = servers::run_bounded(&mut cmd, release::DRIFTLESS_TIMEOUT).expect("run apply");
+    assert_eq!(
+        done.status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        done.describe()
+    );
+    eprintln!("apply of 300 directories: {:?}", done.elapsed);
+    assert_eq!(root.read("/srv/d299/f"), b"299\n");
+    root.driftless("check", &[], &[]).ok();
+}

@@ -21,8 +21,7 @@ use crate::types::NodePath;
 impl Root {
     /// Makes `path` a directory with exactly this owner and mode. A missing
     /// directory appears with them or not at all: it is made under a
-    /// temporary name, given its owner and mode, synced, and renamed into
-    /// place. Missing parents are made the same way (root, 0755; the caller
+    /// temporary name, given its owner and mode, and renamed into place. Missing parents are made the same way (root, 0755; the caller
     /// in an unprivileged run). An existing directory gets its owner and
     /// mode set again. Anything else in the way is an error: the agent never
     /// deletes what it does not understand.
@@ -252,7 +251,6 @@ fn dir_in(parent: &Dir, path: &NodePath, mode: u32, uid: u32, gid: u32) -> Resul
         .open(&tmp, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
         .map_err(|e| err(path, "cannot open the new directory", describe(e)))?;
     set_owner_mode(&fd, path, mode, uid, gid)?;
-    nix::unistd::fsync(fd.as_fd()).map_err(|e| err(path, "cannot sync", e))?;
     match nix::fcntl::renameat2(
         parent.fd(),
         tmp.as_str(),
@@ -269,6 +267,8 @@ fn dir_in(parent: &Dir, path: &NodePath, mode: u32, uid: u32, gid: u32) -> Resul
         }
         Err(e) => return Err(err(path, "cannot rename the new directory into place", e)),
     }
+    // Makes the rename durable, and with it the owner and mode set before
+    // it (a journaling filesystem commits metadata changes in order).
     nix::unistd::fsync(parent.fd()).map_err(|e| err(path, "cannot sync parent", e))?;
     Ok(Dir::new(fd, path.clone()))
 }

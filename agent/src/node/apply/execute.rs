@@ -12,8 +12,8 @@ use crate::root::{Root, Staged};
 use crate::types::NodePath;
 
 /// How many directories staged entries may hold open at once before the
-/// batch is put in place: well below the usual 1024 open files.
-const HELD_DIRECTORIES: usize = 256;
+/// batch is put in place: well below the usual limit of 1024 open files.
+const HELD_DIRECTORIES: usize = 128;
 
 /// Performs the steps that change something, in order (every entry after
 /// its parents). Directories are made whole when they are reached; files
