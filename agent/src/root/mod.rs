@@ -6,9 +6,9 @@
 //! is resolved component by component (`walk`): no symlink is followed
 //! (a managed symlink is only ever the last component, handled as itself),
 //! and a directory on the way must be owned by root or by the owner the spec
-//! declares for it. Files the operator names (the agent config, trust files,
-//! CA bundles, secrets) are read with `openat2(RESOLVE_BENEATH)`: links may
-//! lead anywhere beneath the root, never out of it.
+//! declares for it. [`Root::read`], for files the operator names (secrets,
+//! CA bundles), uses `openat2(RESOLVE_BENEATH)`: links may lead anywhere
+//! beneath the root, never out of it.
 //!
 //! Writes are durable and atomic: a temporary entry beside the target, with
 //! its final owner and mode, fsync, rename, fsync of the directory, all
