@@ -97,17 +97,17 @@ pub(super) fn execute(
             held.insert(entry.dir().path().clone());
         }
         if held.len() >= HELD_DIRECTORIES {
-            put_in_place(root, &mut staged)?;
+            put_batch_in_place(root, &mut staged)?;
             held.clear();
         }
     }
-    put_in_place(root, &mut staged)?;
+    put_batch_in_place(root, &mut staged)?;
     Ok((changing.len(), digests))
 }
 
 /// Makes a batch of staged entries durable, renames them into place in
 /// order, and makes the renames durable.
-fn put_in_place(root: &Root, staged: &mut Vec<(Staged, &&Step)>) -> anyhow::Result<()> {
+fn put_batch_in_place(root: &Root, staged: &mut Vec<(Staged, &&Step)>) -> anyhow::Result<()> {
     if staged.is_empty() {
         return Ok(());
     }
