@@ -323,10 +323,10 @@ const IMPLICIT_DIRS: &[&str] = &[
     "/etc/systemd/system/app.service.d",
 ];
 
-/// Steps applying [`RICH_SPEC`] to a fresh root takes: every managed entry
-/// plus `/etc/group` and `/etc/passwd`.
+/// Steps applying [`RICH_SPEC`] to a fresh root takes: every managed entry,
+/// every missing parent, plus `/etc/group` and `/etc/passwd`.
 fn rich_changes() -> usize {
-    rich_wants().len() + 2
+    rich_wants().len() + IMPLICIT_DIRS.len() + 2
 }
 
 /// A world with the trusted key and [`rich_release`] published as [`TAG`].
@@ -534,10 +534,36 @@ fn assert_status_applied(rich: &Rich, root: &NodeRoot) {
     }
     let wanted: BTreeSet<&str> = rich_wants().iter().map(Want::path).collect();
     for extra in paths.difference(&wanted) {
-        // Besides the release's entries, only the agent's own files.
+        // Besides the release's entries, only the agent's own files and
+        // the parents it made, recorded as such (not locked: other
+        // software may add to them).
+        let entry = manifest
+            .iter()
+            .find(|e| e["path"] == *extra)
+            .expect("listed");
+        let implicit = IMPLICIT_DIRS.contains(extra)
+            && entry["origin"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("implicit parent of /"))
+            && entry["kind"] == "directory"
+            && (&entry["mode"], &entry["uid"], &entry["gid"])
+                == (&"0755".into(), &0.into(), &0.into())
+            && entry["lock"]["status"] == "exempt";
         assert!(
-            extra.starts_with("/etc/driftless/"),
+            extra.starts_with("/etc/driftless/") || implicit,
             "unexpected manifest entry {extra}: {status}"
+        );
+    }
+}
+
+/// Asserts the manifest records every parent the first apply made.
+fn assert_parents_recorded(root: &NodeRoot) {
+    let status = root.status_json();
+    let manifest = status["manifest"].as_array().expect("manifest is a list");
+    for dir in IMPLICIT_DIRS {
+        assert!(
+            manifest.iter().any(|e| e["path"] == *dir),
+            "the manifest lacks the parent {dir} apply made: {status}"
         );
     }
 }
@@ -558,6 +584,7 @@ fn apply_over(rich: &Rich, url: &str, ca: Option<&Path>) -> NodeRoot {
     assert_first_apply(rich, &run);
     assert_rich_tree(&root, &rich.release, &base);
     assert_status_applied(rich, &root);
+    assert_parents_recorded(&root);
     root
 }
 
@@ -729,7 +756,11 @@ fn second_apply_only_checks_and_changes_nothing() {
         .ok()
         .json();
     let steps = all["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), rich_wants().len(), "{all}");
+    assert_eq!(
+        steps.len(),
+        rich_wants().len() + IMPLICIT_DIRS.len(),
+        "{all}"
+    );
     assert!(
         steps.iter().all(|s| s["change"]["change"] == "unchanged"),
         "{all}"
@@ -890,9 +921,96 @@ fn preseeded_cache_needs_no_network() {
 // 4. Resumability
 // ---------------------------------------------------------------------------
 
-/// Kills apply after each of its durable changes in turn, finishes it with a
-/// second run, and compares the result with an uninterrupted apply.
-fn resumable_at_every_change(shadow_files: bool, over_http: bool) {
+/// The most changes to the tree one apply of a test release makes.
+const MAX_CHANGES: u64 = 1000;
+
+/// The manifest `status --json` shows.
+fn manifest_of(root: &NodeRoot) -> serde_json::Value {
+    root.status_json()["manifest"].clone()
+}
+
+/// Kills apply right after one change to the tree for n = 1, 2, … until a
+/// run ends on its own: the n-th change of every kind (`kind` empty: every
+/// mkdir, create, write, chown, chmod, rename, unlink, lock …), or of one
+/// kind. Finishes each killed run with a second one and asserts that the
+/// root then equals `expected` (every entry byte for byte, mode for mode,
+/// owner for owner), holds no temporary entry, and records `manifest`.
+/// Returns how many runs were killed.
+fn kill_at_every_change(
+    make_root: &dyn Fn(&str) -> NodeRoot,
+    kind: &str,
+    expected: &Snapshot,
+    manifest: &serde_json::Value,
+    total: usize,
+) -> u64 {
+    for n in 1..=MAX_CHANGES {
+        let hook = if kind.is_empty() {
+            n.to_string()
+        } else {
+            format!("{kind}:{n}")
+        };
+        let root = make_root(&format!("killed-{}", hook.replace(':', "-")));
+        let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", &hook)]);
+        if killed.signal.is_none() {
+            // Fewer changes than n: the run ended on its own, and is whole.
+            killed.ok();
+            assert_eq!(diff(expected, &root.snapshot()), Vec::<String>::new());
+            assert!(n > 1, "no change at all was made");
+            return n - 1;
+        }
+        assert_eq!(
+            killed.signal,
+            Some(9),
+            "apply must be killed after change {hook}\n{}",
+            killed.describe()
+        );
+        let finished = root.apply().ok();
+        let redone = finished
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("applied release "));
+        if redone {
+            assert!(
+                changes_of(&finished) <= total,
+                "the second run does at most what an uninterrupted one does\n{}",
+                finished.describe()
+            );
+        } else {
+            // Killed once the node was recorded as applied: the next run checks it.
+            assert!(
+                finished.stdout.lines().any(|l| l == "no drift"),
+                "killed after change {hook}, then checked\n{}",
+                finished.describe()
+            );
+        }
+        let got = root.snapshot();
+        assert_eq!(
+            diff(expected, &got),
+            Vec::<String>::new(),
+            "killed after change {hook}, then finished: the root differs from an uninterrupted apply"
+        );
+        assert_eq!(
+            temp_leftovers(&got),
+            Vec::<PathBuf>::new(),
+            "after change {hook}"
+        );
+        assert_eq!(
+            root.state().expect("state")["status"]["state"],
+            "applied",
+            "after change {hook}"
+        );
+        assert_eq!(
+            &manifest_of(&root),
+            manifest,
+            "killed after change {hook}, then finished: the manifest differs"
+        );
+    }
+    panic!("apply made more than {MAX_CHANGES} changes");
+}
+
+/// Kills apply after each change it makes (see [`kill_at_every_change`]),
+/// finishes it, and compares the result with an uninterrupted apply.
+fn resumable_at_every_change(shadow_files: bool, over_http: bool, kind: &str) {
     let rich = Rich::new();
     let http = over_http.then(|| SmartHttp::start(&rich.world.srv()).expect("start smart HTTP"));
     let make_root = |name: &str| {
@@ -913,66 +1031,160 @@ fn resumable_at_every_change(shadow_files: bool, over_http: bool) {
     assert_eq!(total, rich_changes() + accounts);
     let expected = reference.snapshot();
     assert_eq!(temp_leftovers(&expected), Vec::<PathBuf>::new());
+    reference.driftless("check", &[], &[]).ok();
+    let manifest = manifest_of(&reference);
+    let killed = kill_at_every_change(&make_root, kind, &expected, &manifest, total);
+    eprintln!("{killed} runs killed (hook {kind:?}) for {total} changes");
+    assert!(
+        killed >= total as u64,
+        "{killed} kills for {total} changes: every change was interrupted"
+    );
+}
 
-    for n in 1..=total {
-        let root = make_root(&format!("killed-after-{n}"));
-        let killed = root.driftless(
-            "apply",
-            &[],
-            &[("DRIFTLESS_TEST_KILL_AFTER", &n.to_string())],
-        );
-        assert_eq!(
-            killed.signal,
-            Some(9),
-            "apply must be killed after change {n}\n{}",
-            killed.describe()
-        );
-        let state = root
-            .state()
-            .expect("state is written before the first change");
-        assert_eq!(state["status"]["state"], "applying", "after change {n}");
+/// Every system call that changes the tree, the release fetched with
+/// libgit2 (file://).
+#[test]
+fn resumable_after_a_kill_at_every_change() {
+    resumable_at_every_change(false, false, "");
+}
 
-        let finished = root.apply().ok();
-        assert_eq!(
-            changes_of(&finished),
-            total - n,
-            "the second run does only what is left after change {n}\n{}",
-            finished.describe()
-        );
-        let got = root.snapshot();
-        assert_eq!(
-            diff(&expected, &got),
-            Vec::<String>::new(),
-            "killed after change {n} of {total}, then finished: the root differs from an uninterrupted apply"
-        );
-        assert_eq!(
-            temp_leftovers(&got),
-            Vec::<PathBuf>::new(),
-            "after change {n}"
-        );
-        assert_eq!(
-            root.state().expect("state")["status"]["state"],
-            "applied",
-            "after change {n}"
-        );
+/// The same with Debian's `/etc/shadow` and `/etc/gshadow` present, killed
+/// after each entry put in place.
+#[test]
+fn resumable_after_a_kill_at_every_change_with_shadow_files() {
+    resumable_at_every_change(true, false, "rename");
+}
+
+/// Every system call that changes the tree, the release streamed over
+/// smart HTTP.
+#[test]
+fn resumable_after_a_kill_at_every_change_of_a_streamed_apply() {
+    resumable_at_every_change(false, true, "");
+}
+
+/// A spec whose directory's parent `/opt` nobody declares.
+const OPT_SPEC: &str = "directories:\n  - { path: /opt/app, mode: \"0750\", owner: nobody }\n\
+    files:\n  - { path: /opt/app/run, content: \"#!/bin/sh\\n\", mode: \"0755\" }\n";
+
+/// A world with [`OPT_SPEC`] published.
+struct Opt {
+    world: World,
+    key: Key,
+    published: Published,
+}
+
+impl Opt {
+    fn new() -> Self {
+        let world = World::new();
+        let key = world.keygen("release");
+        let published = world.publish(REPO, &Release::new(OPT_SPEC), TAG, Tagging::Signed(&key));
+        Self {
+            world,
+            key,
+            published,
+        }
+    }
+
+    /// A fresh root for it.
+    fn root(&self, name: &str) -> NodeRoot {
+        let config = Config::new(&self.published.file_url());
+        self.world.configured_root(name, &self.key, &config)
+    }
+}
+
+/// The mode of a node path.
+fn mode_of(root: &NodeRoot, node_path: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::symlink_metadata(root.host(node_path))
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Sets the mode of a node path.
+fn set_mode(root: &NodeRoot, node_path: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(root.host(node_path), std::fs::Permissions::from_mode(mode))
+        .expect("chmod");
+}
+
+#[test]
+fn a_parent_an_interrupted_run_made_is_re_asserted_by_the_next() {
+    let opt = Opt::new();
+    let root = opt.root("node");
+    // Killed once /opt is in place: it appeared whole, and is recorded.
+    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "rename:1")]);
+    assert_eq!(killed.signal, Some(9), "{}", killed.describe());
+    assert_eq!(mode_of(&root, "/opt"), 0o755);
+    assert!(!root.host("/opt/app").exists());
+    let state = root.state().expect("state");
+    let opt = state["manifest"]
+        .as_array()
+        .expect("manifest")
+        .iter()
+        .find(|e| e["path"] == "/opt")
+        .cloned()
+        .unwrap_or_else(|| panic!("/opt is not recorded: {state}"));
+    assert_eq!(opt["origin"], "implicit parent of /opt/app", "{opt}");
+    // Whatever happened to it meanwhile, the next run makes it right.
+    set_mode(&root, "/opt", 0o700);
+    let finished = root.apply().ok();
+    assert!(
+        finished
+            .stderr
+            .contains("change mode /opt (directory, 0755 0:0; implicit parent of /opt/app)"),
+        "{}",
+        finished.describe()
+    );
+    assert_eq!(mode_of(&root, "/opt"), 0o755);
+    root.driftless("check", &[], &[]).ok();
+}
+
+#[test]
+fn a_directory_appears_whole_or_not_at_all() {
+    let opt = Opt::new();
+    // Each step of making /opt (implicit) and /opt/app (declared, nobody's).
+    for hook in [
+        "mkdir:1", "chmod:1", "rename:1", "mkdir:2", "chown:1", "chmod:2",
+    ] {
+        let root = opt.root(&format!("killed-{}", hook.replace(':', "-")));
+        let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", hook)]);
+        assert_eq!(killed.signal, Some(9), "{hook}\n{}", killed.describe());
+        let snap = root.snapshot();
+        for (dir, mode, uid) in [("opt", 0o755, 0), ("opt/app", 0o750, 65534)] {
+            if let Some(entry) = snap.get(Path::new(dir)) {
+                assert_eq!(
+                    (entry.kind, entry.mode, entry.uid),
+                    (EntryKind::Dir, mode, uid),
+                    "killed after {hook}: /{dir} is there, but not as it should be"
+                );
+            }
+        }
+        root.apply().ok();
+        let snap = root.snapshot();
+        assert_eq!(temp_leftovers(&snap), Vec::<PathBuf>::new(), "{hook}");
+        assert_eq!(mode_of(&root, "/opt"), 0o755, "{hook}");
+        assert_eq!(mode_of(&root, "/opt/app"), 0o750, "{hook}");
     }
 }
 
 #[test]
-fn resumable_after_a_kill_at_every_change() {
-    resumable_at_every_change(false, false);
-}
-
-/// The same with Debian's `/etc/shadow` and `/etc/gshadow` present.
-#[test]
-fn resumable_after_a_kill_at_every_change_with_shadow_files() {
-    resumable_at_every_change(true, false);
-}
-
-/// The same with the release streamed over smart HTTP.
-#[test]
-fn resumable_after_a_kill_at_every_change_of_a_streamed_apply() {
-    resumable_at_every_change(false, true);
+fn check_sees_the_parents_apply_made() {
+    let opt = Opt::new();
+    let root = opt.root("node");
+    root.apply().ok();
+    root.driftless("check", &[], &[]).ok();
+    // The service's user can no longer reach /opt/app: that is drift.
+    set_mode(&root, "/opt", 0o700);
+    let check = root.driftless("check", &[], &[]);
+    assert_eq!(check.code, Some(EXIT_DRIFT), "{}", check.describe());
+    assert_eq!(
+        check.stdout.lines().collect::<Vec<_>>(),
+        ["/opt: mode changed (0700, expected 0755)"],
+        "{}",
+        check.describe()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1098,7 +1310,7 @@ fn refuses_writes_through_a_symlink_leading_outside() {
             std::os::unix::fs::symlink(&outside, root.host("/etc/app")).expect("symlink");
         },
         EXIT_APPLY,
-        &["/etc/app", "outside the root"],
+        &["/etc/app is a symlink", "follows no symlink"],
     );
     let outside: Vec<_> = std::fs::read_dir(r.world.path("outside"))
         .expect("list outside")

@@ -237,6 +237,47 @@ fn read_only_mounts_refuse_writes_and_come_back_at_boot() {
     );
 }
 
+/// How many mounts sit on the host path `dir` in this namespace.
+fn mounts_at(dir: &Path) -> usize {
+    let dir = std::fs::canonicalize(dir).expect("canonical path");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("read mountinfo")
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(dir.to_str().expect("UTF-8 path")))
+        .count()
+}
+
+#[test]
+fn a_read_only_path_listed_by_spec_and_config_is_one_mount() {
+    // Listed twice, not next to each other: the spec's two, then the config's.
+    let extra = "lock:\n  read_only: [/etc/app/conf.d, /var/lib/app]\n";
+    let (_world, root) = node(&spec(extra), "lock:\n  read_only: [/etc/app/conf.d]\n");
+    let _guards = [
+        Unmount(root.host("/etc/app/conf.d")),
+        Unmount(root.host("/var/lib/app")),
+    ];
+    root.apply().ok();
+    let state = root.state().expect("state");
+    let paths: Vec<&str> = state["read_only"]
+        .as_array()
+        .expect("read_only")
+        .iter()
+        .map(|m| m["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["/etc/app/conf.d", "/var/lib/app"], "{state}");
+    assert_eq!(mounts_at(&root.host("/etc/app/conf.d")), 1);
+    // A later boot mounts it once again, not twice.
+    let umount = Command::new("umount")
+        .arg(root.host("/etc/app/conf.d"))
+        .status()
+        .expect("umount");
+    assert!(umount.success());
+    let again = root.apply();
+    assert_eq!(again.code, Some(EXIT_DRIFT), "{}", again.describe());
+    assert_eq!(mounts_at(&root.host("/etc/app/conf.d")), 1);
+    root.driftless("check", &[], &[]).ok();
+}
+
 #[test]
 fn a_read_only_mount_is_judged_in_the_node_s_mount_namespace() {
     let extra = "lock:\n  read_only: [/etc/app/conf.d]\n";
@@ -455,9 +496,8 @@ fn no_lock_bakes_an_image_and_the_first_boot_locks_it() {
 #[test]
 fn an_apply_killed_while_locking_is_finished_by_the_next_run() {
     let (_world, root) = node(&spec(""), "");
-    // The spec writes 8 paths (3 directories, 2 files, a link, a unit and
-    // its .wants link); the 14th durable change is the 6th path locked.
-    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "14")]);
+    // Killed right after the 6th path was locked.
+    let killed = root.driftless("apply", &[], &[("DRIFTLESS_TEST_KILL_AFTER", "lock:6")]);
     assert_eq!(killed.signal, Some(9), "{}", killed.describe());
     assert_eq!(root.status_json()["status"]["state"], "applying");
     // Interrupted after verification: the next run finishes it.

@@ -16,7 +16,7 @@
 //! | module | owns | never does |
 //! |---|---|---|
 //! | [`types`], [`error`], [`events`] | validated value types (node and tree paths, durations, modes); one-line error text; journald message ids | depend on any stage |
-//! | [`root`] | the root directory handle every filesystem access goes through; file attributes and mounts | follow a symlink out of the root |
+//! | [`root`] | the root directory handle every filesystem access goes through; managed paths resolved one component at a time; file attributes and mounts | follow a symlink on the way to a managed path |
 //! | [`verify`] | SSH signatures (SSHSIG) with ring; allowed_signers; git tag and commit payloads: the verdict a node acts on | I/O beyond reading trust files; reading a release tree |
 //! | [`config`] | the agent config, strict YAML, its defaults and checks; the node's id | network; writing anything |
 //! | [`source`] | talking to git servers: the streamed protocol-v2 fetch and its pack parser, the channel poll, libgit2 fetches into the cache, TLS | trust decisions (it hands bytes to `verify`) |

@@ -78,6 +78,19 @@ impl NodePath {
         }))
     }
 
+    /// The directories above this path, from the top, without `/` itself
+    /// (`/etc/app/app.conf`: `/etc`, `/etc/app`).
+    pub fn ancestors(&self) -> Vec<NodePath> {
+        let mut out = Vec::new();
+        let mut at = self.parent();
+        while let Some(p) = at.filter(|p| p.0 != "/") {
+            at = p.parent();
+            out.push(p);
+        }
+        out.reverse();
+        out
+    }
+
     /// The last component (`app.conf`); empty for `/`.
     pub fn file_name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or("")
@@ -342,6 +355,9 @@ mod tests {
             Some("/".into())
         );
         assert_eq!(p.file_name(), "app.conf");
+        let above: Vec<String> = p.ancestors().iter().map(|a| a.to_string()).collect();
+        assert_eq!(above, ["/etc", "/etc/app"]);
+        assert!(NodePath::new("/etc").expect("valid").ancestors().is_empty());
         assert!(p.starts_with(&NodePath::new("/etc").expect("valid")));
         assert!(
             !NodePath::new("/etcx")

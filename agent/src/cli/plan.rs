@@ -32,7 +32,9 @@ pub fn run(args: PlanArgs) -> ExitCode {
         let (repo, verified, _) = crate::release::obtain::fetch_verified(&args.node.root, &config)?;
         let release = Release::open(&repo, verified)?;
         let spec = release.spec(&config.release.spec)?;
-        let steps = apply::plan(&root, &release, &spec)?;
+        let earlier = crate::record::state::load(&root)?;
+        let recorded = apply::recorded_parents(earlier.as_ref(), &release.verified.commit);
+        let steps = apply::plan(&root, &release, &spec, &recorded)?;
         Ok::<_, anyhow::Error>((release.verified.clone(), steps))
     })();
     let (verified, steps) = match result {

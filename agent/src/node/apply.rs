@@ -6,8 +6,10 @@
 
 mod execute;
 mod locking;
+mod parents;
 mod planning;
 
+pub use parents::recorded_parents;
 pub use planning::plan;
 
 use std::path::Path;
@@ -29,7 +31,7 @@ use crate::release::spec::UnitName;
 use crate::release::tree::Release;
 use crate::root::{Kind, Root};
 use crate::types::NodePath;
-use execute::{Failpoint, execute};
+use execute::execute;
 use locking::lock_all;
 
 /// What `apply` did.
@@ -93,7 +95,8 @@ pub fn apply(
             let drift = drift::compare(&root, &existing);
             if lock_mode != LockMode::Off {
                 let before = existing.clone();
-                lock_all(&root, &mut existing, lock_mode, &mut Failpoint::from_env())?;
+                crate::root::failpoint::arm();
+                lock_all(&root, &mut existing, lock_mode)?;
                 if existing != before {
                     state::save(&root, &existing)?;
                 }
@@ -108,7 +111,8 @@ pub fn apply(
     // Every run walks the lifecycle from the start; a run after an
     // interrupted or failed one may find paths it locked.
     let mut phase = Phase::Fresh;
-    let resumed = state::load(&root)?.is_some();
+    let earlier = state::load(&root)?;
+    let resumed = earlier.is_some();
     let fetched = match obtain::fetch_release(root_path, config, true) {
         Ok(found) => found,
         Err(e) => {
@@ -141,7 +145,10 @@ pub fn apply(
     let planned = release
         .spec(&config.release.spec)
         .map_err(anyhow::Error::from)
-        .and_then(|spec| Ok((plan(&root, &release, &spec)?, spec)));
+        .and_then(|spec| {
+            let recorded = recorded_parents(earlier.as_ref(), &pinned.commit);
+            Ok((plan(&root, &release, &spec, &recorded)?, spec))
+        });
     let (steps, spec) = match planned {
         Ok(p) => p,
         // A root that cannot be read (a symlink leading out) is the node's
@@ -166,11 +173,13 @@ pub fn apply(
             lock: LockStatus::Pending,
         })
         .collect();
-    record.read_only.dedup_by(|a, b| a.path == b.path);
+    // A path listed by both the spec and the config is one mount.
+    let mut listed = std::collections::BTreeSet::new();
+    record.read_only.retain(|m| listed.insert(m.path.clone()));
     state::save(&root, &record)?;
     state::clear_early_failure(&root)?;
-    let mut failpoint = Failpoint::from_env();
-    let changed = match execute(&root, &release, &steps, resumed, &mut failpoint) {
+    crate::root::failpoint::arm();
+    let changed = match execute(&root, &release, &steps, resumed) {
         Ok((n, digests)) => {
             // The digests of release files hashed as they were written.
             for entry in record
@@ -217,7 +226,7 @@ pub fn apply(
         return Err(fail_started(&root, &mut record, &started, failed, e.into()));
     }
     phase.advance(Event::HealthPassed)?;
-    if let Err(e) = lock_all(&root, &mut record, lock_mode, &mut failpoint) {
+    if let Err(e) = lock_all(&root, &mut record, lock_mode) {
         let failed = (&mut phase, FailedAt::Lock);
         return Err(fail_started(&root, &mut record, &started, failed, e.into()));
     }

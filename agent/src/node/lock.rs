@@ -79,24 +79,31 @@ pub fn bind_read_only(root: &Root, path: &NodePath) -> Result<(), LockError> {
     if is_read_only_mount(root, path) {
         return Ok(());
     }
-    let fd = root
-        .open_raw(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
-        .map_err(|e| fail("cannot open", e))?;
-    // The magic link names exactly the directory resolved beneath the root,
-    // so a symlink swapped in between cannot redirect the mount.
-    let target = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let open = || {
+        root.open_raw(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
+            .map_err(|e| fail("cannot open", e))
+    };
+    // The magic link names exactly the directory resolved strictly beneath
+    // the root, so a symlink swapped in between cannot redirect the mount.
+    let magic =
+        |fd: &std::os::fd::OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let fd = open()?;
     mount(
-        Some(&target),
-        &target,
+        Some(&magic(&fd)),
+        &magic(&fd),
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
     .map_err(|e| fail("bind mount failed", e))?;
+    crate::root::failpoint::hit("mount", Some(path));
+    // Resolved again from its parent's handle: the lookup now ends on the
+    // new mount, which is the one to make read-only.
+    let mounted = open()?;
     let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
     mount(
         None::<&str>,
-        &path.under(root.path()),
+        &magic(&mounted),
         None::<&str>,
         remount,
         None::<&str>,

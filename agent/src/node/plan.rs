@@ -41,7 +41,16 @@ pub struct Desired {
     pub exclusive: bool,
 }
 
+/// How the origin of a directory nobody declared, made because a managed
+/// path lies beneath it, begins (`implicit parent of /opt/app`).
+pub const IMPLICIT_ORIGIN: &str = "implicit parent of ";
+
 impl Desired {
+    /// True for a directory nobody declared (see [`IMPLICIT_ORIGIN`]).
+    pub fn is_implicit(&self) -> bool {
+        self.origin.starts_with(IMPLICIT_ORIGIN)
+    }
+
     /// An entry the release owns: recorded, locked, watched.
     fn owned(path: NodePath, entry: Entry, origin: String) -> Self {
         Self {
@@ -542,10 +551,10 @@ impl From<&Desired> for ManifestEntry {
             sha256: None,
             target: None,
             origin: d.origin.clone(),
-            lock: if d.lock {
-                LockStatus::Pending
-            } else {
-                LockStatus::Exempt("mutable directory".into())
+            lock: match (d.lock, d.is_implicit()) {
+                (true, _) => LockStatus::Pending,
+                (false, true) => LockStatus::Exempt("implicit parent directory".into()),
+                (false, false) => LockStatus::Exempt("mutable directory".into()),
             },
             exclusive: d.exclusive,
         };

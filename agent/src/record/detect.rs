@@ -78,6 +78,7 @@ impl Detector {
                 );
             })
             .ok();
+        drift::declare(&root, &state);
         let mut by_directory: BTreeMap<NodePath, Vec<usize>> = BTreeMap::new();
         for (i, entry) in state.manifest.iter().enumerate() {
             if let Some(parent) = entry.path.parent() {
@@ -180,7 +181,7 @@ impl Detector {
                 read_only: Vec::new(),
                 ..self.state.clone()
             };
-            found.extend(drift::compare(&self.root, &partial));
+            found.extend(drift::compare_declared(&self.root, &partial));
         }
         // A directory that was replaced needs a new watch.
         for dir in touched {

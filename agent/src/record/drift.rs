@@ -14,7 +14,9 @@ use crate::root::{Kind, Root, hex};
 pub struct Difference {
     /// The node path.
     pub path: String,
-    /// What differs: `missing`, `kind`, `content`, `mode`, `owner`, `group`, `target`.
+    /// What differs: `missing`, `kind`, `content`, `mode`, `owner`, `group`,
+    /// `target`, `lock`, `mount`, `unmanaged`, or `path` (the way to it
+    /// now passes a symlink or a directory someone else owns).
     pub aspect: &'static str,
     /// What the manifest says.
     pub expected: String,
@@ -33,6 +35,7 @@ impl std::fmt::Display for Difference {
                 self.path
             ),
             "mount" => write!(f, "{}: no longer a read-only mount", self.path),
+            "path" => write!(f, "{}: cannot be checked: {}", self.path, self.found),
             "content" => write!(
                 f,
                 "{}: content changed (sha256 {}, expected {})",
@@ -49,7 +52,28 @@ impl std::fmt::Display for Difference {
 
 /// Compares the node under `root` with its recorded state: every manifest
 /// entry, the entries of exclusive directories, and the read-only mounts.
+/// Paths are resolved strictly, with the owners the manifest records for
+/// its directories (see [`declare`]).
 pub fn compare(root: &Root, state: &State) -> Vec<Difference> {
+    declare(root, state);
+    compare_declared(root, state)
+}
+
+/// Tells `root` who may own the directories on the way to managed paths:
+/// root, and the owner the manifest records for each managed directory.
+pub fn declare(root: &Root, state: &State) {
+    root.declare_owners(
+        state
+            .manifest
+            .iter()
+            .filter(|e| e.kind == Kind::Directory)
+            .filter_map(|e| e.uid.map(|uid| (e.path.clone(), uid))),
+    );
+}
+
+/// [`compare`] for a part of the manifest (`state` holds only the entries
+/// to compare): the owners must have been declared from the whole state.
+pub fn compare_declared(root: &Root, state: &State) -> Vec<Difference> {
     let mut out: Vec<Difference> = state
         .manifest
         .iter()
@@ -112,7 +136,10 @@ fn compare_one(root: &Root, e: &ManifestEntry) -> Vec<Difference> {
     let observed = match root.observe(&e.path) {
         Ok(Some(o)) => o,
         Ok(None) => return vec![diff("missing", kind_name(e.kind).into(), "nothing".into())],
-        Err(err) => return vec![diff("missing", kind_name(e.kind).into(), err.reason)],
+        Err(err) => {
+            let expected = format!("a {} reached without symlinks", kind_name(e.kind));
+            return vec![diff("path", expected, err.reason)];
+        }
     };
     if observed.kind != e.kind {
         return vec![diff(

@@ -66,10 +66,10 @@ pub fn set_immutable(root: &Root, path: &NodePath, kind: Kind, on: bool) -> Resu
         flags & !FS_IMMUTABLE_FL
     };
     if wanted != flags {
-        write_flags(&fd, wanted)
-    } else {
-        Ok(())
+        write_flags(&fd, wanted)?;
+        crate::root::failpoint::hit(if on { "lock" } else { "unlock" }, Some(path));
     }
+    Ok(())
 }
 
 /// Before an interrupted apply rewrites `path`, clears the attribute on it and
@@ -106,8 +106,18 @@ pub fn clear_for_rewrite(root: &Root, path: &NodePath) -> Result<(), RootError> 
 /// Apply, `check` and the tests run in the node's namespace, where both
 /// files say the same; `/proc/self/mountinfo` is the fallback where PID 1's
 /// cannot be read (a `/proc` mounted with `hidepid=`).
+///
+/// The path is resolved strictly first (no symlink, no foreign owner on the
+/// way): a directory that a link now leads to is not the one that was locked.
 pub fn is_read_only_mount(root: &Root, path: &NodePath) -> bool {
-    let Ok(host) = std::fs::canonicalize(path.under(root.path())) else {
+    use nix::fcntl::OFlag;
+    if root
+        .open_raw(path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW)
+        .is_err()
+    {
+        return false;
+    }
+    let Ok(host) = std::fs::canonicalize(root.path()).map(|r| path.under(&r)) else {
         return false;
     };
     let Ok(info) = std::fs::read_to_string("/proc/1/mountinfo")

@@ -1,23 +1,35 @@
 //! Every filesystem access of the agent goes through a [`Root`]: a directory
-//! handle under which node paths are resolved with `openat2(RESOLVE_BENEATH)`,
-//! so no spec path, symlinked parent or `..` can reach outside it. The same
-//! code provisions `/`, a mounted image, or a test directory.
+//! handle beneath which node paths are resolved. The same code provisions
+//! `/`, a mounted image, or a test directory.
 //!
-//! Writes are durable and atomic: a temporary file beside the target, fsync,
-//! rename, fsync of the directory. Temporary names are derived from the
+//! Every path the agent writes, and every managed path it reads or compares,
+//! is resolved component by component (`walk`): no symlink is followed
+//! (a managed symlink is only ever the last component, handled as itself),
+//! and a directory on the way must be owned by root or by the owner the spec
+//! declares for it. [`Root::read`], for files the operator names (secrets,
+//! CA bundles), uses `openat2(RESOLVE_BENEATH)`: links may lead anywhere
+//! beneath the root, never out of it.
+//!
+//! Writes are durable and atomic: a temporary entry beside the target, with
+//! its final owner and mode, fsync, rename, fsync of the directory, all
+//! relative to one directory handle. Temporary names are derived from the
 //! target's name, so a run killed half-way leaves nothing a later run cannot
 //! find and replace.
 
 pub mod attr;
+pub mod failpoint;
+mod walk;
 mod write;
 
+pub use walk::Dir;
 pub use write::{Staged, temp_name};
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode as NixMode, SFlag};
 use ring::digest;
 
@@ -72,8 +84,9 @@ fn err(path: &NodePath, what: &str, e: impl std::fmt::Display) -> RootError {
 /// A directory handle that node paths are resolved beneath.
 #[derive(Debug)]
 pub struct Root {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     path: PathBuf,
+    walker: Mutex<walk::Walker>,
 }
 
 impl Root {
@@ -89,8 +102,9 @@ impl Root {
             reason: format!("cannot open root: {e}"),
         })?;
         Ok(Self {
-            fd,
+            fd: Arc::new(fd),
             path: path.to_path_buf(),
+            walker: Mutex::default(),
         })
     }
 
@@ -99,6 +113,8 @@ impl Root {
         &self.path
     }
 
+    /// Opens `rel` beneath the root, following symlinks only while they
+    /// stay beneath it: for files the operator names, never managed paths.
     fn open_beneath(&self, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
         if rel.as_os_str().is_empty() {
             return nix::fcntl::openat(
@@ -115,57 +131,45 @@ impl Root {
     }
 
     /// Opens `path` beneath the root with raw `open` flags (for callers that
-    /// need an fd of their own: ioctls, mounts).
+    /// need an fd of their own: ioctls, mounts, inotify), resolved strictly
+    /// and not following a final symlink either.
     pub fn open_raw(&self, path: &NodePath, flags: OFlag) -> nix::Result<OwnedFd> {
-        self.open_beneath(path.relative(), flags)
+        let Some(parent) = path.parent() else {
+            return self.top().open("", flags);
+        };
+        match self.find_dir(&parent) {
+            Ok(Some(dir)) => dir.open(path.file_name(), flags),
+            Ok(None) => Err(Errno::ENOENT),
+            Err(refusal) => Err(refusal.errno()),
+        }
     }
 
-    /// Opens the directory `path` (following symlinks only while they stay
-    /// beneath the root).
-    pub fn open_dir(&self, path: &NodePath) -> Result<OwnedFd, RootError> {
-        self.open_beneath(path.relative(), OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-            .map_err(|e| err(path, "cannot open directory", describe(e)))
-    }
-
-    /// The parent directory of `path` (which must not be `/`), and the name in it.
-    fn parent<'p>(&self, path: &'p NodePath) -> Result<(OwnedFd, &'p str), RootError> {
-        let parent = path
-            .parent()
-            .ok_or_else(|| err(path, "invalid", "the root itself"))?;
-        Ok((self.open_dir(&parent)?, path.file_name()))
-    }
-
-    /// `lstat` of `path`; `None` when it does not exist (or its parent does not).
+    /// `lstat` of `path`; `None` when it does not exist (or its parent does
+    /// not). A directory on the way that the strict walk refuses (a symlink,
+    /// a foreign owner) is an error.
     pub fn observe(&self, path: &NodePath) -> Result<Option<Observed>, RootError> {
         if path.as_str() == "/" {
             let st =
                 nix::sys::stat::fstat(self.fd.as_fd()).map_err(|e| err(path, "cannot stat", e))?;
             return Ok(Some(observed(&st)));
         }
-        let (dir, name) = match self.parent(path) {
-            Ok(p) => p,
-            Err(_) if self.missing_parent(path) => return Ok(None),
-            Err(e) => return Err(e),
+        let Some((dir, name)) = self.parent_of(path)? else {
+            return Ok(None);
         };
-        match nix::sys::stat::fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => Ok(Some(observed(&st))),
-            Err(Errno::ENOENT) => Ok(None),
-            Err(e) => Err(err(path, "cannot stat", e)),
-        }
+        dir.stat(name)
+            .map(|st| st.as_ref().map(observed))
+            .map_err(|e| err(path, "cannot stat", e))
     }
 
-    /// True when some ancestor of `path` does not exist.
-    fn missing_parent(&self, path: &NodePath) -> bool {
-        let Some(parent) = path.parent() else {
-            return false;
-        };
-        matches!(
-            self.open_beneath(parent.relative(), OFlag::O_PATH),
-            Err(Errno::ENOENT)
-        )
+    /// Opens the entry `path` (not following it, nor any symlink on the way).
+    fn open_entry(&self, path: &NodePath, flags: OFlag) -> Result<OwnedFd, RootError> {
+        let (dir, name) = self.parent_dir(path)?;
+        dir.open(name, flags)
+            .map_err(|e| err(path, "cannot open", describe(e)))
     }
 
-    /// Reads a whole regular file (not following a final symlink).
+    /// Reads a whole regular file the operator names (not following a final
+    /// symlink).
     pub fn read(&self, path: &NodePath, limit: u64) -> Result<Vec<u8>, RootError> {
         use std::io::Read as _;
         let fd = self
@@ -190,12 +194,10 @@ impl Root {
         }
     }
 
-    /// SHA-256 of a regular file's content, streamed.
+    /// SHA-256 of a managed regular file's content, streamed.
     pub fn sha256(&self, path: &NodePath) -> Result<[u8; 32], RootError> {
         use std::io::Read as _;
-        let fd = self
-            .open_beneath(path.relative(), OFlag::O_RDONLY | OFlag::O_NOFOLLOW)
-            .map_err(|e| err(path, "cannot open", describe(e)))?;
+        let fd = self.open_entry(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)?;
         let mut file = std::fs::File::from(fd);
         let mut ctx = digest::Context::new(&digest::SHA256);
         let mut buf = vec![0u8; 64 * 1024];
@@ -213,14 +215,15 @@ impl Root {
         Ok(out)
     }
 
-    /// The names in the directory `path` (not following a final symlink).
+    /// The names in the managed directory `path`.
     pub fn list_dir(&self, path: &NodePath) -> Result<Vec<String>, RootError> {
-        let fd = self
-            .open_beneath(
-                path.relative(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-            )
-            .map_err(|e| err(path, "cannot open directory", describe(e)))?;
+        let fd = match path.parent() {
+            Some(_) => self.open_entry(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?,
+            None => self
+                .top()
+                .open("", OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+                .map_err(|e| err(path, "cannot open directory", describe(e)))?,
+        };
         let dir = nix::dir::Dir::from_fd(fd).map_err(|e| err(path, "cannot list", e))?;
         let mut names = Vec::new();
         for entry in dir {
@@ -233,11 +236,11 @@ impl Root {
         Ok(names)
     }
 
-    /// The target of the symlink `path`.
+    /// The target of the managed symlink `path`.
     pub fn read_link(&self, path: &NodePath) -> Result<String, RootError> {
-        let (dir, name) = self.parent(path)?;
-        let target = nix::fcntl::readlinkat(dir.as_fd(), name)
-            .map_err(|e| err(path, "cannot read link", e))?;
+        let (dir, name) = self.parent_dir(path)?;
+        let target =
+            nix::fcntl::readlinkat(dir.fd(), name).map_err(|e| err(path, "cannot read link", e))?;
         target
             .into_string()
             .map_err(|_| err(path, "link target", "not UTF-8"))
@@ -381,21 +384,110 @@ mod tests {
     }
 
     #[test]
-    fn symlinks_cannot_lead_outside() {
+    fn no_symlink_is_followed_on_the_way_to_a_written_path() {
         let outside = tempfile::tempdir().expect("tempdir");
         let dir = tempfile::tempdir().expect("tempdir");
         std::os::unix::fs::symlink(outside.path(), dir.path().join("escape"))
             .expect("absolute link");
         std::os::unix::fs::symlink("../../..", dir.path().join("up")).expect("relative link");
+        std::fs::create_dir(dir.path().join("etc")).expect("mkdir");
+        // A link that stays beneath the root is refused too.
+        std::os::unix::fs::symlink("etc", dir.path().join("inside")).expect("inside link");
         let root = Root::open(dir.path()).expect("root");
         let (uid, gid) = me();
-        for target in ["/escape/pwned", "/up/pwned"] {
+        for (target, link) in [
+            ("/escape/pwned", "/escape"),
+            ("/up/pwned", "/up"),
+            ("/inside/pwned", "/inside"),
+        ] {
             let e = root
                 .write_file(&p(target), b"x", 0o644, uid, gid)
                 .expect_err(target);
-            assert!(e.to_string().contains("outside the root"), "{e}");
+            assert!(
+                e.to_string().contains(&format!("{link} is a symlink")),
+                "{e}"
+            );
+            let e = root.observe(&p(target)).expect_err(target);
+            assert!(e.reason.contains("is a symlink"), "{e}");
+            assert!(
+                root.ensure_dir(&p(&format!("{target}/d")), 0o755, uid, gid)
+                    .is_err()
+            );
         }
+        let e = root.observe(&p("/inside/pwned")).expect_err("refused");
+        assert!(e.reason.contains("name /etc/pwned in the spec"), "{e}");
         assert_eq!(std::fs::read_dir(outside.path()).expect("ls").count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("etc"))
+                .expect("ls")
+                .count(),
+            0
+        );
+        // The managed symlink itself, as the last component, is fine.
+        assert_eq!(
+            root.observe(&p("/inside")).expect("lstat").map(|o| o.kind),
+            Some(Kind::Link)
+        );
+    }
+
+    #[test]
+    fn a_directory_another_user_could_change_is_refused_unless_declared() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).expect("mkdir");
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        let root = Root::open(dir.path()).expect("root");
+        let e = root
+            .write_file(&p("/theirs/x"), b"x", 0o644, 0, 0)
+            .expect_err("foreign owner");
+        assert!(
+            e.reason.contains("/theirs is owned by uid 65534, not root"),
+            "{e}"
+        );
+        let e = root
+            .write_file(&p("/open/x"), b"x", 0o644, 0, 0)
+            .expect_err("open to all");
+        assert!(e.reason.contains("/open is writable by every user"), "{e}");
+        assert_eq!(std::fs::read_dir(&theirs).expect("ls").count(), 0);
+        // Declared with that owner (and that mode), both are used.
+        root.declare_owners([(p("/theirs"), 65534), (p("/open"), 0)]);
+        root.write_file(&p("/theirs/x"), b"x", 0o644, 0, 0)
+            .expect("declared owner");
+        root.write_file(&p("/open/x"), b"x", 0o644, 0, 0)
+            .expect("declared mode");
+        assert_eq!(std::fs::read(theirs.join("x")).expect("read"), b"x");
+    }
+
+    #[test]
+    fn a_directory_appears_whole_and_a_stale_temporary_one_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Root::open(dir.path()).expect("root");
+        let (uid, gid) = me();
+        std::fs::create_dir(dir.path().join(temp_name("app"))).expect("stale temp dir");
+        root.ensure_dir(&p("/app"), 0o751, uid, gid).expect("mkdir");
+        let o = root.observe(&p("/app")).expect("stat").expect("exists");
+        assert_eq!((o.kind, o.mode, o.uid), (Kind::Directory, 0o751, uid));
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, ["app"], "no temporary directory left");
+        // An existing one is re-asserted.
+        std::fs::set_permissions(
+            dir.path().join("app"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod");
+        root.ensure_dir(&p("/app"), 0o751, uid, gid).expect("again");
+        let o = root.observe(&p("/app")).expect("stat").expect("exists");
+        assert_eq!(o.mode, 0o751);
     }
 
     #[test]

@@ -1,27 +1,33 @@
 //! Executing a plan: the steps that change something are written beneath
-//! the root, with the test hook that kills the run between durable changes.
-//! Apart from the run's flow because it is the only part that writes the
-//! release's paths, and its batching of syncs is subtle enough to read alone.
+//! the root. Apart from the run's flow because it is the only part that
+//! writes the release's paths, and its batching of syncs is subtle enough
+//! to read alone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::planning::blob_id;
 use crate::node::plan::{Bytes, Change, Entry, Step};
 use crate::release::tree::Release;
-use crate::root::Root;
+use crate::root::{Root, Staged};
 use crate::types::NodePath;
 
-/// Performs the steps that change something. Directories are made first,
-/// in order; files and links are written beside their targets, made durable
-/// with one filesystem sync, renamed into place in order, and synced again:
-/// two barriers for the whole release instead of two per file, and still no
-/// rename before its data is on disk.
+/// How many directories staged entries may hold open at once before the
+/// batch is put in place: well below the usual limit of 1024 open files.
+const HELD_DIRECTORIES: usize = 128;
+
+/// Performs the steps that change something, in order (every entry after
+/// its parents). Directories are made whole when they are reached; files
+/// and links are written beside their targets, made durable with one
+/// filesystem sync, renamed into place in order, and synced again: two
+/// barriers for a batch instead of two per file, and still no rename before
+/// its data is on disk. Each staged entry is renamed in the directory handle
+/// it was written in. A batch ends when its entries hold
+/// [`HELD_DIRECTORIES`] directories, or at the end.
 pub(super) fn execute(
     root: &Root,
     release: &Release<'_>,
     steps: &[Step],
     resumed: bool,
-    failpoint: &mut Failpoint,
 ) -> anyhow::Result<(usize, BTreeMap<NodePath, [u8; 32]>)> {
     let mut digests = BTreeMap::new();
     let changing: Vec<&Step> = steps
@@ -41,14 +47,9 @@ pub(super) fn execute(
         }
     }
     let mut staged = Vec::new();
+    let mut held = BTreeSet::new();
     for step in &changing {
         let d = &step.desired;
-        if let Some(parent) = d.path.parent() {
-            if root.observe(&parent)?.is_none() {
-                root.ensure_dir(&parent, 0o755, 0, 0)
-                    .or_else(|e| unprivileged_retry(root, &parent, e))?;
-            }
-        }
         // An earlier, interrupted run of this apply may have locked it.
         if resumed {
             if step.change != Change::Create {
@@ -61,7 +62,6 @@ pub(super) fn execute(
             Entry::Directory { mode, uid, gid } => {
                 root.ensure_dir(&d.path, *mode, *uid, *gid)?;
                 tracing::info!("{step}");
-                failpoint.hit();
             }
             Entry::File {
                 content,
@@ -93,58 +93,29 @@ pub(super) fn execute(
             }
             Entry::Link { target } => staged.push((root.stage_link(&d.path, target)?, step)),
         }
+        if let Some((entry, _)) = staged.last() {
+            held.insert(entry.dir().path().clone());
+        }
+        if held.len() >= HELD_DIRECTORIES {
+            put_batch_in_place(root, &mut staged)?;
+            held.clear();
+        }
     }
-    root.sync()?;
-    for (entry, step) in &staged {
-        root.put_in_place(entry)?;
-        tracing::info!("{step}");
-        failpoint.hit();
-    }
-    root.sync()?;
+    put_batch_in_place(root, &mut staged)?;
     Ok((changing.len(), digests))
 }
 
-fn unprivileged_retry(
-    root: &Root,
-    path: &NodePath,
-    e: crate::root::RootError,
-) -> Result<(), crate::root::RootError> {
-    let (euid, egid) = (
-        nix::unistd::geteuid().as_raw(),
-        nix::unistd::getegid().as_raw(),
-    );
-    if euid == 0 {
-        Err(e)
-    } else {
-        root.ensure_dir(path, 0o755, euid, egid)
+/// Makes a batch of staged entries durable, renames them into place in
+/// order, and makes the renames durable.
+fn put_batch_in_place(root: &Root, staged: &mut Vec<(Staged, &&Step)>) -> anyhow::Result<()> {
+    if staged.is_empty() {
+        return Ok(());
     }
-}
-
-/// A test hook: `DRIFTLESS_TEST_KILL_AFTER=N` kills the process with SIGKILL
-/// after the N-th durable change (a path written, then a path locked), to
-/// prove that any interruption is recoverable.
-pub(super) struct Failpoint {
-    remaining: Option<u64>,
-}
-
-impl Failpoint {
-    pub(super) fn from_env() -> Self {
-        Self {
-            remaining: std::env::var("DRIFTLESS_TEST_KILL_AFTER")
-                .ok()
-                .and_then(|v| v.parse().ok()),
-        }
+    root.sync()?;
+    for (entry, step) in staged.drain(..) {
+        root.put_in_place(&entry)?;
+        tracing::info!("{step}");
     }
-
-    pub(super) fn hit(&mut self) {
-        if let Some(n) = &mut self.remaining {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::getpid(),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
+    root.sync()?;
+    Ok(())
 }

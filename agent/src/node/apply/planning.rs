@@ -3,7 +3,7 @@
 //! asks. Apart from the run because it only reads; `driftless plan` uses it
 //! alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 
@@ -34,11 +34,16 @@ fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
     })
 }
 
-/// What the release asks of this root, compared with what is there.
+/// What the release asks of this root, compared with what is there:
+/// every entry after its parents, with the missing parents nobody declared
+/// (and those an interrupted run of the same release `recorded`, see
+/// [`super::recorded_parents`]). Paths are resolved strictly, with the
+/// spec's directory owners declared to the root first.
 pub fn plan(
     root: &Root,
     release: &Release<'_>,
     spec: &crate::release::spec::NodeSpec,
+    recorded: &BTreeSet<NodePath>,
 ) -> anyhow::Result<Vec<Step>> {
     let accounts = account_files(root)?;
     let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
@@ -48,6 +53,13 @@ pub fn plan(
             .map_err(|e| e.to_string())
     };
     let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
+    unprivileged_owners(&mut desired);
+    root.declare_owners(desired.iter().filter_map(|d| match d.entry {
+        Entry::Directory { uid, .. } => Some((d.path.clone(), uid)),
+        _ => None,
+    }));
+    let mut missing = |p: &NodePath| Ok(root.observe(p)?.is_none());
+    let mut desired = super::parents::with_parents(desired, recorded, &mut missing)?;
     unprivileged_owners(&mut desired);
     let mut current = BTreeMap::new();
     for d in &mut desired {
