@@ -10,6 +10,7 @@
 
 pub mod attr;
 mod write;
+pub mod xattr;
 
 pub use write::{Staged, temp_name};
 
