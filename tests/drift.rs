@@ -98,7 +98,13 @@ fn configured(spec_text: &str) -> (World, NodeRoot) {
 
 /// An applied and locked node of [`spec`], clean.
 fn node() -> Node {
+    node_with(|_, _| {})
+}
+
+/// [`node`], with `prepare` run on the configured root before the apply.
+fn node_with(prepare: impl FnOnce(&World, &NodeRoot)) -> Node {
     let (world, root) = configured(&spec(""));
+    prepare(&world, &root);
     let mounts = Unmount(root.host("/etc/app/conf.d"));
     root.apply().ok();
     assert_clean(&root);
@@ -786,4 +792,129 @@ fn a_soak_of_ordinary_writes_reports_nothing_while_real_drift_is_seen() {
     );
     assert_clean(&n.root);
     eprintln!("soak: {writes} ordinary writes in {lasted:?}, no false drift");
+}
+
+// ---------------------------------------------------------------------------
+// The watcher with `drift.policy: replace`
+// ---------------------------------------------------------------------------
+
+/// `driftless watch` of a root in the background, killed when dropped.
+struct Watcher(std::process::Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node whose watcher asks for replacement on drift through a script
+/// that appends its reason to the world's `calls` file (configured before
+/// the apply: the agent's config is itself locked and watched).
+fn replacing_node() -> (Node, PathBuf) {
+    let n = node_with(|world, root| {
+        let script = world.path("replace.sh");
+        let calls = world.path("calls");
+        fs::write(&script, format!("echo \"$@\" >> {}\n", host(&calls))).expect("script");
+        let config = root.read_text("/etc/driftless/agent.yaml");
+        root.write(
+            "/etc/driftless/agent.yaml",
+            format!(
+                "{config}drift: {{policy: replace}}\nchannel: {{poll_interval: 1h}}\n\
+                 replace: {{action: exec, command: [/bin/sh, {}]}}\n",
+                host(&script)
+            ),
+        );
+    });
+    let calls = n.world.path("calls");
+    (n, calls)
+}
+
+/// Starts the watcher of `n`.
+fn watcher(n: &Node) -> Watcher {
+    let child = Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["watch", "--root", host(n.root.path())])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(n.world.path("watch.log")).expect("log"))
+        .spawn()
+        .expect("start driftless watch");
+    Watcher(child)
+}
+
+fn calls(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn wait_calls(path: &Path, limit: Duration) -> Vec<String> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let found = calls(path);
+        if !found.is_empty() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    calls(path)
+}
+
+#[test]
+fn a_replace_policy_fires_on_drift_and_never_on_ordinary_writes() {
+    let (n, calls_file) = replacing_node();
+    let watcher = watcher(&n);
+    // Given time to start (its first rescan and verification find nothing).
+    std::thread::sleep(Duration::from_secs(2));
+    let mut rng = Rng(7);
+    for i in 0..2_000 {
+        ordinary_write(n.root.path(), &mut rng, i);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let log = || fs::read_to_string(n.world.path("watch.log")).unwrap_or_default();
+    assert_eq!(calls(&calls_file), Vec::<String>::new(), "{}", log());
+    // A real change asks once.
+    chattr("-i", &n.root.host("/etc/app"));
+    fs::write(n.root.host("/etc/app/stray.conf"), "x\n").expect("stray");
+    let asked = wait_calls(&calls_file, Duration::from_secs(10));
+    assert_eq!(asked.len(), 1, "{asked:?}\n{}", log());
+    assert!(asked[0].starts_with("drift: /etc/app"), "{asked:?}");
+    drop(watcher);
+}
+
+#[test]
+fn a_restarted_watcher_catches_a_forged_record() {
+    let (n, calls_file) = replacing_node();
+    let conf = n.root.host("/etc/app/app.conf");
+    let state_file = n.root.host("/var/lib/driftless/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&fs::read(&state_file).expect("state")).expect("json");
+    for e in state["manifest"].as_array_mut().expect("manifest") {
+        if e["path"] == "/etc/app/app.conf" {
+            e["sha256"] = release_sha(b"port=6666\n").into();
+        }
+    }
+    for path in [&conf, &state_file] {
+        chattr("-i", path);
+    }
+    fs::write(&conf, "port=6666\n").expect("edit");
+    fs::write(
+        &state_file,
+        serde_json::to_vec_pretty(&state).expect("json"),
+    )
+    .expect("forge");
+    for path in [&conf, &state_file] {
+        chattr("+i", path);
+    }
+    let _watcher = watcher(&n);
+    let asked = wait_calls(&calls_file, Duration::from_secs(10));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].contains("/etc/app/app.conf: differs from the signed release"),
+        "{asked:?}"
+    );
+    let status = n.root.status_json();
+    assert_eq!(status["verified"]["by"], "watch", "{status}");
 }
