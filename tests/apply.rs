@@ -306,6 +306,8 @@ fn rich_wants() -> Vec<Want> {
             "/etc/systemd/system/app.service",
         ),
         Link("/etc/systemd/system/telnet.socket", "/dev/null"),
+        // Holds the gate: managed, locked and exclusive, so no drop-in can join it.
+        Dir("/etc/systemd/system/app.service.d", 0o755, "root", "root"),
     ]
 }
 
@@ -320,7 +322,6 @@ const IMPLICIT_DIRS: &[&str] = &[
     "/etc/systemd",
     "/etc/systemd/system",
     "/etc/systemd/system/multi-user.target.wants",
-    "/etc/systemd/system/app.service.d",
 ];
 
 /// Steps applying [`RICH_SPEC`] to a fresh root takes: every managed entry,
@@ -534,9 +535,11 @@ fn assert_status_applied(rich: &Rich, root: &NodeRoot) {
     }
     let wanted: BTreeSet<&str> = rich_wants().iter().map(Want::path).collect();
     for extra in paths.difference(&wanted) {
-        // Besides the release's entries, only the agent's own files and
-        // the parents it made, recorded as such (not locked: other
-        // software may add to them).
+        // Besides the release's entries, only the agent's own files (its
+        // config and trust, the release objects kept to re-verify the
+        // record), the account files, recorded to be locked, and the
+        // parents apply made, recorded as such (not locked: other software
+        // may add to them).
         let entry = manifest
             .iter()
             .find(|e| e["path"] == *extra)
@@ -550,7 +553,10 @@ fn assert_status_applied(rich: &Rich, root: &NodeRoot) {
                 == (&"0755".into(), &0.into(), &0.into())
             && entry["lock"]["status"] == "exempt";
         assert!(
-            extra.starts_with("/etc/driftless/") || implicit,
+            extra.starts_with("/etc/driftless/")
+                || *extra == "/var/lib/driftless/release.objects"
+                || ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"].contains(extra)
+                || implicit,
             "unexpected manifest entry {extra}: {status}"
         );
     }
@@ -724,7 +730,14 @@ fn second_apply_only_checks_and_changes_nothing() {
     let rich = Rich::new();
     let root = rich.file_root("node");
     assert_first_apply(&rich, &root.apply().ok());
-    let whole = || snapshot(root.path(), &[]);
+    // All but the note of the last verification against the signed
+    // release, which every boot's check writes for `driftless status` (and
+    // so the time of the directory it is renamed into).
+    let whole = || {
+        let mut all = snapshot(root.path(), &["var/lib/driftless/verified.json"]);
+        all.remove(std::path::Path::new("var/lib/driftless"));
+        all
+    };
     let before = whole();
 
     // Take the repository away: a second apply must not fetch at all.

@@ -1,9 +1,10 @@
 //! `driftless check`: compare the node with the manifest recorded when its
-//! release was applied.
+//! release was applied, and that record with the signed release.
 
 use clap::Args;
 
 use crate::exit::ExitCode;
+use crate::node::anchor;
 use crate::record::drift;
 use crate::record::state;
 use crate::root::Root;
@@ -11,9 +12,8 @@ use crate::root::Root;
 /// Arguments of `driftless check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The node's root.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    root: std::path::PathBuf,
+    #[command(flatten)]
+    node: super::node::NodeArgs,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -26,12 +26,16 @@ pub struct NothingApplied(String);
 
 /// Runs `driftless check`: exit 0 when the node matches, 9 when it drifted.
 pub fn run(args: CheckArgs) -> ExitCode {
-    let result = Root::open(&args.root)
+    let result = Root::open(&args.node.root)
         .map_err(anyhow::Error::from)
         .and_then(|root| {
             let state = state::load(&root)?
-                .ok_or_else(|| NothingApplied(args.root.display().to_string()))?;
-            Ok(drift::compare(&root, &state))
+                .ok_or_else(|| NothingApplied(args.node.root.display().to_string()))?;
+            let mut found = drift::compare(&root, &state);
+            // The record itself, against the signed release it names.
+            let config = args.node.load_config()?;
+            found.extend(anchor::verify(&root, &state, &config));
+            Ok(found)
         });
     let differences = match result {
         Ok(d) => d,

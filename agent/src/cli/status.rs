@@ -69,9 +69,13 @@ pub fn run(args: StatusArgs) -> ExitCode {
         .and_then(|root| WatchState::load(&root).ok())
         .unwrap_or_default();
     let phase = Phase::of_records(Some(&state), None, &watch);
+    let verified = Root::open(&args.root)
+        .ok()
+        .and_then(|root| crate::node::anchor::last(&root));
     if args.json {
         let mut value = serde_json::to_value(&state).unwrap_or_default();
         value["phase"] = phase.name().into();
+        value["verified"] = serde_json::to_value(&verified).unwrap_or_default();
         value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
         println!("{value}");
         return ExitCode::Success;
@@ -117,6 +121,21 @@ pub fn run(args: StatusArgs) -> ExitCode {
             LockStatus::Exempt(r) | LockStatus::Failed(r) => format!("not read-only: {r}"),
         };
         println!("mount      {} ({how})", m.path);
+    }
+    match &verified {
+        Some(v) if v.differences == 0 => println!(
+            "verified   record matches signed release {} (by {} at {})",
+            v.release, v.by, v.at
+        ),
+        Some(v) => println!(
+            "verified   {} DIFFERENCES from signed release {} (by {} at {}): {}",
+            v.differences,
+            v.release,
+            v.by,
+            v.at,
+            v.first.as_deref().unwrap_or("")
+        ),
+        None => println!("verified   never against the signed release"),
     }
     print_watch(&watch);
     ExitCode::Success

@@ -149,6 +149,9 @@ pub struct DriftSettings {
     pub policy: DriftPolicy,
     /// Full rescan interval of the watcher, besides inotify events.
     pub rescan_interval: Interval,
+    /// How often the watcher verifies the record against the signed
+    /// release (besides at its start, and apply at every boot).
+    pub verify_interval: Interval,
 }
 
 impl Default for DriftSettings {
@@ -156,6 +159,7 @@ impl Default for DriftSettings {
         Self {
             policy: DriftPolicy::Report,
             rescan_interval: Interval::secs(300),
+            verify_interval: Interval::secs(3600),
         }
     }
 }

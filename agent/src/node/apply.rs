@@ -18,6 +18,8 @@ use jiff::Timestamp;
 
 use crate::config::AgentConfig;
 use crate::config::LockMode;
+use crate::node::anchor;
+use crate::node::effective;
 use crate::node::gate;
 use crate::node::health;
 use crate::node::stage::{AlreadyPinned, ApplyError, Stage};
@@ -92,11 +94,17 @@ pub fn apply(
                 }
                 .into());
             }
-            let drift = drift::compare(&root, &existing);
+            let mut drift = drift::compare(&root, &existing);
+            let verified = anchor::verify(&root, &existing, config);
+            anchor::note(&root, &existing, "apply", &verified);
+            drift.extend(verified);
             if lock_mode != LockMode::Off {
                 let before = existing.clone();
                 crate::root::failpoint::arm();
                 lock_all(&root, &mut existing, lock_mode)?;
+                if existing.effective.mounts.is_none() {
+                    effective::record_mounts(&root, &mut existing);
+                }
                 if existing != before {
                     state::save(&root, &existing)?;
                 }
@@ -141,6 +149,7 @@ pub fn apply(
         finished_at: None,
         manifest: Vec::new(),
         read_only: Vec::new(),
+        effective: Default::default(),
     };
     let planned = release
         .spec(&config.release.spec)
@@ -202,6 +211,16 @@ pub fn apply(
         }
     };
     record.manifest.extend(agent_files(&root, config)?);
+    if let Err(e) = settle_effective(&root, &release, &spec, config, &mut record) {
+        let failed = e.into();
+        return Err(fail(
+            &root,
+            &mut record,
+            &mut phase,
+            FailedAt::Apply,
+            failed,
+        ));
+    }
     let live_systemd = systemd::systemd_is_live(root_path);
     // The units apply starts: stopped again if the node turns out bad.
     let mut started = Vec::new();
@@ -231,6 +250,9 @@ pub fn apply(
         return Err(fail_started(&root, &mut record, &started, failed, e.into()));
     }
     phase.advance(Event::Locked)?;
+    if lock_mode != LockMode::Off {
+        effective::record_mounts(&root, &mut record);
+    }
     record.status = Status::Applied;
     record.finished_at = Some(Timestamp::now());
     state::save(&root, &record)?;
@@ -296,6 +318,24 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
         });
     }
     Ok(out)
+}
+
+/// Sets the attributes the spec declares (refusing undeclared ACLs and
+/// capabilities), adds the account files and the kept release objects to
+/// the manifest, and records the rest of the effective configuration.
+fn settle_effective(
+    root: &Root,
+    release: &Release<'_>,
+    spec: &crate::release::spec::NodeSpec,
+    config: &AgentConfig,
+    record: &mut State,
+) -> Result<(), crate::node::stage::ApplyError> {
+    effective::settle_xattrs(root, spec, &record.manifest)?;
+    record.manifest.extend(effective::account_entries(root)?);
+    record
+        .manifest
+        .push(anchor::keep(root, release, spec, &config.release.spec)?);
+    effective::record(root, spec, record)
 }
 
 /// The release's units apply starts once the node is written.

@@ -180,6 +180,7 @@ mod tests {
             finished_at: None,
             manifest: Vec::new(),
             read_only: Vec::new(),
+            effective: Default::default(),
         }
     }
 

@@ -2,7 +2,9 @@
 //! health checks, lock, the gate.
 
 pub mod accounts;
+pub mod anchor;
 pub mod apply;
+pub mod effective;
 pub mod gate;
 pub mod health;
 pub mod lock;

@@ -3,6 +3,8 @@
 //! difference from what is there, as an ordered list of steps. Pure: the
 //! caller gathers observations and contents; nothing here touches the node.
 
+mod exclusive;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -351,6 +353,7 @@ pub fn desired(
     for unit in &spec.units {
         out.extend(unit_entries(unit, read)?);
     }
+    exclusive::settle(&mut out, &spec.exclusive)?;
     Ok((out, plan))
 }
 

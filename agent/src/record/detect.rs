@@ -12,15 +12,16 @@
 //! the watcher it serves must go on polling the channel, or the node would
 //! never ask to be replaced.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::{AsFd, AsRawFd};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 
-use crate::record::drift::{self, Difference};
+use crate::record::drift::{self, Difference, Part};
 use crate::record::state::State;
 use crate::root::{Kind, Root};
 use crate::types::NodePath;
@@ -39,6 +40,14 @@ pub struct Detector {
     watched: HashMap<WatchDescriptor, NodePath>,
     /// Manifest indices by the directory their change events arrive in.
     by_directory: BTreeMap<NodePath, Vec<usize>>,
+    /// The parts of the effective configuration a directory's events concern.
+    parts: BTreeMap<NodePath, BTreeSet<Part>>,
+    /// Every managed path, so that a partial check never takes the rest of
+    /// the manifest for unmanaged entries.
+    managed: HashSet<String>,
+    /// The node's mount table, which `poll(2)` flags when a mount comes,
+    /// goes or changes (`POLLPRI`).
+    mountinfo: Option<std::fs::File>,
     reported: BTreeSet<(String, &'static str)>,
     rescan_every: Duration,
     next_rescan: Instant,
@@ -88,21 +97,49 @@ impl Detector {
                 by_directory.entry(entry.path.clone()).or_default().push(i);
             }
         }
+        let mountinfo = drift::mounts::MOUNTINFO
+            .iter()
+            .find_map(|p| std::fs::File::open(p).ok());
         let mut detector = Self {
+            managed: drift::managed_paths(&state),
             root,
             state,
             inotify,
             watched: HashMap::new(),
             by_directory,
+            parts: BTreeMap::new(),
+            mountinfo,
             reported: BTreeSet::new(),
             rescan_every,
             next_rescan: Instant::now() + rescan_every,
         };
-        let directories: Vec<NodePath> = detector.by_directory.keys().cloned().collect();
+        detector.file_parts();
+        let directories: BTreeSet<NodePath> = detector
+            .by_directory
+            .keys()
+            .chain(detector.parts.keys())
+            .cloned()
+            .collect();
         for dir in directories {
             detector.watch(&dir);
         }
         detector
+    }
+
+    /// Files the directories whose events concern a part of the effective
+    /// configuration: the account files' directory, the unit search and
+    /// drop-in directories that exist now.
+    fn file_parts(&mut self) {
+        if self.state.effective.accounts.is_some() {
+            for file in drift::accounts::FILES {
+                if let Some(dir) = NodePath::new(file).ok().and_then(|p| p.parent()) {
+                    self.parts.entry(dir).or_default().insert(Part::Accounts);
+                }
+            }
+        }
+        for dir in drift::units::watch_dirs(&self.root, &self.state.effective.units) {
+            self.parts.entry(dir).or_default().insert(Part::Units);
+        }
     }
 
     /// Adds a watch on `dir` (resolved beneath the root). A directory that
@@ -143,45 +180,122 @@ impl Detector {
             return Ok(self.rescan());
         }
         let wait = timeout.min(self.next_rescan - now);
-        let Some(inotify) = &self.inotify else {
-            std::thread::sleep(wait);
-            return Ok(Vec::new());
-        };
         let millis = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) => return Ok(Vec::new()),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
-            Err(e) => return Err(DetectError(format!("poll: {e}"))),
+        let (inotify_ready, mounts_changed) = {
+            let mut fds = Vec::new();
+            if let Some(inotify) = &self.inotify {
+                fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(info) = &self.mountinfo {
+                fds.push(PollFd::new(info.as_fd(), PollFlags::POLLPRI));
+            }
+            if fds.is_empty() {
+                std::thread::sleep(wait);
+                return Ok(Vec::new());
+            }
+            match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
+                Ok(0) => return Ok(Vec::new()),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
+                Err(e) => return Err(DetectError(format!("poll: {e}"))),
+            }
+            let ready = |fd: Option<&PollFd<'_>>, flags: PollFlags| {
+                fd.and_then(PollFd::revents)
+                    .is_some_and(|r| r.intersects(flags))
+            };
+            let has_inotify = self.inotify.is_some();
+            let inotify_fd = has_inotify.then(|| &fds[0]);
+            let mounts_fd = self.mountinfo.as_ref().map(|_| &fds[fds.len() - 1]);
+            (
+                ready(inotify_fd, PollFlags::POLLIN),
+                ready(mounts_fd, PollFlags::POLLPRI | PollFlags::POLLERR),
+            )
+        };
+        let mut found = Vec::new();
+        if mounts_changed {
+            found.extend(drift::compare_part(
+                &self.root,
+                &self.state,
+                Part::Mounts,
+                &self.managed,
+            ));
         }
+        if inotify_ready {
+            match self.changed_directories()? {
+                Some(touched) => found.extend(self.compare_touched(touched)),
+                None => {
+                    tracing::warn!("inotify queue overflowed; rescanning the whole node");
+                    return Ok(self.rescan());
+                }
+            }
+        }
+        Ok(self.fresh(found))
+    }
+
+    /// The directories inotify reported changes in; `None` when its queue
+    /// overflowed (then only a full rescan can tell).
+    fn changed_directories(&mut self) -> Result<Option<BTreeSet<NodePath>>, DetectError> {
+        let Some(inotify) = &self.inotify else {
+            return Ok(Some(BTreeSet::new()));
+        };
         let events = match inotify.read_events() {
             Ok(events) => events,
-            Err(nix::errno::Errno::EAGAIN) => return Ok(Vec::new()),
+            Err(nix::errno::Errno::EAGAIN) => return Ok(Some(BTreeSet::new())),
             Err(e) => return Err(DetectError(format!("reading events: {e}"))),
         };
         let mut touched = BTreeSet::new();
         for event in events {
             if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                tracing::warn!("inotify queue overflowed; rescanning the whole node");
-                return Ok(self.rescan());
+                return Ok(None);
             }
             if let Some(dir) = self.watched.get(&event.wd) {
                 touched.insert(dir.clone());
             }
         }
-        let mut found = Vec::new();
-        for dir in &touched {
-            let indices = self.by_directory.get(dir).cloned().unwrap_or_default();
-            let partial = State {
-                manifest: indices
-                    .iter()
-                    .map(|&i| self.state.manifest[i].clone())
-                    .collect(),
-                read_only: Vec::new(),
-                ..self.state.clone()
-            };
-            found.extend(drift::compare_declared(&self.root, &partial));
+        Ok(Some(touched))
+    }
+
+    /// Compares what the changes in `touched` concern: the manifest entries
+    /// filed under each directory, and the parts they belong to.
+    fn compare_touched(&mut self, touched: BTreeSet<NodePath>) -> Vec<Difference> {
+        let parts: BTreeSet<Part> = touched
+            .iter()
+            .filter_map(|dir| self.parts.get(dir))
+            .flatten()
+            .copied()
+            .collect();
+        if parts.contains(&Part::Units) {
+            // A drop-in directory made now is watched before it is read, so
+            // that a file written into it later is seen too.
+            self.parts.retain(|_, p| {
+                p.remove(&Part::Units);
+                !p.is_empty()
+            });
+            self.file_parts();
+            let dirs: Vec<NodePath> = self.parts.keys().cloned().collect();
+            for dir in dirs {
+                if !self.watched.values().any(|d| *d == dir) {
+                    self.watch(&dir);
+                }
+            }
+        }
+        let mut indices: Vec<usize> = touched
+            .iter()
+            .filter_map(|dir| self.by_directory.get(dir))
+            .flatten()
+            .copied()
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let entries: Vec<_> = indices.iter().map(|&i| &self.state.manifest[i]).collect();
+        let mut found = drift::compare_entries(&self.root, &self.state, &entries, &self.managed);
+        for part in parts {
+            found.extend(drift::compare_part(
+                &self.root,
+                &self.state,
+                part,
+                &self.managed,
+            ));
         }
         // A directory that was replaced needs a new watch.
         for dir in touched {
@@ -189,7 +303,7 @@ impl Detector {
                 self.watch(&dir);
             }
         }
-        Ok(self.fresh(found))
+        found
     }
 
     /// Keeps the differences not reported yet, and remembers them.
@@ -244,6 +358,7 @@ mod tests {
             finished_at: None,
             manifest,
             read_only: Vec::new(),
+            effective: Default::default(),
         }
     }
 

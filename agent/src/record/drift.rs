@@ -1,6 +1,16 @@
 //! Comparing the node with the manifest recorded when the release was
-//! applied: content, kind, mode, owner, group, link target, presence. Used
-//! by later boots and `driftless check`.
+//! applied: content, kind, mode, owner, group, link target, presence, the
+//! immutable attribute and security attributes of each path, the entries of
+//! exclusive directories, and the rest of the effective configuration
+//! (`accounts`, unit `units` overrides, `xattrs`, `mounts`: one file each).
+//! Used by later boots, `driftless check` and the detector.
+
+pub mod accounts;
+pub mod mounts;
+pub mod units;
+pub mod xattrs;
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -8,6 +18,7 @@ use crate::record::state::LockStatus;
 use crate::record::state::{ManifestEntry, State};
 use crate::root::attr as lock;
 use crate::root::{Kind, Root, hex};
+use crate::types::NodePath;
 
 /// One way the node differs from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +47,32 @@ impl std::fmt::Display for Difference {
             ),
             "mount" => write!(f, "{}: no longer a read-only mount", self.path),
             "path" => write!(f, "{}: cannot be checked: {}", self.path, self.found),
+            "mounted" => write!(
+                f,
+                "{}: what is mounted there changed ({}, expected {})",
+                self.path, self.found, self.expected
+            ),
+            "override" => write!(
+                f,
+                "{}: {}, overriding {}",
+                self.path, self.found, self.expected
+            ),
+            "added" => write!(f, "{}: added ({})", self.path, self.found),
+            "xattr" => write!(
+                f,
+                "{}: security attributes changed ({}, expected {})",
+                self.path, self.found, self.expected
+            ),
+            "record" => write!(
+                f,
+                "{}: the record differs from the signed release ({}, the release says {})",
+                self.path, self.found, self.expected
+            ),
+            "release" => write!(
+                f,
+                "{}: differs from the signed release ({}, the release has {})",
+                self.path, self.found, self.expected
+            ),
             "content" => write!(
                 f,
                 "{}: content changed (sha256 {}, expected {})",
@@ -50,17 +87,43 @@ impl std::fmt::Display for Difference {
     }
 }
 
+/// The parts of the effective configuration beyond the manifest's paths,
+/// each compared as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    /// Unit files and drop-ins that override a managed unit.
+    Units,
+    /// The account tables.
+    Accounts,
+    /// The mounts at, under and above managed paths (read-only ones included).
+    Mounts,
+}
+
+/// The node paths the manifest manages, for the checks that need to tell
+/// a managed path from another.
+pub fn managed_paths(state: &State) -> HashSet<String> {
+    state.manifest.iter().map(|e| e.path.to_string()).collect()
+}
+
 /// Compares the node under `root` with its recorded state: every manifest
-/// entry, the entries of exclusive directories, and the read-only mounts.
+/// entry, the entries of exclusive directories, and every [`Part`].
 /// Paths are resolved strictly, with the owners the manifest records for
 /// its directories (see [`declare`]).
 pub fn compare(root: &Root, state: &State) -> Vec<Difference> {
     declare(root, state);
-    compare_declared(root, state)
+    let managed = managed_paths(state);
+    let entries: Vec<&ManifestEntry> = state.manifest.iter().collect();
+    let mut out = compare_entries(root, state, &entries, &managed);
+    for part in [Part::Units, Part::Accounts, Part::Mounts] {
+        out.extend(compare_part(root, state, part, &managed));
+    }
+    out
 }
 
 /// Tells `root` who may own the directories on the way to managed paths:
 /// root, and the owner the manifest records for each managed directory.
+/// [`compare_entries`] and [`compare_part`] rely on it having been called
+/// with the whole state.
 pub fn declare(root: &Root, state: &State) {
     root.declare_owners(
         state
@@ -71,15 +134,58 @@ pub fn declare(root: &Root, state: &State) {
     );
 }
 
-/// [`compare`] for a part of the manifest (`state` holds only the entries
-/// to compare): the owners must have been declared from the whole state.
-pub fn compare_declared(root: &Root, state: &State) -> Vec<Difference> {
-    let mut out: Vec<Difference> = state
-        .manifest
-        .iter()
-        .flat_map(|entry| compare_one(root, entry))
-        .collect();
-    out.extend(unmanaged_entries(root, &state.manifest));
+/// Compares some manifest entries (each on its own, and the listing of
+/// those that are exclusive directories against every managed path).
+pub fn compare_entries(
+    root: &Root,
+    state: &State,
+    entries: &[&ManifestEntry],
+    managed: &HashSet<String>,
+) -> Vec<Difference> {
+    let mut out = Vec::new();
+    for entry in entries {
+        out.extend(compare_one(root, entry));
+        if entry.lock != LockStatus::Exempt("mutable directory".into()) {
+            let recorded = state.effective.xattrs.get(entry.path.as_str());
+            out.extend(xattrs::compare_entry(root, entry, recorded));
+        }
+        if entry.exclusive && entry.kind == Kind::Directory {
+            out.extend(unmanaged_in(root, &entry.path, managed));
+        }
+    }
+    out
+}
+
+/// Compares one [`Part`] of the effective configuration.
+pub fn compare_part(
+    root: &Root,
+    state: &State,
+    part: Part,
+    managed: &HashSet<String>,
+) -> Vec<Difference> {
+    let effective = &state.effective;
+    match part {
+        Part::Units => units::compare(root, &effective.units, &effective.overrides, &|p: &str| {
+            managed.contains(p)
+        }),
+        Part::Accounts => effective
+            .accounts
+            .as_ref()
+            .map(|a| accounts::compare(root, a))
+            .unwrap_or_default(),
+        Part::Mounts => {
+            let mut out = read_only_mounts(root, state);
+            if let Some(recorded) = &effective.mounts {
+                out.extend(mounts::compare(root, state, recorded));
+            }
+            out
+        }
+    }
+}
+
+/// The read-only mounts that are not (or no longer) read-only.
+fn read_only_mounts(root: &Root, state: &State) -> Vec<Difference> {
+    let mut out = Vec::new();
     for mount in state
         .read_only
         .iter()
@@ -97,33 +203,25 @@ pub fn compare_declared(root: &Root, state: &State) -> Vec<Difference> {
     out
 }
 
-/// Entries inside exclusive directories that the manifest does not list.
-fn unmanaged_entries(root: &Root, manifest: &[ManifestEntry]) -> Vec<Difference> {
-    let managed: std::collections::BTreeSet<&str> =
-        manifest.iter().map(|e| e.path.as_str()).collect();
-    let mut out = Vec::new();
-    for dir in manifest
-        .iter()
-        .filter(|e| e.exclusive && e.kind == Kind::Directory)
-    {
-        let Ok(names) = root.list_dir(&dir.path) else {
-            continue;
-        };
-        for name in names {
-            let Ok(child) = dir.path.join(&name) else {
-                continue;
-            };
-            if !managed.contains(child.as_str()) {
-                out.push(Difference {
-                    path: child.to_string(),
-                    aspect: "unmanaged",
-                    expected: format!("nothing unmanaged in exclusive directory {}", dir.path),
-                    found: "an entry".into(),
-                });
-            }
-        }
-    }
-    out
+/// Entries inside the exclusive directory `dir` that are not managed
+/// paths. `managed` is every managed path of the node, not only those filed
+/// under `dir`: a check of part of the manifest must not take the rest for
+/// strangers.
+pub fn unmanaged_in(root: &Root, dir: &NodePath, managed: &HashSet<String>) -> Vec<Difference> {
+    let Ok(names) = root.list_dir(dir) else {
+        return Vec::new();
+    };
+    names
+        .into_iter()
+        .filter_map(|name| dir.join(&name).ok())
+        .filter(|child| !managed.contains(child.as_str()))
+        .map(|child| Difference {
+            path: child.to_string(),
+            aspect: "unmanaged",
+            expected: format!("nothing unmanaged in exclusive directory {dir}"),
+            found: "an entry".into(),
+        })
+        .collect()
 }
 
 fn compare_one(root: &Root, e: &ManifestEntry) -> Vec<Difference> {

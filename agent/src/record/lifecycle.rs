@@ -433,6 +433,7 @@ mod tests {
                 exclusive: false,
             }],
             read_only: Vec::new(),
+            effective: Default::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::record::effective::Effective;
 use crate::root::{Kind, Root, RootError};
 use crate::types::NodePath;
 use crate::verify::Verified;
@@ -37,6 +38,10 @@ pub struct State {
     /// Directories bind-mounted read-only (spec and config `lock.read_only`).
     #[serde(default)]
     pub read_only: Vec<MountRecord>,
+    /// The rest of the node's effective configuration (unit overrides,
+    /// accounts, extended attributes, mounts), recorded for drift checks.
+    #[serde(default, skip_serializing_if = "Effective::is_empty")]
+    pub effective: Effective,
 }
 
 /// The release, as verified.

@@ -8,6 +8,7 @@ mod accounts;
 mod files;
 mod health;
 mod units;
+mod xattrs;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ pub use accounts::{AccountName, GroupSpec, Principal, UserSpec};
 pub use files::{Content, DirectorySpec, FileSpec, LinkSpec, LinkTarget};
 pub use health::{HealthCheck, Probe};
 pub use units::{UnitName, UnitSpec};
+pub use xattrs::XattrSpec;
 
 /// Node specs larger than this are refused before parsing.
 pub const MAX_SPEC_LEN: usize = 1024 * 1024;
@@ -67,6 +69,14 @@ pub struct NodeSpec {
     /// What else to lock beyond the immutable attribute.
     #[serde(default)]
     pub lock: SpecLock,
+    /// Managed directories whose every entry must be managed, besides those
+    /// marked `exclusive` under `directories`: a user's `~/.ssh`, a unit's
+    /// drop-in directory.
+    #[serde(default)]
+    pub exclusive: Vec<NodePath>,
+    /// Security-relevant extended attributes of managed paths.
+    #[serde(default)]
+    pub xattrs: Vec<XattrSpec>,
 }
 
 /// The spec's `lock` section.
@@ -102,7 +112,9 @@ impl NodeSpec {
             + self.links.len()
             + self.units.len()
             + self.users.len()
-            + self.groups.len();
+            + self.groups.len()
+            + self.exclusive.len()
+            + self.xattrs.len();
         if entries > MAX_ENTRIES {
             return Err(format!(
                 "{entries} entries; at most {MAX_ENTRIES} are allowed"
@@ -159,6 +171,15 @@ impl NodeSpec {
                 return Err("lock.read_only: the root itself cannot be mounted read-only".into());
             }
         }
+        let mut exclusive = std::collections::BTreeSet::new();
+        for path in &self.exclusive {
+            if path.as_str() == "/" || !exclusive.insert(path) {
+                return Err(format!("exclusive: {path} is the root or listed twice"));
+            }
+        }
+        xattrs::validate(&self.xattrs, &|p| {
+            self.files.iter().any(|f| f.path == *p) || self.directories.iter().any(|d| d.path == *p)
+        })?;
         let mut units = std::collections::BTreeSet::new();
         for unit in &self.units {
             if !units.insert(&unit.name) {

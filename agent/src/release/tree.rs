@@ -123,6 +123,33 @@ impl<'r> Release<'r> {
         }
     }
 
+    /// Any object of the release as git stores it: its type name and bytes
+    /// (for keeping the verified tag, commit and trees on the node).
+    pub fn raw_object(&self, id: &ObjectId) -> Result<(&'static str, Vec<u8>), String> {
+        match self.objects {
+            Objects::Cache(repo) => {
+                let oid = git2::Oid::from_bytes(&id.0).map_err(|e| e.message().to_owned())?;
+                let odb = repo.odb().map_err(|e| e.message().to_owned())?;
+                let raw = odb.read(oid).map_err(|e| e.message().to_owned())?;
+                let kind = match raw.kind() {
+                    ObjectType::Tag => "tag",
+                    ObjectType::Commit => "commit",
+                    ObjectType::Tree => "tree",
+                    ObjectType::Blob => "blob",
+                    other => return Err(format!("object {id} is a {other}")),
+                };
+                Ok((kind, raw.data().to_vec()))
+            }
+            Objects::Streamed(incoming) => match incoming.held(id) {
+                Some((kind, bytes)) => Ok((kind.as_str(), bytes.to_vec())),
+                None => incoming
+                    .blob_bytes(id)
+                    .map(|b| ("blob", b))
+                    .map_err(|e| e.to_string()),
+            },
+        }
+    }
+
     /// SHA-256 of a blob, when it is known without reading it again.
     pub fn known_sha256(&self, id: &ObjectId) -> Option<[u8; 32]> {
         match self.objects {

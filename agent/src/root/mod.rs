@@ -20,6 +20,7 @@ pub mod attr;
 pub mod failpoint;
 mod walk;
 mod write;
+pub mod xattr;
 
 pub use walk::Dir;
 pub use write::{Staged, temp_name};

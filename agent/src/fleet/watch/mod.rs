@@ -33,6 +33,7 @@ use crate::record::watch_state::{DriftRecord, Refusal, WatchState};
 use crate::root::Root;
 use crate::source::poll::RefPoller;
 
+mod anchor;
 mod decide;
 mod evaluate;
 mod replacement;
@@ -40,6 +41,7 @@ mod replacement;
 pub use evaluate::{Verdict, evaluate_channel};
 pub use replacement::replace_after_failed_apply;
 
+use anchor::Anchor;
 use evaluate::this_program;
 
 /// Feeds systemd's watchdog (`WATCHDOG=1`) from a task of its own, at half
@@ -203,6 +205,7 @@ impl Watcher {
             self.applied.clone(),
             self.config.drift.rescan_interval.0,
         )?;
+        let mut anchor = Anchor::new(&self.root_path, &self.applied, &self.config)?;
         std::thread::Builder::new()
             .name("drift".into())
             .spawn(move || {
@@ -211,7 +214,11 @@ impl Watcher {
                     return;
                 }
                 loop {
-                    match detector.poll(Duration::from_secs(3600)) {
+                    let found = anchor.when_due();
+                    if !found.is_empty() && tx.blocking_send(found).is_err() {
+                        return;
+                    }
+                    match detector.poll(anchor.until_due().min(Duration::from_secs(3600))) {
                         Ok(found) if found.is_empty() => {}
                         Ok(found) => {
                             if tx.blocking_send(found).is_err() {
