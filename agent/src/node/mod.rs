@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod apply;
+pub mod floor;
 pub mod gate;
 pub mod health;
 pub mod lock;

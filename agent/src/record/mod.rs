@@ -3,6 +3,7 @@
 
 pub mod detect;
 pub mod drift;
+pub mod floor;
 pub mod lifecycle;
 pub mod replacement;
 pub mod state;
