@@ -182,10 +182,11 @@ impl<'w> ChannelBranch<'w> {
             .arg("channel")
             .args(args)
             .arg("--repo")
-            .arg(&self.work)
-            .arg("--signing-key")
-            .arg(&key.private)
-            .args(extra);
+            .arg(&self.work);
+        if args.first() != Some(&"show") {
+            cmd.arg("--signing-key").arg(&key.private);
+        }
+        cmd.args(extra);
         if !extra.contains(&"--allowed-signers") {
             cmd.arg("--allowed-signers")
                 .arg(self.world.path("keys").join("allowed_signers"));

@@ -289,8 +289,13 @@ impl Watcher {
             // Back on the accepted tip (a refused force-push was undone).
             self.record.refusal = None;
         }
+        // A tip refused as expired is judged again when the clock went
+        // back since (a clock that was ahead, corrected): nothing else
+        // about a refused tip changes with time.
         let known = self.record.channel.as_ref().is_some_and(|c| c.tip == tip)
-            || self.record.refusal.as_ref().is_some_and(|r| r.tip == tip);
+            || self.record.refusal.as_ref().is_some_and(|r| {
+                r.tip == tip && !(r.kind == "expired" && clock::system_now() < r.at)
+            });
         if !known {
             self.evaluate_tip().await;
         }
@@ -378,7 +383,7 @@ impl Watcher {
                     tip,
                     kind,
                     reason,
-                    at: Timestamp::now(),
+                    at: clock::system_now(),
                 });
             }
             // A network or cache failure says nothing about the tip: retried next poll.
