@@ -7,8 +7,8 @@
 //! moves. Nothing is pushed unless `--push` says so. Operators never write
 //! a sequence, an expiry, an object id or a signing flag by hand.
 //!
-//! `init`, `promote`, `rollback`, `hold`, `release` and `refresh` write
-//! (`write.rs`); `show` reads.
+//! `init`, `promote`, `rollback`, `hold`, `release`, `failed` and
+//! `refresh` write (`write.rs`); `show` reads.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,6 +101,17 @@ enum Action {
     },
     /// Lift a hold; waves count again from now.
     Release {
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Record new nodes that failed on a release in the signed failures
+    /// file: at the channel's max_failures the rollout stops.
+    Failed {
+        /// The release they failed on.
+        release: String,
+        /// Their node ids.
+        #[arg(required = true)]
+        nodes: Vec<String>,
         #[command(flatten)]
         write: WriteArgs,
     },

@@ -49,7 +49,7 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Move the fleet's signed channel in a local clone: init, promote,
     /// rollback, hold, release, refresh, show.
-    Channel(channel::ChannelArgs),
+    Channel(Box<channel::ChannelArgs>),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
     Watch(watch::WatchArgs),
     /// Fetch and verify a channel tip and the release it names, and print
@@ -87,7 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Gate(args) => gate::run(args),
         Command::Verify(args) => verify::run(args),
-        Command::Channel(args) => channel::run(args),
+        Command::Channel(args) => channel::run(*args),
         Command::Watch(args) => watch::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }

@@ -20,7 +20,11 @@ use crate::types::Interval;
 pub(super) fn write(ctx: &Context, action: &Action) -> anyhow::Result<()> {
     let now = now();
     let (write, parent, file, what) = compose(ctx, action, now)?;
-    let tree = tree_with(ctx, parent, &file)?;
+    let failures = match action {
+        Action::Failed { release, nodes, .. } => Some(failures_with(ctx, parent, release, nodes)?),
+        _ => None,
+    };
+    let tree = tree_with(ctx, parent, &file, failures.as_deref())?;
     let message = write.message.clone().unwrap_or_else(|| {
         format!(
             "channel {}: {what} (sequence {})",
@@ -150,6 +154,11 @@ fn compose<'a>(
             file.moved_at = now;
             (write, "release the hold".to_owned())
         }
+        Action::Failed {
+            release,
+            nodes,
+            write,
+        } => (write, format!("{} failed on {release}", nodes.join(", "))),
         Action::Refresh { write } => (write, "refresh".to_owned()),
         Action::Init { .. } | Action::Show { .. } => unreachable!("handled by the caller"),
     };
@@ -206,8 +215,41 @@ fn apply_rollout(file: &mut ChannelFile, rollout: &RolloutArgs) -> anyhow::Resul
     Ok(())
 }
 
-/// The tree of `parent` (or an empty one) with the channel file replaced.
-fn tree_with(ctx: &Context, parent: Option<Oid>, file: &ChannelFile) -> anyhow::Result<Oid> {
+/// The failures file of `parent` with `nodes` added under `release`.
+fn failures_with(
+    ctx: &Context,
+    parent: Option<Oid>,
+    release: &str,
+    nodes: &[String],
+) -> anyhow::Result<String> {
+    TagName::new(release).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut failures = match parent {
+        Some(p) => ctx.documents(p)?.map(|(_, f)| f).unwrap_or_default(),
+        None => Default::default(),
+    };
+    let ids = failures.0.entry(release.to_owned()).or_default();
+    for node in nodes {
+        if !ids.contains(node) {
+            ids.push(node.clone());
+        }
+    }
+    let text = format!(
+        "# New nodes that failed, by release: written by `driftless channel failed`.\n{}",
+        serde_yaml::to_string(&failures)?
+    );
+    // What nodes will read, checked the same way.
+    crate::release::channel::Failures::parse(&text, ctx.settings.failures_file.as_str())?;
+    Ok(text)
+}
+
+/// The tree of `parent` (or an empty one) with the channel file (and the
+/// failures file, when given) replaced.
+fn tree_with(
+    ctx: &Context,
+    parent: Option<Oid>,
+    file: &ChannelFile,
+    failures: Option<&str>,
+) -> anyhow::Result<Oid> {
     let repo = &ctx.repo;
     let blob = repo.blob(file.render().as_bytes())?;
     let base = match parent {
@@ -216,6 +258,14 @@ fn tree_with(ctx: &Context, parent: Option<Oid>, file: &ChannelFile) -> anyhow::
     };
     let mut update = git2::build::TreeUpdateBuilder::new();
     update.upsert(ctx.settings.file.as_str(), blob, git2::FileMode::Blob);
+    if let Some(text) = failures {
+        let blob = repo.blob(text.as_bytes())?;
+        update.upsert(
+            ctx.settings.failures_file.as_str(),
+            blob,
+            git2::FileMode::Blob,
+        );
+    }
     Ok(update.create_updated(repo, &base)?)
 }
 
