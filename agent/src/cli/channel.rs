@@ -164,6 +164,16 @@ struct RolloutArgs {
     max_failures: Option<u32>,
 }
 
+impl RolloutArgs {
+    /// Whether any setting is given.
+    fn given(&self) -> bool {
+        self.canary.is_some()
+            || self.waves.is_some()
+            || self.wave_interval.is_some()
+            || self.max_failures.is_some()
+    }
+}
+
 /// `72h`, `90m`, `3d`: a positive duration.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration like 72h, 3d or 90m");

@@ -134,3 +134,47 @@ impl AgentConfig {
             .to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "source: {url: https://x}\ntrust: {allowed_signers: /a}\n";
+
+    #[test]
+    fn the_channel_and_fleet_a_node_expects() {
+        let plain =
+            AgentConfig::parse(&format!("{BASE}release: {{tag: v1}}\n"), "c").expect("valid");
+        assert_eq!(
+            (plain.channel_name().as_str(), plain.channel.fleet.as_str()),
+            ("channel", DEFAULT_FLEET)
+        );
+        assert_eq!(plain.clock.sync, ClockSync::Wait);
+        let named = AgentConfig::parse(
+            &format!(
+                "{BASE}release: {{channel: production}}\nchannel: {{fleet: web}}\nclock: {{sync: require, sync_timeout: 5s}}\n"
+            ),
+            "c",
+        )
+        .expect("valid");
+        assert_eq!(named.channel_name(), "production");
+        assert_eq!(named.channel.fleet, "web");
+        assert_eq!(named.clock.sync_timeout, Interval::secs(5));
+        let other = AgentConfig::parse(
+            &format!("{BASE}release: {{tag: v1}}\nchannel: {{ref: refs/fleet/web}}\n"),
+            "c",
+        )
+        .expect("valid");
+        assert_eq!(other.channel_name(), "refs/fleet/web");
+        for (bad, needle) in [
+            ("channel: {fleet: 'a b'}", "channel.fleet"),
+            ("channel: {fleet: ''}", "channel.fleet"),
+            ("clock: {sync: maybe}", "sync"),
+        ] {
+            let err = AgentConfig::parse(&format!("{BASE}release: {{tag: v1}}\n{bad}\n"), "c")
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+}

@@ -124,8 +124,11 @@ fn compose<'a>(
             rollout,
         } => {
             let rollback = matches!(action, Action::Rollback { .. });
-            if tag == current.release.as_str() {
-                bail!("the channel already names {tag}");
+            let widening = !rollback && rollout.given();
+            if tag == current.release.as_str() && !widening {
+                bail!(
+                    "the channel already names {tag} (give --canary, --waves, --wave-interval or --max-failures to change its rollout)"
+                );
             }
             if rollback && !named_before(ctx, parent, tag)? {
                 bail!("the channel never named {tag} before: that is a promote, not a rollback");
