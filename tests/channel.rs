@@ -815,3 +815,65 @@ fn an_idle_poll_is_still_one_small_request() {
         assert!(p.bytes_sent < 1024 && p.request_length < 1024, "{p:?}");
     }
 }
+
+/// A node's place in the rollout of `release` (as `fleet::rollout::bucket`).
+fn bucket(node_id: &str, release: &str) -> u32 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(node_id.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(release.as_bytes());
+    let hash = ctx.finish();
+    let b = hash.as_ref();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]]) % 10_000
+}
+
+#[test]
+fn an_accepted_channel_that_expired_is_not_acted_on_when_its_wave_comes() {
+    let s = Scene::new();
+    let branch = s.branch();
+    branch.promote(&s.fleet.key, "v1", "");
+    // A node in the second of two waves for v2.
+    let id = (0..)
+        .map(|i| format!("node-{i}"))
+        .find(|id| bucket(id, "v2") >= 5_000)
+        .expect("some id");
+    let node = s.fleet.node("node", &s.config(None));
+    node.write("/etc/machine-id", format!("{id}\n"));
+    node.apply().ok();
+    branch.channel(
+        &s.fleet.key,
+        &[
+            "promote",
+            "v2",
+            "--waves",
+            "2",
+            "--wave-interval",
+            "1h",
+            "--expires-in",
+            "30m",
+        ],
+        &[],
+    );
+    branch.push();
+    let run = watch_once(&node, &[]);
+    let watch = watch_status(&node);
+    assert_eq!(
+        watch["rollout"]["state"],
+        "wait",
+        "{watch}\n{}",
+        run.describe()
+    );
+    // Two hours on: its wave has come, but the document expired.
+    let later = (2 * 3600).to_string();
+    let run = watch_once(&node, &[("DRIFTLESS_TEST_CLOCK_OFFSET", later.as_str())]);
+    assert!(run.stderr.contains(STALE_ID), "{}", run.describe());
+    assert!(s.action.calls().is_empty(), "{}", run.describe());
+    let watch = watch_status(&node);
+    assert!(
+        watch["waiting"]
+            .as_str()
+            .is_some_and(|w| w.contains("stale")),
+        "{watch}"
+    );
+    assert!(watch["replacement"].is_null(), "{watch}");
+}
