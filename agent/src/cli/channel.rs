@@ -235,22 +235,11 @@ impl Context {
         };
         let release = Trust::load(allowed, args.revoked_keys.as_deref())?;
         let load = |path: &Option<PathBuf>| path.as_deref().map(AllowedSigners::load).transpose();
-        let with_revoked = |allowed| Trust {
-            allowed,
-            revoked: release.revoked.clone(),
-        };
-        let mut roles = match load(&args.channel_signers)? {
-            Some(list) => Roles {
-                release: release.clone(),
-                channel: with_revoked(list),
-                refresh: Trust::default(),
-                split: true,
-            },
-            None => Roles::single(release.clone()),
-        };
-        if let Some(list) = load(&args.refresh_signers)? {
-            roles.refresh = with_revoked(list);
-        }
+        let roles = Roles::from_lists(
+            release,
+            load(&args.channel_signers)?,
+            load(&args.refresh_signers)?,
+        );
         let settings = ChannelSettings {
             file: TreePath::new(&args.file).map_err(|e| anyhow::anyhow!("--file: {e}"))?,
             ..ChannelSettings::default()

@@ -105,23 +105,7 @@ impl AgentConfig {
         };
         let channel = load(&self.trust.channel_signers)?;
         let refresh = load(&self.trust.refresh_signers)?;
-        let with_revoked = |allowed| crate::verify::Trust {
-            allowed,
-            revoked: release.revoked.clone(),
-        };
-        let mut roles = match channel {
-            Some(allowed) => crate::verify::Roles {
-                release: release.clone(),
-                channel: with_revoked(allowed),
-                refresh: crate::verify::Trust::default(),
-                split: true,
-            },
-            None => crate::verify::Roles::single(release.clone()),
-        };
-        if let Some(allowed) = refresh {
-            roles.refresh = with_revoked(allowed);
-        }
-        Ok(roles)
+        Ok(crate::verify::Roles::from_lists(release, channel, refresh))
     }
 
     /// The name a channel document must give its channel: the channel

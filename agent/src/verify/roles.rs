@@ -13,7 +13,7 @@ use git2::{Oid, Repository};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{NotTrusted, Trust, Verified, VerifyError};
+use super::{AllowedSigners, NotTrusted, Trust, Verified, VerifyError};
 
 /// What a channel commit's signer may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,34 @@ impl Roles {
             refresh: Trust::default(),
             split: false,
         }
+    }
+
+    /// The roles from their lists: release signers, and the channel and
+    /// refresh signers when files name them (without channel signers, the
+    /// release signers hold that role too). `release`'s revoked keys count
+    /// for every role.
+    pub fn from_lists(
+        release: Trust,
+        channel: Option<AllowedSigners>,
+        refresh: Option<AllowedSigners>,
+    ) -> Self {
+        let with_revoked = |allowed| Trust {
+            allowed,
+            revoked: release.revoked.clone(),
+        };
+        let mut roles = match channel {
+            Some(allowed) => Self {
+                channel: with_revoked(allowed),
+                release: release.clone(),
+                refresh: Trust::default(),
+                split: true,
+            },
+            None => Self::single(release.clone()),
+        };
+        if let Some(allowed) = refresh {
+            roles.refresh = with_revoked(allowed);
+        }
+        roles
     }
 
     /// Verifies the channel commit `id` at `now` and says which role its
