@@ -38,7 +38,7 @@ pub fn run(args: FetchArgs) -> ExitCode {
             true,
         );
         let channel = match recorded {
-            Ok(floor) => Some(floor),
+            Ok(floor) => floor,
             Err(e) => {
                 eprintln!(
                     "note: no channel floor recorded: {}",

@@ -124,6 +124,7 @@ pub fn apply(
     phase.advance(Event::Verified)?;
     let channel_state = fetched.channel;
     let libgit = fetched.cache.is_some();
+    let fetched_from_source = fetched.from_source;
     let release = match (&fetched.streamed, &fetched.cache) {
         (Some(streamed), _) => Release::streamed(streamed)?,
         (None, Some(cache)) => Release::open(cache, fetched.verified)?,
@@ -246,11 +247,13 @@ pub fn apply(
         let mut watch = crate::record::watch_state::WatchState::load(&root)?;
         watch.accept(channel, Some(pinned.commit.clone()));
         watch.save(&root)?;
-    } else {
-        // A fixed tag: the channel as it stands now is this node's floor.
+    } else if fetched_from_source {
+        // A fixed tag: the channel as it stands now is this node's floor
+        // (a pre-seeded image needs no network: its bake record stands).
         let by = crate::record::floor::RecordedBy::Apply;
         match crate::node::floor::record(root_path, &root, config, &before, None, by, libgit) {
-            Ok(floor) => tracing::info!(
+            Ok(None) => tracing::info!("the source has no channel branch: no channel floor"),
+            Ok(Some(floor)) => tracing::info!(
                 "channel floor recorded: tip {}{}",
                 floor.tip,
                 floor

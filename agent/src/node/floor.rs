@@ -16,7 +16,8 @@ use crate::root::Root;
 /// release came from, if it did; else the channel is read: verified with
 /// libgit2 when `libgit` may be used, else only its tip, by one
 /// protocol-v2 request (a first boot that streamed its release keeps
-/// libgit2, and its memory, out of the process).
+/// libgit2, and its memory, out of the process). `None`: the source has
+/// no channel branch, so there is no floor to record.
 pub fn record(
     root_path: &Path,
     root: &Root,
@@ -25,36 +26,50 @@ pub fn record(
     state: Option<&ChannelState>,
     by: RecordedBy,
     libgit: bool,
-) -> anyhow::Result<ChannelFloor> {
+) -> anyhow::Result<Option<ChannelFloor>> {
     let floor = match state {
         Some(state) => ChannelFloor::of(state, by),
-        None if libgit => {
-            ChannelFloor::of(&obtain::observe_channel(root_path, config, before)?, by)
-        }
-        None => ChannelFloor {
-            channel: config.channel_name(),
-            fleet: config.channel.fleet.clone(),
-            sequence: None,
-            tip: tip_only(root_path, config)?,
-            signed_at: None,
-            recorded_at: jiff::Timestamp::now(),
-            recorded_by: by,
+        None if libgit => match obtain::observe_channel(root_path, config, before) {
+            Ok(state) => ChannelFloor::of(&state, by),
+            Err(e) if no_channel(&e) => return Ok(None),
+            Err(e) => return Err(e),
         },
+        None => {
+            let Some(tip) = tip_only(root_path, config)? else {
+                return Ok(None);
+            };
+            ChannelFloor {
+                channel: config.channel_name(),
+                fleet: config.channel.fleet.clone(),
+                sequence: None,
+                tip,
+                signed_at: None,
+                recorded_at: jiff::Timestamp::now(),
+                recorded_by: by,
+            }
+        }
     };
     floor.save(root)?;
-    Ok(floor)
+    Ok(Some(floor))
 }
 
-/// The channel ref's tip by one `ls-refs`.
-fn tip_only(root_path: &Path, config: &AgentConfig) -> anyhow::Result<String> {
+/// Whether `error` says the source has no channel branch.
+fn no_channel(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<crate::source::fetch::FetchError>(),
+            Some(crate::source::fetch::FetchError::NoSuchRef { .. })
+        )
+    })
+}
+
+/// The channel ref's tip by one `ls-refs` (`None`: there is no such ref).
+fn tip_only(root_path: &Path, config: &AgentConfig) -> anyhow::Result<Option<String>> {
     let timeout = config.fetch.io_timeout.0 + config.fetch.connect_timeout.0;
     let poller = crate::source::poll::poller_for(root_path, config, timeout)?;
     let channel_ref = config.channel_ref();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime.block_on(poller.ls_ref(&channel_ref))?;
-    answer
-        .oid
-        .ok_or_else(|| anyhow::anyhow!("the source has no {channel_ref}"))
+    Ok(runtime.block_on(poller.ls_ref(&channel_ref))?.oid)
 }

@@ -160,6 +160,9 @@ pub struct Fetched {
     pub verified: Verified,
     /// The channel state the tag came from, if it came from a channel.
     pub channel: Option<ChannelState>,
+    /// Whether the release came from the source at this run (not from a
+    /// pre-seeded cache, which needs no network).
+    pub from_source: bool,
 }
 
 /// Finds the pinned tag, verified: in the cache when it already holds it,
@@ -194,6 +197,7 @@ pub fn fetch_release(
                 verified: received.verified.clone(),
                 streamed: Some(received),
                 channel: None,
+                from_source: true,
             });
         }
     }
@@ -205,6 +209,7 @@ pub fn fetch_release(
     let cached = fetch::has_tag(&repo, tag)
         .then(|| verify::verify_tag(&repo, tag.as_str(), trust, judged.at));
     let mut streamed = None;
+    let from_source = !matches!(cached, Some(Ok(_)));
     let verified = match cached {
         Some(Ok(v)) => {
             tracing::info!(
@@ -254,6 +259,7 @@ pub fn fetch_release(
         streamed,
         verified,
         channel: channel_state,
+        from_source,
     })
 }
 
