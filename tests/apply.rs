@@ -595,20 +595,22 @@ fn apply_over(rich: &Rich, url: &str, ca: Option<&Path>) -> NodeRoot {
 }
 
 /// Asserts that the release came by a streamed protocol v2 fetch: one
-/// `ls-refs` and one `fetch` request, no cache left behind (the objects
-/// were written straight to the files), and no staging directory either.
+/// `ls-refs` and one `fetch` request (and one more `ls-refs`, of the
+/// channel branch, whose tip a node built from a fixed tag records as its
+/// channel floor), no cache left behind (the objects were written
+/// straight to the files), and no staging directory either.
 fn assert_streamed(root: &NodeRoot, log: &[servers::AccessEntry]) {
     let requests: Vec<(&str, &str, Option<&str>)> = log
         .iter()
         .map(|e| (e.method.as_str(), e.uri.as_str(), e.git_protocol.as_deref()))
         .collect();
     assert!(
-        log.len() == 2
+        log.len() == 3
             && log.iter().all(|e| e.method == "POST"
                 && e.uri.ends_with("/git-upload-pack")
                 && e.git_protocol.as_deref() == Some("version=2")
                 && e.status == 200),
-        "two v2 requests, ls-refs and fetch: {requests:?}"
+        "three v2 requests, ls-refs and fetch, and the channel's ls-refs: {requests:?}"
     );
     for leftover in [
         "/var/lib/driftless/cache.git",

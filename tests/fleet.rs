@@ -106,10 +106,45 @@ fn the_fleet_rolls_to_the_new_release_never_more_than_max_in_flight_away() {
     eprintln!("{n} nodes up on v1 in {:?}", started.elapsed());
     fleet.stats = Stats::default();
 
-    fleet.promote("v2", "");
-    let took = fleet.run_until(roll_limit(n, MAX_IN_FLIGHT), "every node on v2", |f| {
+    // The refresh job renews the channel: every node accepts it, nobody goes.
+    let refresher = fleet.refresher.clone();
+    let refreshed = fleet.channel(&refresher, &["refresh"]);
+    let poll = fleet.options.poll_interval;
+    fleet.run_until(poll * 10 + SLACK, "every node accepts the refresh", |f| {
+        f.nodes
+            .values()
+            .all(|n| watch_json(&n.root)["channel"]["tip"] == refreshed.as_str())
+    });
+    for node in fleet.nodes.values() {
+        let channel = &watch_json(&node.root)["channel"];
+        assert_eq!(channel["role"], "refresh", "{}: {channel}", node.id);
+    }
+    // Held, then promoted: everyone learns of v2, nobody goes.
+    let key = fleet.key.clone();
+    fleet.channel(&key, &["hold"]);
+    let held = fleet.channel(&key, &["promote", "v2"]);
+    fleet.run_until(poll * 10 + SLACK, "every node sees the held v2", |f| {
+        f.nodes.values().all(|n| {
+            let record = watch_json(&n.root);
+            record["channel"]["tip"] == held.as_str()
+                && record["waiting"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("hold"))
+        })
+    });
+    fleet.run_for(poll * 3);
+    assert!(
+        fleet.stats.asks.is_empty(),
+        "asked while held: {:?}",
+        askers(&fleet.stats)
+    );
+
+    let rolling = Instant::now();
+    fleet.channel(&key, &["release"]);
+    fleet.run_until(roll_limit(n, MAX_IN_FLIGHT), "every node on v2", |f| {
         f.converged("v2")
     });
+    let took = rolling.elapsed();
     let stats = &fleet.stats;
     eprintln!(
         "rolled {n} nodes, {MAX_IN_FLIGHT} at a time, in {took:?}; {} samples, max away {}, max slots {}",
@@ -200,6 +235,7 @@ fn a_release_that_fails_its_health_check_stops_the_rollout_at_max_failures() {
         .filter(|n| n.replaces.is_none())
         .collect();
     assert_eq!(old.len(), n - MAX_FAILURES);
+    let old_ids: Vec<String> = old.iter().map(|n| n.id.clone()).collect();
     for node in &old {
         let rollout = &watch_json(&node.root)["rollout"];
         assert_eq!(rollout["state"], "stopped", "{}: {rollout}", node.id);
@@ -209,6 +245,36 @@ fn a_release_that_fails_its_health_check_stops_the_rollout_at_max_failures() {
     assert_eq!(status["release"], "v3", "{status}");
     assert_eq!(status["failures"], MAX_FAILURES, "{status}");
     assert_eq!(status["max_failures"], MAX_FAILURES, "{status}");
+
+    // The failed new nodes are terminated; the channel rolls back to v1:
+    // every node accepts it and stays, nobody asks.
+    let failed = fleet.stats.failed.clone();
+    for id in &failed {
+        fleet.remove(id);
+    }
+    let key = fleet.key.clone();
+    let back = fleet.channel(&key, &["rollback", "v1"]);
+    let poll = fleet.options.poll_interval;
+    fleet.run_until(poll * 10 + SLACK, "every node accepts the rollback", |f| {
+        f.nodes
+            .values()
+            .all(|n| watch_json(&n.root)["channel"]["tip"] == back.as_str())
+    });
+    fleet.run_for(poll * 3);
+    assert_eq!(
+        fleet.stats.asks.len(),
+        MAX_FAILURES,
+        "nobody asked after the rollback"
+    );
+    let census = fleet.census();
+    assert_eq!(
+        census.get(&("v1".to_owned(), "applied".to_owned())),
+        Some(&(n - MAX_FAILURES)),
+        "{census:?}"
+    );
+    for node in &old_ids {
+        assert!(fleet.nodes.contains_key(node), "{node} stayed on v1");
+    }
 }
 
 #[test]

@@ -521,17 +521,20 @@ impl Watched {
         );
     }
 
+    /// The next document naming `tag` (whose tag object is `tag_object`),
+    /// as a hand-crafted commit would carry it.
+    fn crafted(&self, tag: &str, tag_object: &str) -> String {
+        self.branch()
+            .next_document(&[("release", tag), ("tag_object", tag_object)])
+    }
+
     /// A proper signed commit naming v2 on top of the accepted tip, pushed
     /// (forced, whatever the branch holds now): accepted, and the node asks
     /// to be replaced, once.
     fn assert_recovers(&self) {
         let branch = self.branch();
         branch.reset_hard(&self.accepted);
-        let tip = branch.commit(
-            "release: v2\n",
-            Signing::Signed(&self.fleet.key),
-            "promote v2",
-        );
+        let tip = branch.channel(&self.fleet.key, &["promote", "v2"], &[]);
         branch.force_push();
         assert!(branch.is_ancestor(&self.accepted, &tip));
         let run = watch_once(&self.root);
@@ -556,9 +559,10 @@ impl Watched {
 #[test]
 fn an_unsigned_tip_is_refused() {
     let w = Watched::new();
+    let text = w.crafted("v2", &w.fleet.v2.tag_object);
     let tip = w
         .branch()
-        .commit("release: v2\n", Signing::Unsigned, "unsigned promote");
+        .commit(&text, Signing::Unsigned, "unsigned promote");
     w.branch().push();
     w.assert_refused(&tip, &[&tip]);
     w.assert_recovers();
@@ -568,11 +572,10 @@ fn an_unsigned_tip_is_refused() {
 fn a_tip_signed_by_a_stranger_is_refused() {
     let w = Watched::new();
     let stranger = w.fleet.world.keygen("stranger");
-    let tip = w.branch().commit(
-        "release: v2\n",
-        Signing::Signed(&stranger),
-        "stranger's promote",
-    );
+    let text = w.crafted("v2", &w.fleet.v2.tag_object);
+    let tip = w
+        .branch()
+        .commit(&text, Signing::Signed(&stranger), "stranger's promote");
     w.branch().push();
     w.assert_refused(&tip, &[&tip]);
     w.assert_recovers();
@@ -585,24 +588,21 @@ fn a_branch_moved_backwards_is_refused() {
     branch.reset_hard(&w.older);
     branch.force_push();
     assert_eq!(branch.served_tip(), w.older);
-    w.assert_refused(&w.older, &[&w.older, "does not descend", &w.accepted]);
+    w.assert_refused(
+        &w.older,
+        &[&w.older, "sequence 1, below 2", &w.accepted, "served again"],
+    );
     w.assert_recovers();
 }
 
 #[test]
 fn a_branch_moved_sideways_is_refused() {
     let w = Watched::new();
+    // Another history, signed all along, one sequence ahead.
     let side = ChannelBranch::new(&w.fleet.world, REPO, "channel-side");
-    side.commit(
-        "release: v1\n",
-        Signing::Signed(&w.fleet.key),
-        "another history",
-    );
-    let tip = side.commit(
-        "release: v2\n",
-        Signing::Signed(&w.fleet.key),
-        "promote v2 there",
-    );
+    side.channel(&w.fleet.key, &["init", "v1"], &[]);
+    side.channel(&w.fleet.key, &["promote", "v2"], &[]);
+    let tip = side.channel(&w.fleet.key, &["refresh"], &[]);
     side.force_push();
     w.assert_refused(&tip, &[&tip, "does not descend", &w.accepted]);
     w.assert_recovers();
@@ -611,7 +611,12 @@ fn a_branch_moved_sideways_is_refused() {
 #[test]
 fn a_tip_naming_a_missing_tag_is_refused() {
     let w = Watched::new();
-    let tip = w.branch().promote(&w.fleet.key, "v9", "");
+    // driftless channel refuses a tag the clone lacks: crafted by hand.
+    let text = w.crafted("v9", &w.fleet.v2.tag_object);
+    let tip = w
+        .branch()
+        .commit(&text, Signing::Signed(&w.fleet.key), "promote v9");
+    w.branch().push();
     w.assert_refused(&tip, &[&tip, "v9"]);
     w.assert_recovers();
 }
@@ -626,7 +631,22 @@ fn a_tip_naming_a_tag_signed_by_a_stranger_is_refused() {
         "v3",
         Tagging::Signed(&stranger),
     );
-    let tip = w.branch().promote(&w.fleet.key, "v3", "");
+    // driftless channel refuses a tag that does not verify: crafted by hand.
+    let v3 = w.branch().driftless(&w.fleet.key, &["promote", "v3"], &[]);
+    v3.refused(5, &["v3", "not in allowed_signers"]);
+    let stranger_v3 = w.fleet.world.tool(
+        w.fleet
+            .world
+            .git()
+            .arg("--git-dir")
+            .arg(w.fleet.world.srv().join(REPO))
+            .args(["rev-parse", "refs/tags/v3"]),
+    );
+    let text = w.crafted("v3", &stranger_v3);
+    let tip = w
+        .branch()
+        .commit(&text, Signing::Signed(&w.fleet.key), "promote v3");
+    w.branch().push();
     w.assert_refused(&tip, &[&tip, "v3", "does not verify"]);
     w.assert_recovers();
 }

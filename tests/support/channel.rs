@@ -1,9 +1,12 @@
 //! Channel fixtures for the `driftless watch` end-to-end tests.
 //!
-//! * [`ChannelBranch`]: a work tree whose commits (`channel.yaml`, signed
-//!   with `git commit -S` and gpg.format=ssh, or unsigned) are pushed to
-//!   `refs/heads/channel` of a bare repository under the world's `srv/`,
-//!   normally or with `--force`.
+//! * [`ChannelBranch`]: a work tree of the channel branch whose commits
+//!   are made the operator's way, with the built `driftless channel`
+//!   (init, promote, rollback, hold, release, refresh: signed with the
+//!   given key), or crafted by hand for hostile tests (`channel.yaml`
+//!   written as given, signed with `git commit -S` and gpg.format=ssh, or
+//!   unsigned), and pushed to `refs/heads/channel` of a bare repository
+//!   under the world's `srv/`, normally or with `--force`.
 //! * [`NodeConfig`]: the agent config of a watching node (`release: {channel}`
 //!   or `{tag}`, `replace`, `failure`, `channel.poll_interval`, metrics).
 //! * [`ExecAction`]: a `replace.action: exec` script that records each call
@@ -26,9 +29,9 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::release::{
-    FAST_FETCH, Key, NodeRoot, PRINCIPAL, Published, REPO, Release, Tagging, World,
+    FAST_FETCH, Key, NodeRoot, PRINCIPAL, Published, REPO, Release, Run, Tagging, World,
 };
-use crate::servers::{spawn_anchor, wait_for};
+use crate::servers::{isolate_git_env, run_bounded, spawn_anchor, wait_for};
 
 /// The channel branch name (and so `refs/heads/channel`).
 pub const BRANCH: &str = "channel";
@@ -135,6 +138,71 @@ impl<'w> ChannelBranch<'w> {
         self.world.tool(self.git().args(["rev-parse", "HEAD"]))
     }
 
+    /// The channel document at HEAD, as text.
+    pub fn document(&self) -> String {
+        fs::read_to_string(self.work.join("channel.yaml")).expect("read channel.yaml")
+    }
+
+    /// A field of the document at HEAD (`sequence`, `release`, …).
+    pub fn field(&self, name: &str) -> String {
+        field(&self.document(), name)
+    }
+
+    /// The document at HEAD with the sequence one higher and `edits`
+    /// applied (each `(field, value)` replaces that field's line): the
+    /// next document as a hand-crafted commit would carry it.
+    pub fn next_document(&self, edits: &[(&str, &str)]) -> String {
+        let text = self.document();
+        let sequence: u64 = field(&text, "sequence").parse().expect("a sequence");
+        let mut next = set_field(&text, "sequence", &(sequence + 1).to_string());
+        for (name, value) in edits {
+            next = set_field(&next, name, value);
+        }
+        next
+    }
+
+    /// `driftless channel ARGS… --repo WORK` with the world's trust file
+    /// (`keys/allowed_signers`, trusting the fleet's key) and `extra`
+    /// flags, signed with `key`; the tags of the served repository are
+    /// fetched first. Returns how it ran (not checked).
+    pub fn driftless(&self, key: &Key, args: &[&str], extra: &[&str]) -> Run {
+        self.world.tool(
+            self.git()
+                .args(["fetch", "-q", "--force"])
+                .arg(&self.bare)
+                .arg("refs/tags/*:refs/tags/*"),
+        );
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
+        isolate_git_env(&mut cmd, &self.world.home());
+        cmd.env("GIT_COMMITTER_NAME", "Release Bot")
+            .env("GIT_COMMITTER_EMAIL", PRINCIPAL)
+            .env("GIT_AUTHOR_NAME", "Release Bot")
+            .env("GIT_AUTHOR_EMAIL", PRINCIPAL)
+            .env("TZ", "UTC")
+            .arg("channel")
+            .args(args)
+            .arg("--repo")
+            .arg(&self.work);
+        if args.first() != Some(&"show") {
+            cmd.arg("--signing-key").arg(&key.private);
+        }
+        cmd.args(extra);
+        if !extra.contains(&"--allowed-signers") {
+            cmd.arg("--allowed-signers")
+                .arg(self.world.path("keys").join("allowed_signers"));
+        }
+        let shown = format!("driftless channel {}", args.join(" "));
+        let done = run_bounded(&mut cmd, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{shown}: {e:#}"));
+        Run::from_finished(shown, done)
+    }
+
+    /// [`ChannelBranch::driftless`], which must succeed; returns the new HEAD.
+    pub fn channel(&self, key: &Key, args: &[&str], extra: &[&str]) -> String {
+        self.driftless(key, args, extra).ok();
+        self.head()
+    }
+
     /// Pushes HEAD to the channel ref (a fast-forward; git refuses others).
     pub fn push(&self) {
         self.world.tool(
@@ -155,16 +223,48 @@ impl<'w> ChannelBranch<'w> {
         );
     }
 
-    /// Commits `release: TAG` (plus `extra` lines) signed by `key` and
-    /// pushes it; returns the commit id.
+    /// Names `tag` with `driftless channel` signed by `key` (`init` on a
+    /// branch without a document, `refresh` when it names `tag` already,
+    /// else `promote`), with the rollout settings of `extra` (YAML lines:
+    /// `hold: true` holds after the move; `canary`, `waves`,
+    /// `wave_interval`, `max_failures` become flags), and pushes it;
+    /// returns the new tip.
     pub fn promote(&self, key: &Key, tag: &str, extra: &str) -> String {
-        let tip = self.commit(
-            &format!("release: {tag}\n{extra}"),
-            Signing::Signed(key),
-            &format!("promote {tag}"),
-        );
+        let mut flags: Vec<String> = Vec::new();
+        let mut hold = None;
+        for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+            let (name, value) = line.split_once(':').expect("extra lines are `key: value`");
+            let value = value.trim().to_owned();
+            match name.trim() {
+                "hold" => hold = Some(value == "true"),
+                other => {
+                    flags.push(format!("--{}", other.replace('_', "-")));
+                    flags.push(value);
+                }
+            }
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let has_document = self.work.join("channel.yaml").exists();
+        if !has_document {
+            let mut args = vec!["init", tag];
+            args.extend(&flags);
+            self.channel(key, &args, &[]);
+        } else if self.field("release") == tag && flags.is_empty() {
+            if hold == Some(false) && self.field("hold") == "true" {
+                self.channel(key, &["release"], &[]);
+            } else {
+                self.channel(key, &["refresh"], &[]);
+            }
+        } else {
+            let mut args = vec!["promote", tag];
+            args.extend(&flags);
+            self.channel(key, &args, &[]);
+        }
+        if hold == Some(true) && self.field("hold") != "true" {
+            self.channel(key, &["hold"], &[]);
+        }
         self.push();
-        tip
+        self.head()
     }
 
     /// `git reset --hard COMMIT` in the work tree (nothing is pushed).
@@ -199,6 +299,39 @@ impl<'w> ChannelBranch<'w> {
     }
 }
 
+/// The value of a top-level field of a channel document.
+pub fn field(document: &str, name: &str) -> String {
+    document
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{document}"))
+        .trim()
+        .trim_matches('\'')
+        .to_owned()
+}
+
+/// `document` with the line of field `name` set to `value` (added when
+/// there is none).
+pub fn set_field(document: &str, name: &str, value: &str) -> String {
+    let prefix = format!("{name}: ");
+    let mut found = false;
+    let mut out: Vec<String> = document
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                found = true;
+                format!("{prefix}{value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        out.push(format!("{prefix}{value}"));
+    }
+    out.join("\n") + "\n"
+}
+
 // ---------------------------------------------------------------------------
 // A fleet's releases
 // ---------------------------------------------------------------------------
@@ -222,6 +355,7 @@ impl Fleet {
     pub fn new() -> Self {
         let world = World::new();
         let key = world.keygen("release");
+        write_trust(&world, "allowed_signers", &[&key]);
         let publish = |tag: &str| {
             world.publish(
                 REPO,
@@ -275,6 +409,18 @@ impl Fleet {
 // Node configs
 // ---------------------------------------------------------------------------
 
+/// Writes `keys/NAME`, an allowed_signers file trusting `keys` as
+/// [`PRINCIPAL`]; returns its path.
+pub fn write_trust(world: &World, name: &str, keys: &[&Key]) -> PathBuf {
+    let path = world.path("keys").join(name);
+    let text: String = keys
+        .iter()
+        .map(|k| format!("{}\n", k.allowed(PRINCIPAL)))
+        .collect();
+    fs::write(&path, text).expect("write a trust file");
+    path
+}
+
 /// What a node is pinned to.
 #[derive(Clone, Debug)]
 pub enum Pin {
@@ -310,6 +456,16 @@ pub struct NodeConfig {
     pub metrics: bool,
     /// More top-level YAML appended as is (e.g. a `rollout:` section).
     pub extra: String,
+    /// `channel.fleet`, when set.
+    pub fleet: Option<String>,
+    /// The `clock:` value (a YAML flow mapping); by default the node does
+    /// not wait for a synchronized clock (a test machine may never say).
+    pub clock: String,
+    /// `trust.channel_signers` and `trust.refresh_signers` lines, when the
+    /// node has roles of their own: written to `/etc/driftless/`.
+    pub channel_signers: Option<Vec<String>>,
+    /// See `channel_signers`.
+    pub refresh_signers: Option<Vec<String>>,
 }
 
 impl NodeConfig {
@@ -324,6 +480,10 @@ impl NodeConfig {
             poll_interval: "1s".to_owned(),
             metrics: false,
             extra: String::new(),
+            fleet: None,
+            clock: "{sync: ignore}".to_owned(),
+            channel_signers: None,
+            refresh_signers: None,
         }
     }
 
@@ -334,16 +494,30 @@ impl NodeConfig {
             Pin::Channel(name) => format!("{{channel: {}}}", quote(name)),
             Pin::Tag(tag) => format!("{{tag: {}}}", quote(tag)),
         };
+        let mut trust = "trust:\n  allowed_signers: /etc/driftless/allowed_signers\n".to_owned();
+        if self.channel_signers.is_some() {
+            trust.push_str("  channel_signers: /etc/driftless/channel_signers\n");
+        }
+        if self.refresh_signers.is_some() {
+            trust.push_str("  refresh_signers: /etc/driftless/refresh_signers\n");
+        }
+        let fleet = self
+            .fleet
+            .as_ref()
+            .map(|f| format!(", fleet: {}", quote(f)))
+            .unwrap_or_default();
         let mut text = format!(
             "source:\n  url: {}\n\
-             trust:\n  allowed_signers: /etc/driftless/allowed_signers\n\
+             {trust}\
              release: {release}\n\
              fetch: {FAST_FETCH}\n\
              lock: {{mode: off}}\n\
-             channel: {{poll_interval: {}}}\n\
+             channel: {{poll_interval: {}{fleet}}}\n\
+             clock: {}\n\
              replace: {}\n",
             quote(&self.url),
             quote(&self.poll_interval),
+            self.clock,
             self.replace,
         );
         if self.failure_replace {
@@ -359,6 +533,14 @@ impl NodeConfig {
     /// Writes the config, and the trust file trusting `key`, into `root`.
     pub fn install(&self, root: &NodeRoot, key: &Key) {
         root.trust(&[key.allowed(PRINCIPAL)]);
+        for (name, lines) in [
+            ("channel_signers", &self.channel_signers),
+            ("refresh_signers", &self.refresh_signers),
+        ] {
+            if let Some(lines) = lines {
+                root.write(&format!("/etc/driftless/{name}"), lines.join("\n") + "\n");
+            }
+        }
         root.write("/etc/driftless/agent.yaml", self.render());
     }
 }

@@ -187,6 +187,10 @@ pub struct Fleet {
     channel_made: bool,
     /// The release and channel key.
     pub key: Key,
+    /// The refresh job's key: nodes trust it to refresh the channel only.
+    pub refresher: Key,
+    /// `--refresh-signers FILE` for `driftless channel`.
+    refresh_signers: PathBuf,
     /// Everything on disk; last, so removed after every process is gone.
     pub world: World,
 }
@@ -201,6 +205,9 @@ impl Fleet {
         );
         let world = World::new();
         let key = world.keygen("release");
+        let refresher = world.keygen("refresher");
+        crate::channel::write_trust(&world, "allowed_signers", &[&key]);
+        let refresh_signers = crate::channel::write_trust(&world, "refresh_signers", &[&refresher]);
         for (tag, health) in RELEASES {
             world.publish(REPO, &release_tree(tag, health), tag, Tagging::Signed(&key));
         }
@@ -223,6 +230,8 @@ impl Fleet {
             next_id: 0,
             channel_made: false,
             key,
+            refresher,
+            refresh_signers,
             world,
         };
         fleet.promote("v1", "");
@@ -255,6 +264,18 @@ impl Fleet {
         branch.promote(&self.key, tag, extra);
     }
 
+    /// Runs `driftless channel ARGS…` signed by `key` (the release key, or
+    /// [`Fleet::refresher`]) on the channel branch and pushes it; returns
+    /// the new tip.
+    pub fn channel(&mut self, key: &Key, args: &[&str]) -> String {
+        assert!(self.channel_made, "promote first");
+        let branch = ChannelBranch::reopen(&self.world, REPO, "channel");
+        let signers = self.refresh_signers.display().to_string();
+        let tip = branch.channel(key, args, &["--refresh-signers", &signers]);
+        branch.push();
+        tip
+    }
+
     /// Makes the next `count` nodes that ask vanish (watcher killed, root
     /// removed) instead of being replaced.
     pub fn crash_next(&mut self, count: usize) {
@@ -280,6 +301,7 @@ impl Fleet {
             &format!("{{action: exec, command: {ask}, timeout: 5s}}"),
         );
         config.poll_interval = format!("{}s", self.options.poll_interval.as_secs());
+        config.refresh_signers = Some(vec![self.refresher.allowed("refresh-job@example.com")]);
         config.extra = format!(
             "rollout: {{coordinator: etcd, endpoints: [{}], group: {GROUP}, max_in_flight: {}, lease_ttl: {}s, timeout: 2s}}\n",
             self.etcd.url(),
@@ -448,7 +470,9 @@ impl Fleet {
     }
 
     /// Removes a node: its processes are killed, its root deleted.
-    fn remove(&mut self, id: &str) {
+    /// Removes node `id` at once (its processes killed, its root gone), as
+    /// a cloud terminating an instance.
+    pub fn remove(&mut self, id: &str) {
         if let Some(node) = self.nodes.remove(id) {
             let path = node.root.path().to_path_buf();
             drop(node);

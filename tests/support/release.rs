@@ -227,7 +227,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_finished(shown: String, done: Finished) -> Self {
+    pub fn from_finished(shown: String, done: Finished) -> Self {
         assert!(
             !done.timed_out(),
             "{shown} ran longer than {DRIFTLESS_TIMEOUT:?} and was killed\n{}",

@@ -9,9 +9,13 @@
 #                a managed file fails inside the guest) -> driftless-watch
 #                running; the release's service runs; times from power-on
 #                to `applied` and `locked` are printed.
-#   2. replaced: the test moves the channel with a signed commit -> the
-#                guest powers itself off within the poll interval (action
-#                poweroff).
+#   2. replaced: the test moves the channel with `driftless channel` (the
+#                host's copy from the .deb): a refresh, a hold, a promote
+#                while held, a rollback and a release leave the guest up,
+#                each accepted by its watcher; the promote that follows
+#                makes it power itself off within the poll interval
+#                (action poweroff). Its first boot waits for a clock that
+#                never synchronizes (no NTP here), then goes on.
 #   3. refused:  a release signed by a stranger -> apply fails closed: the
 #                release's service never starts, status says why.
 #   4. gated:    a release whose health check fails -> apply stops the
@@ -53,6 +57,9 @@ TIMEOUT=${DRIFTLESS_VM_TIMEOUT:-300}
 # under TCG: fetch and verify the new release, then shut down.
 POLL=5
 POWEROFF_MARGIN=60
+# How long a first boot from the channel waits for a synchronized clock:
+# the guest has no NTP server to reach, so it waits this long, then goes on.
+CLOCK_WAIT=10
 PRINCIPAL=release@example.com
 
 passed=0
@@ -166,12 +173,15 @@ sed -i 's|exec: \[/usr/bin/systemctl, is-active, --quiet, app.service\]|exec: [/
   "$src/driftless.yaml"
 fixture_git -C "$src" commit -q -am "release v3, unhealthy"
 fixture_git -C "$src" -c user.signingkey="$work/release_key" tag -s -m "v3" v3-unhealthy
-# The channel: its own branch, every commit signed.
-fixture_git -C "$src" checkout -q --orphan channel
-fixture_git -C "$src" rm -q -rf .
-printf 'release: v1\n' >"$src/channel.yaml"
-fixture_git -C "$src" add channel.yaml
-fixture_git -C "$src" -c user.signingkey="$work/release_key" commit -q -S -m "promote v1"
+# The channel: its own branch, written by `driftless channel` (the host's
+# copy of the packaged binary) as an operator would, signed by the release
+# key, for the fleet the guests' config names.
+channel() {
+  GIT_COMMITTER_NAME=Release GIT_COMMITTER_EMAIL=$PRINCIPAL GIT_AUTHOR_NAME=Release GIT_AUTHOR_EMAIL=$PRINCIPAL \
+    "$work/deb/usr/bin/driftless" channel "$@" --repo "$src" --allowed-signers "$work/allowed_signers" \
+    --signing-key "$work/release_key"
+}
+channel init v1 --fleet vm >/dev/null || die "driftless channel init failed"
 mkdir -p "$work/srv"
 git clone -q --bare "$src" "$work/srv/release.git"
 fixture_git -C "$src" push -q "$work/srv/release.git" channel v1 v1-stranger v2 v3-unhealthy 2>/dev/null ||
@@ -237,7 +247,8 @@ user_data() {
   echo "        allowed_signers: /etc/driftless/allowed_signers"
   echo "      release: $release"
   echo "      fetch: {connect_timeout: 10s, io_timeout: 30s, deadline: 2m}"
-  echo "      channel: {poll_interval: ${POLL}s}"
+  echo "      channel: {poll_interval: ${POLL}s, fleet: vm}"
+  echo "      clock: {sync: wait, sync_timeout: ${CLOCK_WAIT}s}"
   echo "      replace: {action: poweroff}"
   echo "      failure: {policy: $failure}"
   echo "  - path: /etc/driftless/allowed_signers"
@@ -524,15 +535,25 @@ scenario_replaced() {
     wait_poweroff 1
     return
   fi
-  # A quiet poll or two first: the node must not go on its own.
-  sleep $((POLL * 2))
-  if ! kill -0 "$qemu_pid" 2>/dev/null; then
-    fail "the guest stays up while the channel names its release" "$(tail -n 20 "$console")"
-    return
-  fi
-  pass "the guest stays up while the channel names its release"
-  printf 'release: v2\n' >"$src/channel.yaml"
-  fixture_git -C "$src" -c user.signingkey="$work/release_key" commit -q -S -am "promote v2"
+  console_has "the first boot waited for a synchronized clock, then went on" \
+    "waiting up to ${CLOCK_WAIT}s for the clock|synchronized after"
+  # A quiet poll or two first: the node must not go on its own. Then the
+  # operator's moves that keep it: each is pushed, and the guest stays up.
+  local step
+  for step in "" refresh hold "promote v2" "rollback v1" release; do
+    if [ -n "$step" ]; then
+      # shellcheck disable=SC2086
+      channel $step >/dev/null || { fail "driftless channel $step" ""; wait_poweroff 1; return; }
+      fixture_git -C "$src" push -q "$work/srv/release.git" channel
+    fi
+    sleep $((POLL * 2))
+    if ! kill -0 "$qemu_pid" 2>/dev/null; then
+      fail "the guest stays up after ${step:-its first polls}" "$(tail -n 20 "$console")"
+      return
+    fi
+    pass "the guest stays up after ${step:-its first polls} (the channel names its release, or holds)"
+  done
+  channel promote v2 >/dev/null || { fail "driftless channel promote v2" ""; wait_poweroff 1; return; }
   fixture_git -C "$src" push -q "$work/srv/release.git" channel
   local pushed
   pushed=$(date +%s.%N)
@@ -547,6 +568,18 @@ scenario_replaced() {
   json_check "watch.json on the disk records the replacement request for v2" \
     "$(guest_file "$disk" /var/lib/driftless/watch.json)" \
     'x["replacement"]["status"] == "done" and "v2" in json.dumps(x["replacement"])'
+  json_check "the watcher accepted every move: sequence 7, promoted by a channel signer" \
+    "$(guest_file "$disk" /var/lib/driftless/watch.json)" \
+    'x["channel"]["file"]["sequence"] == 7 and x["channel"]["role"] == "channel" and x["freshness"]["fresh"]'
+  local seq
+  for seq in 2 3 4 5 6 7; do
+    if journal_line "$disk" "channel (moved|refreshed) to [0-9a-f]{40} \(sequence $seq," >/dev/null; then
+      pass "the guest's journal shows the watcher accepting sequence $seq"
+    else
+      fail "the guest's journal shows the watcher accepting sequence $seq" \
+        "$(journal_line "$disk" "channel (moved|refreshed)" || echo "(no line)")"
+    fi
+  done
   json_check "the node still holds v1: it was never upgraded in place" \
     "$(guest_file "$disk" /var/lib/driftless/state.json)" \
     'x["status"]["state"] == "applied" and x["release"]["tag"] == "v1"'

@@ -88,12 +88,26 @@ impl ReleaseKey {
     }
 
     /// Makes the work tree `channel` with one signed commit whose
-    /// `channel.yaml` names `tag`, and pushes it to `refs/heads/channel` of
-    /// the repository `repo`.
+    /// `channel.yaml` (the first document of channel `channel`, fleet
+    /// `default`, fresh for 30 days) names `tag` of the repository `repo`,
+    /// and pushes it to `refs/heads/channel` there.
     pub fn channel(&self, channel: &Path, tag: &str, repo: &Path) -> Result<()> {
         fs::create_dir_all(channel).context("creating the channel work tree")?;
-        fs::write(channel.join("channel.yaml"), format!("release: {tag}\n"))
-            .context("writing channel.yaml")?;
+        let tag_object = self.git(
+            repo,
+            &["rev-parse", &format!("refs/tags/{tag}")],
+            "git rev-parse (the tag object)",
+        )?;
+        let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())?;
+        let expires = now.checked_add(jiff::SignedDuration::from_hours(30 * 24))?;
+        fs::write(
+            channel.join("channel.yaml"),
+            format!(
+                "channel: channel\nfleet: default\nsequence: 1\nrelease: {tag}\n\
+                 tag_object: {tag_object}\nmoved_at: {now}\nexpires: {expires}\n"
+            ),
+        )
+        .context("writing channel.yaml")?;
         self.git(
             channel,
             &["init", "-q", "-b", "channel"],

@@ -75,6 +75,28 @@ fn driftless(args: &[&str]) -> anyhow::Result<std::process::Output> {
         .output()?)
 }
 
+/// `driftless channel ARGS… --repo REPO` with the release team's git
+/// settings (the repository's own config) and the image's trust.
+fn channel(home: &Path, repo: &Path, trust: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the driftless binary")?;
+    let output = Command::new(exe)
+        .arg("channel")
+        .args(args)
+        .arg("--repo")
+        .arg(repo)
+        .arg("--allowed-signers")
+        .arg(trust)
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()?;
+    show(&output);
+    if !output.status.success() {
+        bail!("driftless channel {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
 fn show(output: &std::process::Output) {
     print!("{}", String::from_utf8_lossy(&output.stdout));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -144,24 +166,32 @@ fn life(base: &Path) -> anyhow::Result<()> {
         tool(git(&home, &repo).args(["log", "--oneline", "-1", "--decorate"]))?
     );
 
-    step("3. The fleet's channel: a signed commit on branch 'channel' naming v1");
-    tool(git(&home, &repo).args(["switch", "-q", "--orphan", "channel"]))?;
-    std::fs::write(repo.join("channel.yaml"), "release: v1\n")?;
-    tool(git(&home, &repo).args(["add", "channel.yaml"]))?;
-    tool(git(&home, &repo).args(["commit", "-q", "-S", "-m", "channel: v1"]))?;
-    tool(git(&home, &repo).args(["switch", "-q", "main"]))?;
-
-    step("4. A node: its config and the trust baked into the image");
+    step("3. A node's trust, baked into the image: who may sign");
     std::fs::create_dir_all(root.join("etc/driftless"))?;
     std::fs::write(root.join("etc/machine-id"), "demo-node-0001\n")?;
-    std::fs::write(
-        root.join("etc/driftless/allowed_signers"),
-        format!("release@example.com {public}"),
-    )?;
+    let trust = root.join("etc/driftless/allowed_signers");
+    std::fs::write(&trust, format!("release@example.com {public}"))?;
+    println!("{}", std::fs::read_to_string(&trust)?.trim());
+
+    step("4. The fleet's channel: driftless channel init writes its first signed document");
+    for (key, value) in [
+        ("user.name", "Release Team"),
+        ("user.email", "release@example.com"),
+        ("gpg.format", "ssh"),
+    ] {
+        tool(git(&home, &repo).args(["config", key, value]))?;
+    }
+    let signing_key = home.join("release_key").display().to_string();
+    tool(git(&home, &repo).args(["config", "user.signingKey", &signing_key]))?;
+    channel(&home, &repo, &trust, &["init", "v1", "--fleet", "demo"])?;
+    println!(
+        "$ git show channel:channel.yaml\n{}",
+        tool(git(&home, &repo).args(["show", "channel:channel.yaml"]))?
+    );
     let log = base.join("replacement-requests.log");
     let privileged = nix::unistd::geteuid().is_root();
     let config = format!(
-        "source:\n  url: file://{repo}\ntrust:\n  allowed_signers: /etc/driftless/allowed_signers\nrelease:\n  channel: channel\nlock:\n  mode: {lock}\nreplace:\n  action: exec\n  command: [/bin/sh, -c, 'echo \"$DRIFTLESS_NODE_ID asks to be replaced: $1\" >> {log}', driftless]\n",
+        "source:\n  url: file://{repo}\ntrust:\n  allowed_signers: /etc/driftless/allowed_signers\nrelease:\n  channel: channel\nchannel:\n  fleet: demo\nclock:\n  sync: ignore\nlock:\n  mode: {lock}\nreplace:\n  action: exec\n  command: [/bin/sh, -c, 'echo \"$DRIFTLESS_NODE_ID asks to be replaced: $1\" >> {log}', driftless]\n",
         repo = repo.display(),
         log = log.display(),
         lock = if privileged { "best-effort" } else { "off" },
@@ -195,14 +225,11 @@ fn life(base: &Path) -> anyhow::Result<()> {
     step("6. driftless status");
     show(&driftless(&["status", "--root", &root_arg])?);
 
-    step("7. The team promotes v2: a new signed tag, and a signed channel commit");
+    step("7. The team promotes v2: a new signed tag, and driftless channel promote");
     std::fs::write(repo.join("files/app.conf"), "greeting=hello from v2\n")?;
     tool(git(&home, &repo).args(["commit", "-q", "-am", "release v2"]))?;
     tool(git(&home, &repo).args(["tag", "-s", "-m", "release v2", "v2"]))?;
-    tool(git(&home, &repo).args(["switch", "-q", "channel"]))?;
-    std::fs::write(repo.join("channel.yaml"), "release: v2\n")?;
-    tool(git(&home, &repo).args(["commit", "-q", "-S", "-am", "channel: promote v2"]))?;
-    tool(git(&home, &repo).args(["switch", "-q", "main"]))?;
+    channel(&home, &repo, &trust, &["promote", "v2"])?;
 
     step(
         "8. The node's watcher polls the channel: it never upgrades in place, it asks to be replaced",

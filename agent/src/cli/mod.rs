@@ -2,6 +2,7 @@
 //! lives in its own file with its own arguments and `run`.
 
 mod apply;
+mod channel;
 mod check;
 mod demo;
 mod fetch;
@@ -46,6 +47,9 @@ pub enum Command {
     Gate(gate::GateArgs),
     /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
     Verify(verify::VerifyArgs),
+    /// Move the fleet's signed channel in a local clone: init, promote,
+    /// rollback, hold, release, refresh, show.
+    Channel(Box<channel::ChannelArgs>),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
     Watch(watch::WatchArgs),
     /// Fetch and verify a channel tip and the release it names, and print
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Fetch(args) => fetch::run(args),
         Command::Gate(args) => gate::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Channel(args) => channel::run(*args),
         Command::Watch(args) => watch::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }

@@ -29,7 +29,9 @@ pub fn run(args: PlanArgs) -> ExitCode {
     let result = (|| {
         let config = args.node.load_config()?;
         let root = Root::open(&args.node.root)?;
-        let (repo, verified, _) = crate::release::obtain::fetch_verified(&args.node.root, &config)?;
+        let before = crate::record::floor::before(&root, &config)?;
+        let (repo, verified, _) =
+            crate::release::obtain::fetch_verified(&args.node.root, &config, &before)?;
         let release = Release::open(&repo, verified)?;
         let spec = release.spec(&config.release.spec)?;
         let earlier = crate::record::state::load(&root)?;

@@ -3,6 +3,7 @@
 use clap::Args;
 
 use crate::exit::ExitCode;
+use crate::record::floor::ChannelFloor;
 use crate::record::lifecycle::Phase;
 use crate::record::state::LockStatus;
 use crate::record::state::{self, Status};
@@ -68,6 +69,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
         .ok()
         .and_then(|root| WatchState::load(&root).ok())
         .unwrap_or_default();
+    let floor = Root::open(&args.root)
+        .ok()
+        .and_then(|root| ChannelFloor::load(&root).ok().flatten());
     let phase = Phase::of_records(Some(&state), None, &watch);
     let verified = Root::open(&args.root)
         .ok()
@@ -77,6 +81,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         value["phase"] = phase.name().into();
         value["verified"] = serde_json::to_value(&verified).unwrap_or_default();
         value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
+        value["channel_floor"] = serde_json::to_value(&floor).unwrap_or_default();
         println!("{value}");
         return ExitCode::Success;
     }
@@ -138,7 +143,46 @@ pub fn run(args: StatusArgs) -> ExitCode {
         None => println!("verified   never against the signed release"),
     }
     print_watch(&watch);
+    print_channel(&watch, floor.as_ref());
     ExitCode::Success
+}
+
+/// The channel's document, its freshness, the clock it was judged by, and
+/// the floor below which this node never goes.
+fn print_channel(watch: &WatchState, floor: Option<&ChannelFloor>) {
+    if let Some(c) = &watch.channel {
+        let freshness = match &watch.freshness {
+            Some(f) if f.fresh => format!("fresh until {}", f.expires),
+            Some(f) => format!(
+                "STALE since {} ({}s): nothing is done on it until a fresh one comes",
+                f.expires,
+                f.stale_seconds()
+            ),
+            None => format!("expires {}", c.file.expires),
+        };
+        println!(
+            "channel    {} of fleet {}, sequence {} ({} signer, base {}), {freshness}",
+            c.file.channel,
+            c.file.fleet,
+            c.file.sequence,
+            c.role.name(),
+            c.base
+        );
+    }
+    if let Some(f) = &watch.freshness {
+        println!("clock      judged at {} {}", f.judged.at, f.judged.by());
+    }
+    if let Some(floor) = floor {
+        let sequence = floor
+            .sequence
+            .map_or_else(|| "tip only".to_owned(), |s| format!("sequence {s}"));
+        println!(
+            "floor      {sequence}, tip {} ({}, {})",
+            floor.tip,
+            floor.source(),
+            floor.recorded_at
+        );
+    }
 }
 
 fn print_watch(watch: &WatchState) {
@@ -161,7 +205,15 @@ fn print_watch(watch: &WatchState) {
         println!("rollout    {why}");
     }
     if let Some(r) = &watch.refusal {
-        println!("refused    channel tip {} at {}: {}", r.tip, r.at, r.reason);
+        let kind = if r.kind.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", r.kind)
+        };
+        println!(
+            "refused    channel tip {} at {}{kind}: {}",
+            r.tip, r.at, r.reason
+        );
     }
     if !watch.drift.is_empty() {
         println!("drift      {} differences seen:", watch.drift.len());

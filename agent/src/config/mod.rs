@@ -17,10 +17,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Interval, NodePath, TreePath};
 
+mod channel;
 mod identity;
 mod rollout;
 mod values;
 
+pub use channel::{
+    ChannelSettings, ClockSettings, ClockSync, DEFAULT_CHANNEL_REF, DEFAULT_FLEET,
+    is_valid_fleet_name,
+};
 pub use identity::{instance_id, node_id};
 pub use rollout::{Coordinator, RolloutSettings};
 pub use values::{CommitId, SourceUrl, TagName};
@@ -74,6 +79,9 @@ pub struct AgentConfig {
     /// Coordination of the fleet's rollout (none, or etcd).
     #[serde(default)]
     pub rollout: RolloutSettings,
+    /// How the node judges time at first boot (see [`ClockSettings`]).
+    #[serde(default)]
+    pub clock: ClockSettings,
     /// Where the watcher writes Prometheus metrics (node_exporter's textfile
     /// collector), e.g. `/var/lib/node_exporter/textfile/driftless.prom`.
     #[serde(default)]
@@ -207,9 +215,17 @@ fn default_token_user() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustFiles {
-    /// git's allowed_signers format.
+    /// Who may sign releases (git's allowed_signers format). Alone, without
+    /// `channel_signers`, its keys also move and refresh the channel.
     pub allowed_signers: NodePath,
-    /// Public keys refused whatever allowed_signers says.
+    /// Who may move the channel (promote, roll back, hold); when set, a
+    /// release key alone no longer can.
+    #[serde(default)]
+    pub channel_signers: Option<NodePath>,
+    /// Who may only renew the channel's expiry (a refresh job's key).
+    #[serde(default)]
+    pub refresh_signers: Option<NodePath>,
+    /// Public keys refused whatever the signer files say.
     #[serde(default)]
     pub revoked_keys: Option<NodePath>,
 }
@@ -234,37 +250,6 @@ pub struct Release {
     #[serde(default = "default_spec_path")]
     pub spec: TreePath,
 }
-
-/// The fleet's channel, watched for the desired release.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ChannelSettings {
-    /// The channel branch (default `refs/heads/channel`).
-    #[serde(rename = "ref")]
-    pub reference: Option<String>,
-    /// The channel file in the branch's tree.
-    pub file: TreePath,
-    /// The failures file in the branch's tree (optional there): failed node
-    /// ids per release, published by the operator; see docs/channel.md.
-    pub failures_file: TreePath,
-    /// Time between polls (with ±10 % jitter).
-    pub poll_interval: Interval,
-}
-
-impl Default for ChannelSettings {
-    fn default() -> Self {
-        Self {
-            reference: None,
-            file: TreePath::new("channel.yaml").unwrap_or_else(|_| unreachable!("valid constant")),
-            failures_file: TreePath::new("failures.yaml")
-                .unwrap_or_else(|_| unreachable!("valid constant")),
-            poll_interval: Interval::secs(60),
-        }
-    }
-}
-
-/// The default channel branch.
-pub const DEFAULT_CHANNEL_REF: &str = "refs/heads/channel";
 
 fn default_spec_path() -> TreePath {
     TreePath::new("driftless.yaml").unwrap_or_else(|_| unreachable!("valid constant"))
@@ -382,6 +367,12 @@ impl AgentConfig {
                     "channel.ref: {r:?} is not a full ref name like refs/heads/channel"
                 )));
             }
+        }
+        if !is_valid_fleet_name(&config.channel.fleet) {
+            return Err(fail(format!(
+                "channel.fleet: {:?} is not a fleet name (1 to 64 letters, digits, -, _, .)",
+                config.channel.fleet
+            )));
         }
         config.rollout.validate().map_err(fail)?;
         Ok(config)

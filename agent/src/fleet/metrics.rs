@@ -97,6 +97,7 @@ pub fn render(applied: &State, watch: &WatchState) -> String {
         "",
         f64::from(u8::from(watch.refusal.is_some())),
     );
+    channel_metrics(watch, &mut metric, &label);
     let requested = watch.replacement.as_ref().map_or(0.0, |r| {
         if r.status == RequestStatus::Done {
             1.0
@@ -111,6 +112,78 @@ pub fn render(applied: &State, watch: &WatchState) -> String {
         requested,
     );
     out
+}
+
+/// The channel's sequence, expiry and freshness, the clock it was judged
+/// by, and what kind of refusal the last one was.
+fn channel_metrics(
+    watch: &WatchState,
+    metric: &mut impl FnMut(&str, &str, &str, f64),
+    label: &impl Fn(&str) -> String,
+) {
+    if let Some(seen) = &watch.channel {
+        metric(
+            "driftless_channel_sequence",
+            "The sequence of the channel document this node accepted last.",
+            "",
+            seen.file.sequence as f64,
+        );
+        metric(
+            "driftless_channel_expires_timestamp_seconds",
+            "When the accepted channel document expires.",
+            "",
+            seen.file.expires.as_second() as f64,
+        );
+        metric(
+            "driftless_channel_signed_timestamp_seconds",
+            "When the accepted channel document was signed (a refresh job renews it).",
+            "",
+            seen.committed_at.as_second() as f64,
+        );
+    }
+    if let Some(f) = &watch.freshness {
+        metric(
+            "driftless_channel_fresh",
+            "1 while the accepted channel document has not expired.",
+            "",
+            f64::from(u8::from(f.fresh)),
+        );
+        metric(
+            "driftless_channel_stale_seconds",
+            "Seconds since the channel was last fresh (0 while it is).",
+            "",
+            f.stale_seconds() as f64,
+        );
+        metric(
+            "driftless_clock_behind_signed_time",
+            "1 when the system clock was behind the newest signed time seen, which was judged by instead.",
+            "",
+            f64::from(u8::from(f.judged.floor.is_some())),
+        );
+        if let Some(synchronized) = f.judged.synchronized {
+            metric(
+                "driftless_clock_synchronized",
+                "1 when the system clock is known to be synchronized.",
+                "",
+                f64::from(u8::from(synchronized)),
+            );
+        }
+    }
+    let conflict = watch.refusal.as_ref().is_some_and(|r| r.kind == "conflict");
+    metric(
+        "driftless_channel_conflict",
+        "1 when the last refused tip had the sequence of another: the source shows different histories.",
+        "",
+        f64::from(u8::from(conflict)),
+    );
+    if let Some(r) = &watch.refusal {
+        metric(
+            "driftless_channel_refusal_info",
+            "The last refused channel tip and the kind of refusal.",
+            &format!("{{kind=\"{}\",tip=\"{}\"}}", label(&r.kind), label(&r.tip)),
+            1.0,
+        );
+    }
 }
 
 /// Writes the metrics file, if its directory exists.

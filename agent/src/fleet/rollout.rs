@@ -200,7 +200,8 @@ mod tests {
     use super::*;
 
     fn channel(text: &str) -> ChannelFile {
-        ChannelFile::parse(text, "channel.yaml").expect("valid channel")
+        let text = format!("{}{text}", crate::release::channel::TEST_HEADER);
+        ChannelFile::parse(&text, "channel.yaml").expect("valid channel")
     }
 
     fn ts(s: &str) -> Timestamp {

@@ -121,7 +121,8 @@ pub fn apply(
     let mut phase = Phase::Fresh;
     let earlier = state::load(&root)?;
     let resumed = earlier.is_some();
-    let fetched = match obtain::fetch_release(root_path, config, true) {
+    let before = crate::record::floor::before(&root, config)?;
+    let fetched = match obtain::fetch_release(root_path, config, true, &before) {
         Ok(found) => found,
         Err(e) => {
             if !resumed {
@@ -134,6 +135,8 @@ pub fn apply(
     phase.advance(Event::Fetched)?;
     phase.advance(Event::Verified)?;
     let channel_state = fetched.channel;
+    let libgit = fetched.cache.is_some();
+    let fetched_from_source = fetched.from_source;
     let release = match (&fetched.streamed, &fetched.cache) {
         (Some(streamed), _) => Release::streamed(streamed)?,
         (None, Some(cache)) => Release::open(cache, fetched.verified)?,
@@ -275,6 +278,25 @@ pub fn apply(
         let mut watch = crate::record::watch_state::WatchState::load(&root)?;
         watch.accept(channel, Some(pinned.commit.clone()));
         watch.save(&root)?;
+    } else if fetched_from_source {
+        // A fixed tag: the channel as it stands now is this node's floor
+        // (a pre-seeded image needs no network: its bake record stands).
+        let by = crate::record::floor::RecordedBy::Apply;
+        match crate::node::floor::record(root_path, &root, config, &before, None, by, libgit) {
+            Ok(None) => tracing::info!("the source has no channel branch: no channel floor"),
+            Ok(Some(floor)) => tracing::info!(
+                "channel floor recorded: tip {}{}",
+                floor.tip,
+                floor
+                    .sequence
+                    .map(|s| format!(", sequence {s}"))
+                    .unwrap_or_default()
+            ),
+            Err(e) => tracing::warn!(
+                "no channel floor recorded ({}); the watcher starts from the first tip it accepts",
+                crate::error::one_line(&e)
+            ),
+        }
     }
     tracing::info!(
         message_id = crate::events::RELEASE_APPLIED,
@@ -295,6 +317,8 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
         NodePath::new(crate::config::DEFAULT_CONFIG_PATH).map_err(anyhow::Error::msg)?,
         config.trust.allowed_signers.clone(),
     ];
+    paths.extend(config.trust.channel_signers.iter().cloned());
+    paths.extend(config.trust.refresh_signers.iter().cloned());
     paths.extend(config.trust.revoked_keys.iter().cloned());
     let mut out = Vec::new();
     for path in paths {

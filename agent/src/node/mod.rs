@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod anchor;
 pub mod apply;
 pub mod effective;
+pub mod floor;
 pub mod gate;
 pub mod health;
 pub mod lock;

@@ -55,6 +55,7 @@ impl Stage {
             if cause.is::<VerifyError>()
                 || cause.is::<PinMismatch>()
                 || cause.is::<ChannelRefusal>()
+                || cause.is::<crate::release::clock::ClockNotSynchronized>()
             {
                 Some(Stage::Verify)
             } else if cause.is::<TrustFileError>() || cause.is::<ConfigError>() {

@@ -4,6 +4,7 @@
 pub mod detect;
 pub mod drift;
 pub mod effective;
+pub mod floor;
 pub mod lifecycle;
 pub mod replacement;
 pub mod state;

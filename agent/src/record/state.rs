@@ -162,7 +162,7 @@ pub fn load(root: &Root) -> Result<Option<State>, RootError> {
 }
 
 /// Reads a JSON record of the agent's, if there is one.
-fn read_record<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(
     root: &Root,
     path: &NodePath,
     limit: u64,
@@ -181,7 +181,11 @@ fn read_record<T: serde::de::DeserializeOwned>(
 
 /// Writes a JSON record of the agent's atomically (0644 root:root), making
 /// its directory when missing.
-fn write_record<T: Serialize>(root: &Root, path: &NodePath, record: &T) -> Result<(), RootError> {
+pub(crate) fn write_record<T: Serialize>(
+    root: &Root,
+    path: &NodePath,
+    record: &T,
+) -> Result<(), RootError> {
     let mut bytes = serde_json::to_vec_pretty(record).map_err(|e| RootError {
         path: path.to_string(),
         reason: e.to_string(),

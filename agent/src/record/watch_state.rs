@@ -42,6 +42,10 @@ pub struct WatchState {
     /// The request to be replaced, once made.
     #[serde(default)]
     pub replacement: Option<ReplacementRecord>,
+    /// Whether the accepted channel was fresh at the last poll, and the
+    /// time it was judged by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<Freshness>,
     /// Why the rollout does not let this node go yet, if it does not.
     #[serde(default)]
     pub waiting: Option<String>,
@@ -78,6 +82,30 @@ pub struct RolloutStatus {
     pub max_in_flight: Option<u32>,
 }
 
+/// The accepted channel's freshness at the last poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Freshness {
+    /// False once the accepted document has expired: nothing is done on
+    /// it until a fresh one comes.
+    pub fresh: bool,
+    /// When the accepted document expires (or expired).
+    pub expires: Timestamp,
+    /// The time judged by, and which it was.
+    pub judged: crate::release::clock::Judged,
+}
+
+impl Freshness {
+    /// Seconds since the channel went stale (0 while fresh).
+    pub fn stale_seconds(&self) -> i64 {
+        if self.fresh {
+            0
+        } else {
+            (self.judged.at.as_second() - self.expires.as_second()).max(0)
+        }
+    }
+}
+
 /// A channel tip the node accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +116,10 @@ pub struct SeenChannel {
     pub signer: String,
     /// The signing key's fingerprint.
     pub fingerprint: String,
+    /// The role of its signer: `channel`, or `refresh`.
+    pub role: crate::verify::ChannelRole,
+    /// The channel signer's commit its document rests on.
+    pub base: String,
     /// The release it names.
     pub release: String,
     /// The commit that release's tag names (once verified).
@@ -95,7 +127,7 @@ pub struct SeenChannel {
     pub release_commit: Option<String>,
     /// `hold: true` in the channel file.
     pub hold: bool,
-    /// The tip's commit time.
+    /// The tip's signed commit time.
     pub committed_at: Timestamp,
     /// When this node first saw it.
     pub seen_at: Timestamp,
@@ -115,6 +147,10 @@ pub struct SeenChannel {
 pub struct Refusal {
     /// The tip.
     pub tip: String,
+    /// What kind of refusal (see `ChannelRefusal::kind`; `release` for a
+    /// release that is missing or does not verify).
+    #[serde(default)]
+    pub kind: String,
     /// Why, one line.
     pub reason: String,
     /// When.
@@ -193,12 +229,29 @@ impl WatchState {
         root.write_file(&path, &bytes, 0o644, 0, 0)
     }
 
+    /// Whether `other` is this record but for the times that change at
+    /// every poll (the poll's, and the clock's judged time).
+    pub fn same_but_times(&self, other: &WatchState) -> bool {
+        let mut this = self.clone();
+        this.last_poll = other.last_poll;
+        if let (Some(mine), Some(theirs)) = (this.freshness.as_mut(), other.freshness.as_ref()) {
+            mine.judged.at = theirs.judged.at;
+            mine.judged.system = theirs.judged.system;
+            if let (Some(a), Some(b)) = (mine.judged.floor.as_mut(), theirs.judged.floor.as_ref()) {
+                a.at = b.at;
+            }
+        }
+        this == *other
+    }
+
     /// Records the tip a first boot resolved from the channel.
     pub fn accept(&mut self, channel: &ChannelState, release_commit: Option<String>) {
         self.channel = Some(SeenChannel {
             tip: channel.tip.clone(),
             signer: channel.signer.clone(),
             fingerprint: channel.fingerprint.clone(),
+            role: channel.role,
+            base: channel.base.clone(),
             release: channel.file.release.as_str().to_owned(),
             release_commit,
             hold: channel.file.hold,

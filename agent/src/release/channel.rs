@@ -1,154 +1,71 @@
-//! The channel: a YAML file (default `channel.yaml`) on a branch of the
-//! release repository (default `refs/heads/channel`) whose commits are signed
-//! by allowed signers. It names the release the fleet should run, an
-//! optional hold, and the rollout settings. A channel only moves forward: a
-//! rollback is a new signed commit that names an older tag.
+//! The channel: a signed document (default `channel.yaml`) on a branch of
+//! the release repository (default `refs/heads/channel`), written by
+//! `driftless channel`. It says what it is for (its channel and fleet),
+//! carries a sequence that grows by one with every change, names the
+//! release by tag and tag object, expires, and holds the rollout settings.
+//! A node accepts a document only as its rules say (`accept.rs`): signed by
+//! a channel signer (or, changing nothing but the expiry, by a refresh
+//! signer), for its channel and fleet, never below what it has seen, fresh.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TagName;
 use crate::types::Interval;
 
+mod accept;
+mod rollout;
+
+pub use accept::{
+    Expect, Known, MAX_REFRESH_CHAIN, TreeText, changed_fields, evaluate, tree_text, verify_tip,
+};
+pub use rollout::{ClockTime, Share, Weekday, Window};
+
 /// Channel files larger than this are refused.
 pub const MAX_CHANNEL_LEN: usize = 64 * 1024;
 
-/// The channel file.
+/// The highest sequence a document may carry (2^53 - 1: exact in JSON).
+pub const MAX_SEQUENCE: u64 = (1 << 53) - 1;
+
+/// The channel document.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelFile {
+    /// The channel it is for: the channel branch's name.
+    pub channel: String,
+    /// The fleet it is for.
+    pub fleet: String,
+    /// Grows by one with every change; 1 for the first document.
+    pub sequence: u64,
     /// The desired release tag.
     pub release: TagName,
+    /// The id of the tag object `release` names: a re-signed tag of the
+    /// same name is not that release.
+    pub tag_object: String,
+    /// When the channel last moved (promote, roll back, hold, release):
+    /// waves count from it; a refresh keeps it.
+    pub moved_at: Timestamp,
+    /// From this time on the document is stale: never acted on.
+    pub expires: Timestamp,
     /// While true, no node asks to be replaced.
     #[serde(default)]
     pub hold: bool,
     /// Share of the fleet (by bucket) that may go: `10%`, or a fraction `0.1`.
     /// Absent: everyone.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Share>,
     /// Split the fleet into this many waves (default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<u32>,
-    /// Time between waves, counted from the channel commit's time.
-    #[serde(default)]
+    /// Time between waves, counted from `moved_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave_interval: Option<Interval>,
     /// Maintenance windows outside which no node asks to be replaced.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<Window>,
     /// Failures of new nodes on this release that stop the rollout (default 1).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_failures: Option<u32>,
-}
-
-/// A share of the fleet, stored in basis points (0 to 10,000).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Share(pub u32);
-
-/// Written as the percentage it was read from (`12.5%`), so that a channel
-/// file kept in the watcher's record reads back the same.
-impl Serialize for Share {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (whole, hundredths) = (self.0 / 100, self.0 % 100);
-        if hundredths == 0 {
-            s.serialize_str(&format!("{whole}%"))
-        } else {
-            s.serialize_str(&format!("{whole}.{hundredths:02}%"))
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Share {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Fraction(f64),
-            Text(String),
-        }
-        let fraction = match Raw::deserialize(d)? {
-            Raw::Fraction(f) => f,
-            Raw::Text(t) => {
-                let number = t.trim().strip_suffix('%').ok_or_else(|| {
-                    D::Error::custom(format!(
-                        "share {t:?} must be a percentage like 10% or a fraction like 0.1"
-                    ))
-                })?;
-                number
-                    .trim()
-                    .parse::<f64>()
-                    .map_err(|_| D::Error::custom(format!("share {t:?} is not a number")))?
-                    / 100.0
-            }
-        };
-        if !(0.0..=1.0).contains(&fraction) || fraction.is_nan() {
-            return Err(D::Error::custom("a share must be between 0% and 100%"));
-        }
-        Ok(Share((fraction * 10_000.0).round() as u32))
-    }
-}
-
-/// A weekly maintenance window.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Window {
-    /// Days it opens on: `mon` … `sun`; every day when empty.
-    #[serde(default)]
-    pub days: Vec<Weekday>,
-    /// Opening time, `HH:MM`, in `time_zone`.
-    pub start: ClockTime,
-    /// How long it stays open.
-    pub length: Interval,
-    /// IANA time zone, e.g. `Europe/Berlin`; default `UTC`.
-    #[serde(default = "utc")]
-    pub time_zone: String,
-}
-
-fn utc() -> String {
-    "UTC".to_owned()
-}
-
-/// A day of the week.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[allow(missing_docs)]
-pub enum Weekday {
-    Mon,
-    Tue,
-    Wed,
-    Thu,
-    Fri,
-    Sat,
-    Sun,
-}
-
-/// A wall-clock time `HH:MM`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(into = "String")]
-pub struct ClockTime {
-    /// Hour, 0–23.
-    pub hour: u8,
-    /// Minute, 0–59.
-    pub minute: u8,
-}
-
-impl From<ClockTime> for String {
-    fn from(t: ClockTime) -> String {
-        format!("{:02}:{:02}", t.hour, t.minute)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClockTime {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let bad = || serde::de::Error::custom(format!("time {text:?} must be HH:MM"));
-        let (h, m) = text.split_once(':').ok_or_else(bad)?;
-        let (hour, minute): (u8, u8) =
-            (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-        if h.len() != 2 || m.len() != 2 || hour > 23 || minute > 59 {
-            return Err(bad());
-        }
-        Ok(ClockTime { hour, minute })
-    }
 }
 
 /// A channel file that cannot be used.
@@ -183,21 +100,80 @@ impl ChannelFile {
             file: file.to_owned(),
             reason,
         };
-        let channel: ChannelFile = parse_limited(text, file)?;
-        if channel.waves == Some(0) {
-            return Err(fail("waves must be at least 1".into()));
+        if text.len() <= MAX_CHANNEL_LEN && !text.lines().any(|l| l.starts_with("sequence:")) {
+            return Err(fail(
+                "has no sequence: not a channel document of this driftless (write it with `driftless channel init`)"
+                    .into(),
+            ));
         }
-        for w in &channel.windows {
+        let channel: ChannelFile = parse_limited(text, file)?;
+        channel.validate().map_err(fail)?;
+        Ok(channel)
+    }
+
+    /// The checks beyond the YAML's shape.
+    fn validate(&self) -> Result<(), String> {
+        let ref_name = format!("refs/heads/{}", self.channel);
+        if self.channel.is_empty() || !crate::types::is_valid_ref_name(&ref_name) {
+            return Err(format!("channel {:?} is not a branch name", self.channel));
+        }
+        if !crate::config::is_valid_fleet_name(&self.fleet) {
+            return Err(format!("fleet {:?} is not a fleet name", self.fleet));
+        }
+        if !(1..=MAX_SEQUENCE).contains(&self.sequence) {
+            return Err(format!(
+                "sequence {} must be between 1 and {MAX_SEQUENCE}",
+                self.sequence
+            ));
+        }
+        let hex = self
+            .tag_object
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !hex || !matches!(self.tag_object.len(), 40 | 64) {
+            return Err(format!(
+                "tag_object {:?} must be a full lower-case hex object id",
+                self.tag_object
+            ));
+        }
+        if self.moved_at >= self.expires {
+            return Err(format!(
+                "expires ({}) must come after moved_at ({})",
+                self.expires, self.moved_at
+            ));
+        }
+        if self.waves == Some(0) {
+            return Err("waves must be at least 1".into());
+        }
+        for w in &self.windows {
             if jiff::tz::TimeZone::get(&w.time_zone).is_err() {
-                return Err(fail(format!("unknown time zone {:?}", w.time_zone)));
+                return Err(format!("unknown time zone {:?}", w.time_zone));
             }
             if w.length.0.is_zero() || w.length.0 > std::time::Duration::from_secs(7 * 24 * 3600) {
-                return Err(fail(
-                    "a window's length must be between 1s and 7 days".into(),
-                ));
+                return Err("a window's length must be between 1s and 7 days".into());
             }
         }
-        Ok(channel)
+        Ok(())
+    }
+
+    /// The document as `driftless channel` writes it: a comment, then the
+    /// fields in a fixed order.
+    pub fn render(&self) -> String {
+        let body = serde_yaml::to_string(self).unwrap_or_default();
+        format!(
+            "# The signed channel of fleet {}: written by `driftless channel`, checked by every node.\n{body}",
+            self.fleet
+        )
+    }
+
+    /// The document with what a refresh may change (sequence, expiry)
+    /// cleared: two documents a refresh may join compare equal.
+    pub fn without_freshness(&self) -> Self {
+        Self {
+            sequence: 0,
+            expires: Timestamp::UNIX_EPOCH,
+            ..self.clone()
+        }
     }
 }
 
@@ -261,15 +237,30 @@ impl Failures {
     }
 }
 
+/// The fields every test document starts with.
+#[cfg(test)]
+pub(crate) const TEST_HEADER: &str = "channel: channel\nfleet: web\nsequence: 3\n\
+    tag_object: 0123456789abcdef0123456789abcdef01234567\n\
+    moved_at: 2026-01-02T00:00:00Z\nexpires: 2026-01-05T00:00:00Z\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<ChannelFile, ChannelFileError> {
+        ChannelFile::parse(&format!("{TEST_HEADER}{text}"), "channel.yaml")
+    }
 
     #[test]
     fn the_documented_example_parses() {
         let text = include_str!("../../../docs/examples/channel.yaml");
         let c = ChannelFile::parse(text, "channel.yaml").expect("example parses");
         assert_eq!(c.release.as_str(), "v1.5.0");
+        assert_eq!(
+            (c.channel.as_str(), c.fleet.as_str()),
+            ("production", "web")
+        );
+        assert_eq!(c.sequence, 42);
         assert!(!c.hold);
         assert_eq!(c.canary, Some(Share(1000)));
         assert_eq!(c.waves, Some(4));
@@ -278,10 +269,11 @@ mod tests {
 
     #[test]
     fn minimal_and_hostile_channels() {
-        let c = ChannelFile::parse("release: v2\nhold: true\n", "c").expect("minimal");
+        let c = parse("release: v2\nhold: true\n").expect("minimal");
         assert!(c.hold && c.canary.is_none());
+        assert_eq!(c.sequence, 3);
         assert_eq!(
-            ChannelFile::parse("release: v2\ncanary: 0.25\n", "c")
+            parse("release: v2\ncanary: 0.25\n")
                 .expect("fraction")
                 .canary,
             Some(Share(2500))
@@ -295,11 +287,61 @@ mod tests {
             "release: v2\nwindows: [{start: '25:00', length: 1h}]\n",
             "release: v2\nwindows: [{start: '02:00', length: 1h, time_zone: Mars/Olympus}]\n",
         ] {
-            let err = ChannelFile::parse(bad, "channel.yaml")
-                .expect_err(bad)
-                .to_string();
+            let err = parse(bad).expect_err(bad).to_string();
             assert!(err.starts_with("channel file channel.yaml: "), "{err}");
         }
+    }
+
+    #[test]
+    fn a_document_says_what_it_is_for_and_until_when() {
+        let old = ChannelFile::parse("release: v2\n", "channel.yaml").expect_err("old format");
+        assert!(old.to_string().contains("driftless channel init"), "{old}");
+        let doc = |replace: (&str, &str)| {
+            let text = format!("{TEST_HEADER}release: v2\n").replace(replace.0, replace.1);
+            ChannelFile::parse(&text, "channel.yaml")
+        };
+        for (from, to, needle) in [
+            ("sequence: 3", "sequence: 0", "sequence 0"),
+            ("sequence: 3", "sequence: 9007199254740992", "sequence"),
+            ("fleet: web", "fleet: 'a b'", "fleet"),
+            ("channel: channel", "channel: 'a..b'", "channel"),
+            (
+                "0123456789abcdef0123456789abcdef01234567",
+                "0123",
+                "tag_object",
+            ),
+            (
+                "0123456789abcdef0123456789abcdef01234567",
+                "0123456789ABCDEF0123456789abcdef01234567",
+                "tag_object",
+            ),
+            (
+                "expires: 2026-01-05T00:00:00Z",
+                "expires: 2026-01-01T00:00:00Z",
+                "must come after",
+            ),
+            ("fleet: web\n", "", "fleet"),
+        ] {
+            let err = doc((from, to)).expect_err(to).to_string();
+            assert!(err.contains(needle), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_rendered_document_parses_back_and_refreshes_compare_equal() {
+        let file =
+            parse("release: v2\ncanary: 12.5%\nwaves: 3\nwave_interval: 10m\n").expect("valid");
+        let text = file.render();
+        assert!(text.starts_with("# "), "{text}");
+        assert_eq!(ChannelFile::parse(&text, "c").expect(&text), file);
+        let mut refreshed = file.clone();
+        refreshed.sequence += 1;
+        refreshed.expires = "2026-02-01T00:00:00Z".parse().expect("ts");
+        assert_eq!(refreshed.without_freshness(), file.without_freshness());
+        assert!(changed_fields(&refreshed, &file).is_empty());
+        refreshed.release = TagName::new("v3").expect("tag");
+        refreshed.hold = true;
+        assert_eq!(changed_fields(&refreshed, &file), ["hold", "release"]);
     }
 
     #[test]
@@ -308,16 +350,14 @@ mod tests {
         // back as it was, shares included.
         let text = "release: v2\ncanary: 12.5%\nwaves: 3\nwave_interval: 10m\nmax_failures: 2\n\
                     windows: [{days: [mon], start: '02:00', length: 1h, time_zone: Europe/Berlin}]\n";
-        let file = ChannelFile::parse(text, "c").expect("parses");
+        let file = parse(text).expect("parses");
         let json = serde_json::to_string(&file).expect("serialises");
         let back: ChannelFile = serde_json::from_str(&json).expect(&json);
         assert_eq!(back, file);
         assert_eq!(back.canary, Some(Share(1250)));
         let whole: ChannelFile = serde_json::from_str(
-            &serde_json::to_string(
-                &ChannelFile::parse("release: v2\ncanary: 0.1\n", "c").expect("parses"),
-            )
-            .expect("json"),
+            &serde_json::to_string(&parse("release: v2\ncanary: 0.1\n").expect("parses"))
+                .expect("json"),
         )
         .expect("reads back");
         assert_eq!(whole.canary, Some(Share(1000)));
@@ -360,8 +400,15 @@ pub struct ChannelState {
     pub signer: String,
     /// The signing key's fingerprint.
     pub fingerprint: String,
-    /// The committer's claimed time (waves count from it).
-    pub committed_at: jiff::Timestamp,
+    /// The role its signer holds: `channel`, or `refresh` (the tip renews
+    /// the document of `base`).
+    pub role: crate::verify::ChannelRole,
+    /// The channel signer's commit the tip's document rests on: the tip
+    /// itself, or the commit a chain of refreshes renews.
+    pub base: String,
+    /// The signed commit time: no clock judging this document is believed
+    /// when it says earlier.
+    pub committed_at: Timestamp,
     /// The channel file at the tip.
     pub file: ChannelFile,
     /// The failures file at the tip (empty when there is none).
@@ -372,7 +419,8 @@ pub struct ChannelState {
 /// status; it never causes a replacement.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelRefusal {
-    /// The tip's signature is missing or not trusted.
+    /// The tip's signature is missing, not trusted, or by a key without
+    /// a channel role.
     #[error("channel tip {tip} refused: {source}")]
     Signature {
         /// The tip.
@@ -382,13 +430,15 @@ pub enum ChannelRefusal {
     },
     /// The tip does not descend from the last tip this node saw.
     #[error(
-        "channel tip {tip} does not descend from {last}, the last tip this node saw: the branch moved backwards or sideways"
+        "channel tip {tip} does not descend from {last}, {what}: the branch moved backwards or sideways"
     )]
     NotForward {
         /// The new tip.
         tip: String,
         /// The last tip seen.
         last: String,
+        /// What that tip is, e.g. `the last tip this node accepted`.
+        what: String,
     },
     /// The channel file is missing or invalid.
     #[error("channel tip {tip}: {source}")]
@@ -398,6 +448,94 @@ pub enum ChannelRefusal {
         /// Why.
         source: ChannelFileError,
     },
+    /// The document is for another channel or fleet.
+    #[error(
+        "channel tip {tip} is a document for {what} {found:?}, not {expected:?}: a channel relabelled or served to the wrong fleet"
+    )]
+    Binding {
+        /// The tip.
+        tip: String,
+        /// `channel` or `fleet`.
+        what: &'static str,
+        /// What the document says.
+        found: String,
+        /// What this node's config names.
+        expected: String,
+    },
+    /// A sequence below the floor: an older channel served again.
+    #[error(
+        "channel tip {tip} has sequence {sequence}, below {floor}, {source_of_floor} (tip {floor_tip}): an older channel served again"
+    )]
+    Replayed {
+        /// The tip.
+        tip: String,
+        /// Its sequence.
+        sequence: u64,
+        /// The floor.
+        floor: u64,
+        /// The tip that set the floor.
+        floor_tip: String,
+        /// Where the floor comes from, e.g. `the last this node accepted`.
+        source_of_floor: String,
+    },
+    /// The floor's sequence with another commit: two histories.
+    #[error(
+        "CONFLICT: channel tip {tip} has sequence {sequence}, as does {other}, {source_of_floor}: the source shows different channel histories"
+    )]
+    Conflict {
+        /// The tip.
+        tip: String,
+        /// The shared sequence.
+        sequence: u64,
+        /// The other tip with that sequence.
+        other: String,
+        /// Where the other comes from.
+        source_of_floor: String,
+    },
+    /// The document has expired.
+    #[error(
+        "channel tip {tip} expired at {expires} (judged at {judged}, {by}): a stale channel is never acted on"
+    )]
+    Expired {
+        /// The tip.
+        tip: String,
+        /// Its expiry.
+        expires: Timestamp,
+        /// The time it was judged at.
+        judged: Timestamp,
+        /// Which time that was.
+        by: String,
+    },
+    /// A refresh that does more than renew, or a chain that cannot be followed.
+    #[error("channel tip {tip}: {reason}")]
+    Refresh {
+        /// The tip.
+        tip: String,
+        /// Why.
+        reason: String,
+    },
+    /// A sequence that does not grow by one.
+    #[error("channel tip {tip}: {reason}")]
+    Sequence {
+        /// The tip.
+        tip: String,
+        /// Why.
+        reason: String,
+    },
+    /// The release's tag is another tag object than the document names.
+    #[error(
+        "channel tip {tip} names release {tag} as tag object {named}, but the source's {tag} is tag object {found}: a re-signed or swapped tag is not the release the channel names"
+    )]
+    TagObject {
+        /// The tip.
+        tip: String,
+        /// The release tag.
+        tag: String,
+        /// The tag object the document names.
+        named: String,
+        /// The tag object found.
+        found: String,
+    },
     /// The repository could not be read.
     #[error("channel tip {tip}: {reason}")]
     Repository {
@@ -406,6 +544,27 @@ pub enum ChannelRefusal {
         /// Why.
         reason: String,
     },
+}
+
+impl ChannelRefusal {
+    /// A stable name of the kind of refusal, for programs and metrics:
+    /// `signature`, `not-forward`, `file`, `binding`, `replay`,
+    /// `conflict`, `expired`, `refresh`, `sequence`, `release`, `repository`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelRefusal::Signature { .. } => "signature",
+            ChannelRefusal::NotForward { .. } => "not-forward",
+            ChannelRefusal::File { .. } => "file",
+            ChannelRefusal::Binding { .. } => "binding",
+            ChannelRefusal::Replayed { .. } => "replay",
+            ChannelRefusal::Conflict { .. } => "conflict",
+            ChannelRefusal::Expired { .. } => "expired",
+            ChannelRefusal::Refresh { .. } => "refresh",
+            ChannelRefusal::Sequence { .. } => "sequence",
+            ChannelRefusal::TagObject { .. } => "release",
+            ChannelRefusal::Repository { .. } => "repository",
+        }
+    }
 }
 
 /// Fetches the channel branch into [`CACHE_REF`] (not shallow: proving that
@@ -431,110 +590,4 @@ pub fn fetch_tip(
             path: CACHE_REF.into(),
             reason: e.message().to_owned(),
         })
-}
-
-/// Verifies the channel tip `tip` (already in `repo`): its signature, that it
-/// moves forward from `last_seen`, and its channel file.
-pub fn evaluate(
-    repo: &git2::Repository,
-    trust: &crate::verify::Trust,
-    tip: git2::Oid,
-    last_seen: Option<git2::Oid>,
-    settings: &crate::config::ChannelSettings,
-    now: jiff::Timestamp,
-) -> Result<ChannelState, ChannelRefusal> {
-    let tip_hex = tip.to_string();
-    let verified =
-        crate::verify::verify_commit_object(repo, &tip_hex, tip, trust, now).map_err(|source| {
-            ChannelRefusal::Signature {
-                tip: tip_hex.clone(),
-                source,
-            }
-        })?;
-    if let Some(last) = last_seen.filter(|last| *last != tip) {
-        let forward = repo.graph_descendant_of(tip, last).unwrap_or(false);
-        if !forward {
-            return Err(ChannelRefusal::NotForward {
-                tip: tip_hex,
-                last: last.to_string(),
-            });
-        }
-    }
-    let repository = |reason: String| ChannelRefusal::Repository {
-        tip: tip_hex.clone(),
-        reason,
-    };
-    let tree = repo
-        .find_commit(tip)
-        .and_then(|c| c.tree())
-        .map_err(|e| repository(e.message().to_owned()))?;
-    let invalid = |source: ChannelFileError| ChannelRefusal::File {
-        tip: tip_hex.clone(),
-        source,
-    };
-    let file = &settings.file;
-    let text = tree_text(repo, &tree, file)
-        .map_err(|e| match e {
-            TreeText::Unreadable(reason) => repository(reason),
-            TreeText::Invalid(source) => invalid(source),
-        })?
-        .ok_or_else(|| {
-            invalid(ChannelFileError {
-                file: file.to_string(),
-                reason: "not in the channel branch's tree".into(),
-            })
-        })?;
-    let channel = ChannelFile::parse(&text, file.as_str()).map_err(&invalid)?;
-    let failures = match tree_text(repo, &tree, &settings.failures_file) {
-        Ok(Some(text)) => {
-            Failures::parse(&text, settings.failures_file.as_str()).map_err(&invalid)?
-        }
-        Ok(None) => Failures::default(),
-        Err(TreeText::Unreadable(reason)) => return Err(repository(reason)),
-        Err(TreeText::Invalid(source)) => return Err(invalid(source)),
-    };
-    Ok(ChannelState {
-        tip: tip_hex,
-        signer: verified.principal,
-        fingerprint: verified.fingerprint,
-        committed_at: verified.signed_at,
-        file: channel,
-        failures,
-    })
-}
-
-/// Why a file of the channel tree could not be read.
-enum TreeText {
-    /// The repository could not be read.
-    Unreadable(String),
-    /// The path is not a UTF-8 file.
-    Invalid(ChannelFileError),
-}
-
-/// The text of `path` in `tree`, or `None` when the tree has no such entry.
-fn tree_text(
-    repo: &git2::Repository,
-    tree: &git2::Tree<'_>,
-    path: &crate::types::TreePath,
-) -> Result<Option<String>, TreeText> {
-    let invalid = |reason: &str| {
-        TreeText::Invalid(ChannelFileError {
-            file: path.to_string(),
-            reason: reason.to_owned(),
-        })
-    };
-    let Ok(entry) = tree.get_path(std::path::Path::new(path.as_str())) else {
-        return Ok(None);
-    };
-    if entry.kind() != Some(git2::ObjectType::Blob) {
-        return Err(invalid("not a file in the channel branch's tree"));
-    }
-    let blob = repo
-        .find_blob(entry.id())
-        .map_err(|e| TreeText::Unreadable(e.message().to_owned()))?;
-    if blob.size() > MAX_CHANNEL_LEN {
-        return Err(invalid(&format!("larger than {MAX_CHANNEL_LEN} bytes")));
-    }
-    let text = std::str::from_utf8(blob.content()).map_err(|_| invalid("not UTF-8"))?;
-    Ok(Some(text.to_owned()))
 }

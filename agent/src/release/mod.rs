@@ -2,6 +2,7 @@
 //! tree, and the fleet's channel document that names the release to run.
 
 pub mod channel;
+pub mod clock;
 pub mod obtain;
 pub mod spec;
 pub mod tree;

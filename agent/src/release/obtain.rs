@@ -8,12 +8,12 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use git2::Repository;
-use jiff::Timestamp;
 
 use crate::config::{AgentConfig, TagName};
-use crate::release::channel::{self, ChannelState};
+use crate::release::channel::{self, ChannelRefusal, ChannelState};
+use crate::release::clock::{self, Judged, SignedTime};
 use crate::source::fetch;
-use crate::verify::{self, Trust, Verified};
+use crate::verify::{self, Roles, Verified};
 
 /// The tag names a different commit than the config pins.
 #[derive(Debug, thiserror::Error)]
@@ -27,20 +27,39 @@ pub struct PinMismatch {
     pub pinned: String,
 }
 
+/// What a node knows before it resolves its release: its channel floor
+/// and last accepted tip, and the signed times it has seen (an image's
+/// bake record; see `record::floor`).
+#[derive(Debug, Clone, Default)]
+pub struct Before {
+    /// The channel floor and the last accepted tip.
+    pub known: channel::Known,
+    /// The signed times seen, below which time is never judged.
+    pub signed: Vec<SignedTime>,
+}
+
 /// The release a node is to run: the config's fixed tag, or the tag its
 /// channel names, resolved from the cache when it already holds a channel
-/// tip (a pre-seeded image needs no network), else from the source.
+/// tip (a pre-seeded image needs no network), else from the source. A
+/// channel is judged by the node's rules: never below `before`'s floor,
+/// and fresh at a clock that waited for synchronization as `clock.sync`
+/// says and is never earlier than the newest signed time seen.
 pub fn resolve_tag(
     root: &Path,
     config: &AgentConfig,
     repo: &Repository,
-    trust: &Trust,
-) -> anyhow::Result<(TagName, Option<ChannelState>)> {
+    roles: &Roles,
+    before: &Before,
+) -> anyhow::Result<(TagName, Option<ChannelState>, Judged)> {
     if let Some(tag) = &config.release.tag {
-        return Ok((tag.clone(), None));
+        let judged = clock::judge(&before.signed, clock::synchronized(false));
+        return Ok((tag.clone(), None, judged));
     }
-    let evaluate =
-        |tip| channel::evaluate(repo, trust, tip, None, &config.channel, Timestamp::now());
+    let synchronized = clock::wait_for_sync(&config.clock)?;
+    let expect = channel::Expect {
+        channel: config.channel_name(),
+        fleet: config.channel.fleet.clone(),
+    };
     // The channel's current tip, so new nodes boot with the current release;
     // an image's pre-seeded tip only when the source cannot be reached (with
     // a short deadline, so such a boot is not held up for long).
@@ -63,15 +82,55 @@ pub fn resolve_tag(
             Err(_) => return Err(e.into()),
         },
     };
-    let state = evaluate(tip)?;
+    let judged = clock::judge(&before.signed, synchronized);
+    tracing::info!("judging the channel at {} {}", judged.at, judged.by());
+    let state = channel::evaluate(
+        repo,
+        roles,
+        tip,
+        &expect,
+        &before.known,
+        &config.channel,
+        &judged,
+    )?;
     tracing::info!(
-        "channel {} at {} (signed by {}) names release {}",
+        "channel {} at {} (sequence {}, signed by {}, expires {}) names release {}",
         config.channel_ref(),
         state.tip,
+        state.file.sequence,
         state.signer,
+        state.file.expires,
         state.file.release.as_str()
     );
-    Ok((state.file.release.clone(), Some(state)))
+    Ok((state.file.release.clone(), Some(state), judged))
+}
+
+/// The channel as it stands, verified by the node's rules but for its
+/// expiry: the state a floor records (baking an image, or applying a node
+/// built from a fixed tag). Fetches the channel branch into the cache.
+pub fn observe_channel(
+    root: &Path,
+    config: &AgentConfig,
+    before: &Before,
+) -> anyhow::Result<ChannelState> {
+    crate::source::libgit::start();
+    let roles = config.load_roles(root)?;
+    let repo = fetch::open_cache(root)?;
+    let tip = channel::fetch_tip(&repo, root, config)?;
+    let judged = clock::judge(&before.signed, clock::synchronized(false));
+    let expect = channel::Expect {
+        channel: config.channel_name(),
+        fleet: config.channel.fleet.clone(),
+    };
+    Ok(channel::verify_tip(
+        &repo,
+        &roles,
+        tip,
+        &expect,
+        &before.known,
+        &config.channel,
+        &judged,
+    )?)
 }
 
 /// Makes sure the cache holds the pinned tag, verified: from the cache alone
@@ -81,8 +140,9 @@ pub fn resolve_tag(
 pub fn fetch_verified(
     root: &Path,
     config: &AgentConfig,
+    before: &Before,
 ) -> anyhow::Result<(Repository, Verified, Option<ChannelState>)> {
-    let fetched = fetch_release(root, config, false)?;
+    let fetched = fetch_release(root, config, false, before)?;
     let cache = fetched
         .cache
         .ok_or_else(|| anyhow::anyhow!("no cache was opened"))?;
@@ -100,13 +160,22 @@ pub struct Fetched {
     pub verified: Verified,
     /// The channel state the tag came from, if it came from a channel.
     pub channel: Option<ChannelState>,
+    /// Whether the release came from the source at this run (not from a
+    /// pre-seeded cache, which needs no network).
+    pub from_source: bool,
 }
 
 /// Finds the pinned tag, verified: in the cache when it already holds it,
 /// else from the source, by a streamed fetch when `stream` allows and the
 /// source speaks protocol v2 over HTTP(S), else with libgit2 into the cache.
-pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow::Result<Fetched> {
-    let trust = config.load_trust(root)?;
+pub fn fetch_release(
+    root: &Path,
+    config: &AgentConfig,
+    stream: bool,
+    before: &Before,
+) -> anyhow::Result<Fetched> {
+    let roles = config.load_roles(root)?;
+    let trust = &roles.release;
     // A node that never had a cache, with a fixed tag, has nothing to look
     // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
     // start alone costs an agent about 4 MiB: it starts OpenSSL).
@@ -121,24 +190,26 @@ pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow:
             tag.as_str(),
             config.source.url.redacted()
         );
-        if let Some(received) = crate::source::stream::fetch_tag(root, config, tag, &trust)? {
+        if let Some(received) = crate::source::stream::fetch_tag(root, config, tag, trust)? {
             check_pin(config, tag, &received.verified)?;
             return Ok(Fetched {
                 cache: None,
                 verified: received.verified.clone(),
                 streamed: Some(received),
                 channel: None,
+                from_source: true,
             });
         }
     }
     // Every thread of a streamed attempt has ended: libgit2 may start now.
     crate::source::libgit::start();
     let repo = fetch::open_cache(root)?;
-    let (tag, channel_state) = resolve_tag(root, config, &repo, &trust)?;
+    let (tag, channel_state, judged) = resolve_tag(root, config, &repo, &roles, before)?;
     let tag = &tag;
     let cached = fetch::has_tag(&repo, tag)
-        .then(|| verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now()));
+        .then(|| verify::verify_tag(&repo, tag.as_str(), trust, judged.at));
     let mut streamed = None;
+    let from_source = !matches!(cached, Some(Ok(_)));
     let verified = match cached {
         Some(Ok(v)) => {
             tracing::info!(
@@ -160,7 +231,7 @@ pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow:
                 config.source.url.redacted()
             );
             let received = if stream {
-                crate::source::stream::fetch_tag(root, config, tag, &trust)?
+                crate::source::stream::fetch_tag(root, config, tag, trust)?
             } else {
                 None
             };
@@ -172,7 +243,7 @@ pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow:
                 }
                 None => {
                     fetch::fetch_tag(&repo, root, &config.source, tag, &config.fetch)?;
-                    verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
+                    verify::verify_tag(&repo, tag.as_str(), trust, judged.at)
                         .map_err(anyhow::Error::from)
                         .with_context(|| format!("tag {}", tag.as_str()))?
                 }
@@ -180,11 +251,29 @@ pub fn fetch_release(root: &Path, config: &AgentConfig, stream: bool) -> anyhow:
         }
     };
     check_pin(config, tag, &verified)?;
+    if let Some(state) = &channel_state {
+        check_tag_object(state, &verified)?;
+    }
     Ok(Fetched {
         cache: Some(repo),
         streamed,
         verified,
         channel: channel_state,
+        from_source,
+    })
+}
+
+/// Refuses a release whose tag is another tag object than the channel
+/// document names (a re-signed tag of the same name).
+pub fn check_tag_object(state: &ChannelState, verified: &Verified) -> Result<(), ChannelRefusal> {
+    if verified.object == state.file.tag_object {
+        return Ok(());
+    }
+    Err(ChannelRefusal::TagObject {
+        tip: state.tip.clone(),
+        tag: state.file.release.as_str().to_owned(),
+        named: state.file.tag_object.clone(),
+        found: verified.object.clone(),
     })
 }
 

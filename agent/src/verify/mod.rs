@@ -10,6 +10,7 @@
 
 pub mod allowed_signers;
 pub mod object;
+pub mod roles;
 pub mod sshkey;
 pub mod sshsig;
 pub mod wire;
@@ -23,6 +24,7 @@ use serde::Serialize;
 use allowed_signers::CheckTime;
 pub use allowed_signers::{AllowedSigners, NotTrusted, RevokedKeys, TrustFileError};
 use object::ObjectError;
+pub use roles::{ChannelRole, Roles};
 use sshsig::{SshSig, SshSigError};
 
 /// The SSHSIG namespace git signs in; nothing else is accepted.
@@ -122,6 +124,21 @@ pub enum VerifyError {
     /// No allowed_signers line vouches for the key.
     #[error(transparent)]
     NotTrusted(#[from] NotTrusted),
+    /// A channel commit signed by a key that holds neither the channel
+    /// nor the refresh role.
+    #[error("signed by {fingerprint}, {}", if *release_key {
+        format!("a release key that may not move the channel (it is not in {lists})")
+    } else {
+        format!("a key not in {lists}")
+    })]
+    WrongRole {
+        /// The signing key's fingerprint.
+        fingerprint: String,
+        /// Whether the key may sign releases.
+        release_key: bool,
+        /// The lists that were searched, for the message.
+        lists: &'static str,
+    },
     /// The repository could not be read.
     #[error("cannot read the repository: {0}")]
     Repository(#[from] git2::Error),

@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use jiff::Timestamp;
-
 use super::Watcher;
 use crate::fleet::coordinate::{Coordinator, Slot, SlotAnswer};
 use crate::record::lifecycle::Event;
@@ -24,6 +22,18 @@ impl Watcher {
         let Some(seen) = self.record.channel.clone() else {
             return;
         };
+        if self.channel_stale() {
+            // A stale channel is never acted on: no request, no withdrawal.
+            let why = format!(
+                "the channel is stale since {}: nothing is done on it until a fresh one comes",
+                seen.file.expires
+            );
+            if self.record.waiting.as_deref() != Some(why.as_str()) {
+                self.record.waiting = Some(why);
+                self.save();
+            }
+            return;
+        }
         let pinned = self.applied.release.clone();
         let same = seen.release_commit.as_deref() == Some(pinned.commit.as_str());
         if same {
@@ -59,8 +69,11 @@ impl Watcher {
         let decision = crate::fleet::rollout::decide(
             &self.node_id,
             &seen.file,
-            seen.committed_at,
-            Timestamp::now(),
+            seen.file.moved_at,
+            self.record
+                .freshness
+                .as_ref()
+                .map_or_else(crate::release::clock::system_now, |f| f.judged.at),
             status.failures,
         );
         status.state = decision.name().to_owned();

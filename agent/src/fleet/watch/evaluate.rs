@@ -7,12 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::Watcher;
 use crate::config::AgentConfig;
 use crate::release::channel::{self, ChannelState};
+use crate::release::clock;
 
 impl Watcher {
     /// Evaluates the channel's new tip in a child process
@@ -99,11 +99,15 @@ pub enum Verdict {
         /// The commit the named release's tag points at.
         release_commit: String,
     },
-    /// The tip is refused for good: signature, ancestry, channel file, or a
-    /// release that is missing or does not verify.
+    /// The tip is refused for good: signature, role, binding, sequence,
+    /// ancestry, expiry, channel file, or a release that is missing or does
+    /// not verify.
     Refused {
         /// The tip.
         tip: String,
+        /// The kind of refusal (`ChannelRefusal::kind`, or `release`).
+        #[serde(default)]
+        kind: String,
         /// Why, one line.
         reason: String,
     },
@@ -132,31 +136,52 @@ pub fn evaluate_channel(
 fn evaluate(
     root_path: &Path,
     config: &AgentConfig,
-    last_seen: Option<&str>,
+    _last_seen: Option<&str>,
 ) -> Result<(ChannelState, String), Verdict> {
     let failed = |reason: String| Verdict::Failed { reason };
-    let trust = config
-        .load_trust(root_path)
+    let roles = config
+        .load_roles(root_path)
         .map_err(anyhow::Error::from)
+        .map_err(|e| failed(crate::error::one_line(&e)))?;
+    // What this node knows (its floor, the tip it accepted last) comes from
+    // its records, which the watcher writes before it starts this child.
+    let before = crate::root::Root::open(root_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|root| Ok(crate::record::floor::before(&root, config)?))
         .map_err(|e| failed(crate::error::one_line(&e)))?;
     let repo = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
     let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
-    let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
-    let now = Timestamp::now();
-    let refused = |reason: String| Verdict::Refused {
+    let judged = clock::judge(&before.signed, clock::synchronized(false));
+    let refused = |kind: &str, reason: String| Verdict::Refused {
         tip: tip.to_string(),
+        kind: kind.to_owned(),
         reason,
     };
-    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel, now)
-        .map_err(|e| refused(e.to_string()))?;
+    let expect = channel::Expect {
+        channel: config.channel_name(),
+        fleet: config.channel.fleet.clone(),
+    };
+    let state = channel::evaluate(
+        &repo,
+        &roles,
+        tip,
+        &expect,
+        &before.known,
+        &config.channel,
+        &judged,
+    )
+    .map_err(|e| refused(e.kind(), e.to_string()))?;
     let tag = &state.file.release;
     match crate::source::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
         Ok(()) => {}
         Err(crate::source::fetch::FetchError::NoSuchRef { .. }) => {
-            return Err(refused(format!(
-                "channel tip {tip} names release {}, which the source does not have",
-                tag.as_str()
-            )));
+            return Err(refused(
+                "release",
+                format!(
+                    "channel tip {tip} names release {}, which the source does not have",
+                    tag.as_str()
+                ),
+            ));
         }
         Err(e) => {
             return Err(failed(format!(
@@ -165,11 +190,17 @@ fn evaluate(
             )));
         }
     }
-    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now).map_err(|e| {
-        refused(format!(
-            "channel tip {tip} names release {}, which does not verify: {e}",
-            tag.as_str()
-        ))
-    })?;
+    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &roles.release, judged.at)
+        .map_err(|e| {
+            refused(
+                "release",
+                format!(
+                    "channel tip {tip} names release {}, which does not verify: {e}",
+                    tag.as_str()
+                ),
+            )
+        })?;
+    crate::release::obtain::check_tag_object(&state, &verified)
+        .map_err(|e| refused(e.kind(), e.to_string()))?;
     Ok((state, verified.commit))
 }

@@ -26,10 +26,12 @@ use crate::fleet::coordinate::{Coordinator, Slot};
 use crate::fleet::terminate;
 use crate::record::detect::Detector;
 use crate::record::drift::Difference;
+use crate::record::floor::{self, ChannelFloor};
 use crate::record::lifecycle::{Event, FailedAt, Phase};
 use crate::record::replacement::Reason;
 use crate::record::state::{self, State, Status};
-use crate::record::watch_state::{DriftRecord, Refusal, WatchState};
+use crate::record::watch_state::{DriftRecord, Freshness, Refusal, WatchState};
+use crate::release::clock;
 use crate::root::Root;
 use crate::source::poll::RefPoller;
 
@@ -91,6 +93,8 @@ pub struct Watcher {
     slot: Option<(Slot, tokio::task::JoinHandle<()>)>,
     /// Where the node stands in its lifecycle (see [`Phase`]).
     phase: Phase,
+    /// The channel floor of the image or the apply (`record::floor`).
+    floor: Option<ChannelFloor>,
 }
 
 impl Drop for Watcher {
@@ -122,6 +126,7 @@ impl Watcher {
         })?;
         terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
         let record = WatchState::load(&root)?;
+        let floor = ChannelFloor::load(&root)?;
         let poller = crate::source::poll::poller_for(
             root_path,
             &config,
@@ -149,6 +154,7 @@ impl Watcher {
             coordinator,
             slot: None,
             phase,
+            floor,
         })
     }
 
@@ -290,11 +296,17 @@ impl Watcher {
             // Back on the accepted tip (a refused force-push was undone).
             self.record.refusal = None;
         }
+        // A tip refused as expired is judged again when the clock went
+        // back since (a clock that was ahead, corrected): nothing else
+        // about a refused tip changes with time.
         let known = self.record.channel.as_ref().is_some_and(|c| c.tip == tip)
-            || self.record.refusal.as_ref().is_some_and(|r| r.tip == tip);
+            || self.record.refusal.as_ref().is_some_and(|r| {
+                r.tip == tip && !(r.kind == "expired" && clock::system_now() < r.at)
+            });
         if !known {
             self.evaluate_tip().await;
         }
+        self.judge_freshness();
         self.save();
         self.decide().await;
     }
@@ -303,7 +315,44 @@ impl Watcher {
         tracing::warn!("channel poll failed: {error}");
         self.record.poll_errors += 1;
         self.record.last_poll_error = Some(error);
+        // A source that stalls is judged like one that freezes.
+        self.judge_freshness();
         self.save();
+    }
+
+    /// Judges whether the accepted channel is still fresh, at the system
+    /// clock held no earlier than the newest signed time this node has
+    /// seen; logs when it turns stale, and when it is fresh again.
+    fn judge_freshness(&mut self) {
+        let Some(seen) = &self.record.channel else {
+            self.record.freshness = None;
+            return;
+        };
+        let signed = floor::signed_times(self.floor.as_ref(), &self.record, Some(&self.applied));
+        let judged = clock::judge(&signed, clock::synchronized(false));
+        let expires = seen.file.expires;
+        let fresh = judged.at < expires;
+        let was_fresh = self.record.freshness.as_ref().map(|f| f.fresh);
+        if !fresh && was_fresh != Some(false) {
+            tracing::error!(
+                message_id = crate::events::CHANNEL_STALE,
+                "the channel expired at {expires} (judged at {} {}): nothing is done on it until a fresh document comes; the source may be frozen, or the refresh job stopped",
+                judged.at,
+                judged.by()
+            );
+        } else if fresh && was_fresh == Some(false) {
+            tracing::info!("the channel is fresh again (expires {expires})");
+        }
+        self.record.freshness = Some(Freshness {
+            fresh,
+            expires,
+            judged,
+        });
+    }
+
+    /// Whether the accepted channel was judged stale at the last poll.
+    pub(super) fn channel_stale(&self) -> bool {
+        self.record.freshness.as_ref().is_some_and(|f| !f.fresh)
     }
 
     async fn evaluate_tip(&mut self) {
@@ -315,20 +364,33 @@ impl Watcher {
             } => {
                 tracing::info!(
                     message_id = crate::events::CHANNEL_MOVED,
-                    "channel moved to {} (signed by {}): release {}{}",
+                    "channel {} to {} (sequence {}, signed by {}, {} role, expires {}): release {}{}",
+                    if state.role == crate::verify::ChannelRole::Refresh {
+                        "refreshed"
+                    } else {
+                        "moved"
+                    },
                     state.tip,
+                    state.file.sequence,
                     state.signer,
+                    state.role.name(),
+                    state.file.expires,
                     state.file.release.as_str(),
                     if state.file.hold { ", on hold" } else { "" }
                 );
                 self.record.accept(&state, Some(release_commit));
             }
-            Verdict::Refused { tip, reason } => {
-                tracing::error!(message_id = crate::events::CHANNEL_REFUSED, "{reason}");
+            Verdict::Refused { tip, kind, reason } => {
+                if kind == "conflict" {
+                    tracing::error!(message_id = crate::events::CHANNEL_CONFLICT, "{reason}");
+                } else {
+                    tracing::error!(message_id = crate::events::CHANNEL_REFUSED, "{reason}");
+                }
                 self.record.refusal = Some(Refusal {
                     tip,
+                    kind,
                     reason,
-                    at: Timestamp::now(),
+                    at: clock::system_now(),
                 });
             }
             // A network or cache failure says nothing about the tip: retried next poll.
@@ -338,19 +400,23 @@ impl Watcher {
 
     fn save(&mut self) {
         let unchanged = self.written.as_ref().is_some_and(|(before, at)| {
-            at.elapsed() < REWRITE_UNCHANGED
-                && WatchState {
-                    last_poll: self.record.last_poll,
-                    ..before.clone()
-                } == self.record
+            at.elapsed() < REWRITE_UNCHANGED && before.same_but_times(&self.record)
         });
         if unchanged {
+            if self.channel_stale() {
+                // How long it has been stale grows: the metrics say so each poll.
+                self.write_metrics();
+            }
             return;
         }
         self.written = Some((self.record.clone(), std::time::Instant::now()));
         if let Err(e) = self.record.save(&self.root) {
             tracing::error!("cannot record the watcher's state: {e}");
         }
+        self.write_metrics();
+    }
+
+    fn write_metrics(&self) {
         if let Some(path) = &self.config.metrics_file {
             if let Err(e) =
                 crate::fleet::metrics::write(&self.root, path, &self.applied, &self.record)

@@ -65,6 +65,10 @@ impl Watcher {
         if record.status == RequestStatus::Done {
             return;
         }
+        if record.request.reason == Reason::ReleaseChanged && self.channel_stale() {
+            // Asked for a channel that has gone stale since: not retried on it.
+            return;
+        }
         let backoff = Duration::from_secs(5).saturating_mul(1 << record.attempts.min(6));
         if let Some(last) = record.last_attempt {
             let since = Timestamp::now().duration_since(last);
