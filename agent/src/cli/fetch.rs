@@ -22,9 +22,12 @@ pub fn run(args: FetchArgs) -> ExitCode {
         .and_then(|config| crate::release::obtain::fetch_verified(&args.node.root, &config));
     match result {
         Ok((_, v, _)) => {
-            println!(
+            outln!(
                 "release {} (commit {}) is in the cache, verified: signed by {} ({})",
-                v.name, v.commit, v.principal, v.fingerprint
+                v.name,
+                v.commit,
+                v.principal,
+                v.fingerprint
             );
             ExitCode::Success
         }
