@@ -84,10 +84,7 @@ impl Git2Listing {
     /// Connects, lists every ref, and picks `ref_name`; returns its oid and
     /// the estimated advertisement size. Blocking. An error comes with the
     /// setting to check when retrying cannot help.
-    fn list(
-        &self,
-        ref_name: &str,
-    ) -> Result<(Option<String>, u64), ListingError> {
+    fn list(&self, ref_name: &str) -> Result<(Option<String>, u64), ListingError> {
         let message = |e: git2::Error| {
             (
                 clean_message(e.message().as_bytes()),
