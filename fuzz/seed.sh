@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Regenerates the seed corpus in fuzz/corpus/<target>/ with the real tools:
-# ssh-keygen makes keys and `-Y sign -n git` signatures, git makes a signed
-# tag and a signed commit. Needs git and ssh-keygen (openssh-client).
-# The corpus is not committed; run this before the first `cargo fuzz run`.
+# Makes a seed corpus in DIR/<target>/ (default fuzz/corpus) with the real
+# tools: ssh-keygen makes keys and `-Y sign -n git` signatures, git makes a
+# signed tag and a signed commit. Needs git and ssh-keygen (openssh-client).
+#
+#   fuzz/seed.sh               # fuzz/corpus, for your own `cargo fuzz run`
+#   fuzz/seed.sh fuzz/seeds    # remake the committed seeds of fuzz/smoke.sh
+#
+# The keys are new at every run, so the seeds differ from run to run; the
+# ones fuzz/smoke.sh starts from are committed (fuzz/seeds) to stay fixed.
 set -euo pipefail
 
 fuzz_dir=$(cd "$(dirname "$0")" && pwd)
-corpus=$fuzz_dir/corpus
+corpus=${1:-$fuzz_dir/corpus}
+mkdir -p "$corpus"
+corpus=$(cd "$corpus" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

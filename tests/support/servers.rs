@@ -369,7 +369,7 @@ fn git_helper(name: &str) -> Result<PathBuf> {
 
 /// Finds `name` on PATH or in the sbin directories, which a non-root PATH
 /// on Debian lacks (nginx and fcgiwrap live in /usr/sbin).
-fn find_program(name: &str, package: &str) -> Result<PathBuf> {
+pub fn find_program(name: &str, package: &str) -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))

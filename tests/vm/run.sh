@@ -7,8 +7,11 @@
 #
 #   1. applied:  user-data -> driftless-apply -> health -> locked (a write to
 #                a managed file fails inside the guest) -> driftless-watch
-#                running; the release's service runs; times from power-on
-#                to `applied` and `locked` are printed.
+#                running; the release's service, mount, socket, timer and
+#                path unit run; times from power-on to `applied` and
+#                `locked` are printed. Booted again, systemd starts the
+#                mount, socket, timer and path unit itself, early, before
+#                driftless-apply runs: their gate is open.
 #   2. replaced: the test moves the channel with `driftless channel` (the
 #                host's copy from the .deb): a refresh, a hold, a promote
 #                while held, a rollback and a release leave the guest up,
@@ -19,9 +22,11 @@
 #   3. refused:  a release signed by a stranger -> apply fails closed: the
 #                release's service never starts, status says why.
 #   4. gated:    a release whose health check fails -> apply stops the
-#                service it started, records the failure and (failure.policy
+#                units it started, records the failure and (failure.policy
 #                replace) powers the node off; booted again, systemd skips
-#                the release's service: its gate (`driftless gate`) is shut.
+#                the release's service (its gate, `driftless gate`, is shut)
+#                and its mount, socket, timer and path unit (their
+#                condition, /var/lib/driftless/gate-open, does not hold).
 #
 #   bash tests/vm/run.sh                 # all four
 #   bash tests/vm/run.sh applied refused # some of them
@@ -145,6 +150,13 @@ files:
   - { path: /etc/app/app.conf, source: files/app.conf, mode: "0644" }
 units:
   - { name: app.service, source: units/app.service }
+  - { name: srv-data.mount, source: units/srv-data.mount }
+  - { name: hello.socket, source: units/hello.socket }
+  - { name: hello.service, source: units/oneshot.service, enabled: false, started: false }
+  - { name: tick.timer, source: units/tick.timer }
+  - { name: tick.service, source: units/oneshot.service, enabled: false, started: false }
+  - { name: flag.path, source: units/flag.path }
+  - { name: flag.service, source: units/oneshot.service, enabled: false, started: false }
 health:
   - exec: [/usr/bin/systemctl, is-active, --quiet, app.service]
     timeout: 30s
@@ -160,6 +172,53 @@ ExecStart=/bin/sh -c 'echo "app: started with $$(cat /etc/app/app.conf)"; exec s
 [Install]
 WantedBy=multi-user.target
 EOF
+# Units that are not services, each started early at boot by systemd
+# itself (local-fs, sockets, timers, paths), long before driftless-apply:
+# only their gate's condition keeps them inert on a failed node. Their
+# descriptions name them in the journal.
+cat >"$src/units/srv-data.mount" <<'EOF'
+[Unit]
+Description=driftless-vm data mount
+
+[Mount]
+What=tmpfs
+Where=/srv/data
+Type=tmpfs
+
+[Install]
+WantedBy=local-fs.target
+EOF
+cat >"$src/units/hello.socket" <<'EOF'
+[Unit]
+Description=driftless-vm hello socket
+
+[Socket]
+ListenStream=127.0.0.1:7070
+
+[Install]
+WantedBy=sockets.target
+EOF
+cat >"$src/units/tick.timer" <<'EOF'
+[Unit]
+Description=driftless-vm tick timer
+
+[Timer]
+OnBootSec=1h
+
+[Install]
+WantedBy=timers.target
+EOF
+cat >"$src/units/flag.path" <<'EOF'
+[Unit]
+Description=driftless-vm flag path
+
+[Path]
+PathExists=/run/driftless-vm-flag
+
+[Install]
+WantedBy=paths.target
+EOF
+printf '[Service]\nType=oneshot\nExecStart=/bin/true\n' >"$src/units/oneshot.service"
 fixture_git -C "$src" add -A
 fixture_git -C "$src" commit -q -m "release v1"
 fixture_git -C "$src" -c user.signingkey="$work/release_key" tag -s -m "v1" v1
@@ -207,6 +266,8 @@ done
 say "apply-unit $state"
 say "apply-result $(systemctl show -P Result driftless-apply.service)"
 say "app $(systemctl is-active app.service)"
+# shellcheck disable=SC2046 # one word a unit
+say units $(systemctl is-active srv-data.mount hello.socket tick.timer flag.path)
 if [ -e /etc/app/app.conf ]; then
   if err=$(sh -c 'echo tampered >>/etc/app/app.conf' 2>&1); then
     say "write-managed allowed"
@@ -478,6 +539,8 @@ scenario_applied() {
   console_has "apply reports the release applied on the console" "release v1 applied"
   expect "driftless-apply.service succeeded" "$(probe apply-unit) $(probe apply-result)" "active success"
   expect "the release's service runs (started by apply, health-checked)" "$(probe app)" active
+  expect "the release's mount, socket, timer and path unit run (started by apply)" \
+    "$(probe units)" "active active active active"
   case $(probe write-managed) in
     refused:*"Operation not permitted"*) pass "a write to a managed file fails inside the guest ($(probe write-managed | cut -c10-))" ;;
     *) fail "a write to a managed file fails inside the guest" "$(probe write-managed)" ;;
@@ -500,6 +563,9 @@ scenario_applied() {
   expect "the gate's drop-in is on the disk" \
     "$(guest_file "$disk" /etc/systemd/system/app.service.d/50-driftless-gate.conf | grep '^ExecCondition=')" \
     "ExecCondition=+/usr/bin/driftless gate"
+  expect "the gate's file is on the disk, a regular file: the units may start at every boot" \
+    "$(debugfs -R "stat /var/lib/driftless/gate-open" "$disk" 2>/dev/null | grep -o 'Type: regular')" \
+    "Type: regular"
   if journal_line "$disk" "app: started with greeting = hello from release v1" >/dev/null; then
     pass "the guest's journal shows the app started with the release's config"
   else
@@ -522,6 +588,49 @@ scenario_applied() {
   else
     fail "the console and the journal on the disk have the apply's lines" \
       "start '$start_at' locked '$locked_at' applied '$applied_at'"
+  fi
+  applied_again
+}
+
+# The applied node booted again: systemd starts the release's early units
+# (mount, socket, timer, path) itself, before driftless-apply runs, since
+# their gate's file says the release passed; apply then only checks.
+applied_again() {
+  echo "     booting the applied node again"
+  power_on_again applied
+  if ! wait_console "was already applied; checked the node" "$TIMEOUT"; then
+    fail "booted again, apply checks the applied node within ${TIMEOUT}s" "$(tail -n 40 "$console")"
+    wait_poweroff 1
+    return
+  fi
+  pass "booted again, apply checks the applied node"
+  sleep 3
+  press_power_button applied
+  if ! wait_poweroff 120; then
+    fail "the guest powers off on the power button" "$(tail -n 20 "$console")"
+    return
+  fi
+  rm -rf "$work/journal-applied"
+  journal_line "$disk" "." >/dev/null
+  local second apply_at
+  second=$(journalctl --file="$work/journal-applied/journal/*/*.journal" -b 0 -o short-monotonic --no-pager 2>/dev/null)
+  apply_at=$(grep -m1 "Starting driftless-apply.service" <<<"$second" | seconds_of)
+  local what verb at
+  for what in "Mounted:data mount" "Listening on:hello socket" "Started:tick timer" "Started:flag path"; do
+    verb=${what%%:*}
+    at=$(grep -m1 -E "$verb .*driftless-vm ${what#*:}" <<<"$second" | seconds_of)
+    if [ -n "$at" ] && [ -n "$apply_at" ] && awk -v a="$at" -v b="$apply_at" 'BEGIN { exit !(a < b) }'; then
+      pass "booted again, systemd started the ${what#*:} itself (${at} s), before apply (${apply_at} s)"
+    else
+      fail "booted again, systemd started the ${what#*:} itself before apply" \
+        "at '$at', apply at '$apply_at'; $(grep -E "driftless-vm|gate-open" <<<"$second" | head -n 10)"
+    fi
+  done
+  if grep -q "unmet condition check (ConditionPathExists=/var/lib/driftless/gate-open)" <<<"$second"; then
+    fail "booted again, no unit of the applied release was skipped" \
+      "$(grep "gate-open" <<<"$second")"
+  else
+    pass "booted again, no unit of the applied release was skipped"
   fi
 }
 
@@ -650,6 +759,30 @@ scenario_gated() {
     pass "the boot's own start of the service was turned away (${skipped_at} s) before apply ran (${apply_at} s)"
   else
     fail "the boot's own start of the service was turned away before apply ran" "gate closed at '$skipped_at', apply at '$apply_at'"
+  fi
+  # The mount, socket, timer and path unit: systemd checked their gate's
+  # condition at boot, before apply ran, and skipped them.
+  local what skip
+  for what in "data mount" "hello socket" "tick timer" "flag path"; do
+    skip=$(grep -m1 -E "driftless-vm $what.*skipped because of an unmet condition check \(ConditionPathExists=/var/lib/driftless/gate-open\)" <<<"$second" | seconds_of)
+    if [ -n "$skip" ] && [ -n "$apply_at" ] && awk -v a="$skip" -v b="$apply_at" 'BEGIN { exit !(a < b) }'; then
+      pass "booted again, systemd skipped the $what at boot (${skip} s), before apply ran"
+    else
+      fail "booted again, systemd skipped the $what at boot, before apply ran" \
+        "skipped at '$skip', apply at '$apply_at'; $(grep -E "driftless-vm|gate-open" <<<"$second" | head -n 10)"
+    fi
+  done
+  local early="" line at
+  while IFS= read -r line; do
+    at=$(seconds_of <<<"$line")
+    if [ -n "$at" ] && awk -v a="$at" -v b="${apply_at:-0}" 'BEGIN { exit !(a < b) }'; then
+      early+="$line"$'\n'
+    fi
+  done < <(grep -E "(Mounted|Listening on|Started) .*driftless-vm" <<<"$second")
+  if [ -n "$apply_at" ] && [ -z "$early" ]; then
+    pass "booted again, none of them ran before apply retried"
+  else
+    fail "booted again, none of them ran before apply retried" "$early"
   fi
   # (Apply then retries the failed node, starting the service in its own
   # window, and fails again.)

@@ -42,29 +42,31 @@ pub fn run(args: ApplyArgs) -> ExitCode {
             changed,
             units_offline,
         }) => {
-            println!(
+            outln!(
                 "applied release {} (commit {}), {changed} changes",
-                release.tag, release.commit
+                release.tag,
+                release.commit
             );
-            println!("signed by {} ({})", release.signer, release.fingerprint);
+            outln!("signed by {} ({})", release.signer, release.fingerprint);
             if units_offline {
-                println!(
+                outln!(
                     "systemd is not running under this root: units were enabled offline, not started"
                 );
             }
             ExitCode::Success
         }
         Ok(Outcome::Checked { release, drift }) => {
-            println!(
+            outln!(
                 "release {} (commit {}) was already applied; checked the node against its manifest",
-                release.tag, release.commit
+                release.tag,
+                release.commit
             );
             if drift.is_empty() {
-                println!("no drift");
+                outln!("no drift");
                 ExitCode::Success
             } else {
                 for d in &drift {
-                    println!("{d}");
+                    outln!("{d}");
                 }
                 ExitCode::Drift
             }
@@ -114,7 +116,7 @@ fn replace_if_configured(args: &ApplyArgs, error: &anyhow::Error) {
         &node_id,
         &crate::error::one_line(error),
     ) {
-        eprintln!(
+        errln!(
             "error: asking to be replaced failed: {}",
             crate::error::one_line(&e)
         );

@@ -384,35 +384,35 @@ fn show(ctx: &Context, json: bool) -> anyhow::Result<()> {
             "signer": signer,
             "nodes": nodes,
         });
-        println!("{value}");
+        outln!("{value}");
         return Ok(());
     }
-    println!("channel    {} (fleet {})", file.channel, file.fleet);
-    println!("tip        {tip}, sequence {}", file.sequence);
-    println!(
+    outln!("channel    {} (fleet {})", file.channel, file.fleet);
+    outln!("tip        {tip}, sequence {}", file.sequence);
+    outln!(
         "release    {} (tag object {}){}",
         file.release.as_str(),
         file.tag_object,
         if file.hold { ", ON HOLD" } else { "" }
     );
     match (&signer, role) {
-        (Some(s), Some(r)) => println!(
+        (Some(s), Some(r)) => outln!(
             "signed     by {s} ({r} signer) at {signed_at}, {} ago",
             span(age)
         ),
-        _ => println!("signed     at {signed_at}, {} ago", span(age)),
+        _ => outln!("signed     at {signed_at}, {} ago", span(age)),
     }
     if left > 0 {
-        println!("expires    {} (in {})", file.expires, span(left));
+        outln!("expires    {} (in {})", file.expires, span(left));
     } else {
-        println!("expires    {} (EXPIRED {} ago)", file.expires, span(-left));
+        outln!("expires    {} (EXPIRED {} ago)", file.expires, span(-left));
     }
-    println!("moved      {} (waves count from it)", file.moved_at);
+    outln!("moved      {} (waves count from it)", file.moved_at);
     match &reason {
-        None => println!("verdict    nodes accept it"),
-        Some(r) => println!("verdict    nodes REFUSE it: {r}"),
+        None => outln!("verdict    nodes accept it"),
+        Some(r) => outln!("verdict    nodes REFUSE it: {r}"),
     }
-    println!("nodes      {nodes}");
+    outln!("nodes      {nodes}");
     Ok(())
 }
 

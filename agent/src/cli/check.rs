@@ -42,13 +42,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
         Err(e) => return super::report(&e),
     };
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "drifted": !differences.is_empty(), "differences": differences })
         );
     } else {
         for d in &differences {
-            println!("{d}");
+            outln!("{d}");
         }
     }
     if differences.is_empty() {

@@ -29,7 +29,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
 }
 
 fn step(text: &str) {
-    println!("\n== {text}");
+    outln!("\n== {text}");
 }
 
 fn tool(cmd: &mut Command) -> anyhow::Result<String> {
@@ -98,10 +98,10 @@ fn channel(home: &Path, repo: &Path, trust: &Path, args: &[&str]) -> anyhow::Res
 }
 
 fn show(output: &std::process::Output) {
-    print!("{}", String::from_utf8_lossy(&output.stdout));
+    out!("{}", String::from_utf8_lossy(&output.stdout));
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !stderr.trim().is_empty() {
-        print!("{stderr}");
+        out!("{stderr}");
     }
 }
 
@@ -119,7 +119,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         .output();
     if args.keep {
         let kept = dir.keep();
-        println!("\nkept {}", kept.display());
+        outln!("\nkept {}", kept.display());
     }
     result
 }
@@ -144,7 +144,7 @@ fn life(base: &Path) -> anyhow::Result<()> {
             .arg(home.join("release_key")),
     )?;
     let public = std::fs::read_to_string(home.join("release_key.pub"))?;
-    println!("{}", public.trim());
+    outln!("{}", public.trim());
 
     step("2. A release: a node spec and its files, tagged v1 with a signed tag");
     std::fs::create_dir_all(repo.join("files"))?;
@@ -161,7 +161,7 @@ fn life(base: &Path) -> anyhow::Result<()> {
     tool(git(&home, &repo).args(["add", "-A"]))?;
     tool(git(&home, &repo).args(["commit", "-q", "-m", "release v1"]))?;
     tool(git(&home, &repo).args(["tag", "-s", "-m", "release v1", "v1"]))?;
-    println!(
+    outln!(
         "{}",
         tool(git(&home, &repo).args(["log", "--oneline", "-1", "--decorate"]))?
     );
@@ -171,7 +171,7 @@ fn life(base: &Path) -> anyhow::Result<()> {
     std::fs::write(root.join("etc/machine-id"), "demo-node-0001\n")?;
     let trust = root.join("etc/driftless/allowed_signers");
     std::fs::write(&trust, format!("release@example.com {public}"))?;
-    println!("{}", std::fs::read_to_string(&trust)?.trim());
+    outln!("{}", std::fs::read_to_string(&trust)?.trim());
 
     step("4. The fleet's channel: driftless channel init writes its first signed document");
     for (key, value) in [
@@ -184,7 +184,7 @@ fn life(base: &Path) -> anyhow::Result<()> {
     let signing_key = home.join("release_key").display().to_string();
     tool(git(&home, &repo).args(["config", "user.signingKey", &signing_key]))?;
     channel(&home, &repo, &trust, &["init", "v1", "--fleet", "demo"])?;
-    println!(
+    outln!(
         "$ git show channel:channel.yaml\n{}",
         tool(git(&home, &repo).args(["show", "channel:channel.yaml"]))?
     );
@@ -197,9 +197,9 @@ fn life(base: &Path) -> anyhow::Result<()> {
         lock = if privileged { "best-effort" } else { "off" },
     );
     std::fs::write(root.join("etc/driftless/agent.yaml"), &config)?;
-    print!("{config}");
+    out!("{config}");
     if !privileged {
-        println!(
+        outln!(
             "(not running as root: the node cannot be locked with the immutable attribute, so lock.mode is off)"
         );
     }
@@ -208,15 +208,15 @@ fn life(base: &Path) -> anyhow::Result<()> {
     step("5. First boot: driftless apply (fetch, verify, apply, lock)");
     show(&driftless(&["apply", "--root", &root_arg])?);
     let conf = root.join("etc/app/app.conf");
-    println!(
+    outln!(
         "$ cat {}\n{}",
         conf.display(),
         std::fs::read_to_string(&conf)?.trim()
     );
     if privileged {
         match std::fs::OpenOptions::new().append(true).open(&conf) {
-            Err(e) => println!("writing to it as root: {e} (locked)"),
-            Ok(_) => println!(
+            Err(e) => outln!("writing to it as root: {e} (locked)"),
+            Ok(_) => outln!(
                 "writing to it as root succeeded: this filesystem has no immutable attribute"
             ),
         }
@@ -236,11 +236,11 @@ fn life(base: &Path) -> anyhow::Result<()> {
     );
     show(&driftless(&["watch", "--once", "--root", &root_arg])?);
     let requests = std::fs::read_to_string(&log).unwrap_or_default();
-    println!("$ cat replacement-requests.log\n{}", requests.trim());
+    outln!("$ cat replacement-requests.log\n{}", requests.trim());
     show(&driftless(&["status", "--root", &root_arg])?);
     if requests.is_empty() {
         bail!("the node did not ask to be replaced");
     }
-    println!("\nThe replacement boots with v2; this node, built from v1, goes away unchanged.");
+    outln!("\nThe replacement boots with v2; this node, built from v1, goes away unchanged.");
     Ok(())
 }

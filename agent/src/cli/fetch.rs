@@ -40,7 +40,7 @@ pub fn run(args: FetchArgs) -> ExitCode {
         let channel = match recorded {
             Ok(floor) => floor,
             Err(e) => {
-                eprintln!(
+                errln!(
                     "note: no channel floor recorded: {}",
                     crate::error::one_line(&e)
                 );
@@ -51,12 +51,15 @@ pub fn run(args: FetchArgs) -> ExitCode {
     })();
     match result {
         Ok((v, channel)) => {
-            println!(
+            outln!(
                 "release {} (commit {}) is in the cache, verified: signed by {} ({})",
-                v.name, v.commit, v.principal, v.fingerprint
+                v.name,
+                v.commit,
+                v.principal,
+                v.fingerprint
             );
             if let Some(floor) = channel {
-                println!(
+                outln!(
                     "channel floor recorded: {} (fleet {}) sequence {}, tip {}; nodes from this image refuse anything older",
                     floor.channel,
                     floor.fleet,

@@ -35,7 +35,7 @@ pub fn run(args: GateArgs) -> ExitCode {
     match decision {
         Ok(()) => ExitCode::Success,
         Err(why) => {
-            eprintln!("error: gate closed, the release's services stay stopped: {why}");
+            errln!("error: gate closed, the release's services stay stopped: {why}");
             ExitCode::Failure
         }
     }

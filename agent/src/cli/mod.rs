@@ -1,5 +1,11 @@
 //! The command line: `main.rs` parses it and calls [`run`]; each subcommand
-//! lives in its own file with its own arguments and `run`.
+//! lives in its own file with its own arguments and `run`. Output goes
+//! through `output` (a closed stdout ends a command quietly).
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod output;
 
 mod apply;
 mod channel;
@@ -75,6 +81,40 @@ impl Command {
     }
 }
 
+/// Parses the command line. Help and version text go to stdout through
+/// `output`, like every command's output (clap's own printing ignores a
+/// closed stdout and exits 0); a usage error goes to stderr. `Err` holds
+/// the code to exit with: 0 after help or version, 2 after a usage error.
+pub fn parse() -> Result<Cli, ExitCode> {
+    use clap::Parser as _;
+    use std::io::IsTerminal as _;
+    let error = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    let tty = if error.use_stderr() {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let rendered = error.render();
+    let text = if tty {
+        rendered.ansi().to_string()
+    } else {
+        rendered.to_string()
+    };
+    if error.use_stderr() {
+        errln!("{}", text.trim_end());
+    } else {
+        outln!("{}", text.trim_end());
+    }
+    Err(if error.exit_code() == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Usage
+    })
+}
+
 /// Runs the parsed command line and returns the exit code. Errors are
 /// printed here, as one line each, so every subcommand reports alike.
 pub fn run(cli: Cli) -> ExitCode {
@@ -110,7 +150,7 @@ pub fn init_logging() {
 
 /// Prints an error chain as one line on stderr and classifies it.
 pub(crate) fn report(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {}", one_line(error));
+    errln!("error: {}", one_line(error));
     ExitCode::of(error)
 }
 

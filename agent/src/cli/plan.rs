@@ -53,22 +53,25 @@ pub fn run(args: PlanArgs) -> ExitCode {
             .filter(|s| args.all || s.change != Change::Unchanged)
             .map(|s| json!({ "path": s.desired.path, "kind": s.desired.entry.kind(), "change": s.change, "origin": s.desired.origin }))
             .collect();
-        println!(
+        outln!(
             "{}",
             json!({ "release": verified.name, "commit": verified.commit, "changes": changes, "steps": steps })
         );
     } else {
-        println!(
+        outln!(
             "release {} (commit {}) signed by {} ({})",
-            verified.name, verified.commit, verified.principal, verified.fingerprint
+            verified.name,
+            verified.commit,
+            verified.principal,
+            verified.fingerprint
         );
         for step in steps
             .iter()
             .filter(|s| args.all || s.change != Change::Unchanged)
         {
-            println!("{step}");
+            outln!("{step}");
         }
-        println!("{changes} changes");
+        outln!("{changes} changes");
     }
     ExitCode::Success
 }

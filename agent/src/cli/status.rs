@@ -42,20 +42,20 @@ pub fn run(args: StatusArgs) -> ExitCode {
                         "reason": failure.reason,
                     }});
                     value["finished_at"] = serde_json::to_value(failure.at).unwrap_or_default();
-                    println!("{value}");
+                    outln!("{value}");
                 } else {
-                    println!("phase      {phase}");
-                    println!("status     FAILED at {}: {}", failure.stage, failure.reason);
-                    println!("release    none verified");
-                    println!("finished   {}", failure.at);
+                    outln!("phase      {phase}");
+                    outln!("status     FAILED at {}: {}", failure.stage, failure.reason);
+                    outln!("release    none verified");
+                    outln!("finished   {}", failure.at);
                 }
                 return ExitCode::Success;
             }
             if args.json {
                 let phase = Phase::Fresh.name();
-                println!("{}", serde_json::json!({ "phase": phase, "status": null }));
+                outln!("{}", serde_json::json!({ "phase": phase, "status": null }));
             } else {
-                println!(
+                outln!(
                     "no release applied yet (no {} under {})",
                     state::STATE_PATH,
                     args.root.display()
@@ -82,7 +82,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         value["verified"] = serde_json::to_value(&verified).unwrap_or_default();
         value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
         value["channel_floor"] = serde_json::to_value(&floor).unwrap_or_default();
-        println!("{value}");
+        outln!("{value}");
         return ExitCode::Success;
     }
     let status = match &state.status {
@@ -93,21 +93,23 @@ pub fn run(args: StatusArgs) -> ExitCode {
         Status::Failed { stage, reason } => format!("FAILED at {stage}: {reason}"),
     };
     let r = &state.release;
-    println!("phase      {phase}");
-    println!("status     {status}");
-    println!("release    {} (commit {})", r.tag, r.commit);
-    println!(
+    outln!("phase      {phase}");
+    outln!("status     {status}");
+    outln!("release    {} (commit {})", r.tag, r.commit);
+    outln!(
         "signed by  {} ({}) at {}",
-        r.signer, r.fingerprint, r.signed_at
+        r.signer,
+        r.fingerprint,
+        r.signed_at
     );
-    println!("node       {}", state.node_id);
-    println!("started    {}", state.started_at);
+    outln!("node       {}", state.node_id);
+    outln!("started    {}", state.started_at);
     if let Some(done) = state.finished_at {
-        println!("finished   {done}");
+        outln!("finished   {done}");
     }
-    println!("manifest   {} managed paths", state.manifest.len());
+    outln!("manifest   {} managed paths", state.manifest.len());
     let count = |f: fn(&LockStatus) -> bool| state.manifest.iter().filter(|e| f(&e.lock)).count();
-    println!(
+    outln!(
         "lock       {} locked, {} pending, {} exempt, {} failed",
         count(|l| *l == LockStatus::Locked),
         count(|l| *l == LockStatus::Pending),
@@ -116,7 +118,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
     );
     for e in &state.manifest {
         if let LockStatus::Failed(reason) = &e.lock {
-            println!("  not locked: {} ({reason})", e.path);
+            outln!("  not locked: {} ({reason})", e.path);
         }
     }
     for m in &state.read_only {
@@ -125,14 +127,16 @@ pub fn run(args: StatusArgs) -> ExitCode {
             LockStatus::Pending => "read-only mount pending".to_owned(),
             LockStatus::Exempt(r) | LockStatus::Failed(r) => format!("not read-only: {r}"),
         };
-        println!("mount      {} ({how})", m.path);
+        outln!("mount      {} ({how})", m.path);
     }
     match &verified {
-        Some(v) if v.differences == 0 => println!(
+        Some(v) if v.differences == 0 => outln!(
             "verified   record matches signed release {} (by {} at {})",
-            v.release, v.by, v.at
+            v.release,
+            v.by,
+            v.at
         ),
-        Some(v) => println!(
+        Some(v) => outln!(
             "verified   {} DIFFERENCES from signed release {} (by {} at {}): {}",
             v.differences,
             v.release,
@@ -140,7 +144,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
             v.at,
             v.first.as_deref().unwrap_or("")
         ),
-        None => println!("verified   never against the signed release"),
+        None => outln!("verified   never against the signed release"),
     }
     print_watch(&watch);
     print_channel(&watch, floor.as_ref());
@@ -160,7 +164,7 @@ fn print_channel(watch: &WatchState, floor: Option<&ChannelFloor>) {
             ),
             None => format!("expires {}", c.file.expires),
         };
-        println!(
+        outln!(
             "channel    {} of fleet {}, sequence {} ({} signer, base {}), {freshness}",
             c.file.channel,
             c.file.fleet,
@@ -170,13 +174,13 @@ fn print_channel(watch: &WatchState, floor: Option<&ChannelFloor>) {
         );
     }
     if let Some(f) = &watch.freshness {
-        println!("clock      judged at {} {}", f.judged.at, f.judged.by());
+        outln!("clock      judged at {} {}", f.judged.at, f.judged.by());
     }
     if let Some(floor) = floor {
         let sequence = floor
             .sequence
             .map_or_else(|| "tip only".to_owned(), |s| format!("sequence {s}"));
-        println!(
+        outln!(
             "floor      {sequence}, tip {} ({}, {})",
             floor.tip,
             floor.source(),
@@ -187,22 +191,22 @@ fn print_channel(watch: &WatchState, floor: Option<&ChannelFloor>) {
 
 fn print_watch(watch: &WatchState) {
     match &watch.channel {
-        Some(c) => println!(
+        Some(c) => outln!(
             "desired    {}{} (channel tip {}, signed by {})",
             c.release,
             if c.hold { ", on hold" } else { "" },
             c.tip,
             c.signer
         ),
-        None => println!("desired    unknown (the channel has not been read yet)"),
+        None => outln!("desired    unknown (the channel has not been read yet)"),
     }
     match (watch.last_poll, &watch.last_poll_error) {
-        (Some(at), None) => println!("last poll  {at}"),
-        (Some(at), Some(e)) => println!("last poll  {at}, FAILED: {e}"),
-        (None, _) => println!("last poll  never"),
+        (Some(at), None) => outln!("last poll  {at}"),
+        (Some(at), Some(e)) => outln!("last poll  {at}, FAILED: {e}"),
+        (None, _) => outln!("last poll  never"),
     }
     if let Some(why) = &watch.waiting {
-        println!("rollout    {why}");
+        outln!("rollout    {why}");
     }
     if let Some(r) = &watch.refusal {
         let kind = if r.kind.is_empty() {
@@ -210,15 +214,17 @@ fn print_watch(watch: &WatchState) {
         } else {
             format!(" [{}]", r.kind)
         };
-        println!(
+        outln!(
             "refused    channel tip {} at {}{kind}: {}",
-            r.tip, r.at, r.reason
+            r.tip,
+            r.at,
+            r.reason
         );
     }
     if !watch.drift.is_empty() {
-        println!("drift      {} differences seen:", watch.drift.len());
+        outln!("drift      {} differences seen:", watch.drift.len());
         for d in &watch.drift {
-            println!("  {} (since {})", d.line, d.first_seen);
+            outln!("  {} (since {})", d.line, d.first_seen);
         }
     }
     if let Some(r) = &watch.replacement {
@@ -233,6 +239,6 @@ fn print_watch(watch: &WatchState) {
                     .unwrap_or_default()
             ),
         };
-        println!("replace    {state} ({})", r.request.detail);
+        outln!("replace    {state} ({})", r.request.detail);
     }
 }

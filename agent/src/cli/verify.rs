@@ -51,7 +51,7 @@ pub fn run(args: VerifyArgs) -> ExitCode {
             if args.json {
                 let mut value = serde_json::to_value(&verified).unwrap_or_default();
                 value["verified"] = json!(true);
-                println!("{value}");
+                outln!("{value}");
             } else {
                 print_human(&verified);
             }
@@ -64,7 +64,7 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                 let message = message
                     .split_once(": ")
                     .map_or(message.as_str(), |(_, m)| m);
-                println!(
+                outln!(
                     "{}",
                     json!({ "verified": false, "kind": kind, "name": name, "error": message })
                 );
@@ -98,14 +98,14 @@ fn print_human(v: &Verified) {
         Kind::Tag => "tag",
         Kind::Commit => "commit",
     };
-    println!("good signature on {kind} {}", v.name);
+    outln!("good signature on {kind} {}", v.name);
     if v.kind == Kind::Tag {
-        println!("tag        {} ({})", v.name, v.object);
+        outln!("tag        {} ({})", v.name, v.object);
     }
-    println!("commit     {}", v.commit);
-    println!("principal  {}", v.principal);
-    println!("key        {} ({})", v.fingerprint, label(v.key_type));
-    println!("signed at  {}", v.signed_at);
+    outln!("commit     {}", v.commit);
+    outln!("principal  {}", v.principal);
+    outln!("key        {} ({})", v.fingerprint, label(v.key_type));
+    outln!("signed at  {}", v.signed_at);
 }
 
 fn label(key_type: &str) -> &'static str {

@@ -63,7 +63,7 @@ pub fn run_evaluate(args: EvaluateArgs) -> ExitCode {
             &config,
             args.last_seen.as_deref(),
         );
-        println!("{}", serde_json::to_string(&verdict)?);
+        outln!("{}", serde_json::to_string(&verdict)?);
         Ok(())
     })();
     match result {

@@ -82,6 +82,7 @@ pub fn apply(
     };
     if let Some(mut existing) = state::load(&root)? {
         if existing.status == Status::Applied {
+            settle_gate(&root, &existing, config);
             if let Some(wanted) = config
                 .release
                 .tag
@@ -116,6 +117,8 @@ pub fn apply(
             });
         }
     }
+    // Nothing of the release starts before this run records it applied.
+    gate::close(&root)?;
     // Every run walks the lifecycle from the start; a run after an
     // interrupted or failed one may find paths it locked.
     let mut phase = Phase::Fresh;
@@ -259,6 +262,9 @@ pub fn apply(
     record.status = Status::Applied;
     record.finished_at = Some(Timestamp::now());
     state::save(&root, &record)?;
+    if let Err(e) = gate::mark_applied(&root, &pinned.commit) {
+        tracing::warn!("the release's units other than services will not start at boot: {e}");
+    }
     if live_systemd {
         // The record now keeps the gate open; the window is not needed.
         if let Err(e) = gate::end_start(&root) {
@@ -360,6 +366,19 @@ fn settle_effective(
         .manifest
         .push(anchor::keep(root, release, spec, &config.release.spec)?);
     effective::record(root, spec, record)
+}
+
+/// On an applied node, at every boot: the gate's file follows the record
+/// and the config (best effort; a gate that cannot be opened stays shut).
+fn settle_gate(root: &Root, state: &State, config: &AgentConfig) {
+    match gate::settle(root, state, config) {
+        Ok(false) => {}
+        Ok(true) => tracing::warn!(
+            "{} did not match the node's record and config; set right for the next boot",
+            gate::OPEN_PATH
+        ),
+        Err(e) => tracing::warn!("{e}"),
+    }
 }
 
 /// The release's units apply starts once the node is written.

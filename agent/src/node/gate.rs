@@ -1,9 +1,19 @@
-//! The gate on the release's own services: each one the release installs
-//! gets a drop-in (see [`crate::node::systemd::gate_dropin`]) whose
-//! `ExecCondition=` runs `driftless gate`, so systemd starts it only on a
-//! node whose apply succeeded, at every boot, without ordering it after
-//! `driftless-apply.service` (apply starts those units from inside its own
-//! start job: an ordering would wait for itself).
+//! The gate on the release's own units: systemd starts any unit the
+//! release installs only on a node whose apply succeeded, at every boot,
+//! without ordering it after `driftless-apply.service` (apply starts those
+//! units from inside its own start job: an ordering would wait for itself,
+//! and mounts or sockets start long before apply runs anyway).
+//!
+//! Each unit gets a drop-in ([`dropin`]):
+//!
+//! - a service: `ExecCondition=` runs `driftless gate`, which reads the
+//!   node's record and config ([`check`]) before every start;
+//! - every other type (socket, timer, path, mount, automount, swap,
+//!   target, slice), which runs no program of its own before it starts:
+//!   `ConditionPathExists=` [`OPEN_PATH`] in `[Unit]`, a condition every
+//!   unit type honours, checked by systemd itself at each start, early
+//!   boot included. `RequiresMountsFor=` orders it after the filesystem
+//!   that holds the path.
 //!
 //! The gate is open when the node's record says its pinned release was
 //! applied, and during the one window in which apply itself starts the
@@ -15,15 +25,31 @@
 //! [`decide`] is pure; [`check`] reads the node.
 //! `driftless gate` exits 1 when the gate is closed: systemd skips a unit
 //! whose `ExecCondition=` exits 1 to 254 (255 or a signal would fail it).
+//!
+//! [`OPEN_PATH`] follows the same decision in the filesystem, for systemd:
+//! absent unless the release may run; a symlink to the window's file while
+//! apply starts the units (so a reboot, which empties `/run`, leaves it
+//! dangling: closed); a regular file once the record says applied, written
+//! only after the record ([`mark_applied`]). A run that is not a check of
+//! an applied node removes it first ([`close`]), and the check at every
+//! boot puts it in line with the record and config ([`settle`]).
+
+mod dropin;
+
+pub use dropin::{DROPIN_NAME, SERVICE_DROPIN, UNIT_DROPIN, dropin, outside_unit_dirs};
 
 use crate::config::AgentConfig;
 use crate::record::state::{self, State, Status};
-use crate::root::{Root, RootError};
+use crate::root::{Kind, Root, RootError};
 use crate::types::NodePath;
 
 /// Where apply marks the window in which it starts the release's units.
 /// On tmpfs: a reboot closes it.
 pub const STARTING_PATH: &str = "/run/driftless/starting-units";
+
+/// Exists only while the release's units may start: the path every unit
+/// of the release but its services names in `ConditionPathExists=`.
+pub const OPEN_PATH: &str = "/var/lib/driftless/gate-open";
 
 /// Decides whether the release's units may start. `starting` is the commit
 /// named by [`STARTING_PATH`], if present; `config` is the agent config when
@@ -99,7 +125,8 @@ pub fn check(root: &Root, config: Option<&AgentConfig>) -> Result<(), String> {
 }
 
 /// Opens the gate for `commit` while this process (apply) starts the
-/// release's units.
+/// release's units: the window's file for the services' `driftless gate`,
+/// and [`OPEN_PATH`] as a link to it for the other units.
 pub fn open_for_start(root: &Root, commit: &str) -> Result<(), RootError> {
     let path = starting_path();
     if let Some(parent) = path.parent() {
@@ -115,7 +142,34 @@ pub fn open_for_start(root: &Root, commit: &str) -> Result<(), RootError> {
         0o644,
         0,
         0,
-    )
+    )?;
+    root.write_link(&open_path(), STARTING_PATH)
+}
+
+/// Keeps the gate open at every boot from now on: [`OPEN_PATH`] becomes a
+/// regular file naming `commit`. Call only once `state.json` records the
+/// release as applied, so that a crash in between leaves it closed.
+pub fn mark_applied(root: &Root, commit: &str) -> Result<(), RootError> {
+    root.write_file(&open_path(), format!("{commit}\n").as_bytes(), 0o644, 0, 0)
+}
+
+/// Shuts the gate of the units that read [`OPEN_PATH`] (a run that is not
+/// the check of an applied node starts with this).
+pub fn close(root: &Root) -> Result<(), RootError> {
+    root.remove_file(&open_path())
+}
+
+/// Puts [`OPEN_PATH`] in line with the record of an applied node and its
+/// config, as [`decide`] judges them outside a start window: a regular
+/// file when the gate is open, absent when not. True when it changed.
+pub fn settle(root: &Root, state: &State, config: &AgentConfig) -> Result<bool, RootError> {
+    let open = decide(Some(state), None, Some(config)).is_ok();
+    let current = root.observe(&open_path())?.map(|o| o.kind);
+    match (open, current) {
+        (true, Some(Kind::File)) | (false, None) => Ok(false),
+        (true, _) => mark_applied(root, &state.release.commit).map(|()| true),
+        (false, Some(_)) => close(root).map(|()| true),
+    }
 }
 
 /// A start window: the commit, and the apply process that opened it.
@@ -148,13 +202,25 @@ fn start_time(pid: u32) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
-/// Ends the start window: from now on only the record decides.
+/// Ends the start window: from now on only the record decides. An
+/// [`OPEN_PATH`] that still links to the window goes with it; one that
+/// [`mark_applied`] made stays.
 pub fn end_start(root: &Root) -> Result<(), RootError> {
+    if root
+        .observe(&open_path())?
+        .is_some_and(|o| o.kind == Kind::Link)
+    {
+        close(root)?;
+    }
     root.remove_file(&starting_path())
 }
 
 fn starting_path() -> NodePath {
     NodePath::new(STARTING_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
+}
+
+fn open_path() -> NodePath {
+    NodePath::new(OPEN_PATH).unwrap_or_else(|_| unreachable!("valid constant"))
 }
 
 #[cfg(test)]
@@ -263,5 +329,53 @@ mod tests {
         let pinned = config(&format!("{{tag: v1, commit: {}}}", "e".repeat(40)));
         let err = decide(Some(&applied), None, Some(&pinned)).expect_err("pin");
         assert!(err.contains("but its config pins eeee"), "{err}");
+    }
+
+    #[test]
+    fn the_open_file_follows_the_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("var/lib/driftless")).expect("mkdir");
+        let root = Root::open(dir.path()).expect("root");
+        let open = dir.path().join(&OPEN_PATH[1..]);
+        let window = dir.path().join(&STARTING_PATH[1..]);
+        let commit = "c".repeat(40);
+        close(&root).expect("closing a closed gate");
+        // While apply starts the units: a link to the window.
+        open_for_start(&root, &commit).expect("open");
+        assert_eq!(
+            std::fs::read_link(&open).expect("a link"),
+            std::path::Path::new(STARTING_PATH)
+        );
+        assert!(window.is_file());
+        // A failure after that: both go.
+        end_start(&root).expect("end");
+        assert!(open.symlink_metadata().is_err() && !window.exists());
+        // Success: a file that outlives the window.
+        open_for_start(&root, &commit).expect("open");
+        mark_applied(&root, &commit).expect("mark");
+        end_start(&root).expect("end");
+        assert!(open.symlink_metadata().expect("kept").is_file());
+        assert_eq!(
+            std::fs::read_to_string(&open).expect("read"),
+            format!("{commit}\n")
+        );
+        // Every boot after: in line with the record and the config.
+        let applied = state(Status::Applied);
+        assert!(!settle(&root, &applied, &config("{tag: v1}")).expect("settle"));
+        assert!(settle(&root, &applied, &config("{tag: v2}")).expect("settle"));
+        assert!(
+            open.symlink_metadata().is_err(),
+            "closed for another release"
+        );
+        assert!(!settle(&root, &applied, &config("{tag: v2}")).expect("settle"));
+        assert!(settle(&root, &applied, &config("{tag: v1}")).expect("settle"));
+        assert!(open.is_file(), "re-made for the applied release");
+        // A link left by a killed apply becomes the file on an applied node.
+        std::fs::remove_file(&open).expect("rm");
+        std::os::unix::fs::symlink(STARTING_PATH, &open).expect("link");
+        assert!(settle(&root, &applied, &config("{tag: v1}")).expect("settle"));
+        assert!(open.symlink_metadata().expect("there").is_file());
+        close(&root).expect("close");
+        assert!(open.symlink_metadata().is_err());
     }
 }

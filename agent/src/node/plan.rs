@@ -12,7 +12,7 @@ use ring::digest;
 use serde::Serialize;
 
 use crate::node::accounts::{self, AccountFiles};
-use crate::node::systemd;
+use crate::node::{gate, systemd};
 use crate::record::state::{LockStatus, ManifestEntry};
 use crate::release::spec::{Content, NodeSpec, UnitName};
 use crate::release::tree::BlobRef;
@@ -339,9 +339,13 @@ pub fn desired(
                 }
             }
         };
+        gate::outside_unit_dirs(&f.path, true)
+            .map_err(|e| PlanError(format!("files[{i}]: {e}")))?;
         out.push(Desired::owned(f.path.clone(), entry, format!("files[{i}]")));
     }
     for (i, l) in spec.links.iter().enumerate() {
+        gate::outside_unit_dirs(&l.path, false)
+            .map_err(|e| PlanError(format!("links[{i}]: {e}")))?;
         out.push(Desired::owned(
             l.path.clone(),
             Entry::Link {
@@ -398,14 +402,14 @@ fn unit_entries(
         origin.clone(),
     )];
     // Recorded, locked and watched like the unit file itself: removing it
-    // would let the service start on a failed node.
-    if let Some(dropin) = systemd::gate_dropin(&unit.name) {
-        out.push(Desired::owned(
-            dropin,
-            Entry::file(systemd::GATE_DROPIN.as_bytes().to_vec(), 0o644, 0, 0),
-            origin.clone(),
-        ));
-    }
+    // would let the unit start on a failed node.
+    let (dropin, text) =
+        gate::dropin(&unit.name).map_err(|e| PlanError(format!("{origin}: {e}")))?;
+    out.push(Desired::owned(
+        dropin,
+        Entry::file(text.as_bytes().to_vec(), 0o644, 0, 0),
+        origin.clone(),
+    ));
     if unit.enabled {
         let text =
             String::from_utf8(content).map_err(|_| PlanError(format!("{origin}: not UTF-8")))?;

@@ -176,32 +176,6 @@ pub fn enablement_links(
     Ok(links)
 }
 
-/// The name of the drop-in that gates each of the release's services.
-pub const GATE_DROPIN_NAME: &str = "50-driftless-gate.conf";
-
-/// The drop-in's text. `+`: the condition runs as root outside the unit's
-/// sandbox and `User=`, since the node's record is root's alone (0700).
-/// Only services take `ExecCondition=`; the other unit types the release
-/// may ship run none of its code (a socket, timer or path unit only starts
-/// a service, which carries its own gate; targets and slices group units;
-/// mounts and swaps are the kernel's), so they get none.
-pub const GATE_DROPIN: &str = "\
-# Written by driftless: start this service only on a node whose release was
-# applied. `driftless gate` exits 0 when /var/lib/driftless/state.json records
-# the pinned release as applied (or while driftless apply starts the units),
-# and 1 otherwise, which makes systemd skip the service without failing it.
-[Service]
-ExecCondition=+/usr/bin/driftless gate
-";
-
-/// Where the gate drop-in of `unit` goes, for a service; `None` for the
-/// unit types that take no `ExecCondition=`.
-pub fn gate_dropin(unit: &UnitName) -> Option<NodePath> {
-    (unit_type(unit.as_str()) == "service")
-        .then(|| unit_path(&format!("{}.d/{GATE_DROPIN_NAME}", unit.as_str())).ok())
-        .flatten()
-}
-
 /// The symlink that masks `unit`: `UNIT_DIR/UNIT` pointing at `/dev/null`.
 pub fn mask_link(unit: &UnitName) -> (NodePath, String) {
     let link = unit_path(unit.as_str())
@@ -515,17 +489,6 @@ mod tests {
             ..Default::default()
         };
         assert!(enablement_links(&unit("app.service"), &bad).is_err());
-    }
-
-    #[test]
-    fn only_services_get_a_gate_drop_in() {
-        assert_eq!(
-            gate_dropin(&unit("app.service")).map(|p| p.to_string()),
-            Some("/etc/systemd/system/app.service.d/50-driftless-gate.conf".into())
-        );
-        assert_eq!(gate_dropin(&unit("app.socket")), None);
-        assert_eq!(gate_dropin(&unit("backup.timer")), None);
-        assert!(GATE_DROPIN.contains("\n[Service]\nExecCondition=+/usr/bin/driftless gate\n"));
     }
 
     #[test]

@@ -37,9 +37,10 @@ pub enum FetchError {
         /// The last attempt's error.
         last: String,
     },
-    /// A failure that retrying cannot mend (the server's certificate, or
-    /// credentials, were refused).
-    #[error("cannot fetch {name} from {url}: {reason} (not retried)")]
+    /// A failure that retrying cannot mend (no repository at the URL, the
+    /// server's certificate or the credentials refused; see
+    /// [`crate::source::permanent`]).
+    #[error("cannot fetch {name} from {url}: {}", not_retried(reason, *hint))]
     Refused {
         /// The ref.
         name: String,
@@ -47,6 +48,8 @@ pub enum FetchError {
         url: String,
         /// Why.
         reason: String,
+        /// The setting to check (`check source.url`), if one is to blame.
+        hint: Option<&'static str>,
     },
     /// The fetch ran but the server does not have the ref.
     #[error("the server at {url} has no {name}")]
@@ -67,6 +70,18 @@ pub enum FetchError {
     /// A credential file named in the config could not be read.
     #[error("{0}")]
     Credentials(String),
+}
+
+/// `REASON (not retried); HINT`, the hint last even when the reason (a
+/// poll's error) already ends with it.
+fn not_retried(reason: &str, hint: Option<&'static str>) -> String {
+    match hint {
+        Some(hint) => {
+            let reason = reason.strip_suffix(&format!("; {hint}")).unwrap_or(reason);
+            format!("{reason} (not retried); {hint}")
+        }
+        None => format!("{reason} (not retried)"),
+    }
 }
 
 /// Opens the bare cache under `root`, creating it (mode 0700) if needed.
@@ -149,14 +164,17 @@ pub fn fetch_ref(
             Ok(()) if repo.find_reference(local_ref).is_ok() => return Ok(()),
             Ok(()) => return Err(no_such_ref()),
             Err(e) if is_missing_ref(&e) => return Err(no_such_ref()),
-            Err(e) if is_permanent(&e) => {
-                return Err(FetchError::Refused {
-                    name: remote_ref.to_owned(),
-                    url: source.url.redacted(),
-                    reason: e.message().to_owned(),
-                });
-            }
-            Err(e) => retries.after_failure(e.message().to_owned())?,
+            Err(e) => match crate::source::permanent::libgit2(&e) {
+                Some(hint) => {
+                    return Err(FetchError::Refused {
+                        name: remote_ref.to_owned(),
+                        url: source.url.redacted(),
+                        reason: e.message().to_owned(),
+                        hint: Some(hint),
+                    });
+                }
+                None => retries.after_failure(e.message().to_owned())?,
+            },
         }
     }
 }
@@ -223,9 +241,7 @@ fn fetch_once(
     callbacks.credentials(move |url, username, allowed| {
         asked += 1;
         if asked > 1 {
-            return Err(git2::Error::from_str(
-                "the server refused the configured credentials",
-            ));
+            return Err(auth_error("the server refused the configured credentials"));
         }
         credentials.for_request(url, username, allowed)
     });
@@ -244,15 +260,6 @@ fn fetch_once(
     }
     let mut remote = repo.remote_anonymous(source.url.as_str())?;
     remote.fetch(&[refspec], Some(&mut options), None)
-}
-
-/// Certificate and authentication failures do not heal by retrying.
-fn is_permanent(e: &git2::Error) -> bool {
-    e.class() == git2::ErrorClass::Ssl
-        || matches!(
-            e.code(),
-            git2::ErrorCode::Certificate | git2::ErrorCode::Auth
-        )
 }
 
 fn is_missing_ref(e: &git2::Error) -> bool {
@@ -307,6 +314,8 @@ pub fn use_ca_file(path: &Path) -> Result<(), FetchError> {
 /// Secrets and host keys from the files the config names. The token is kept
 /// in memory only for the request and is never logged or put in an error.
 struct Credentials {
+    /// `source.url`: the token is given only to its origin.
+    url: String,
     token: Option<(String, String)>,
     ssh_key: Option<PathBuf>,
     known_hosts: Option<KnownHosts>,
@@ -346,6 +355,7 @@ impl Credentials {
         };
         let ssh_key = source.ssh_key_file.as_ref().map(|p| p.under(root));
         Ok(Self {
+            url: source.url.as_str().to_owned(),
             token,
             ssh_key,
             known_hosts,
@@ -354,12 +364,14 @@ impl Credentials {
 
     fn for_request(
         &self,
-        _url: &str,
+        url: &str,
         username: Option<&str>,
         allowed: git2::CredentialType,
     ) -> Result<git2::Cred, git2::Error> {
         if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
             if let Some((user, token)) = &self.token {
+                // `url` is where libgit2 is now: after a redirect, maybe elsewhere.
+                crate::source::origin::check(&self.url, url)?;
                 return git2::Cred::userpass_plaintext(user, token);
             }
         }
@@ -371,10 +383,15 @@ impl Credentials {
         if allowed.contains(git2::CredentialType::USERNAME) {
             return git2::Cred::username(username.unwrap_or("git"));
         }
-        Err(git2::Error::from_str(
+        Err(auth_error(
             "the server asked for credentials and none are configured (source.token_file or source.ssh_key_file)",
         ))
     }
+}
+
+/// An authentication error of the credential callback: not retried.
+pub(crate) fn auth_error(message: &str) -> git2::Error {
+    git2::Error::new(git2::ErrorCode::Auth, git2::ErrorClass::Http, message)
 }
 
 /// Host keys from an OpenSSH `known_hosts` file (plain host patterns only).

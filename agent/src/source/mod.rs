@@ -3,7 +3,9 @@
 
 pub mod fetch;
 pub mod libgit;
+pub mod origin;
 pub mod pack;
+pub mod permanent;
 pub mod poll;
 pub mod stream;
 pub mod tls;

@@ -43,8 +43,8 @@ enum AttemptError {
     NotV2(String),
     /// The server has no such tag.
     NoSuchRef,
-    /// Retrying cannot help.
-    Permanent(String),
+    /// Retrying cannot help; the setting to check, if one is to blame.
+    Permanent(String, Option<&'static str>),
     /// Worth another attempt.
     Transient(String),
 }
@@ -114,11 +114,12 @@ pub fn fetch_tag(
                 }
                 .into());
             }
-            Err(AttemptError::Permanent(reason)) => {
+            Err(AttemptError::Permanent(reason, hint)) => {
                 return Err(FetchError::Refused {
                     name: ref_name,
                     url: url.redacted(),
                     reason,
+                    hint,
                 }
                 .into());
             }
@@ -137,7 +138,7 @@ fn attempt(
     remaining: Duration,
 ) -> Result<(Incoming, ObjectId), AttemptError> {
     let poller = crate::source::poll::poller_for(root, config, remaining)
-        .map_err(|e| AttemptError::Permanent(crate::error::one_line(&e)))?;
+        .map_err(|e| AttemptError::Permanent(crate::error::one_line(&e), None))?;
     let io_timeout = config.fetch.io_timeout.0;
     let (send, messages) = mpsc::sync_channel(4);
     let wanted = ref_name.to_owned();
@@ -225,8 +226,9 @@ fn receive(
     };
     let tag_id = ObjectId::from_hex(&oid)
         .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not a SHA-1 object id")))?;
-    let mut incoming = Incoming::create(root)
-        .map_err(|e| AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}")))?;
+    let mut incoming = Incoming::create(root).map_err(|e| {
+        AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}"), None)
+    })?;
     let mut response = Response::new(messages, wait);
     let read = pack::read_pack(&mut response, &mut incoming).and_then(|summary| {
         incoming.settle().map_err(pack::PackError::Store)?;
@@ -244,7 +246,7 @@ fn receive(
             return Err(AttemptError::NotV2(e.to_string()));
         }
         Err(e @ pack::PackError::Collision { .. }) => {
-            return Err(AttemptError::Permanent(e.to_string()));
+            return Err(AttemptError::Permanent(e.to_string(), None));
         }
         Err(e) => return Err(AttemptError::Transient(e.to_string())),
     }
@@ -253,12 +255,9 @@ fn receive(
 
 /// Which failures of a request are worth retrying.
 fn classify(e: PollError) -> AttemptError {
-    match e {
-        PollError::Tls { .. } | PollError::Setup { .. } => AttemptError::Permanent(e.to_string()),
-        PollError::HttpStatus {
-            status: 401 | 403, ..
-        } => AttemptError::Permanent(e.to_string()),
-        other => AttemptError::Transient(other.to_string()),
+    match e.permanent() {
+        Some(hint) => AttemptError::Permanent(e.to_string(), Some(hint)),
+        None => AttemptError::Transient(e.to_string()),
     }
 }
 

@@ -44,7 +44,7 @@ pub(super) fn write(ctx: &Context, action: &Action) -> anyhow::Result<()> {
         }
         None => format!("not pushed: git push origin {}, or --push", ctx.branch),
     };
-    println!(
+    outln!(
         "channel {} (fleet {}) sequence {}: {what}; commit {commit} signed by {} ({} signer); expires {}; {pushed}",
         file.channel,
         file.fleet,

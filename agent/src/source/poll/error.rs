@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::source::permanent;
+
 /// Longest server error text (`ERR` packet) kept in a [`PollError`].
 const MAX_MESSAGE: usize = 300;
 
@@ -65,7 +67,7 @@ pub enum PollError {
         reason: String,
     },
     /// The server answered with an HTTP error status.
-    #[error("polling {url}: HTTP status {status}{hint}")]
+    #[error("polling {url}: HTTP status {status}{hint}{}", clause(permanent::http_status(*status)))]
     HttpStatus {
         /// The source, redacted.
         url: String,
@@ -91,7 +93,10 @@ pub enum PollError {
         limit: usize,
     },
     /// The server reported an error (an `ERR` packet).
-    #[error("polling {url}: the server reported: {message}")]
+    #[error(
+        "polling {url}: the server reported: {message}{}",
+        clause(permanent::server_message(message))
+    )]
     Server {
         /// The source, redacted.
         url: String,
@@ -99,12 +104,14 @@ pub enum PollError {
         message: String,
     },
     /// libgit2's ref listing failed.
-    #[error("polling {url}: listing refs with libgit2 failed: {reason}")]
+    #[error("polling {url}: listing refs with libgit2 failed: {reason}{}", clause(*hint))]
     Fallback {
         /// The source, redacted.
         url: String,
         /// libgit2's message.
         reason: String,
+        /// The setting to check when retrying cannot help.
+        hint: Option<&'static str>,
     },
     /// An earlier libgit2 listing that overran the deadline still runs (a
     /// socket libgit2 is blocked on); no second one is started.
@@ -113,6 +120,35 @@ pub enum PollError {
         /// The source, redacted.
         url: String,
     },
+}
+
+impl PollError {
+    /// The setting to check when another attempt cannot help (see
+    /// [`crate::source::permanent`]); `None` when one may.
+    pub fn permanent(&self) -> Option<&'static str> {
+        match self {
+            PollError::Setup { reason, .. } if reason.contains("CA file") => {
+                Some(permanent::CHECK_CA)
+            }
+            PollError::Setup { .. } => Some(permanent::CHECK_URL),
+            PollError::BadRefName { .. } => Some("check release.tag and channel.reference"),
+            PollError::Tls { .. } => Some(permanent::CHECK_CA),
+            PollError::HttpStatus { status, .. } => permanent::http_status(*status),
+            PollError::Server { message, .. } => permanent::server_message(message),
+            PollError::Fallback { hint, .. } => *hint,
+            PollError::Timeout { .. }
+            | PollError::Connect { .. }
+            | PollError::Transfer { .. }
+            | PollError::Malformed { .. }
+            | PollError::TooLarge { .. }
+            | PollError::Busy { .. } => None,
+        }
+    }
+}
+
+/// `; HINT` for a message, or nothing.
+fn clause(hint: Option<&'static str>) -> String {
+    hint.map(|h| format!("; {h}")).unwrap_or_default()
 }
 
 /// One line of printable text, at most [`MAX_MESSAGE`] characters.

@@ -53,8 +53,9 @@ impl RefPoller {
             Ok(Err(join)) => Err(PollError::Fallback {
                 url,
                 reason: format!("the listing thread failed: {join}"),
+                hint: None,
             }),
-            Ok(Ok(Err(reason))) => Err(PollError::Fallback { url, reason }),
+            Ok(Ok(Err((reason, hint)))) => Err(PollError::Fallback { url, reason, hint }),
             Ok(Ok(Ok((oid, bytes_received)))) => {
                 tracing::debug!(url = %self.redacted, ref_name, ?oid, "polled with libgit2");
                 Ok(RefAnswer {
@@ -76,11 +77,20 @@ impl Drop for BusyGuard {
     }
 }
 
+/// Why a listing failed, and the setting to check when retrying cannot help.
+type ListingError = (String, Option<&'static str>);
+
 impl Git2Listing {
     /// Connects, lists every ref, and picks `ref_name`; returns its oid and
-    /// the estimated advertisement size. Blocking.
-    fn list(&self, ref_name: &str) -> Result<(Option<String>, u64), String> {
-        let message = |e: git2::Error| clean_message(e.message().as_bytes());
+    /// the estimated advertisement size. Blocking. An error comes with the
+    /// setting to check when retrying cannot help.
+    fn list(&self, ref_name: &str) -> Result<(Option<String>, u64), ListingError> {
+        let message = |e: git2::Error| {
+            (
+                clean_message(e.message().as_bytes()),
+                crate::source::permanent::libgit2(&e),
+            )
+        };
         if self.https {
             // libgit2's CA bundle is process-wide: the configured one, else
             // the system's (see crate::source::tls: libgit2 starts with none).
@@ -89,21 +99,24 @@ impl Git2Listing {
                 .clone()
                 .or_else(crate::source::libgit::system_bundle);
             if let Some(bundle) = bundle {
-                crate::source::fetch::use_ca_file(&bundle).map_err(|e| e.to_string())?;
+                crate::source::fetch::use_ca_file(&bundle)
+                    .map_err(|e| (e.to_string(), Some(crate::source::permanent::CHECK_CA)))?;
             }
         }
         let mut remote = git2::Remote::create_detached(self.url.as_str()).map_err(message)?;
         let mut callbacks = git2::RemoteCallbacks::new();
         let mut asked = 0u32;
-        callbacks.credentials(move |_url, username, allowed| {
+        callbacks.credentials(move |url, username, allowed| {
             asked += 1;
             if asked > 1 {
-                return Err(git2::Error::from_str(
+                return Err(crate::source::fetch::auth_error(
                     "the server refused the configured credentials",
                 ));
             }
             if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
                 if let Some(auth) = &self.basic_auth {
+                    // `url` is where libgit2 is now: after a redirect, maybe elsewhere.
+                    crate::source::origin::check(&self.url, url)?;
                     return git2::Cred::userpass_plaintext(&auth.user, &auth.token);
                 }
             }
@@ -115,7 +128,7 @@ impl Git2Listing {
             if allowed.contains(git2::CredentialType::USERNAME) {
                 return git2::Cred::username(username.unwrap_or("git"));
             }
-            Err(git2::Error::from_str(
+            Err(crate::source::fetch::auth_error(
                 "the server asked for credentials and none are configured",
             ))
         });
