@@ -449,3 +449,68 @@ fn a_pack_git_made_with_deltas_applies() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// fetch.max_bytes on every transport
+// ---------------------------------------------------------------------------
+
+#[test]
+fn fetch_max_bytes_caps_every_transport() {
+    // Real servers here: the release is honest, only larger than the node
+    // allows (4 MiB that does not compress, 1 MiB allowed).
+    let f = Fixture::new(&release_of(4, 1 << 20));
+    let daemon = servers::GitDaemon::start(&f.world.srv()).expect("git daemon");
+    let http = servers::SmartHttp::start(&f.world.srv()).expect("smart HTTP");
+    let limit: u64 = 1 << 20;
+    for (name, url) in [
+        ("git", daemon.url(REPO)),
+        ("file", f.published.file_url()),
+        ("http-v0", http.v0_url(REPO)),
+        ("http-v2", http.http_url(REPO)),
+    ] {
+        let mut config = Config::new(&url);
+        config.fetch = release::FAST_FETCH.replace('}', ", max_bytes: 1MiB}");
+        let root = f.world.configured_root(name, &f.key, &config);
+        let before = root.snapshot();
+        let m = measure_apply(&root, &f.world.home());
+        eprintln!(
+            "{name}: exit {:?} after {:?}; peak under /var/lib/driftless {} bytes in {} files; \
+             peak RSS {} KiB",
+            m.code, m.elapsed, m.peak_bytes, m.peak_files, m.peak_rss_kib
+        );
+        assert_eq!(m.code, Some(EXIT_FETCH), "{name}\n{}", m.stderr);
+        let last = m.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: ")
+                && last.contains("more than fetch.max_bytes (1MiB)")
+                && last.contains("not retried"),
+            "{name}: {last}"
+        );
+        assert!(
+            !m.stderr.contains("retry_in"),
+            "{name}: refused at once, not retried\n{}",
+            m.stderr
+        );
+        // The partial pack is bounded by the limit, and removed.
+        assert!(
+            m.peak_bytes <= limit + (256 << 10),
+            "{name}: /var/lib/driftless peaked at {} bytes",
+            m.peak_bytes
+        );
+        let (mut left, mut files, mut budget) = (0, 0, 100_000);
+        hostile::usage(
+            &root.host("/var/lib/driftless"),
+            &mut left,
+            &mut files,
+            &mut budget,
+        );
+        assert!(
+            left <= 64 << 10,
+            "{name}: {left} bytes left in /var/lib/driftless"
+        );
+        assert_eq!(
+            release::diff(&before, &root.snapshot()),
+            Vec::<String>::new()
+        );
+    }
+}

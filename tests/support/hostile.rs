@@ -426,7 +426,7 @@ pub struct Measured {
 }
 
 /// Sizes and counts the regular files under `dir` (not following links).
-fn usage(dir: &Path, bytes: &mut u64, files: &mut u64, budget: &mut u32) {
+pub fn usage(dir: &Path, bytes: &mut u64, files: &mut u64, budget: &mut u32) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

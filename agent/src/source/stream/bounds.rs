@@ -58,8 +58,9 @@ impl Bounds {
         let inflated = self.inflated.saturating_add(size + instructions);
         if inflated > self.max_bytes {
             return Err(Crossed(format!(
-                "the pack inflates to more than fetch.max_bytes ({} MiB); refusing it",
-                self.max_bytes >> 20
+                "the pack inflates to more than fetch.max_bytes ({}); refusing it (raise \
+                 fetch.max_bytes if the release is that large)",
+                crate::types::ByteSize(self.max_bytes)
             )));
         }
         self.inflated = inflated;
@@ -71,8 +72,9 @@ impl Bounds {
         let raw = self.raw.saturating_add(n as u64);
         if raw > self.max_bytes {
             return Err(Crossed(format!(
-                "the pack is larger than fetch.max_bytes ({} MiB); refusing it",
-                self.max_bytes >> 20
+                "the server sent more than fetch.max_bytes ({}); refusing it (raise \
+                 fetch.max_bytes if the release is that large)",
+                crate::types::ByteSize(self.max_bytes)
             )));
         }
         self.raw = raw;
