@@ -450,6 +450,12 @@ pub fn usage(dir: &Path, bytes: &mut u64, files: &mut u64, budget: &mut u32) {
 /// Runs `driftless apply --root ROOT` under `/usr/bin/time`, sampling
 /// `ROOT/var/lib/driftless` every millisecond or so while it runs.
 pub fn measure_apply(root: &NodeRoot, home: &Path) -> Measured {
+    measure(root, home, "apply", &[])
+}
+
+/// Runs `driftless SUBCOMMAND --root ROOT EXTRA…` under `/usr/bin/time`,
+/// sampling `ROOT/var/lib/driftless` every millisecond or so while it runs.
+pub fn measure(root: &NodeRoot, home: &Path, subcommand: &str, extra: &[&str]) -> Measured {
     let agent_dir: PathBuf = root.host("/var/lib/driftless");
     let rss_file = home.join(format!("rss-{}", std::process::id()));
     let mut cmd = Command::new("/usr/bin/time");
@@ -463,8 +469,9 @@ pub fn measure_apply(root: &NodeRoot, home: &Path) -> Measured {
         .arg("-o")
         .arg(&rss_file)
         .arg(env!("CARGO_BIN_EXE_driftless"))
-        .args([OsString::from("apply"), OsString::from("--root")])
+        .args([OsString::from(subcommand), OsString::from("--root")])
         .arg(root.path())
+        .args(extra)
         .current_dir(home);
     let done = Arc::new(AtomicBool::new(false));
     let peaks = Arc::new(Mutex::new((0u64, 0u64)));
@@ -483,7 +490,7 @@ pub fn measure_apply(root: &NodeRoot, home: &Path) -> Measured {
             }
         })
     };
-    let finished = run_bounded(&mut cmd, DRIFTLESS_TIMEOUT).expect("run driftless apply");
+    let finished = run_bounded(&mut cmd, DRIFTLESS_TIMEOUT).expect("run driftless");
     done.store(true, Ordering::SeqCst);
     let _ = sampler.join();
     assert!(!finished.timed_out(), "{}", finished.describe());

@@ -11,6 +11,7 @@ use git2::Repository;
 use jiff::Timestamp;
 
 use crate::config::{AgentConfig, TagName};
+use crate::release::candidate;
 use crate::release::channel::{self, ChannelState};
 use crate::source::fetch;
 use crate::verify::{self, Trust, Verified};
@@ -39,11 +40,10 @@ pub fn resolve_tag(
     if let Some(tag) = &config.release.tag {
         return Ok((tag.clone(), None));
     }
-    let evaluate =
-        |tip| channel::evaluate(repo, trust, tip, None, &config.channel, Timestamp::now());
     // The channel's current tip, so new nodes boot with the current release;
     // an image's pre-seeded tip only when the source cannot be reached (with
-    // a short deadline, so such a boot is not held up for long).
+    // a short deadline, so such a boot is not held up for long). The tip is
+    // fetched into quarantine and reaches the cache only once it verified.
     tracing::info!(
         "resolving the channel {} from {}",
         config.channel_ref(),
@@ -51,19 +51,24 @@ pub fn resolve_tag(
     );
     let mut quick = config.clone();
     quick.fetch.deadline = quick.fetch.deadline.min(crate::types::Interval::secs(30));
-    let tip = match channel::fetch_tip(repo, root, &quick) {
-        Ok(tip) => tip,
+    let now = Timestamp::now();
+    let state = match candidate::fetch(repo, root, &quick) {
+        Ok(candidate) => {
+            let state = candidate.evaluate(trust, None, &config.channel, now)?;
+            let named = state.file.release.clone();
+            candidate.admit(repo, None, &[&named])?;
+            state
+        }
         Err(e) => match repo.refname_to_id(channel::CACHE_REF) {
             Ok(cached) => {
                 tracing::warn!(
                     "cannot reach the channel ({e}); using the tip this image was baked with"
                 );
-                cached
+                channel::evaluate(repo, trust, cached, None, &config.channel, now)?
             }
             Err(_) => return Err(e.into()),
         },
     };
-    let state = evaluate(tip)?;
     tracing::info!(
         "channel {} at {} (signed by {}) names release {}",
         config.channel_ref(),

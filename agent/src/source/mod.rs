@@ -1,9 +1,12 @@
 //! Talking to git servers: the streamed protocol-v2 fetch and its pack
-//! parser, the channel poll, libgit2 fetches into the cache, TLS.
+//! parser, the channel poll, libgit2 fetches into the cache (through a
+//! quarantine, and pruned), TLS.
 
 pub mod fetch;
 pub mod libgit;
 pub mod pack;
 pub mod poll;
+pub mod prune;
+pub mod quarantine;
 pub mod stream;
 pub mod tls;

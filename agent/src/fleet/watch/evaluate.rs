@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Watcher;
 use crate::config::AgentConfig;
-use crate::release::channel::{self, ChannelState};
+use crate::release::candidate;
+use crate::release::channel::ChannelState;
 
 impl Watcher {
     /// Evaluates the channel's new tip in a child process
@@ -139,18 +140,22 @@ fn evaluate(
         .load_trust(root_path)
         .map_err(anyhow::Error::from)
         .map_err(|e| failed(crate::error::one_line(&e)))?;
-    let repo = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
-    let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
+    let cache = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
+    // Into quarantine: a tip that is refused never reaches the cache.
+    let candidate =
+        candidate::fetch(&cache, root_path, config).map_err(|e| failed(e.to_string()))?;
+    let tip = candidate.tip;
     let last = last_seen.and_then(|l| git2::Oid::from_str(l).ok());
     let now = Timestamp::now();
     let refused = |reason: String| Verdict::Refused {
         tip: tip.to_string(),
         reason,
     };
-    let state = channel::evaluate(&repo, &trust, tip, last, &config.channel, now)
+    let state = candidate
+        .evaluate(&trust, last, &config.channel, now)
         .map_err(|e| refused(e.to_string()))?;
     let tag = &state.file.release;
-    match crate::source::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
+    match candidate.fetch_release(root_path, config, tag) {
         Ok(()) => {}
         Err(crate::source::fetch::FetchError::NoSuchRef { .. }) => {
             return Err(refused(format!(
@@ -165,11 +170,26 @@ fn evaluate(
             )));
         }
     }
-    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &trust, now).map_err(|e| {
-        refused(format!(
-            "channel tip {tip} names release {}, which does not verify: {e}",
-            tag.as_str()
-        ))
-    })?;
+    let verified =
+        crate::verify::verify_tag(candidate.repo(), tag.as_str(), &trust, now).map_err(|e| {
+            refused(format!(
+                "channel tip {tip} names release {}, which does not verify: {e}",
+                tag.as_str()
+            ))
+        })?;
+    // Accepted: the tip and its release go into the cache, which keeps
+    // them and the node's own release.
+    let applied = applied_tag(root_path);
+    candidate
+        .admit(&cache, Some(tag), &applied.iter().collect::<Vec<_>>())
+        .map_err(|e| failed(e.to_string()))?;
     Ok((state, verified.commit))
+}
+
+/// The release the node runs, as `state.json` records it (kept in the
+/// cache when it is there).
+fn applied_tag(root_path: &Path) -> Option<crate::config::TagName> {
+    let root = crate::root::Root::open(root_path).ok()?;
+    let state = crate::record::state::load(&root).ok()??;
+    crate::config::TagName::new(&state.release.tag).ok()
 }
