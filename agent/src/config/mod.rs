@@ -454,6 +454,7 @@ mod tests {
             Some("v1.4.2")
         );
         assert_eq!(config.channel_ref(), "refs/heads/channel");
+        assert_eq!(config.fetch.max_bytes, ByteSize(DEFAULT_MAX_FETCH_BYTES));
         assert_eq!(config.release.spec.as_str(), "driftless.yaml");
         assert_eq!(
             config.trust.allowed_signers.as_str(),
