@@ -411,7 +411,7 @@ pub fn release_objects(home: &Path, bare: &Path, tag: &str) -> Vec<(Kind, Vec<u8
 /// What one `driftless apply` cost, and how it ended.
 #[derive(Debug)]
 pub struct Measured {
-    /// Exit code.
+    /// Exit code (`None`: killed, after running longer than the time limit).
     pub code: Option<i32>,
     /// Standard error.
     pub stderr: String,
@@ -493,7 +493,6 @@ pub fn measure(root: &NodeRoot, home: &Path, subcommand: &str, extra: &[&str]) -
     let finished = run_bounded(&mut cmd, DRIFTLESS_TIMEOUT).expect("run driftless");
     done.store(true, Ordering::SeqCst);
     let _ = sampler.join();
-    assert!(!finished.timed_out(), "{}", finished.describe());
     let (peak_bytes, peak_files) = *peaks.lock().expect("peaks");
     let peak_rss_kib = std::fs::read_to_string(&rss_file)
         .ok()
