@@ -90,4 +90,42 @@ echo refs/tags/deltas | git -C "$repo" pack-objects -q --stdout --revs --delta-b
 echo refs/tags/deltas | git -C "$repo" pack-objects -q --stdout --revs > "$corpus/pack/ref-deltas"
 echo refs/tags/v1.0.0 | git -C "$repo" pack-objects -q --stdout --revs --delta-base-offset > "$corpus/pack/signed-tag"
 
+# delta: PIECE, BASE_LEN (u16 LE), BASE, DELTA. A copy, a copy and an
+# insert, and a delta git made (between two of the near copies above).
+mkdir -p "$corpus/delta"
+printf '\004\012\0000123456789\012\004\221\002\004' > "$corpus/delta/copy"
+printf '\000\012\0000123456789\012\007\221\002\004\003xyz' > "$corpus/delta/copy-insert"
+base=$(git -C "$repo" rev-parse HEAD:f1.txt)
+target=$(git -C "$repo" rev-parse HEAD:f2.txt)
+if command -v python3 > /dev/null; then
+    python3 - "$repo" "$base" "$target" "$corpus/delta/git-made" <<'PY'
+import subprocess, sys, zlib
+repo, base, target, out = sys.argv[1:]
+# git's own delta of f2 against f1, read back from a pack of the two.
+pack = subprocess.run(["git", "-C", repo, "pack-objects", "-q", "--stdout"],
+                      input=f"{base}\n{target}\n".encode(), capture_output=True, check=True).stdout
+base_bytes = subprocess.run(["git", "-C", repo, "cat-file", "blob", base],
+                            capture_output=True, check=True).stdout
+pos, found = 12, None
+for _ in range(int.from_bytes(pack[8:12], "big")):
+    b = pack[pos]; kind = (b >> 4) & 7; pos += 1
+    while b & 0x80:
+        b = pack[pos]; pos += 1
+    if kind == 6:
+        b = pack[pos]; pos += 1
+        while b & 0x80:
+            b = pack[pos]; pos += 1
+    elif kind == 7:
+        pos += 20
+    d = zlib.decompressobj()
+    data = d.decompress(pack[pos:])
+    pos = len(pack) - len(d.unused_data)
+    if kind in (6, 7):
+        found = data
+if found is not None:
+    with open(out, "wb") as f:
+        f.write(bytes([15]) + len(base_bytes).to_bytes(2, "little") + base_bytes + found)
+PY
+fi
+
 echo "seeds written to $corpus"

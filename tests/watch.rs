@@ -19,6 +19,8 @@
 
 #[path = "support/channel.rs"]
 mod channel;
+#[path = "support/hostile.rs"]
+mod hostile;
 #[path = "support/release.rs"]
 mod release;
 #[path = "support/servers.rs"]
@@ -566,6 +568,83 @@ fn an_unsigned_tip_is_refused() {
     w.branch().push();
     w.assert_refused(&tip, &[&tip]);
     w.assert_recovers();
+}
+
+#[test]
+fn refused_tips_leave_nothing_in_the_cache() {
+    // Three unsigned tips, each carrying 30 MB that does not compress,
+    // served by nginx + git-http-backend: each is fetched into quarantine,
+    // refused and discarded; the cache neither grows nor names them.
+    let w = Watched::new();
+    // git-http-backend takes a while to pack 30 MB on a loaded machine:
+    // more patience than the fault tests' settings.
+    let config = w.root.read_text("/etc/driftless/agent.yaml").replace(
+        release::FAST_FETCH,
+        "{connect_timeout: 5s, io_timeout: 30s, deadline: 120s}",
+    );
+    w.root.write("/etc/driftless/agent.yaml", config);
+    let cache = w.root.host("/var/lib/driftless/cache.git");
+    let quarantine = w.root.host("/var/lib/driftless/quarantine.git");
+    let size = |dir: &std::path::Path| {
+        let (mut bytes, mut files, mut budget) = (0, 0, 1_000_000);
+        hostile::usage(dir, &mut bytes, &mut files, &mut budget);
+        bytes
+    };
+    let cache_ref = || {
+        let mut cmd = servers::git_command(&w.fleet.world.home());
+        cmd.arg("--git-dir")
+            .arg(&cache)
+            .args(["rev-parse", "refs/driftless/channel"]);
+        let done = servers::run_bounded(&mut cmd, Duration::from_secs(30)).expect("git");
+        done.stdout.trim().to_owned()
+    };
+    let before = size(&cache);
+    assert_eq!(cache_ref(), w.accepted);
+    let branch = w.branch();
+    for round in 0..3u64 {
+        // Each on top of the accepted tip, as a server would offer them.
+        branch.reset_hard(&w.accepted);
+        branch.stage(
+            &format!("junk{round}.bin"),
+            servers::noise(30 << 20, 0xBAD + round),
+        );
+        let tip = branch.commit("release: v2\n", Signing::Unsigned, "junk");
+        branch.force_push();
+        let m = hostile::measure(&w.root, &w.fleet.world.home(), "watch", &["--once"]);
+        eprintln!(
+            "unsigned tip {round}: exit {:?} after {:?}; peak under /var/lib/driftless {} \
+             bytes in {} files (cache before: {before} bytes); peak RSS {} KiB",
+            m.code, m.elapsed, m.peak_bytes, m.peak_files, m.peak_rss_kib
+        );
+        assert_eq!(m.code, Some(0), "{}", m.stderr);
+        let watch = watch_status(&w.root);
+        assert_eq!(watch["refusal"]["tip"], tip.as_str(), "{watch}");
+        assert_eq!(watch["channel"]["tip"], w.accepted.as_str(), "{watch}");
+        assert_eq!(
+            cache_ref(),
+            w.accepted,
+            "the cache ref never names a refused tip"
+        );
+        let after = size(&cache);
+        assert!(
+            after <= before,
+            "round {round}: the cache grew from {before} to {after} bytes"
+        );
+        assert!(!quarantine.exists(), "the quarantine is discarded");
+        // What the quarantine held was what the server sent for this move,
+        // within fetch.max_bytes.
+        assert!(m.peak_bytes >= (30 << 20) && m.peak_bytes <= before + (2 << 30));
+    }
+    assert!(w.action.calls().is_empty());
+    // The watcher goes on: a signed tip is accepted and acted on, and the
+    // cache takes it, with its release, and still none of the junk.
+    w.assert_recovers();
+    assert_ne!(cache_ref(), w.accepted);
+    assert!(
+        size(&cache) < before + (1 << 20),
+        "the cache holds the new tip and its release, not the junk: {} bytes",
+        size(&cache)
+    );
 }
 
 #[test]

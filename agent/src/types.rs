@@ -207,6 +207,63 @@ impl Serialize for Interval {
     }
 }
 
+/// A number of bytes written as text: `512MiB`, `2GiB`, `64KiB`, or a
+/// bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `N`, `NKiB`, `NMiB` or `NGiB` (N a whole number).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("size {text:?} must be a whole number of bytes, KiB, MiB or GiB");
+        let text = text.trim();
+        let (digits, shift) = [("GiB", 30), ("MiB", 20), ("KiB", 10)]
+            .iter()
+            .find_map(|(unit, shift)| Some((text.strip_suffix(unit)?.trim_end(), *shift)))
+            .unwrap_or((text, 0));
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        n.checked_mul(1 << shift).map(ByteSize).ok_or_else(bad)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        match [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .iter()
+            .find(|(shift, _)| n != 0 && n % (1u64 << shift) == 0)
+        {
+            Some((shift, unit)) => write!(f, "{}{unit}", n >> shift),
+            None => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size like 512MiB or 2GiB")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 /// Permission bits written as octal text (`"0640"`, or `0640` which YAML
 /// reads as text): a bare YAML number such as `640` is refused, since readers
 /// disagree on whether it is octal.
@@ -287,6 +344,32 @@ pub fn is_valid_ref_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn sizes_read_and_print_in_binary_units() {
+        for (text, bytes) in [
+            ("2GiB", 2u64 << 30),
+            ("512 MiB", 512 << 20),
+            ("64KiB", 65536),
+            ("100", 100),
+        ] {
+            assert_eq!(ByteSize::parse(text), Ok(ByteSize(bytes)), "{text}");
+        }
+        assert_eq!(ByteSize(2 << 30).to_string(), "2GiB");
+        assert_eq!(ByteSize(100).to_string(), "100");
+        for bad in [
+            "",
+            "2GB",
+            "-1MiB",
+            "1.5GiB",
+            "99999999999999999999GiB",
+            "MiB",
+        ] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn ref_names_follow_git_check_ref_format() {
         // Each verdict agrees with `git check-ref-format`.

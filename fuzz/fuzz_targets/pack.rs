@@ -1,47 +1,69 @@
 //! A git pack as a server streams it to a first boot.
 //!
 //! Input: the pack's bytes (`git pack-objects --stdout` output, header to
-//! trailing checksum). Every object is kept in memory by a small store, as
-//! `driftless::source::stream` keeps trees, commits and tags, so deltas resolve
-//! against their bases.
+//! trailing checksum). Every object is kept in memory by a small store, so
+//! deltas resolve against their bases, and so are the compressed bytes the
+//! reader hands over for each (a first boot keeps those of a blob while its
+//! id is computed, and inflates them again to write it).
 //!
-//! Property: no input panics or allocates without bound, and a pack that
-//! is accepted was read to its last byte, with every object complete and
-//! identified.
+//! Property: no input panics or allocates without bound; a pack that is
+//! accepted was read to its last byte, with every object complete and
+//! identified; and each object's compressed bytes are at most
+//! `pack::max_compressed` of what they inflate to, and inflate again to
+//! exactly the object (or, for a delta, to its instructions).
 
 #![no_main]
 
 use std::collections::HashMap;
+use std::io::Read as _;
 
-use driftless::source::pack::{self, Base, ObjectId, ObjectKind, ObjectStore};
+use driftless::source::pack::{
+    self, Base, BaseBytes, BaseObject, Begin, ObjectId, ObjectKind, ObjectStore,
+};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Default)]
 struct Memory {
     by_offset: HashMap<u64, (ObjectKind, Vec<u8>)>,
     ids: HashMap<ObjectId, u64>,
-    current: Option<(u64, ObjectKind, u64, Vec<u8>)>,
+    current: Option<(Begin, Vec<u8>, Vec<u8>)>,
 }
 
 impl ObjectStore for Memory {
-    fn begin(&mut self, offset: u64, kind: ObjectKind, size: u64) -> Result<(), String> {
+    fn begin(&mut self, object: Begin) -> Result<(), String> {
         assert!(self.current.is_none(), "an object begun inside another");
-        assert!(size <= pack::MAX_OBJECT_LEN);
-        self.current = Some((offset, kind, size, Vec::new()));
+        assert!(object.size <= pack::MAX_OBJECT_LEN);
+        self.current = Some((object, Vec::new(), Vec::new()));
+        Ok(())
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (_, _, raw) = self.current.as_mut().ok_or("raw outside an object")?;
+        raw.extend_from_slice(bytes);
         Ok(())
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let (_, _, size, data) = self.current.as_mut().ok_or("write outside an object")?;
+        let (object, data, _) = self.current.as_mut().ok_or("write outside an object")?;
         data.extend_from_slice(bytes);
-        assert!(data.len() as u64 <= *size, "more bytes than the object declared");
+        assert!(data.len() as u64 <= object.size, "more bytes than the object declared");
         Ok(())
     }
 
     fn end(&mut self) -> Result<(), String> {
-        let (offset, kind, size, data) = self.current.take().ok_or("end outside an object")?;
-        assert_eq!(data.len() as u64, size, "an object ended short");
-        self.by_offset.insert(offset, (kind, data));
+        let (object, data, raw) = self.current.take().ok_or("end outside an object")?;
+        assert_eq!(data.len() as u64, object.size, "an object ended short");
+        let inflated_len = object.delta.map_or(object.size, |(_, len)| len);
+        assert!(raw.len() as u64 <= pack::max_compressed(inflated_len));
+        let mut again = Vec::new();
+        flate2::read::ZlibDecoder::new(&raw[..])
+            .read_to_end(&mut again)
+            .expect("the compressed bytes handed over inflate again");
+        assert_eq!(again.len() as u64, inflated_len);
+        if object.delta.is_none() {
+            assert_eq!(again, data, "and to the object itself");
+        }
+        self.by_offset.insert(object.offset, (object.kind, data));
         Ok(())
     }
 
@@ -51,12 +73,19 @@ impl ObjectStore for Memory {
         Ok(())
     }
 
-    fn load(&mut self, base: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String> {
+    fn base(&mut self, base: Base) -> Result<Option<BaseObject>, String> {
         let offset = match base {
             Base::Id(id) => self.ids.get(&id).copied(),
             Base::Offset(offset) => Some(offset),
         };
-        Ok(offset.and_then(|offset| self.by_offset.get(&offset).cloned()))
+        Ok(offset.and_then(|offset| {
+            let (kind, bytes) = self.by_offset.get(&offset)?.clone();
+            Some(BaseObject {
+                offset,
+                kind,
+                bytes: BaseBytes::Memory(bytes),
+            })
+        }))
     }
 }
 

@@ -128,7 +128,7 @@ impl<'w> ChannelBranch<'w> {
 
     /// Writes `name` (beside `channel.yaml`) with `text` and stages it for
     /// the next commit.
-    pub fn stage(&self, name: &str, text: &str) {
+    pub fn stage(&self, name: &str, text: impl AsRef<[u8]>) {
         fs::write(self.work.join(name), text).expect("write a channel file");
         self.world.tool(self.git().args(["add", name]));
     }

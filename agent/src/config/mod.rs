@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Interval, NodePath, TreePath};
+use crate::types::{ByteSize, Interval, NodePath, TreePath};
 
 mod channel;
 mod identity;
@@ -255,6 +255,10 @@ fn default_spec_path() -> TreePath {
     TreePath::new("driftless.yaml").unwrap_or_else(|_| unreachable!("valid constant"))
 }
 
+/// `fetch.max_bytes` by default: twice the most a node spec may write
+/// (`release::spec::MAX_TOTAL_LEN`, 1 GiB), room for the tree's other files.
+pub const DEFAULT_MAX_FETCH_BYTES: u64 = 2 << 30;
+
 /// Network patience: every step has a timeout and the whole fetch a deadline.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -269,6 +273,10 @@ pub struct FetchSettings {
     pub retry_initial: Interval,
     /// Longest retry delay.
     pub retry_max: Interval,
+    /// The most one fetch of a release or of a channel move may bring:
+    /// bytes received (every transport) and bytes inflated (the streamed
+    /// fetch), each; crossing it refuses the fetch for good.
+    pub max_bytes: ByteSize,
 }
 
 impl Default for FetchSettings {
@@ -279,6 +287,7 @@ impl Default for FetchSettings {
             deadline: Interval::secs(300),
             retry_initial: Interval::secs(1),
             retry_max: Interval::secs(30),
+            max_bytes: ByteSize(DEFAULT_MAX_FETCH_BYTES),
         }
     }
 }
@@ -440,6 +449,7 @@ mod tests {
             Some("v1.4.2")
         );
         assert_eq!(config.channel_ref(), "refs/heads/channel");
+        assert_eq!(config.fetch.max_bytes, ByteSize(DEFAULT_MAX_FETCH_BYTES));
         assert_eq!(config.release.spec.as_str(), "driftless.yaml");
         assert_eq!(
             config.trust.allowed_signers.as_str(),

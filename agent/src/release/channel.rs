@@ -388,7 +388,9 @@ mod tests {
     }
 }
 
-/// The local ref in the release cache that holds the last fetched channel tip.
+/// The local ref in the release cache that holds the last accepted channel
+/// tip (a tip is fetched into quarantine, see `release::candidate`, and
+/// reaches this ref only once it verified).
 pub const CACHE_REF: &str = "refs/driftless/channel";
 
 /// A channel tip that verified, with what it says.
@@ -565,29 +567,4 @@ impl ChannelRefusal {
             ChannelRefusal::Repository { .. } => "repository",
         }
     }
-}
-
-/// Fetches the channel branch into [`CACHE_REF`] (not shallow: proving that
-/// a new tip descends from the last one needs the commits in between; a
-/// fetch transfers only what the cache lacks) and returns the tip.
-pub fn fetch_tip(
-    repo: &git2::Repository,
-    root: &std::path::Path,
-    config: &crate::config::AgentConfig,
-) -> Result<git2::Oid, crate::source::fetch::FetchError> {
-    let remote_ref = config.channel_ref();
-    crate::source::fetch::fetch_ref(
-        repo,
-        root,
-        &config.source,
-        &remote_ref,
-        CACHE_REF,
-        false,
-        &config.fetch,
-    )?;
-    repo.refname_to_id(CACHE_REF)
-        .map_err(|e| crate::source::fetch::FetchError::Cache {
-            path: CACHE_REF.into(),
-            reason: e.message().to_owned(),
-        })
 }

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use git2::Repository;
 
 use crate::config::{AgentConfig, TagName};
+use crate::release::candidate;
 use crate::release::channel::{self, ChannelRefusal, ChannelState};
 use crate::release::clock::{self, Judged, SignedTime};
 use crate::source::fetch;
@@ -62,7 +63,8 @@ pub fn resolve_tag(
     };
     // The channel's current tip, so new nodes boot with the current release;
     // an image's pre-seeded tip only when the source cannot be reached (with
-    // a short deadline, so such a boot is not held up for long).
+    // a short deadline, so such a boot is not held up for long). The tip is
+    // fetched into quarantine and reaches the cache only once it verified.
     tracing::info!(
         "resolving the channel {} from {}",
         config.channel_ref(),
@@ -70,29 +72,37 @@ pub fn resolve_tag(
     );
     let mut quick = config.clone();
     quick.fetch.deadline = quick.fetch.deadline.min(crate::types::Interval::secs(30));
-    let tip = match channel::fetch_tip(repo, root, &quick) {
-        Ok(tip) => tip,
+    let fetched = candidate::fetch(repo, root, &quick);
+    let judged = clock::judge(&before.signed, synchronized);
+    tracing::info!("judging the channel at {} {}", judged.at, judged.by());
+    let evaluate = |repo: &Repository, tip| {
+        channel::evaluate(
+            repo,
+            roles,
+            tip,
+            &expect,
+            &before.known,
+            &config.channel,
+            &judged,
+        )
+    };
+    let state = match fetched {
+        Ok(candidate) => {
+            let state = evaluate(candidate.repo(), candidate.tip)?;
+            let named = state.file.release.clone();
+            candidate.admit(repo, None, &[&named])?;
+            state
+        }
         Err(e) => match repo.refname_to_id(channel::CACHE_REF) {
             Ok(cached) => {
                 tracing::warn!(
                     "cannot reach the channel ({e}); using the tip this image was baked with"
                 );
-                cached
+                evaluate(repo, cached)?
             }
             Err(_) => return Err(e.into()),
         },
     };
-    let judged = clock::judge(&before.signed, synchronized);
-    tracing::info!("judging the channel at {} {}", judged.at, judged.by());
-    let state = channel::evaluate(
-        repo,
-        roles,
-        tip,
-        &expect,
-        &before.known,
-        &config.channel,
-        &judged,
-    )?;
     tracing::info!(
         "channel {} at {} (sequence {}, signed by {}, expires {}) names release {}",
         config.channel_ref(),
@@ -107,7 +117,8 @@ pub fn resolve_tag(
 
 /// The channel as it stands, verified by the node's rules but for its
 /// expiry: the state a floor records (baking an image, or applying a node
-/// built from a fixed tag). Fetches the channel branch into the cache.
+/// built from a fixed tag). Fetches the channel branch into quarantine;
+/// the tip reaches the cache only once it verified.
 pub fn observe_channel(
     root: &Path,
     config: &AgentConfig,
@@ -116,21 +127,25 @@ pub fn observe_channel(
     crate::source::libgit::start();
     let roles = config.load_roles(root)?;
     let repo = fetch::open_cache(root)?;
-    let tip = channel::fetch_tip(&repo, root, config)?;
+    let candidate = candidate::fetch(&repo, root, config)?;
     let judged = clock::judge(&before.signed, clock::synchronized(false));
     let expect = channel::Expect {
         channel: config.channel_name(),
         fleet: config.channel.fleet.clone(),
     };
-    Ok(channel::verify_tip(
-        &repo,
+    let state = channel::verify_tip(
+        candidate.repo(),
         &roles,
-        tip,
+        candidate.tip,
         &expect,
         &before.known,
         &config.channel,
         &judged,
-    )?)
+    )?;
+    // The node's own release stays in the cache; the tip joins it.
+    let keep = config.release.tag.iter().collect::<Vec<_>>();
+    candidate.admit(&repo, None, &keep)?;
+    Ok(state)
 }
 
 /// Makes sure the cache holds the pinned tag, verified: from the cache alone

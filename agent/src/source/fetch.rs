@@ -158,25 +158,52 @@ pub fn fetch_ref(
         url: source.url.redacted(),
     };
     let mut retries = Retries::new(remote_ref, source, settings);
+    let refused = |reason: String, hint: Option<&'static str>| FetchError::Refused {
+        name: remote_ref.to_owned(),
+        url: source.url.redacted(),
+        reason,
+        hint,
+    };
     loop {
         retries.attempts += 1;
-        match fetch_once(repo, source, &credentials, &refspec, shallow, deadline) {
+        let limits = Limits {
+            deadline,
+            max_bytes: settings.max_bytes.0,
+        };
+        match fetch_once(repo, source, &credentials, &refspec, shallow, &limits) {
             Ok(()) if repo.find_reference(local_ref).is_ok() => return Ok(()),
             Ok(()) => return Err(no_such_ref()),
-            Err(e) if is_missing_ref(&e) => return Err(no_such_ref()),
-            Err(e) => match crate::source::permanent::libgit2(&e) {
-                Some(hint) => {
-                    return Err(FetchError::Refused {
-                        name: remote_ref.to_owned(),
-                        url: source.url.redacted(),
-                        reason: e.message().to_owned(),
-                        hint: Some(hint),
-                    });
-                }
+            Err(Failed::TooLarge) => {
+                return Err(refused(
+                    format!(
+                        "the server sent more than fetch.max_bytes ({}); refusing it (raise \
+                         fetch.max_bytes if the release is that large)",
+                        settings.max_bytes
+                    ),
+                    None,
+                ));
+            }
+            Err(Failed::Git(e)) if is_missing_ref(&e) => return Err(no_such_ref()),
+            Err(Failed::Git(e)) => match crate::source::permanent::libgit2(&e) {
+                Some(hint) => return Err(refused(e.message().to_owned(), Some(hint))),
                 None => retries.after_failure(e.message().to_owned())?,
             },
         }
     }
+}
+
+/// What one transfer may take: until `deadline`, at most `max_bytes`.
+struct Limits {
+    deadline: Instant,
+    max_bytes: u64,
+}
+
+/// Why one transfer failed.
+enum Failed {
+    /// libgit2 failed (or the deadline passed).
+    Git(git2::Error),
+    /// The server sent more than `fetch.max_bytes`.
+    TooLarge,
 }
 
 /// The attempts of one fetch: exponential backoff with jitter, within one
@@ -228,14 +255,21 @@ impl<'a> Retries<'a> {
     }
 }
 
+/// One transfer. libgit2 writes the pack into the repository as it
+/// arrives, so its size is capped here, from its transfer-progress
+/// callback: past `max_bytes` the transfer is aborted (and libgit2 removes
+/// the partial pack).
 fn fetch_once(
     repo: &Repository,
     source: &Source,
     credentials: &Credentials,
     refspec: &str,
     shallow: bool,
-    deadline: Instant,
-) -> Result<(), git2::Error> {
+    limits: &Limits,
+) -> Result<(), Failed> {
+    let deadline = limits.deadline;
+    let max_bytes = limits.max_bytes;
+    let too_large = std::cell::Cell::new(false);
     let mut callbacks = RemoteCallbacks::new();
     let mut asked = 0u32;
     callbacks.credentials(move |url, username, allowed| {
@@ -245,7 +279,13 @@ fn fetch_once(
         }
         credentials.for_request(url, username, allowed)
     });
-    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    callbacks.transfer_progress(|progress| {
+        if progress.received_bytes() as u64 > max_bytes {
+            too_large.set(true);
+            return false;
+        }
+        Instant::now() < deadline
+    });
     callbacks.sideband_progress(move |_| Instant::now() < deadline);
     if let Some(known_hosts) = &credentials.known_hosts {
         let known_hosts = known_hosts.clone();
@@ -258,8 +298,17 @@ fn fetch_once(
     if shallow && !source.url.as_str().starts_with("file://") {
         options.depth(1);
     }
-    let mut remote = repo.remote_anonymous(source.url.as_str())?;
-    remote.fetch(&[refspec], Some(&mut options), None)
+    let mut remote = repo
+        .remote_anonymous(source.url.as_str())
+        .map_err(Failed::Git)?;
+    let fetched = remote.fetch(&[refspec], Some(&mut options), None);
+    drop(remote);
+    drop(options);
+    match (fetched, too_large.get()) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), true) => Err(Failed::TooLarge),
+        (Err(e), false) => Err(Failed::Git(e)),
+    }
 }
 
 fn is_missing_ref(e: &git2::Error) -> bool {

@@ -1,5 +1,6 @@
 //! Talking to git servers: the streamed protocol-v2 fetch and its pack
-//! parser, the channel poll, libgit2 fetches into the cache, TLS.
+//! parser, the channel poll, libgit2 fetches into the cache (through a
+//! quarantine, and pruned), TLS.
 
 pub mod fetch;
 pub mod libgit;
@@ -7,5 +8,7 @@ pub mod origin;
 pub mod pack;
 pub mod permanent;
 pub mod poll;
+pub mod prune;
+pub mod quarantine;
 pub mod stream;
 pub mod tls;

@@ -5,34 +5,42 @@
 //! beside its target. libgit2's fetch would store and index the pack first,
 //! and apply would then inflate and hash every blob a second time.
 //!
-//! Trust is unchanged: nothing received is used before the tag's signature
-//! verifies, and only objects reachable from the verified commit by their
-//! computed ids are ever read. A server that does not speak protocol v2 is
-//! fetched from with libgit2, into the cache, as before.
+//! Trust leads: the tag and the commit it names are verified the moment
+//! both have arrived (git sends them first); until then nothing is written
+//! and what arrives is held in memory within a small bound; after that a
+//! blob gets a file only when a verified tree names it, and only objects
+//! reachable from the verified commit by their computed ids are ever read.
+//! Every attempt is bounded (`bounds`), and a bound crossed refuses the
+//! pack for good. A server that does not speak protocol v2 is fetched from
+//! with libgit2, into the cache, as before.
 //!
-//! This file is the fetch: its attempts, their threads, and the
-//! verification of what arrived. Beside it: `wire` (the `fetch` request
-//! and the reading of its response), `incoming` (the received objects:
-//! [`Incoming`]) and `writer` (the thread that writes the blobs).
+//! This file is the fetch: its attempts, their threads, and what they
+//! conclude. Beside it: `wire` (the `fetch` request and the reading of its
+//! response), `incoming` (the received objects: [`Incoming`]), `store`
+//! (where each object goes), `trust` (the gate), `bounds` (what an attempt
+//! may cost) and `writer` (the thread that writes the blobs).
 
 use std::io;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use anyhow::Context as _;
 
 use crate::config::{AgentConfig, TagName};
 use crate::source::fetch::{FetchError, Retries};
-use crate::source::pack::{self, ObjectId, ObjectKind};
+use crate::source::pack::{self, ObjectId};
 use crate::source::poll::{PollError, Protocol, RefPoller};
-use crate::verify::{self, Trust, Verified};
+use crate::verify::{Trust, Verified};
 
+pub mod bounds;
 mod incoming;
+mod store;
+mod trust;
 mod wire;
 mod writer;
 
-pub use incoming::{INCOMING_PATH, Incoming, StagedBlob};
+pub use incoming::{INCOMING_PATH, Incoming, Refusal, StagedBlob};
 pub use wire::fetch_request;
 
 use wire::{Message, Response};
@@ -45,6 +53,8 @@ enum AttemptError {
     NoSuchRef,
     /// Retrying cannot help; the setting to check, if one is to blame.
     Permanent(String, Option<&'static str>),
+    /// The tag or its commit does not verify.
+    Refused(anyhow::Error),
     /// Worth another attempt.
     Transient(String),
 }
@@ -82,9 +92,12 @@ pub fn fetch_tag(
     let mut retries = Retries::new(&ref_name, &config.source, &config.fetch);
     loop {
         retries.attempts += 1;
-        let message = match attempt(root, config, &ref_name, retries.remaining()) {
-            Ok((incoming, tag_id)) => {
-                let verified = verify_received(&incoming, tag_id, tag, trust)?;
+        let message = match attempt(root, config, &ref_name, tag, trust, retries.remaining()) {
+            Ok(mut incoming) => {
+                let verified = incoming
+                    .verified()
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("tag {}", tag.as_str()))?;
                 let tree = ObjectId::from_hex(&verified.tree).ok_or_else(|| {
                     anyhow::anyhow!("tag {}: {:?} is not a tree id", tag.as_str(), verified.tree)
                 })?;
@@ -123,6 +136,7 @@ pub fn fetch_tag(
                 }
                 .into());
             }
+            Err(AttemptError::Refused(e)) => return Err(e),
             Err(AttemptError::Transient(message)) => message,
         };
         retries.after_failure(message)?;
@@ -135,8 +149,10 @@ fn attempt(
     root: &Path,
     config: &AgentConfig,
     ref_name: &str,
+    tag: &TagName,
+    trust: &Trust,
     remaining: Duration,
-) -> Result<(Incoming, ObjectId), AttemptError> {
+) -> Result<Incoming, AttemptError> {
     let poller = crate::source::poll::poller_for(root, config, remaining)
         .map_err(|e| AttemptError::Permanent(crate::error::one_line(&e), None))?;
     let io_timeout = config.fetch.io_timeout.0;
@@ -146,7 +162,12 @@ fn attempt(
         .name("fetch".into())
         .spawn(move || network(&poller, &wanted, &send))
         .map_err(|e| AttemptError::Transient(format!("cannot start the fetch thread: {e}")))?;
-    let received = receive(root, &messages, io_timeout, remaining);
+    let expect = Expect {
+        tag,
+        trust,
+        max_bytes: config.fetch.max_bytes.0,
+    };
+    let received = receive(root, &messages, io_timeout, remaining, &expect);
     drop(messages);
     let _ = network.join();
     received
@@ -206,13 +227,22 @@ fn network(poller: &RefPoller, ref_name: &str, send: &mpsc::SyncSender<Message>)
     });
 }
 
+/// What an attempt must receive: the tag that `trust` verifies, within
+/// `max_bytes`.
+struct Expect<'a> {
+    tag: &'a TagName,
+    trust: &'a Trust,
+    max_bytes: u64,
+}
+
 /// The receiving side of an attempt.
 fn receive(
     root: &Path,
     messages: &mpsc::Receiver<Message>,
     io_timeout: Duration,
     remaining: Duration,
-) -> Result<(Incoming, ObjectId), AttemptError> {
+    expect: &Expect<'_>,
+) -> Result<Incoming, AttemptError> {
     let wait = io_timeout + Duration::from_secs(1);
     let first = messages
         .recv_timeout(remaining.max(wait))
@@ -226,9 +256,14 @@ fn receive(
     };
     let tag_id = ObjectId::from_hex(&oid)
         .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not a SHA-1 object id")))?;
-    let mut incoming = Incoming::create(root).map_err(|e| {
-        AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}"), None)
-    })?;
+    let mut incoming = Incoming::create(
+        root,
+        tag_id,
+        expect.tag.as_str(),
+        expect.trust,
+        expect.max_bytes,
+    )
+    .map_err(|e| AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}"), None))?;
     let mut response = Response::new(messages, wait);
     let read = pack::read_pack(&mut response, &mut incoming).and_then(|summary| {
         incoming.settle().map_err(pack::PackError::Store)?;
@@ -242,6 +277,15 @@ fn receive(
                 "pack received"
             );
         }
+        Err(e) if incoming.refusal.is_some() => {
+            return Err(match incoming.take_refusal() {
+                Some(Refusal::Verify(v)) => AttemptError::Refused(
+                    anyhow::Error::from(v).context(format!("tag {}", expect.tag.as_str())),
+                ),
+                Some(Refusal::Bound(reason)) => AttemptError::Permanent(reason, None),
+                None => AttemptError::Permanent(e.to_string(), None),
+            });
+        }
         Err(pack::PackError::Io(e)) if e.kind() == io::ErrorKind::Unsupported => {
             return Err(AttemptError::NotV2(e.to_string()));
         }
@@ -250,7 +294,7 @@ fn receive(
         }
         Err(e) => return Err(AttemptError::Transient(e.to_string())),
     }
-    Ok((incoming, tag_id))
+    Ok(incoming)
 }
 
 /// Which failures of a request are worth retrying.
@@ -259,40 +303,4 @@ fn classify(e: PollError) -> AttemptError {
         Some(hint) => AttemptError::Permanent(e.to_string(), Some(hint)),
         None => AttemptError::Transient(e.to_string()),
     }
-}
-
-/// Verifies the received tag exactly as one in the cache is verified: its
-/// signature, its name, and that it tags a commit that arrived.
-fn verify_received(
-    incoming: &Incoming,
-    tag_id: ObjectId,
-    tag: &TagName,
-    trust: &Trust,
-) -> anyhow::Result<Verified> {
-    use anyhow::Context as _;
-    let verified = {
-        let (kind, raw) = incoming
-            .held(&tag_id)
-            .ok_or(verify::VerifyError::NotFound)
-            .with_context(|| format!("tag {}", tag.as_str()))?;
-        let tree_of = |commit: &str| {
-            let id = ObjectId::from_hex(commit)?;
-            match incoming.held(&id)? {
-                (ObjectKind::Commit, raw) => verify::object::commit_tree(raw).ok(),
-                _ => None,
-            }
-        };
-        verify::verify_tag_raw(
-            tag.as_str(),
-            &tag_id.to_hex(),
-            kind.as_str(),
-            raw,
-            tree_of,
-            trust,
-            Timestamp::now(),
-        )
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("tag {}", tag.as_str()))?
-    };
-    Ok(verified)
 }

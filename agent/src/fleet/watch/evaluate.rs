@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Watcher;
 use crate::config::AgentConfig;
+use crate::release::candidate;
 use crate::release::channel::{self, ChannelState};
 use crate::release::clock;
 
@@ -149,8 +150,11 @@ fn evaluate(
         .map_err(anyhow::Error::from)
         .and_then(|root| Ok(crate::record::floor::before(&root, config)?))
         .map_err(|e| failed(crate::error::one_line(&e)))?;
-    let repo = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
-    let tip = channel::fetch_tip(&repo, root_path, config).map_err(|e| failed(e.to_string()))?;
+    let cache = crate::source::fetch::open_cache(root_path).map_err(|e| failed(e.to_string()))?;
+    // Into quarantine: a tip that is refused never reaches the cache.
+    let candidate =
+        candidate::fetch(&cache, root_path, config).map_err(|e| failed(e.to_string()))?;
+    let tip = candidate.tip;
     let judged = clock::judge(&before.signed, clock::synchronized(false));
     let refused = |kind: &str, reason: String| Verdict::Refused {
         tip: tip.to_string(),
@@ -162,7 +166,7 @@ fn evaluate(
         fleet: config.channel.fleet.clone(),
     };
     let state = channel::evaluate(
-        &repo,
+        candidate.repo(),
         &roles,
         tip,
         &expect,
@@ -172,7 +176,7 @@ fn evaluate(
     )
     .map_err(|e| refused(e.kind(), e.to_string()))?;
     let tag = &state.file.release;
-    match crate::source::fetch::fetch_tag(&repo, root_path, &config.source, tag, &config.fetch) {
+    match candidate.fetch_release(root_path, config, tag) {
         Ok(()) => {}
         Err(crate::source::fetch::FetchError::NoSuchRef { .. }) => {
             return Err(refused(
@@ -190,17 +194,32 @@ fn evaluate(
             )));
         }
     }
-    let verified = crate::verify::verify_tag(&repo, tag.as_str(), &roles.release, judged.at)
-        .map_err(|e| {
-            refused(
-                "release",
-                format!(
-                    "channel tip {tip} names release {}, which does not verify: {e}",
-                    tag.as_str()
-                ),
-            )
-        })?;
+    let verified =
+        crate::verify::verify_tag(candidate.repo(), tag.as_str(), &roles.release, judged.at)
+            .map_err(|e| {
+                refused(
+                    "release",
+                    format!(
+                        "channel tip {tip} names release {}, which does not verify: {e}",
+                        tag.as_str()
+                    ),
+                )
+            })?;
     crate::release::obtain::check_tag_object(&state, &verified)
         .map_err(|e| refused(e.kind(), e.to_string()))?;
+    // Accepted: the tip and its release go into the cache, which keeps
+    // them and the node's own release.
+    let applied = applied_tag(root_path);
+    candidate
+        .admit(&cache, Some(tag), &applied.iter().collect::<Vec<_>>())
+        .map_err(|e| failed(e.to_string()))?;
     Ok((state, verified.commit))
+}
+
+/// The release the node runs, as `state.json` records it (kept in the
+/// cache when it is there).
+fn applied_tag(root_path: &Path) -> Option<crate::config::TagName> {
+    let root = crate::root::Root::open(root_path).ok()?;
+    let state = crate::record::state::load(&root).ok()??;
+    crate::config::TagName::new(&state.release.tag).ok()
 }

@@ -1,62 +1,116 @@
 //! The received objects of one release, as the pack parser hands them
-//! over ([`ObjectStore`]): blobs go to files in a private staging
-//! directory (through the writing thread), trees, commits and tags stay in
-//! memory, and each is found again by its computed id. Apart from the
-//! fetch itself, which only drives the transfer and the verification.
+//! over: what is kept and where, found again by computed id. Trust leads:
+//! until the tag and its commit have verified nothing is written (the
+//! staging directory stays empty, everything is held in memory within
+//! [`bounds`](super::bounds)); after that a blob gets a file only when a
+//! verified tree names it, once, and trees stay in memory. The decisions
+//! are in `store` (the [`ObjectStore`](crate::source::pack::ObjectStore)
+//! side); this file is the books and what the fetch and apply read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
-use super::writer::{WriteOp, Writer};
-use crate::source::pack::{self, Base, ObjectId, ObjectKind, ObjectStore};
+use super::bounds::Bounds;
+use super::trust::Gate;
+use super::writer::Writer;
+use crate::source::pack::{self, Begin, ObjectId, ObjectKind};
+use crate::verify::{Trust, Verified, VerifyError};
 
 /// The staging directory's place on the node.
 pub const INCOMING_PATH: &str = "/var/lib/driftless/incoming";
 
-/// Trees, commits and tags are kept in memory; at most this many bytes of them.
-const MAX_HELD: usize = 64 * 1024 * 1024;
-
-/// The received objects of one release: blobs as files in the staging
-/// directory, the rest in memory. The directory goes when this is dropped.
+/// The received objects of one release: named blobs as files in the
+/// staging directory, the release's trees, commit and tag in memory. The
+/// directory goes when this is dropped.
 pub struct Incoming {
-    dir: PathBuf,
-    dir_fd: OwnedFd,
-    /// Every object received, by its offset in the pack.
-    objects: HashMap<u64, Held>,
-    /// The offset of each id's first object.
-    ids: HashMap<ObjectId, u64>,
-    current: Option<Current>,
-    held: usize,
-    /// Writes blobs while the pack is read; gone once [`Incoming::settle`] ran.
-    writer: Option<Writer>,
-    /// Files of objects received twice, removed when the writer is done.
-    duplicates: Vec<String>,
+    pub(super) dir: PathBuf,
+    pub(super) dir_fd: OwnedFd,
+    pub(super) gate: Gate,
+    /// What the verified trees name, once the gate opened.
+    pub(super) named: Named,
+    /// Every object still known, by its offset in the pack.
+    pub(super) objects: HashMap<u64, Entry>,
+    /// The offset of each id's object (the first, if it came twice).
+    pub(super) ids: HashMap<ObjectId, u64>,
+    /// Offsets of objects recognised and dropped, in pack order.
+    pub(super) dropped: Vec<u64>,
+    pub(super) current: Option<(Begin, Sink)>,
+    pub(super) bounds: Bounds,
+    /// Compressed bytes held by [`Entry::Pending`] objects, and how many
+    /// of them there are.
+    pub(super) pending_raw: usize,
+    pub(super) pending_count: usize,
+    /// Writes named blobs while the pack is read; gone once
+    /// [`Incoming::settle`] ran.
+    pub(super) writer: Option<Writer>,
+    /// Why the pack was refused for good, once it was.
+    pub(super) refusal: Option<Refusal>,
+}
+
+/// Why a pack was refused for good: no attempt will fetch it again.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The tag, or the commit it names, does not verify.
+    Verify(VerifyError),
+    /// A bound on what the pack may cost was crossed.
+    Bound(String),
+}
+
+/// What the verified trees name.
+#[derive(Debug, Default)]
+pub(super) struct Named {
+    /// Trees named, arrived or not.
+    pub(super) trees: HashSet<ObjectId>,
+    /// Named trees that have not arrived.
+    pub(super) missing_trees: HashSet<ObjectId>,
+    /// Blobs named, kept or not.
+    pub(super) blobs: HashSet<ObjectId>,
+    /// Named blobs not kept yet.
+    pub(super) missing_blobs: HashSet<ObjectId>,
 }
 
 /// A received object.
-enum Held {
-    Memory(ObjectKind, Vec<u8>),
-    /// A blob; its SHA-256 is known once the writer is done.
+pub(super) enum Entry {
+    /// In memory: the verified tag and commit and the trees the release
+    /// names (`named`), or an object held without a name yet (before the
+    /// gate opened, or before the tree that may name it arrived).
+    Memory {
+        kind: ObjectKind,
+        bytes: Vec<u8>,
+        named: bool,
+    },
+    /// A blob whose id is being computed, held as the compressed bytes it
+    /// would be written from (and its base's offset, for a delta).
+    Pending {
+        size: u64,
+        raw: Vec<u8>,
+        base: Option<u64>,
+    },
+    /// An object only recognised: dropped once its id is known.
+    Passing,
+    /// A named blob, as a file in the staging directory; its SHA-256 is
+    /// known once the writer is done.
     File {
         name: String,
         size: u64,
         sha256: Option<[u8; 32]>,
     },
+    /// The same object as the one with this id, which came first.
+    Same(ObjectId),
 }
 
-struct Current {
-    offset: u64,
-    kind: ObjectKind,
-    sink: Sink,
-}
-
-enum Sink {
+/// Where the object being read goes.
+pub(super) enum Sink {
+    /// Its inflated bytes, into memory.
     Memory(Vec<u8>),
-    File { name: String, size: u64 },
+    /// Its compressed bytes, into memory.
+    Raw(Vec<u8>),
+    /// Nowhere.
+    Pass,
 }
 
 /// A blob received into the staging directory.
@@ -74,8 +128,15 @@ pub struct StagedBlob<'a> {
 
 impl Incoming {
     /// An empty staging directory under `root` (a stale one, left by a
-    /// killed run, is removed first).
-    pub fn create(root: &Path) -> io::Result<Self> {
+    /// killed run, is removed first), for the objects of the tag `tag`
+    /// named `name`, which `trust` must verify, within `max_bytes`.
+    pub fn create(
+        root: &Path,
+        tag: ObjectId,
+        name: &str,
+        trust: &Trust,
+        max_bytes: u64,
+    ) -> io::Result<Self> {
         let dir = root.join(&INCOMING_PATH[1..]);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -90,24 +151,29 @@ impl Incoming {
         Ok(Self {
             dir,
             dir_fd,
+            gate: Gate::new(tag, name, trust.clone()),
+            named: Named::default(),
             objects: HashMap::new(),
             ids: HashMap::new(),
+            dropped: Vec::new(),
             current: None,
-            held: 0,
+            bounds: Bounds::new(max_bytes),
+            pending_raw: 0,
+            pending_count: 0,
             writer: Some(writer),
-            duplicates: Vec::new(),
+            refusal: None,
         })
     }
 
-    /// Waits until every received blob is written, and records their
-    /// SHA-256. Call once the pack is read, before any blob is used.
+    /// Waits until every kept blob is written, and records their SHA-256.
+    /// Call once the pack is read, before any blob is used.
     pub fn settle(&mut self) -> Result<(), String> {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
         let digests = writer.finish()?;
-        for held in self.objects.values_mut() {
-            if let Held::File { name, sha256, .. } = held {
+        for entry in self.objects.values_mut() {
+            if let Entry::File { name, sha256, .. } = entry {
                 *sha256 = Some(
                     *digests
                         .get(name)
@@ -115,24 +181,34 @@ impl Incoming {
                 );
             }
         }
-        for name in self.duplicates.drain(..) {
-            let _ = std::fs::remove_file(self.dir.join(name));
-        }
         Ok(())
+    }
+
+    /// Why the pack was refused for good, if it was.
+    pub fn take_refusal(&mut self) -> Option<Refusal> {
+        self.refusal.take()
+    }
+
+    /// The verification of the tag, once it and its commit verified;
+    /// else why the pack, read to its end, does not verify.
+    pub fn verified(&mut self) -> Result<Verified, VerifyError> {
+        if let Some(verified) = self.gate.verified() {
+            return Ok(verified.clone());
+        }
+        let objects = &self.objects;
+        let ids = &self.ids;
+        Err(self.gate.never_verified(|id| memory(objects, ids, id)))
     }
 
     /// A tree, commit or tag received, with its kind.
     pub fn held(&self, id: &ObjectId) -> Option<(ObjectKind, &[u8])> {
-        match self.object(id)? {
-            Held::Memory(kind, bytes) => Some((*kind, bytes)),
-            Held::File { .. } => None,
-        }
+        memory(&self.objects, &self.ids, id)
     }
 
     /// A blob received.
     pub fn blob(&self, id: &ObjectId) -> Option<StagedBlob<'_>> {
         match self.object(id)? {
-            Held::File {
+            Entry::File {
                 name,
                 size,
                 sha256: Some(sha256),
@@ -142,15 +218,14 @@ impl Incoming {
                 size: *size,
                 sha256: *sha256,
             }),
-            Held::File { sha256: None, .. } => None,
-            Held::Memory(..) => None,
+            _ => None,
         }
     }
 
     /// The bytes of a received blob.
     pub fn blob_bytes(&self, id: &ObjectId) -> io::Result<Vec<u8>> {
         match self.object(id) {
-            Some(Held::File { name, .. }) => std::fs::read(self.dir.join(name)),
+            Some(Entry::File { name, .. }) => std::fs::read(self.dir.join(name)),
             _ => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("blob {id} was not received"),
@@ -193,12 +268,20 @@ impl Incoming {
     }
 
     /// The object with the id `id`.
-    fn object(&self, id: &ObjectId) -> Option<&Held> {
+    pub(super) fn object(&self, id: &ObjectId) -> Option<&Entry> {
         self.objects.get(self.ids.get(id)?)
     }
+}
 
-    fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+/// The tree, commit or tag with the id `id`, in memory.
+fn memory<'a>(
+    objects: &'a HashMap<u64, Entry>,
+    ids: &HashMap<ObjectId, u64>,
+    id: &ObjectId,
+) -> Option<(ObjectKind, &'a [u8])> {
+    match objects.get(ids.get(id)?)? {
+        Entry::Memory { kind, bytes, .. } => Some((*kind, bytes)),
+        _ => None,
     }
 }
 
@@ -208,100 +291,5 @@ impl Drop for Incoming {
             let _ = writer.finish();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl ObjectStore for Incoming {
-    fn begin(&mut self, offset: u64, kind: ObjectKind, size: u64) -> Result<(), String> {
-        let sink = if kind == ObjectKind::Blob {
-            let name = offset.to_string();
-            self.writer()?.send(WriteOp::Open(name.clone()))?;
-            Sink::File { name, size }
-        } else {
-            let size = usize::try_from(size).unwrap_or(usize::MAX);
-            if self.held.saturating_add(size) > MAX_HELD {
-                return Err(format!(
-                    "the pack holds more than {} MiB of trees, commits and tags",
-                    MAX_HELD >> 20
-                ));
-            }
-            self.held += size;
-            Sink::Memory(Vec::with_capacity(size.min(pack::RESERVE)))
-        };
-        self.current = Some(Current { offset, kind, sink });
-        Ok(())
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        match &mut self.current {
-            Some(Current {
-                sink: Sink::Memory(held),
-                ..
-            }) => held.extend_from_slice(bytes),
-            Some(Current {
-                sink: Sink::File { .. },
-                ..
-            }) => self.writer()?.send(WriteOp::Data(bytes.to_vec()))?,
-            None => return Err("object data outside an object".into()),
-        }
-        Ok(())
-    }
-
-    fn end(&mut self) -> Result<(), String> {
-        let Current { offset, kind, sink } = self.current.take().ok_or("no object begun")?;
-        let held = match sink {
-            Sink::Memory(bytes) => Held::Memory(kind, bytes),
-            Sink::File { name, size } => {
-                self.writer()?.send(WriteOp::Close)?;
-                Held::File {
-                    name,
-                    size,
-                    sha256: None,
-                }
-            }
-        };
-        self.objects.insert(offset, held);
-        Ok(())
-    }
-
-    fn identify(&mut self, offset: u64, id: ObjectId) -> Result<(), String> {
-        if self.ids.contains_key(&id) {
-            // The same object twice: the first is kept. The second stays
-            // known by its offset (a delta may name it as its base), and
-            // its file goes once the writer is done.
-            if let Some(Held::File { name, .. }) = self.objects.get(&offset) {
-                self.duplicates.push(name.clone());
-            }
-            return Ok(());
-        }
-        self.ids.insert(id, offset);
-        Ok(())
-    }
-
-    fn load(&mut self, base: Base) -> Result<Option<(ObjectKind, Vec<u8>)>, String> {
-        let offset = match base {
-            Base::Id(id) => self.ids.get(&id).copied(),
-            Base::Offset(offset) => Some(offset),
-        };
-        match offset.and_then(|offset| self.objects.get(&offset)) {
-            None => Ok(None),
-            Some(Held::Memory(kind, bytes)) => Ok(Some((*kind, bytes.clone()))),
-            Some(Held::File { name, .. }) => {
-                if let Some(writer) = &self.writer {
-                    writer.flush()?;
-                }
-                std::fs::read(self.path_of(name))
-                    .map(|bytes| Some((ObjectKind::Blob, bytes)))
-                    .map_err(|e| format!("cannot read back a delta base: {e}"))
-            }
-        }
-    }
-}
-
-impl Incoming {
-    fn writer(&self) -> Result<&Writer, String> {
-        self.writer
-            .as_ref()
-            .ok_or_else(|| "a blob after the pack was settled".to_owned())
     }
 }

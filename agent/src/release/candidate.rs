@@ -1,0 +1,123 @@
+//! A channel tip as a candidate: fetched into a quarantine
+//! ([`crate::source::quarantine`]), evaluated there, and only once it and
+//! the release it names verified, admitted into the cache (the objects
+//! they reach, the cache's refs), which is then pruned to what the node
+//! keeps. A refused candidate goes with its quarantine: the cache never
+//! holds, or names, a tip that was refused, and what a server can make a
+//! node store for one channel move is bounded by `fetch.max_bytes`.
+
+use std::path::Path;
+
+use git2::{Oid, Repository};
+
+use crate::config::{AgentConfig, FetchSettings, TagName};
+use crate::release::channel::CACHE_REF;
+use crate::source::fetch::{self, FetchError};
+use crate::source::prune::prune;
+use crate::source::quarantine::{Quarantine, Root};
+
+/// A channel tip fetched into quarantine, not yet judged.
+pub struct Candidate {
+    quarantine: Quarantine,
+    /// The tip the server named.
+    pub tip: Oid,
+}
+
+/// Fetches the channel's tip (and the commits since the cache's last
+/// accepted one) into a fresh quarantine beside `cache`.
+pub fn fetch(
+    cache: &Repository,
+    root: &Path,
+    config: &AgentConfig,
+) -> Result<Candidate, FetchError> {
+    let quarantine = Quarantine::create(root, cache)?;
+    fetch::fetch_ref(
+        quarantine.repo(),
+        root,
+        &config.source,
+        &config.channel_ref(),
+        CACHE_REF,
+        false,
+        &config.fetch,
+    )?;
+    let tip = quarantine
+        .repo()
+        .refname_to_id(CACHE_REF)
+        .map_err(|e| FetchError::Cache {
+            path: CACHE_REF.into(),
+            reason: e.message().to_owned(),
+        })?;
+    Ok(Candidate { quarantine, tip })
+}
+
+impl Candidate {
+    /// The quarantine's repository: the cache's objects and the fetched ones,
+    /// where the tip is judged (`channel::evaluate`).
+    pub fn repo(&self) -> &Repository {
+        self.quarantine.repo()
+    }
+
+    /// Fetches the release `tag` into the quarantine, within what is left
+    /// of `fetch.max_bytes` after the channel's commits.
+    pub fn fetch_release(
+        &self,
+        root: &Path,
+        config: &AgentConfig,
+        tag: &TagName,
+    ) -> Result<(), FetchError> {
+        let used = self.quarantine.size();
+        let settings = FetchSettings {
+            max_bytes: crate::types::ByteSize(config.fetch.max_bytes.0.saturating_sub(used)),
+            ..config.fetch.clone()
+        };
+        fetch::fetch_tag(self.repo(), root, &config.source, tag, &settings)
+    }
+
+    /// Admits the verified tip, and the verified `release` when it was
+    /// fetched here, into `cache`: the objects they reach that the cache
+    /// lacks, then its refs; then prunes the cache to the channel and the
+    /// release tags in `keep` (besides `release`). The quarantine goes.
+    pub fn admit(
+        self,
+        cache: &Repository,
+        release: Option<&TagName>,
+        keep: &[&TagName],
+    ) -> Result<(), FetchError> {
+        let fail = |e: git2::Error| FetchError::Cache {
+            path: cache.path().display().to_string(),
+            reason: e.message().to_owned(),
+        };
+        let mut roots = vec![Root {
+            id: self.tip,
+            history: true,
+        }];
+        let mut refs = vec![(CACHE_REF.to_owned(), self.tip)];
+        if let Some(tag) = release {
+            let name = format!("refs/tags/{}", tag.as_str());
+            let id = self.repo().refname_to_id(&name).map_err(fail)?;
+            roots.push(Root { id, history: false });
+            refs.push((name, id));
+        }
+        self.quarantine.admit(cache, &roots)?;
+        for (name, id) in &refs {
+            cache
+                .reference(name, *id, true, "admitted from quarantine")
+                .map_err(fail)?;
+        }
+        drop(self.quarantine);
+        let tags: Vec<String> = keep
+            .iter()
+            .chain(release.as_slice())
+            .map(|t| format!("refs/tags/{}", t.as_str()))
+            .collect();
+        let pruned = prune(cache, &[CACHE_REF], &tags)?;
+        if !pruned.refs.is_empty() || pruned.repacked {
+            tracing::info!(
+                dropped = ?pruned.refs,
+                repacked = pruned.repacked,
+                "pruned the cache to the channel and the releases it keeps"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,510 @@
+//! A hostile git server and the packs it serves, for the tests that hold
+//! a first boot's streamed fetch to its bounds.
+//!
+//! * [`HostileV2`]: a hand-written fake that speaks just enough smart HTTP
+//!   protocol v2 (`ls-refs` and `fetch`, gitprotocol-v2(5)) to serve one
+//!   tag and a crafted pack. It is a fake because no real git server can
+//!   be made to send the packs these tests need (deltas against a zero
+//!   blob, 200,000 tiny blobs, objects out of git's order); everything the
+//!   node does with what it receives is real.
+//! * [`PackWriter`]: writes a pack (gitformat-pack(5)) object by object,
+//!   whole objects and offset deltas, with its trailing checksum.
+//! * [`release_objects`]: a published release's objects, read with the
+//!   real `git`, in the order git's pack writer sends them.
+//! * [`Measured`]: runs `driftless apply` under `/usr/bin/time` and
+//!   samples the node's `/var/lib/driftless` while it runs: peak bytes,
+//!   peak file count, peak resident memory.
+//!
+//! Rules as in `servers.rs`: 127.0.0.1, an ephemeral port, every loop
+//! bounded in count and time, dropping the server stops it.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::ZlibEncoder;
+use sha1::Digest as _;
+
+use crate::release::{DRIFTLESS_TIMEOUT, NodeRoot};
+use crate::servers::{git_command, run_bounded};
+
+/// How long the fake server lives at most.
+const MAX_LIFETIME: Duration = Duration::from_secs(600);
+/// Most connections it takes.
+const MAX_CONNECTIONS: u64 = 1000;
+/// Largest request it reads.
+const MAX_REQUEST: usize = 1 << 20;
+/// Pack bytes per side-band packet (a pkt-line holds 65516 payload bytes).
+const BAND_DATA: usize = 65515;
+
+// ---------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------
+
+/// A fake smart HTTP server speaking protocol v2: it lists one ref and
+/// answers every `fetch` with the same pack.
+pub struct HostileV2 {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    fetches: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HostileV2 {
+    /// Serves `refs/tags/TAG` → `oid`, and `pack` for every fetch.
+    pub fn start(tag: &str, oid: &str, pack: Vec<u8>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let port = listener.local_addr().expect("address").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let fetches = Arc::new(AtomicU64::new(0));
+        let listing = format!("{oid} refs/tags/{tag}\n");
+        let pack = Arc::new(pack);
+        let thread = {
+            let (stop, fetches) = (Arc::clone(&stop), Arc::clone(&fetches));
+            thread::spawn(move || {
+                let deadline = Instant::now() + MAX_LIFETIME;
+                let mut served = 0;
+                while !stop.load(Ordering::SeqCst)
+                    && Instant::now() < deadline
+                    && served < MAX_CONNECTIONS
+                {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            served += 1;
+                            let (listing, pack, fetches) =
+                                (listing.clone(), Arc::clone(&pack), Arc::clone(&fetches));
+                            thread::spawn(move || {
+                                let _ = answer(stream, &listing, &pack, &fetches);
+                            });
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Self {
+            port,
+            stop,
+            fetches,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/release.git`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/release.git", self.port)
+    }
+
+    /// `fetch` requests answered so far.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HostileV2 {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One pkt-line.
+fn pkt(payload: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:04x}", payload.len() + 4).into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Answers one HTTP request: `ls-refs` with the listing, `fetch` with the
+/// pack on side band 1.
+fn answer(
+    mut stream: TcpStream,
+    listing: &str,
+    pack: &[u8],
+    fetches: &AtomicU64,
+) -> std::io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 8192];
+    let (head_end, length) = loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || request.len() > MAX_REQUEST {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, length);
+        }
+    };
+    while request.len() < head_end + length.min(MAX_REQUEST) {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let body = &request[head_end..];
+    let mut out = Vec::new();
+    if body.windows(15).any(|w| w == b"command=ls-refs") {
+        out.extend(pkt(listing.as_bytes()));
+        out.extend_from_slice(b"0000");
+    } else if body.windows(13).any(|w| w == b"command=fetch") {
+        fetches.fetch_add(1, Ordering::SeqCst);
+        out.extend(pkt(b"packfile\n"));
+        for chunk in pack.chunks(BAND_DATA) {
+            let mut band = vec![1u8];
+            band.extend_from_slice(chunk);
+            out.extend(pkt(&band));
+        }
+        out.extend_from_slice(b"0000");
+    } else {
+        stream.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        out.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&out)?;
+    stream.flush()
+}
+
+// ---------------------------------------------------------------------------
+// Packs
+// ---------------------------------------------------------------------------
+
+/// The four kinds of object, by their pack type code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// 1
+    Commit,
+    /// 2
+    Tree,
+    /// 3
+    Blob,
+    /// 4
+    Tag,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Commit => 1,
+            Kind::Tree => 2,
+            Kind::Blob => 3,
+            Kind::Tag => 4,
+        }
+    }
+
+    fn parse(name: &str) -> Self {
+        match name {
+            "commit" => Kind::Commit,
+            "tree" => Kind::Tree,
+            "blob" => Kind::Blob,
+            "tag" => Kind::Tag,
+            other => panic!("not an object kind: {other}"),
+        }
+    }
+}
+
+/// Writes a pack one object at a time.
+#[derive(Default)]
+pub struct PackWriter {
+    body: Vec<u8>,
+    count: u32,
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    z.write_all(data).expect("deflate");
+    z.finish().expect("deflate")
+}
+
+impl PackWriter {
+    /// An empty pack.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The object header: type and size.
+    fn header(&mut self, code: u8, size: u64) {
+        let mut size = size;
+        let mut byte = (code << 4) | (size & 0x0f) as u8;
+        size >>= 4;
+        while size > 0 {
+            self.body.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        self.body.push(byte);
+    }
+
+    /// The offset the next object gets.
+    pub fn offset(&self) -> u64 {
+        12 + self.body.len() as u64
+    }
+
+    /// A whole object; returns its offset.
+    pub fn object(&mut self, kind: Kind, data: &[u8]) -> u64 {
+        let at = self.offset();
+        self.header(kind.code(), data.len() as u64);
+        self.body.extend(deflate(data));
+        self.count += 1;
+        at
+    }
+
+    /// A delta against the object at `base` (an offset delta); returns its
+    /// offset.
+    pub fn ofs_delta(&mut self, base: u64, delta: &[u8]) -> u64 {
+        let at = self.offset();
+        self.header(6, delta.len() as u64);
+        let mut distance = at - base;
+        let mut bytes = vec![(distance & 0x7f) as u8];
+        distance >>= 7;
+        while distance > 0 {
+            distance -= 1;
+            bytes.push(0x80 | (distance & 0x7f) as u8);
+            distance >>= 7;
+        }
+        bytes.reverse();
+        self.body.extend(bytes);
+        self.body.extend(deflate(delta));
+        self.count += 1;
+        at
+    }
+
+    /// Objects written so far.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The pack: header, objects, trailing SHA-1.
+    pub fn finish(self) -> Vec<u8> {
+        let mut pack = b"PACK".to_vec();
+        pack.extend(2u32.to_be_bytes());
+        pack.extend(self.count.to_be_bytes());
+        pack.extend(self.body);
+        let sum = sha1::Sha1::digest(&pack);
+        pack.extend_from_slice(&sum);
+        pack
+    }
+}
+
+/// A base-128 delta size.
+fn delta_size(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A delta that builds `result_len` bytes from a base of `base_len` bytes
+/// by copying its start again and again, in copies of up to 16 MiB: a few
+/// bytes that expand to `result_len`.
+pub fn copying_delta(base_len: u64, result_len: u64) -> Vec<u8> {
+    let mut d = Vec::new();
+    delta_size(base_len, &mut d);
+    delta_size(result_len, &mut d);
+    let mut left = result_len;
+    while left > 0 {
+        let n = left.min(base_len).min(0xff_ffff);
+        // Copy from offset 0 (no offset bytes), size in three bytes.
+        d.push(0x80 | 0x70);
+        d.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
+        left -= n;
+    }
+    d
+}
+
+/// A published release's objects as git's pack writer orders a depth-1
+/// fetch of its tag: the commit and the tag, then every tree, then every
+/// blob (each with its kind and raw bytes, read with `git cat-file`).
+pub fn release_objects(home: &Path, bare: &Path, tag: &str) -> Vec<(Kind, Vec<u8>)> {
+    let git = |args: &[&str]| -> Vec<u8> {
+        let mut cmd = git_command(home);
+        cmd.arg("-C").arg(bare).args(args);
+        let done = run_bounded(&mut cmd, Duration::from_secs(60)).expect("run git");
+        assert!(done.success(), "git {args:?}: {}", done.describe());
+        done.stdout.into_bytes()
+    };
+    // `run_bounded` gives text; objects are read one by one as bytes.
+    let raw = |kind: &str, id: &str| -> Vec<u8> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(bare)
+            .args(["cat-file", kind, id])
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("git cat-file");
+        assert!(out.status.success(), "git cat-file {kind} {id}");
+        out.stdout
+    };
+    let tag_id = String::from_utf8(git(&["rev-parse", &format!("refs/tags/{tag}")]))
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    let listed = String::from_utf8(git(&[
+        "rev-list",
+        "--objects",
+        "--no-object-names",
+        "--no-walk",
+        &format!("refs/tags/{tag}^{{commit}}"),
+    ]))
+    .expect("utf-8");
+    let mut commits = Vec::new();
+    let mut trees = Vec::new();
+    let mut blobs = Vec::new();
+    for id in listed.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let kind = String::from_utf8(git(&["cat-file", "-t", id]))
+            .expect("utf-8")
+            .trim()
+            .to_owned();
+        let object = (Kind::parse(&kind), raw(&kind, id));
+        match object.0 {
+            Kind::Commit => commits.push(object),
+            Kind::Tree => trees.push(object),
+            _ => blobs.push(object),
+        }
+    }
+    let mut objects = commits;
+    objects.push((Kind::Tag, raw("tag", &tag_id)));
+    objects.extend(trees);
+    objects.extend(blobs);
+    objects
+}
+
+// ---------------------------------------------------------------------------
+// Measuring a run
+// ---------------------------------------------------------------------------
+
+/// What one `driftless apply` cost, and how it ended.
+#[derive(Debug)]
+pub struct Measured {
+    /// Exit code (`None`: killed, after running longer than the time limit).
+    pub code: Option<i32>,
+    /// Standard error.
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Largest total size of the regular files under `/var/lib/driftless`.
+    pub peak_bytes: u64,
+    /// Most regular files under `/var/lib/driftless` at once.
+    pub peak_files: u64,
+    /// Peak resident set, KiB (`/usr/bin/time -f %M`).
+    pub peak_rss_kib: u64,
+}
+
+/// Sizes and counts the regular files under `dir` (not following links).
+pub fn usage(dir: &Path, bytes: &mut u64, files: &mut u64, budget: &mut u32) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            usage(&entry.path(), bytes, files, budget);
+        } else if meta.is_file() {
+            *bytes += meta.size();
+            *files += 1;
+        }
+    }
+}
+
+/// Runs `driftless apply --root ROOT` under `/usr/bin/time`, sampling
+/// `ROOT/var/lib/driftless` every millisecond or so while it runs.
+pub fn measure_apply(root: &NodeRoot, home: &Path) -> Measured {
+    measure(root, home, "apply", &[])
+}
+
+/// Runs `driftless SUBCOMMAND --root ROOT EXTRA…` under `/usr/bin/time`,
+/// sampling `ROOT/var/lib/driftless` every millisecond or so while it runs.
+pub fn measure(root: &NodeRoot, home: &Path, subcommand: &str, extra: &[&str]) -> Measured {
+    let agent_dir: PathBuf = root.host("/var/lib/driftless");
+    let rss_file = home.join(format!("rss-{}", std::process::id()));
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .arg(env!("CARGO_BIN_EXE_driftless"))
+        .args([OsString::from(subcommand), OsString::from("--root")])
+        .arg(root.path())
+        .args(extra)
+        .current_dir(home);
+    let done = Arc::new(AtomicBool::new(false));
+    let peaks = Arc::new(Mutex::new((0u64, 0u64)));
+    let sampler = {
+        let (done, peaks, dir) = (Arc::clone(&done), Arc::clone(&peaks), agent_dir.clone());
+        thread::spawn(move || {
+            let deadline = Instant::now() + DRIFTLESS_TIMEOUT + Duration::from_secs(10);
+            while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let (mut bytes, mut files, mut budget) = (0, 0, 1_000_000);
+                usage(&dir, &mut bytes, &mut files, &mut budget);
+                let mut p = peaks.lock().expect("peaks");
+                p.0 = p.0.max(bytes);
+                p.1 = p.1.max(files);
+                drop(p);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let finished = run_bounded(&mut cmd, DRIFTLESS_TIMEOUT).expect("run driftless");
+    done.store(true, Ordering::SeqCst);
+    let _ = sampler.join();
+    let (peak_bytes, peak_files) = *peaks.lock().expect("peaks");
+    let peak_rss_kib = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&rss_file);
+    Measured {
+        code: finished.status.and_then(|s| s.code()),
+        stderr: finished.stderr,
+        elapsed: finished.elapsed,
+        peak_bytes,
+        peak_files,
+        peak_rss_kib,
+    }
+}
