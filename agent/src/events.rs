@@ -15,3 +15,5 @@ pub const CHANNEL_MOVED: &str = "3e8b1d6f2a9c4e7b8d0f1a2c3b4d5e6f";
 pub const CHANNEL_REFUSED: &str = "9a1c3e5b7d2f4a6c8e0b1d3f5a7c9e2b";
 /// The node asked to be replaced.
 pub const REPLACEMENT_REQUESTED: &str = "e2d4f6a8c0b1e3d5f7a9c2e4b6d8f0a1";
+/// A secret a boot emptied from its tmpfs was put back from its sealed copy.
+pub const SECRET_RESTORED: &str = "9de7fb24e6550d2c0b2256045d9667ec";

@@ -32,7 +32,8 @@ pub fn run(args: PlanArgs) -> ExitCode {
         let (repo, verified, _) = crate::release::obtain::fetch_verified(&args.node.root, &config)?;
         let release = Release::open(&repo, verified)?;
         let spec = release.spec(&config.release.spec)?;
-        let steps = apply::plan(&root, &release, &spec)?;
+        let mut secrets = crate::node::secrets::Secrets::new(&config.secrets);
+        let steps = apply::plan(&root, &release, &spec, &mut secrets)?;
         Ok::<_, anyhow::Error>((release.verified.clone(), steps))
     })();
     let (verified, steps) = match result {

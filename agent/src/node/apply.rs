@@ -8,6 +8,7 @@ mod execute;
 mod locking;
 mod planning;
 
+pub(crate) use execute::Failpoint;
 pub use planning::plan;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use crate::config::AgentConfig;
 use crate::config::LockMode;
 use crate::node::gate;
 use crate::node::health;
+use crate::node::secrets::{self, Secrets};
 use crate::node::stage::{AlreadyPinned, ApplyError, Stage};
 use crate::node::systemd;
 use crate::record::drift::{self, Difference};
@@ -29,7 +31,7 @@ use crate::release::spec::UnitName;
 use crate::release::tree::Release;
 use crate::root::{Kind, Root};
 use crate::types::NodePath;
-use execute::{Failpoint, execute};
+use execute::execute;
 use locking::lock_all;
 
 /// What `apply` did.
@@ -90,6 +92,10 @@ pub fn apply(
                 }
                 .into());
             }
+            // A boot empties the tmpfs: its secrets first, then the check.
+            let mut failpoint = Failpoint::from_env();
+            let step = &mut || failpoint.hit();
+            secrets::restore(&root, &config.secrets, &existing, lock_mode, step)?;
             let drift = drift::compare(&root, &existing);
             if lock_mode != LockMode::Off {
                 let before = existing.clone();
@@ -141,12 +147,16 @@ pub fn apply(
     let planned = release
         .spec(&config.release.spec)
         .map_err(anyhow::Error::from)
-        .and_then(|spec| Ok((plan(&root, &release, &spec)?, spec)));
+        .and_then(|spec| {
+            let mut secrets = Secrets::new(&config.secrets);
+            Ok((plan(&root, &release, &spec, &mut secrets)?, spec))
+        });
     let (steps, spec) = match planned {
         Ok(p) => p,
-        // A root that cannot be read (a symlink leading out) is the node's
-        // fault, not the spec's: record the stage the exit code names.
-        Err(e) if Stage::of(&e) == Some(Stage::Apply) => {
+        // A root that cannot be read (a symlink leading out), or a node
+        // without the identity its secrets need, is the node's fault, not
+        // the spec's.
+        Err(e) if matches!(Stage::of(&e), Some(Stage::Apply | Stage::Config)) => {
             return Err(fail(&root, &mut record, &mut phase, FailedAt::Apply, e));
         }
         Err(e) => return Err(fail(&root, &mut record, &mut phase, FailedAt::Spec, e)),
@@ -192,6 +202,8 @@ pub fn apply(
             ));
         }
     };
+    // The secrets' plaintext is zeroed as soon as it is written.
+    drop(steps);
     record.manifest.extend(agent_files(&root, config)?);
     let live_systemd = systemd::systemd_is_live(root_path);
     // The units apply starts: stopped again if the node turns out bad.
@@ -284,6 +296,7 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
             origin: "agent".into(),
             lock: LockStatus::Pending,
             exclusive: false,
+            secret: None,
         });
     }
     Ok(out)

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::node::accounts::{self, AccountFiles};
 use crate::node::systemd;
+use crate::record::secret::SecretBytes;
 use crate::record::state::{LockStatus, ManifestEntry};
 use crate::release::spec::{Content, NodeSpec, UnitName};
 use crate::release::tree::BlobRef;
@@ -72,7 +73,8 @@ pub enum Entry {
         /// The bytes, or where to read them when the file is written.
         content: Bytes,
         /// SHA-256 of the bytes; `None` for a release blob not read yet
-        /// (it is hashed as it is written, so each blob is read once).
+        /// (it is hashed as it is written, so each blob is read once). For
+        /// a secret, its keyed digest instead (see `record::secret`).
         sha256: Option<[u8; 32]>,
         /// Permission bits.
         mode: u32,
@@ -125,6 +127,8 @@ pub enum Bytes {
         /// Its size.
         len: u64,
     },
+    /// A secret: sealed in the release until planning opens it.
+    Secret(SecretBytes),
 }
 
 impl Bytes {
@@ -133,6 +137,7 @@ impl Bytes {
         match self {
             Bytes::Held(b) => b.len() as u64,
             Bytes::Blob { len, .. } => *len,
+            Bytes::Secret(s) => s.len(),
         }
     }
 
@@ -314,6 +319,13 @@ pub fn desired(
         let (mode, uid, gid) = (f.mode.0, uid(&f.owner)?, gid(&f.group)?);
         let entry = match &f.content {
             Content::Inline(text) => Entry::file(text.clone().into_bytes(), mode, uid, gid),
+            Content::Encrypted(p) => Entry::File {
+                content: Bytes::Secret(SecretBytes::sealed(p, f.tmpfs)),
+                sha256: None,
+                mode,
+                uid,
+                gid,
+            },
             Content::Source(p) => {
                 let b = blob(p).map_err(PlanError)?;
                 Entry::File {
@@ -378,6 +390,7 @@ fn unit_entries(
     let content = match &unit.content {
         Some(Content::Inline(text)) => text.clone().into_bytes(),
         Some(Content::Source(p)) => read(p).map_err(PlanError)?,
+        Some(Content::Encrypted(_)) => return Err(PlanError(format!("{origin}: not a secret"))),
         None => return Err(PlanError(format!("{origin}: no content"))),
     };
     let mut out = vec![Desired::owned(
@@ -505,6 +518,13 @@ impl fmt::Display for Step {
         let detail = match &d.entry {
             Entry::Directory { mode, uid, gid } => format!("directory, {mode:04o} {uid}:{gid}"),
             Entry::File {
+                content: Bytes::Secret(s),
+                mode,
+                uid,
+                gid,
+                ..
+            } => format!("{}, {mode:04o} {uid}:{gid}", s.describe()),
+            Entry::File {
                 sha256,
                 mode,
                 uid,
@@ -548,6 +568,7 @@ impl From<&Desired> for ManifestEntry {
                 LockStatus::Exempt("mutable directory".into())
             },
             exclusive: d.exclusive,
+            secret: None,
         };
         match &d.entry {
             Entry::Directory { mode, uid, gid } => {
@@ -558,10 +579,14 @@ impl From<&Desired> for ManifestEntry {
                 mode,
                 uid,
                 gid,
-                ..
+                content,
             } => {
                 (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
                 e.sha256 = sha256.map(|s| hex(&s));
+                if let Bytes::Secret(s) = content {
+                    // Never a plain digest of a secret: its keyed one.
+                    (e.sha256, e.secret) = (None, s.record().cloned());
+                }
             }
             Entry::Link { target } => e.target = Some(target.clone()),
         }

@@ -5,5 +5,7 @@ pub mod detect;
 pub mod drift;
 pub mod lifecycle;
 pub mod replacement;
+pub mod secret;
 pub mod state;
+pub mod volatile;
 pub mod watch_state;

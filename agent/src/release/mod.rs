@@ -3,5 +3,6 @@
 
 pub mod channel;
 pub mod obtain;
+pub mod sealed;
 pub mod spec;
 pub mod tree;

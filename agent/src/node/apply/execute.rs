@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::planning::blob_id;
 use crate::node::plan::{Bytes, Change, Entry, Step};
+use crate::node::stage::ApplyError;
+use crate::record::secret::SecretBytes;
 use crate::release::tree::Release;
 use crate::root::Root;
 use crate::types::NodePath;
@@ -73,6 +75,12 @@ pub(super) fn execute(
                 // Blobs are read one at a time, right before they are written.
                 let entry = match content {
                     Bytes::Held(bytes) => root.stage_file(&d.path, bytes, *mode, *uid, *gid)?,
+                    Bytes::Secret(SecretBytes::Open { plain, .. }) => {
+                        root.stage_file(&d.path, plain.bytes(), *mode, *uid, *gid)?
+                    }
+                    Bytes::Secret(SecretBytes::Sealed { .. }) => {
+                        return Err(ApplyError(format!("{}: secret not opened", d.path)).into());
+                    }
                     Bytes::Blob { id, .. } => {
                         let left = uses.get_mut(id.as_str()).map_or(0, |n| {
                             *n -= 1;
@@ -123,12 +131,12 @@ fn unprivileged_retry(
 /// A test hook: `DRIFTLESS_TEST_KILL_AFTER=N` kills the process with SIGKILL
 /// after the N-th durable change (a path written, then a path locked), to
 /// prove that any interruption is recoverable.
-pub(super) struct Failpoint {
+pub(crate) struct Failpoint {
     remaining: Option<u64>,
 }
 
 impl Failpoint {
-    pub(super) fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Self {
             remaining: std::env::var("DRIFTLESS_TEST_KILL_AFTER")
                 .ok()
@@ -136,7 +144,7 @@ impl Failpoint {
         }
     }
 
-    pub(super) fn hit(&mut self) {
+    pub(crate) fn hit(&mut self) {
         if let Some(n) = &mut self.remaining {
             *n = n.saturating_sub(1);
             if *n == 0 {

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::node::accounts::AccountFiles;
 use crate::node::plan::{self, Bytes, Current, Desired, Entry, Step};
+use crate::node::secrets::Secrets;
 use crate::node::stage::ApplyError;
 use crate::release::tree::Release;
 use crate::root::{Kind, Root, sha256_of};
@@ -34,11 +35,14 @@ fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
     })
 }
 
-/// What the release asks of this root, compared with what is there.
+/// What the release asks of this root, compared with what is there. Its
+/// secrets are opened with `secrets` (the node's identity) first: a node
+/// that cannot open them fails here, before anything is written.
 pub fn plan(
     root: &Root,
     release: &Release<'_>,
     spec: &crate::release::spec::NodeSpec,
+    secrets: &mut Secrets<'_>,
 ) -> anyhow::Result<Vec<Step>> {
     let accounts = account_files(root)?;
     let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
@@ -48,10 +52,11 @@ pub fn plan(
             .map_err(|e| e.to_string())
     };
     let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
+    secrets.open(root, release, spec, &mut desired)?;
     unprivileged_owners(&mut desired);
     let mut current = BTreeMap::new();
     for d in &mut desired {
-        let found = observe(root, d)?;
+        let found = observe(root, d, secrets)?;
         // Only a file of the same size on the node needs the release file's
         // digest now; every other one is hashed as it is written.
         if let (
@@ -101,14 +106,18 @@ fn unprivileged_owners(desired: &mut [Desired]) {
     }
 }
 
-fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
+fn observe(root: &Root, d: &Desired, secrets: &Secrets<'_>) -> anyhow::Result<Option<Current>> {
     let Some(o) = root.observe(&d.path)? else {
         return Ok(None);
     };
     let sha256 = match (o.kind, &d.entry) {
-        // A different size is a different content; no need to read it.
+        // A different size is a different content; no need to read it. A
+        // secret is compared by its keyed digest.
         (Kind::File, Entry::File { content, .. }) if o.size == content.len() => {
-            Some(root.sha256(&d.path)?)
+            Some(match content {
+                Bytes::Secret(_) => secrets.digest_file(root, &d.path)?,
+                _ => root.sha256(&d.path)?,
+            })
         }
         _ => None,
     };
