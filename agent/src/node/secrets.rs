@@ -239,20 +239,13 @@ impl<'c> Secrets<'c> {
         if self.key.is_some() {
             return Ok(());
         }
-        let path = digest_key_path();
-        let bytes = match root.read_optional(&path, DIGEST_KEY_LEN as u64)? {
-            Some(bytes) if bytes.len() == DIGEST_KEY_LEN => Zeroizing::new(bytes),
-            Some(_) => {
-                return Err(RootError {
-                    path: path.to_string(),
-                    reason: format!("not a {DIGEST_KEY_LEN}-byte key"),
-                });
-            }
+        let bytes = match DigestKey::load_bytes(root)? {
+            Some(bytes) => bytes,
             None => {
                 let mut bytes = Zeroizing::new(vec![0u8; DIGEST_KEY_LEN]);
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
                     .map_err(|_| RootError {
-                        path: path.to_string(),
+                        path: digest_key_path().to_string(),
                         reason: "the system's random source failed".into(),
                     })?;
                 bytes

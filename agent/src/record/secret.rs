@@ -120,6 +120,11 @@ impl DigestKey {
 
     /// The node's key, if apply made one.
     pub fn load(root: &Root) -> Result<Option<Self>, RootError> {
+        Ok(Self::load_bytes(root)?.map(|bytes| Self::from_bytes(&bytes)))
+    }
+
+    /// The bytes of the node's key, if apply made one.
+    pub fn load_bytes(root: &Root) -> Result<Option<Zeroizing<Vec<u8>>>, RootError> {
         let path = digest_key_path();
         let Some(bytes) = root.read_optional(&path, DIGEST_KEY_LEN as u64)? else {
             return Ok(None);
@@ -131,7 +136,7 @@ impl DigestKey {
                 reason: format!("not a {DIGEST_KEY_LEN}-byte key"),
             });
         }
-        Ok(Some(Self::from_bytes(&bytes)))
+        Ok(Some(bytes))
     }
 
     /// The keyed digest of `bytes`.

@@ -1,5 +1,6 @@
 //! The verified release as data: the node spec, the files of the release
-//! tree, and the fleet's channel document that names the release to run.
+//! tree, its encrypted sources (secrets), and the fleet's channel document
+//! that names the release to run.
 
 pub mod channel;
 pub mod obtain;

@@ -255,12 +255,16 @@ fn parse_ssh(text: &str) -> Result<Identity, String> {
 /// (`openssh-key-v1`: cipher, kdf, kdf options, key count, public key).
 fn ssh_public_half(text: &str) -> Result<(String, String, bool), String> {
     let bad = || "not a readable OpenSSH private key".to_owned();
-    let body: String = text
+    // Sized once: a grown buffer would leave copies behind in freed memory.
+    let mut body = Zeroizing::new(String::with_capacity(text.len()));
+    for line in text
         .lines()
         .skip_while(|l| !l.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"))
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
-        .collect();
+    {
+        body.push_str(line);
+    }
     let blob = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
             .decode(body.trim())
