@@ -199,9 +199,15 @@ fixture_git -C "$src" rm -q -rf .
 printf 'release: v1\n' >"$src/channel.yaml"
 fixture_git -C "$src" add channel.yaml
 fixture_git -C "$src" -c user.signingkey="$work/release_key" commit -q -S -m "promote v1"
+# Scenario 5's node watches a channel that names its own release, so that
+# it stays up (scenario 2 moves the first one).
+fixture_git -C "$src" checkout -q -b channel-secret
+printf 'release: v4-secret\n' >"$src/channel.yaml"
+fixture_git -C "$src" -c user.signingkey="$work/release_key" commit -q -S -am "promote v4-secret"
+fixture_git -C "$src" checkout -q channel
 mkdir -p "$work/srv"
 git clone -q --bare "$src" "$work/srv/release.git"
-fixture_git -C "$src" push -q "$work/srv/release.git" channel v1 v1-stranger v2 v3-unhealthy v4-secret 2>/dev/null ||
+fixture_git -C "$src" push -q "$work/srv/release.git" channel channel-secret v1 v1-stranger v2 v3-unhealthy v4-secret 2>/dev/null ||
   die "cannot push the fixtures"
 git -c gpg.ssh.allowedSignersFile="$work/allowed_signers" -C "$work/srv/release.git" verify-tag v1 >/dev/null 2>&1 ||
   die "git itself does not verify the fixture tag v1"
@@ -267,7 +273,7 @@ user_data() {
   echo "        allowed_signers: /etc/driftless/allowed_signers"
   echo "      release: $release"
   echo "      fetch: {connect_timeout: 10s, io_timeout: 30s, deadline: 2m}"
-  echo "      channel: {poll_interval: ${POLL}s}"
+  echo "      channel: {poll_interval: ${POLL}s${channel_ref:+, ref: $channel_ref}}"
   echo "      replace: {action: poweroff}"
   echo "      failure: {policy: $failure}"
   [ -z "${extra_config:-}" ] || echo "      $extra_config"
@@ -701,10 +707,12 @@ scenario_secret() {
   echo "== scenario 5: a secret on a tmpfs -> applied; booted again, put back before its service starts"
   extra_config="secrets: {identity_file: /etc/driftless/age-identity}"
   identity_file="$work/node.age"
+  channel_ref=refs/heads/channel-secret
   boot_until_probe secret "{tag: v4-secret}" poweroff
   local booted=$?
   extra_config=""
   identity_file=""
+  channel_ref=""
   [ $booted = 0 ] || return
   expect_poweroff
   expect "driftless-apply.service succeeded" "$(probe apply-unit) $(probe apply-result)" "active success"
@@ -716,10 +724,10 @@ scenario_secret() {
   # service by its drop-in) puts the secret back from its sealed copy.
   echo "     booting the node again"
   local first
-  first=$(grep -c "Started app.service" "$console")
+  first=$(grep -c "Started .*app.service" "$console")
   power_on_again secret
   local deadline=$(($(date +%s) + TIMEOUT))
-  while [ "$(grep -c "Started app.service" "$console")" -le "$first" ]; do
+  while [ "$(grep -c "Started .*app.service" "$console")" -le "$first" ]; do
     if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
       fail "booted again, the release's service starts within ${TIMEOUT}s" "$(tail -n 40 "$console")"
       wait_poweroff 1
@@ -774,6 +782,7 @@ replaced_timing=""
 disk=""
 extra_config=""
 identity_file=""
+channel_ref=""
 for s in "${scenarios[@]}"; do
   started=$(date +%s)
   "scenario_$s"
