@@ -73,6 +73,7 @@ if [ -n "$deb" ]; then
     "./lib/systemd/system/driftless-apply.service -rw-r--r--"
     "./lib/systemd/system/driftless-watch.service -rw-r--r--"
     "./lib/systemd/system/driftless-failed.service -rw-r--r--"
+    "./lib/systemd/system/driftless-secrets.service -rw-r--r--"
     "./usr/lib/tmpfiles.d/driftless.conf -rw-r--r--"
     "./etc/driftless/ drwxr-xr-x"
     "./etc/driftless/README -rw-r--r--"
@@ -122,7 +123,7 @@ if [ -n "$deb" ]; then
   # groff's warnings (-ww) go to stderr; check() fails on any.
   check "the man page renders without warnings" \
     sh -c "zcat '$root/usr/share/man/man1/driftless.1.gz' | groff -man -ww -z -Tutf8"
-  for sub in apply plan check status fetch verify watch gate; do
+  for sub in apply plan check status fetch verify watch gate restore; do
     if zcat "$root/usr/share/man/man1/driftless.1.gz" | grep -q "^\.SS \"driftless $sub\""; then
       pass "the man page documents driftless $sub"
     else

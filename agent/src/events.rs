@@ -19,3 +19,5 @@ pub const CHANNEL_CONFLICT: &str = "c47e1a9b2d5f4e08a3b6c9d2e5f8a1b4";
 pub const CHANNEL_STALE: &str = "5b8d2f6a9c1e4b7d8f0a3c6e9b2d5f81";
 /// The node asked to be replaced.
 pub const REPLACEMENT_REQUESTED: &str = "e2d4f6a8c0b1e3d5f7a9c2e4b6d8f0a1";
+/// A secret a boot emptied from its tmpfs was put back from its sealed copy.
+pub const SECRET_RESTORED: &str = "9de7fb24e6550d2c0b2256045d9667ec";

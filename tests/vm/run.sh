@@ -27,13 +27,18 @@
 #                the release's service (its gate, `driftless gate`, is shut)
 #                and its mount, socket, timer and path unit (their
 #                condition, /var/lib/driftless/gate-open, does not hold).
+#   5. secret:   a release with an age-encrypted secret on a tmpfs (/run),
+#                the node's identity baked into the image -> applied, the
+#                service finds its secret; booted again, driftless-secrets
+#                puts the secret back before the service starts; the
+#                plaintext is nowhere on the guest's disk.
 #
-#   bash tests/vm/run.sh                 # all four
+#   bash tests/vm/run.sh                 # all five
 #   bash tests/vm/run.sh applied refused # some of them
 #
 # What it needs: root; qemu-system-x86 (with qemu-utils/bookworm, see
 # .ci/run), debootstrap, e2fsprogs (debugfs, mke2fs), dosfstools + mtools
-# (the CIDATA seed), git (its daemon serves the releases), ssh-keygen,
+# (the CIDATA seed), git (its daemon serves the releases), ssh-keygen, age,
 # systemd's journalctl (reads the guest's journal), cloud-init (checks the
 # user-data's schema), python3, and what packaging/build-deb.sh needs.
 #
@@ -78,15 +83,15 @@ fail() {
 die() { echo "error: vm: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap, debugfs on the image)"
-for tool in qemu-system-x86_64 debugfs mke2fs mkfs.vfat mcopy git ssh-keygen journalctl python3 dpkg-deb cloud-init; do
+for tool in qemu-system-x86_64 debugfs mke2fs mkfs.vfat mcopy git ssh-keygen age age-keygen journalctl python3 dpkg-deb cloud-init; do
   command -v "$tool" >/dev/null || die "$tool is not installed (see the header of $0)"
 done
 git daemon --help >/dev/null 2>&1 || [ -x "$(git --exec-path)/git-daemon" ] || die "git daemon is not available"
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(applied replaced refused gated)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(applied replaced refused gated secret)
 for s in "${scenarios[@]}"; do
-  case $s in applied | replaced | refused | gated) ;; *) die "unknown scenario $s (applied, replaced, refused, gated)" ;; esac
+  case $s in applied | replaced | refused | gated | secret) ;; *) die "unknown scenario $s (applied, replaced, refused, gated, secret)" ;; esac
 done
 
 work=$(mktemp -d /tmp/driftless-vm.XXXXXX)
@@ -232,6 +237,28 @@ sed -i 's|exec: \[/usr/bin/systemctl, is-active, --quiet, app.service\]|exec: [/
   "$src/driftless.yaml"
 fixture_git -C "$src" commit -q -am "release v3, unhealthy"
 fixture_git -C "$src" -c user.signingkey="$work/release_key" tag -s -m "v3" v3-unhealthy
+# A release with a secret on a tmpfs, encrypted with the age tool to the
+# node's identity (baked into scenario 5's image). The service says whether
+# it found its secret, never what it is.
+age-keygen -o "$work/node.age" 2>/dev/null
+node_recipient=$(age-keygen -y "$work/node.age")
+vm_secret=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+mkdir -p "$src/secrets"
+printf '%s' "$vm_secret" | age -r "$node_recipient" -o "$src/secrets/token.age"
+# v1's spec and service, with the secret.
+git -C "$src" show v1:driftless.yaml |
+  sed 's|^  - { path: /etc/app, mode: "0755" }$|&\n  - { path: /run/app, mode: "0750" }|
+       s|^  - { path: /etc/app/app.conf, .*$|&\n  - { path: /run/app/token, secret: secrets/token.age, tmpfs: true }|' \
+    >"$src/driftless.yaml"
+# shellcheck disable=SC2016 # $$ is systemd's escape for the shell's $.
+git -C "$src" show v1:units/app.service |
+  sed 's|^ExecStart=.*|ExecStart=/bin/sh -c '"'"'if [ "$$(wc -c </run/app/token)" = 32 ]; then echo "app: secret in place"; else echo "app: secret missing"; fi; exec sleep infinity'"'"'|' \
+    >"$src/units/app.service"
+grep -q 'secret: secrets/token.age' "$src/driftless.yaml" && grep -q 'secret in place' "$src/units/app.service" ||
+  die "cannot make the v4 fixture"
+fixture_git -C "$src" add -A
+fixture_git -C "$src" commit -q -m "release v4, a secret"
+fixture_git -C "$src" -c user.signingkey="$work/release_key" tag -s -m "v4" v4-secret
 # The channel: its own branch, written by `driftless channel` (the host's
 # copy of the packaged binary) as an operator would, signed by the release
 # key, for the fleet the guests' config names.
@@ -241,9 +268,13 @@ channel() {
     --signing-key "$work/release_key"
 }
 channel init v1 --fleet vm >/dev/null || die "driftless channel init failed"
+# Scenario 5's node watches a channel that names its own release, so that
+# it stays up (scenario 2 moves the first one).
+channel --branch channel-secret init v4-secret --fleet vm >/dev/null ||
+  die "driftless channel init of channel-secret failed"
 mkdir -p "$work/srv"
 git clone -q --bare "$src" "$work/srv/release.git"
-fixture_git -C "$src" push -q "$work/srv/release.git" channel v1 v1-stranger v2 v3-unhealthy 2>/dev/null ||
+fixture_git -C "$src" push -q "$work/srv/release.git" channel channel-secret v1 v1-stranger v2 v3-unhealthy v4-secret 2>/dev/null ||
   die "cannot push the fixtures"
 git -c gpg.ssh.allowedSignersFile="$work/allowed_signers" -C "$work/srv/release.git" verify-tag v1 >/dev/null 2>&1 ||
   die "git itself does not verify the fixture tag v1"
@@ -284,6 +315,9 @@ fi
 say "watch $(systemctl is-active driftless-watch.service)"
 driftless gate >/dev/null 2>&1
 say "gate $?"
+driftless check >/dev/null 2>&1
+say "check $?"
+if [ -e /run/app/token ]; then say "token present $(stat -f -c %T /run/app/token)"; else say "token absent"; fi
 driftless status 2>&1 | sed 's/^/PROBE status: /'
 say "done"
 [ "$1" = poweroff ] && systemctl poweroff --no-block
@@ -308,10 +342,11 @@ user_data() {
   echo "        allowed_signers: /etc/driftless/allowed_signers"
   echo "      release: $release"
   echo "      fetch: {connect_timeout: 10s, io_timeout: 30s, deadline: 2m}"
-  echo "      channel: {poll_interval: ${POLL}s, fleet: vm}"
+  echo "      channel: {poll_interval: ${POLL}s, fleet: vm${channel_ref:+, ref: $channel_ref}}"
   echo "      clock: {sync: wait, sync_timeout: ${CLOCK_WAIT}s}"
   echo "      replace: {action: poweroff}"
   echo "      failure: {policy: $failure}"
+  [ -z "${extra_config:-}" ] || echo "      $extra_config"
   echo "  - path: /etc/driftless/allowed_signers"
   echo "    owner: root:root"
   echo "    permissions: \"0644\""
@@ -359,6 +394,7 @@ debugfs_install() {
   cat >>"$cmds" <<'EOF'
 symlink /etc/systemd/system/multi-user.target.wants/driftless-apply.service /lib/systemd/system/driftless-apply.service
 symlink /etc/systemd/system/multi-user.target.wants/driftless-watch.service /lib/systemd/system/driftless-watch.service
+symlink /etc/systemd/system/multi-user.target.wants/driftless-secrets.service /lib/systemd/system/driftless-secrets.service
 mkdir /var/lib/driftless
 sif /var/lib/driftless mode 040700
 EOF
@@ -378,6 +414,19 @@ EOF
   [ "$mode" = 0755 ] || { fail "the image holds /usr/bin/driftless 0755" "mode: $mode"; return 1; }
 }
 
+# install_identity DISK FILE: bakes the node's age identity into the image
+# as /etc/driftless/age-identity, root's, 0600 (docs/secrets.md: a file
+# baked per role).
+install_identity() {
+  local disk=$1 file=$2 cmds="$work/identity.cmds"
+  printf 'cd /etc/driftless\nwrite %s age-identity\nsif /etc/driftless/age-identity mode 0100600\nsif /etc/driftless/age-identity uid 0\nsif /etc/driftless/age-identity gid 0\n' \
+    "$file" >"$cmds"
+  debugfs -w -f "$cmds" "$disk" >"$work/identity.log" 2>&1
+  local mode
+  mode=$(debugfs -R "stat /etc/driftless/age-identity" "$disk" 2>/dev/null | grep -o 'Mode: *[0-7]*' | grep -o '[0-7]*$')
+  [ "$mode" = 0600 ] || { fail "the node's identity is baked into the image, 0600" "mode '$mode'; $(cat "$work/identity.log")"; return 1; }
+}
+
 # guest_file DISK PATH: prints a file of the powered-off guest's disk.
 guest_file() { debugfs -R "cat $2" "$1" 2>/dev/null; }
 
@@ -391,6 +440,7 @@ boot() {
   disk="$work/$name.raw"
   cp --sparse=always "$image/rootfs.raw" "$disk"
   debugfs_install "$disk" || return 1
+  [ -z "${identity_file:-}" ] || install_identity "$disk" "$identity_file" || return 1
   mkdir -p "$seeddir"
   printf 'instance-id: driftless-vm-%s-%s\nlocal-hostname: driftless-%s\n' \
     "$name" "$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" "$name" >"$seeddir/meta-data"
@@ -816,9 +866,87 @@ scenario_refused() {
     'x["stage"] == "verify" and "not in allowed_signers" in x["reason"]'
 }
 
+# --- scenario 5: a secret on a tmpfs, put back at the next boot ---------------
+scenario_secret() {
+  echo "== scenario 5: a secret on a tmpfs -> applied; booted again, put back before its service starts"
+  extra_config="secrets: {identity_file: /etc/driftless/age-identity}"
+  identity_file="$work/node.age"
+  channel_ref=refs/heads/channel-secret
+  boot_until_probe secret "{tag: v4-secret}" poweroff
+  local booted=$?
+  extra_config=""
+  identity_file=""
+  channel_ref=""
+  [ $booted = 0 ] || return
+  expect_poweroff
+  expect "driftless-apply.service succeeded" "$(probe apply-unit) $(probe apply-result)" "active success"
+  expect "the release's service runs" "$(probe app)" active
+  expect "the secret is in place, on a tmpfs" "$(probe token)" "present tmpfs"
+  expect "driftless check finds no drift on the applied node" "$(probe check)" 0
+  expect "the gate is open" "$(probe gate)" 0
+  # Booted again: /run is empty, and driftless-secrets (ordered before the
+  # service by its drop-in) puts the secret back from its sealed copy.
+  echo "     booting the node again"
+  local first
+  first=$(grep -c "Started .*app.service" "$console")
+  power_on_again secret
+  local deadline=$(($(date +%s) + TIMEOUT))
+  while [ "$(grep -c "Started .*app.service" "$console")" -le "$first" ]; do
+    if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$qemu_pid" 2>/dev/null; then
+      fail "booted again, the release's service starts within ${TIMEOUT}s" "$(tail -n 40 "$console")"
+      wait_poweroff 1
+      return
+    fi
+    sleep 1
+  done
+  pass "booted again, the release's service starts"
+  wait_console "release v4-secret \(commit [0-9a-f]{40}\) was already applied" 120 ||
+    fail "booted again, driftless apply checks the node" "$(tail -n 20 "$console")"
+  sleep 5
+  press_power_button secret
+  if ! wait_poweroff 120; then
+    fail "the guest powers off on the power button" "$(tail -n 20 "$console")"
+    return
+  fi
+  local second put_back_at app_at
+  journal_line "$disk" "." >/dev/null
+  second=$(journalctl --file="$work/journal-secret/journal/*/*.journal" -b 0 -o short-monotonic --no-pager 2>/dev/null)
+  put_back_at=$(grep -m1 "secret /run/app/token put back from its sealed copy" <<<"$second" | seconds_of)
+  app_at=$(grep -m1 "app: secret " <<<"$second" | seconds_of)
+  if grep -q "app: secret in place" <<<"$second" && ! grep -q "app: secret missing" <<<"$second"; then
+    pass "booted again, the service found its secret"
+  else
+    fail "booted again, the service found its secret" "$(grep -E 'app|secret' <<<"$second" | tail -n 20)"
+  fi
+  if [ -n "$put_back_at" ] && [ -n "$app_at" ] &&
+    awk -v a="$put_back_at" -v b="$app_at" 'BEGIN { exit !(a < b) }'; then
+    pass "the secret was put back (${put_back_at} s) before the service started (${app_at} s)"
+  else
+    fail "the secret was put back before the service started" "put back at '$put_back_at', service at '$app_at'"
+  fi
+  if grep -Eq "/run/app/token: (missing|secret changed|lock removed)" <<<"$second"; then
+    fail "no drift on the secret at the second boot" "$(grep -E '/run/app/token' <<<"$second")"
+  else
+    pass "no drift on the secret at the second boot"
+  fi
+  json_check "state.json on the disk keeps a keyed digest and a sealed copy of the secret, no plain digest" \
+    "$(guest_file "$disk" /var/lib/driftless/state.json)" \
+    '[e for e in x["manifest"] if e["path"] == "/run/app/token" and "sha256" not in e and len(e["secret"]["hmac_sha256"]) == 64 and e["secret"]["sealed"].startswith("/var/lib/driftless/sealed/")]'
+  local digest
+  digest=$(printf '%s' "$vm_secret" | sha256sum | cut -c1-64)
+  if grep -qaF -e "$vm_secret" -e "$digest" "$disk"; then
+    fail "neither the secret nor its SHA-256 is anywhere on the guest's disk" "found in $disk"
+  else
+    pass "neither the secret nor its SHA-256 is anywhere on the guest's disk (journal, state, cache)"
+  fi
+}
+
 timing=""
 replaced_timing=""
 disk=""
+extra_config=""
+identity_file=""
+channel_ref=""
 for s in "${scenarios[@]}"; do
   started=$(date +%s)
   "scenario_$s"

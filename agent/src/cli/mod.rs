@@ -15,6 +15,7 @@ mod fetch;
 mod gate;
 mod node;
 mod plan;
+mod restore;
 mod status;
 mod verify;
 mod watch;
@@ -49,6 +50,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Fetch and verify the pinned release into the cache only (image baking).
     Fetch(fetch::FetchArgs),
+    /// Put back the release's secrets a boot emptied from a tmpfs (before its services start).
+    Restore(restore::RestoreArgs),
     /// Exit 0 when the release's services may start (their ExecCondition), 1 when not.
     Gate(gate::GateArgs),
     /// Verify an SSH-signed release tag (or a signed commit) in a local repository.
@@ -70,13 +73,14 @@ impl Command {
     /// process (see `watch`), and starts libgit2 itself only for a ref
     /// listing over a transport without protocol v2. Nor does the gate,
     /// which systemd runs before every start of a release's service and
-    /// which reads only the node's state. Nor does apply, which starts it
+    /// which reads only the node's state, nor restore, which reads only the
+    /// node's records and sealed copies. Nor does apply, which starts it
     /// only when it needs the cache: a first boot over HTTP(S) streams its
     /// release without libgit2 (see `release::obtain::fetch_release`).
     pub fn starts_libgit(&self) -> bool {
         !matches!(
             self,
-            Command::Watch(_) | Command::Gate(_) | Command::Apply(_)
+            Command::Watch(_) | Command::Gate(_) | Command::Apply(_) | Command::Restore(_)
         )
     }
 }
@@ -125,6 +129,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Status(args) => status::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Gate(args) => gate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Channel(args) => channel::run(*args),

@@ -36,7 +36,8 @@ pub fn run(args: PlanArgs) -> ExitCode {
         let spec = release.spec(&config.release.spec)?;
         let earlier = crate::record::state::load(&root)?;
         let recorded = apply::recorded_parents(earlier.as_ref(), &release.verified.commit);
-        let steps = apply::plan(&root, &release, &spec, &recorded)?;
+        let mut secrets = crate::node::secrets::Secrets::new(&config.secrets);
+        let steps = apply::plan(&root, &release, &spec, &recorded, &mut secrets)?;
         Ok::<_, anyhow::Error>((release.verified.clone(), steps))
     })();
     let (verified, steps) = match result {

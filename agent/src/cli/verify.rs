@@ -1,5 +1,7 @@
 //! `driftless verify`: the node's verdict on a tag or commit, for release
-//! engineers to run in their own CI before they push.
+//! engineers to run in their own CI before they push. For a tag whose tree
+//! holds a node spec, it also checks every encrypted source (secret) the
+//! spec names, without decrypting any.
 
 use std::path::PathBuf;
 
@@ -10,6 +12,9 @@ use serde_json::json;
 
 use crate::config::ConfigError;
 use crate::exit::ExitCode;
+use crate::release::sealed::{self, SealedHeader};
+use crate::release::tree::Release;
+use crate::types::TreePath;
 use crate::verify::{self, Kind, Trust, Verified};
 
 /// Arguments of `driftless verify`.
@@ -30,6 +35,10 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The node spec in the tag's tree, whose secrets are checked (each
+    /// must parse as age and name a recipient a node can hold).
+    #[arg(long, value_name = "PATH", default_value = "driftless.yaml")]
+    spec: String,
     /// The annotated tag to verify (refs/tags/TAG).
     #[arg(required_unless_present = "commit")]
     tag: Option<String>,
@@ -47,13 +56,21 @@ pub fn run(args: VerifyArgs) -> ExitCode {
         Kind::Commit => "commit",
     };
     match verify(&args, kind, &name) {
-        Ok(verified) => {
+        Ok((verified, secrets)) => {
             if args.json {
                 let mut value = serde_json::to_value(&verified).unwrap_or_default();
                 value["verified"] = json!(true);
+                value["secrets"] = secrets
+                    .iter()
+                    .map(|(source, header)| json!({ "source": source, "recipients": header.describe() }))
+                    .collect();
                 outln!("{value}");
             } else {
                 print_human(&verified);
+                for (i, (source, header)) in secrets.iter().enumerate() {
+                    let label = if i == 0 { "secrets" } else { "" };
+                    outln!("{label:<10} {source}: {}", header.describe());
+                }
             }
             ExitCode::Success
         }
@@ -74,7 +91,10 @@ pub fn run(args: VerifyArgs) -> ExitCode {
     }
 }
 
-fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verified> {
+/// A verified tag or commit, and the secrets of a tag's node spec.
+type Verdict = (Verified, Vec<(TreePath, SealedHeader)>);
+
+fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verdict> {
     let trust = Trust::load(&args.allowed_signers, args.revoked_keys.as_deref())?;
     let repo = Repository::open_ext(
         &args.repo,
@@ -90,7 +110,21 @@ fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verified>
         Kind::Tag => verify::verify_tag(&repo, name, &trust, now)?,
         Kind::Commit => verify::verify_commit(&repo, name, &trust, now)?,
     };
-    Ok(verified)
+    let mut secrets = Vec::new();
+    if kind == Kind::Tag {
+        let spec_path = TreePath::new(&args.spec).map_err(|reason| ConfigError {
+            path: "--spec".into(),
+            reason,
+        })?;
+        let release = Release::open(&repo, verified.clone())?;
+        match release.spec(&spec_path) {
+            Ok(spec) => secrets = sealed::check_sources(&release, &spec)?,
+            // A tree without a node spec is not a release of nodes.
+            Err(e) if e.reason == "no such file in the release" => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((verified, secrets))
 }
 
 fn print_human(v: &Verified) {

@@ -20,6 +20,7 @@ use crate::types::{ByteSize, Interval, NodePath, TreePath};
 mod channel;
 mod identity;
 mod rollout;
+mod secrets;
 mod values;
 
 pub use channel::{
@@ -28,6 +29,7 @@ pub use channel::{
 };
 pub use identity::{instance_id, node_id};
 pub use rollout::{Coordinator, RolloutSettings};
+pub use secrets::{IdentityError, SecretSettings};
 pub use values::{CommitId, SourceUrl, TagName};
 
 /// Where the config lives on a node.
@@ -86,6 +88,9 @@ pub struct AgentConfig {
     /// collector), e.g. `/var/lib/node_exporter/textfile/driftless.prom`.
     #[serde(default)]
     pub metrics_file: Option<NodePath>,
+    /// Where the node's age identity comes from (for a release's secrets).
+    #[serde(default)]
+    pub secrets: SecretSettings,
 }
 
 /// How the node asks to be replaced (it never upgrades in place).
@@ -384,6 +389,7 @@ impl AgentConfig {
             )));
         }
         config.rollout.validate().map_err(fail)?;
+        config.secrets.validate().map_err(fail)?;
         Ok(config)
     }
 

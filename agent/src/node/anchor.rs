@@ -159,6 +159,7 @@ pub fn keep(
         origin: "agent".into(),
         lock: LockStatus::Pending,
         exclusive: false,
+        secret: None,
     })
 }
 
@@ -283,6 +284,7 @@ fn compare_manifest(root: &Root, state: &State, desired: &[plan::Desired]) -> Ve
         .manifest
         .iter()
         .filter(|e| !NODE_ORIGINS.contains(&e.origin.as_str()))
+        .filter(|e| !crate::node::secrets::is_node_entry(e))
         .map(|e| (e.path.as_str(), e))
         .collect();
     let mut seen = std::collections::HashSet::new();
@@ -364,6 +366,20 @@ fn compare_manifest(root: &Root, state: &State, desired: &[plan::Desired]) -> Ve
                 }
                 (None, plan::Bytes::Blob { id, .. }) => {
                     out.extend(compare_blob(root, &d.path, id, have));
+                }
+                // A secret's digest is keyed and its plaintext is the
+                // node's: the record must name the release's ciphertext.
+                (None, plan::Bytes::Secret(secret)) => {
+                    let expected = secret.source();
+                    let found = have.secret.as_ref().map(|s| s.source.as_str());
+                    if found != Some(expected) {
+                        out.push(diff(
+                            path,
+                            "record",
+                            format!("secret from {expected}"),
+                            format!("secret from {}", found.unwrap_or("none")),
+                        ));
+                    }
                 }
                 (None, plan::Bytes::Held(_)) => {}
             }

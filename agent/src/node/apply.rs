@@ -22,6 +22,7 @@ use crate::node::anchor;
 use crate::node::effective;
 use crate::node::gate;
 use crate::node::health;
+use crate::node::secrets::{self, Secrets};
 use crate::node::stage::{AlreadyPinned, ApplyError, Stage};
 use crate::node::systemd;
 use crate::record::drift::{self, Difference};
@@ -95,13 +96,15 @@ pub fn apply(
                 }
                 .into());
             }
+            // A boot empties the tmpfs: its secrets first, then the check.
+            crate::root::failpoint::arm();
+            secrets::restore(&root, &config.secrets, &existing, lock_mode)?;
             let mut drift = drift::compare(&root, &existing);
             let verified = anchor::verify(&root, &existing, config);
             anchor::note(&root, &existing, "apply", &verified);
             drift.extend(verified);
             if lock_mode != LockMode::Off {
                 let before = existing.clone();
-                crate::root::failpoint::arm();
                 lock_all(&root, &mut existing, lock_mode)?;
                 if existing.effective.mounts.is_none() {
                     effective::record_mounts(&root, &mut existing);
@@ -162,13 +165,15 @@ pub fn apply(
         .map_err(anyhow::Error::from)
         .and_then(|spec| {
             let recorded = recorded_parents(earlier.as_ref(), &pinned.commit);
-            Ok((plan(&root, &release, &spec, &recorded)?, spec))
+            let mut secrets = Secrets::new(&config.secrets);
+            Ok((plan(&root, &release, &spec, &recorded, &mut secrets)?, spec))
         });
     let (steps, spec) = match planned {
         Ok(p) => p,
-        // A root that cannot be read (a symlink leading out) is the node's
-        // fault, not the spec's: record the stage the exit code names.
-        Err(e) if Stage::of(&e) == Some(Stage::Apply) => {
+        // A root that cannot be read (a symlink leading out), or a node
+        // without the identity its secrets need, is the node's fault, not
+        // the spec's.
+        Err(e) if matches!(Stage::of(&e), Some(Stage::Apply | Stage::Config)) => {
             return Err(fail(&root, &mut record, &mut phase, FailedAt::Apply, e));
         }
         Err(e) => return Err(fail(&root, &mut record, &mut phase, FailedAt::Spec, e)),
@@ -216,6 +221,8 @@ pub fn apply(
             ));
         }
     };
+    // The secrets' plaintext is zeroed as soon as it is written.
+    drop(steps);
     record.manifest.extend(agent_files(&root, config)?);
     if let Err(e) = settle_effective(&root, &release, &spec, config, &mut record) {
         let failed = e.into();
@@ -345,6 +352,7 @@ fn agent_files(root: &Root, config: &AgentConfig) -> anyhow::Result<Vec<Manifest
             origin: "agent".into(),
             lock: LockStatus::Pending,
             exclusive: false,
+            secret: None,
         });
     }
     Ok(out)

@@ -118,6 +118,7 @@ pub fn account_entries(root: &Root) -> Result<Vec<ManifestEntry>, ApplyError> {
             origin: "accounts".into(),
             lock: LockStatus::Pending,
             exclusive: false,
+            secret: None,
         });
     }
     Ok(out)

@@ -121,7 +121,9 @@ pub fn check(root: &Root, config: Option<&AgentConfig>) -> Result<(), String> {
         .and_then(parse_window)
         .filter(|w| start_time(w.pid) == Some(w.started))
         .map(|w| w.commit);
-    decide(state.as_ref(), starting, config)
+    decide(state.as_ref(), starting, config)?;
+    // A boot empties a tmpfs: its secrets must be back first.
+    state.map_or(Ok(()), |s| crate::record::volatile::in_place(root, &s))
 }
 
 /// Opens the gate for `commit` while this process (apply) starts the

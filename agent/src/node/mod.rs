@@ -1,5 +1,5 @@
 //! Making and keeping the node: plan, accounts, systemd units, apply,
-//! health checks, lock, the gate.
+//! health checks, lock, the gate, the release's secrets.
 
 pub mod accounts;
 pub mod anchor;
@@ -10,5 +10,6 @@ pub mod gate;
 pub mod health;
 pub mod lock;
 pub mod plan;
+pub mod secrets;
 pub mod stage;
 pub mod systemd;

@@ -3,9 +3,11 @@
 //! difference from what is there, as an ordered list of steps. Pure: the
 //! caller gathers observations and contents; nothing here touches the node.
 
+mod compare;
 mod exclusive;
 
-use std::collections::BTreeMap;
+pub use compare::diff;
+
 use std::fmt;
 
 use ring::digest;
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::node::accounts::{self, AccountFiles};
 use crate::node::{gate, systemd};
+use crate::record::secret::SecretBytes;
 use crate::record::state::{LockStatus, ManifestEntry};
 use crate::release::spec::{Content, NodeSpec, UnitName};
 use crate::release::tree::BlobRef;
@@ -83,7 +86,8 @@ pub enum Entry {
         /// The bytes, or where to read them when the file is written.
         content: Bytes,
         /// SHA-256 of the bytes; `None` for a release blob not read yet
-        /// (it is hashed as it is written, so each blob is read once).
+        /// (it is hashed as it is written, so each blob is read once). For
+        /// a secret, its keyed digest instead (see `record::secret`).
         sha256: Option<[u8; 32]>,
         /// Permission bits.
         mode: u32,
@@ -136,6 +140,8 @@ pub enum Bytes {
         /// Its size.
         len: u64,
     },
+    /// A secret: sealed in the release until planning opens it.
+    Secret(SecretBytes),
 }
 
 impl Bytes {
@@ -144,6 +150,7 @@ impl Bytes {
         match self {
             Bytes::Held(b) => b.len() as u64,
             Bytes::Blob { len, .. } => *len,
+            Bytes::Secret(s) => s.len(),
         }
     }
 
@@ -325,6 +332,13 @@ pub fn desired(
         let (mode, uid, gid) = (f.mode.0, uid(&f.owner)?, gid(&f.group)?);
         let entry = match &f.content {
             Content::Inline(text) => Entry::file(text.clone().into_bytes(), mode, uid, gid),
+            Content::Encrypted(p) => Entry::File {
+                content: Bytes::Secret(SecretBytes::sealed(p, f.tmpfs)),
+                sha256: None,
+                mode,
+                uid,
+                gid,
+            },
             Content::Source(p) => {
                 let b = blob(p).map_err(PlanError)?;
                 Entry::File {
@@ -394,6 +408,7 @@ fn unit_entries(
     let content = match &unit.content {
         Some(Content::Inline(text)) => text.clone().into_bytes(),
         Some(Content::Source(p)) => read(p).map_err(PlanError)?,
+        Some(Content::Encrypted(_)) => return Err(PlanError(format!("{origin}: not a secret"))),
         None => return Err(PlanError(format!("{origin}: no content"))),
     };
     let mut out = vec![Desired::owned(
@@ -427,125 +442,6 @@ pub fn unit_path(name: &UnitName) -> Result<NodePath, PlanError> {
     NodePath::new(&format!("{}/{}", systemd::UNIT_DIR, name.as_str())).map_err(PlanError)
 }
 
-/// Compares each desired entry with what is on the node (`None`: absent).
-/// A directory in the way of a file or link, or anything in the way of a
-/// directory, is an error: the agent never deletes what it did not make.
-pub fn diff(
-    desired: Vec<Desired>,
-    current: &BTreeMap<NodePath, Option<Current>>,
-) -> Result<Vec<Step>, PlanError> {
-    desired
-        .into_iter()
-        .map(|d| {
-            let change = match current.get(&d.path).cloned().flatten() {
-                None => Change::Create,
-                Some(c) => compare(&d, &c)?,
-            };
-            Ok(Step { desired: d, change })
-        })
-        .collect()
-}
-
-fn compare(d: &Desired, c: &Current) -> Result<Change, PlanError> {
-    let in_the_way = |what: &str| {
-        PlanError(format!(
-            "{} ({}): a {what} is in the way; refusing to remove it",
-            d.path, d.origin
-        ))
-    };
-    let mut what = Vec::new();
-    match (&d.entry, c.kind) {
-        (Entry::Directory { mode, uid, gid }, Kind::Directory) => {
-            owner_mode(&mut what, *mode, *uid, *gid, c)
-        }
-        (Entry::Directory { .. }, Kind::File | Kind::Link) => {
-            return Err(in_the_way(&kind_name(c.kind)));
-        }
-        (
-            Entry::File {
-                sha256,
-                mode,
-                uid,
-                gid,
-                ..
-            },
-            Kind::File,
-        ) => {
-            // An unknown digest means the node has no file of that size.
-            if sha256.is_none() || c.sha256 != *sha256 {
-                what.push("content");
-            }
-            owner_mode(&mut what, *mode, *uid, *gid, c);
-        }
-        (Entry::Link { target }, Kind::Link) => {
-            if c.target.as_deref() != Some(target.as_str()) {
-                what.push("target");
-            }
-        }
-        (Entry::File { .. } | Entry::Link { .. }, Kind::File | Kind::Link) => what.push("kind"),
-        (_, kind) => return Err(in_the_way(&kind_name(kind))),
-    }
-    Ok(if what.is_empty() {
-        Change::Unchanged
-    } else {
-        Change::Update(what)
-    })
-}
-
-fn owner_mode(what: &mut Vec<&'static str>, mode: u32, uid: u32, gid: u32, c: &Current) {
-    if c.mode != mode {
-        what.push("mode");
-    }
-    if c.uid != uid {
-        what.push("owner");
-    }
-    if c.gid != gid {
-        what.push("group");
-    }
-}
-
-fn kind_name(kind: Kind) -> String {
-    match kind {
-        Kind::File => "file",
-        Kind::Directory => "directory",
-        Kind::Link => "symlink",
-        Kind::Other => "special file",
-    }
-    .to_owned()
-}
-
-impl fmt::Display for Step {
-    /// One line for `driftless plan`: `create file /etc/app/app.conf (files[0], 0640 998:998)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = &self.desired;
-        let detail = match &d.entry {
-            Entry::Directory { mode, uid, gid } => format!("directory, {mode:04o} {uid}:{gid}"),
-            Entry::File {
-                sha256,
-                mode,
-                uid,
-                gid,
-                content,
-            } => {
-                format!(
-                    "file, {} bytes, {mode:04o} {uid}:{gid}{}",
-                    content.len(),
-                    sha256
-                        .map(|s| format!(", sha256 {}", &hex(&s)[..12]))
-                        .unwrap_or_default()
-                )
-            }
-            Entry::Link { target } => format!("link -> {target}"),
-        };
-        write!(
-            f,
-            "{:<10} {} ({detail}; {})",
-            self.change.to_string(),
-            d.path,
-            d.origin
-        )
-    }
-}
 /// The manifest records what the plan wanted, as the node must keep it.
 impl From<&Desired> for ManifestEntry {
     fn from(d: &Desired) -> Self {
@@ -564,6 +460,7 @@ impl From<&Desired> for ManifestEntry {
                 (false, false) => LockStatus::Exempt("mutable directory".into()),
             },
             exclusive: d.exclusive,
+            secret: None,
         };
         match &d.entry {
             Entry::Directory { mode, uid, gid } => {
@@ -574,10 +471,14 @@ impl From<&Desired> for ManifestEntry {
                 mode,
                 uid,
                 gid,
-                ..
+                content,
             } => {
                 (e.mode, e.uid, e.gid) = (Some(format!("{mode:04o}")), Some(*uid), Some(*gid));
                 e.sha256 = sha256.map(|s| hex(&s));
+                if let Bytes::Secret(s) = content {
+                    // Never a plain digest of a secret: its keyed one.
+                    (e.sha256, e.secret) = (None, s.record().cloned());
+                }
             }
             Entry::Link { target } => e.target = Some(target.clone()),
         }

@@ -2,12 +2,13 @@
 //! records the stage with a failure, and the command line turns it into an
 //! exit code, so both read it from the typed errors in one place.
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, IdentityError};
 use crate::node::health::HealthError;
 use crate::node::lock::LockError;
 use crate::node::plan::PlanError;
 use crate::release::channel::ChannelRefusal;
 use crate::release::obtain::PinMismatch;
+use crate::release::sealed::SealedError;
 use crate::release::spec::SpecError;
 use crate::release::tree::ReleaseError;
 use crate::root::RootError;
@@ -58,12 +59,16 @@ impl Stage {
                 || cause.is::<crate::release::clock::ClockNotSynchronized>()
             {
                 Some(Stage::Verify)
-            } else if cause.is::<TrustFileError>() || cause.is::<ConfigError>() {
+            } else if cause.is::<TrustFileError>()
+                || cause.is::<ConfigError>()
+                || cause.is::<IdentityError>()
+            {
                 Some(Stage::Config)
             } else if cause.is::<FetchError>() {
                 Some(Stage::Fetch)
             } else if cause.is::<SpecError>()
                 || cause.is::<PlanError>()
+                || cause.is::<SealedError>()
                 || cause.is::<ReleaseError>()
             {
                 Some(Stage::Spec)

@@ -338,6 +338,7 @@ mod tests {
                     origin: "test".into(),
                     lock: LockStatus::Pending,
                     exclusive: false,
+                    secret: None,
                 }
             })
             .collect();

@@ -25,9 +25,9 @@ use crate::types::NodePath;
 pub struct Difference {
     /// The node path.
     pub path: String,
-    /// What differs: `missing`, `kind`, `content`, `mode`, `owner`, `group`,
-    /// `target`, `lock`, `mount`, `unmanaged`, or `path` (the way to it
-    /// now passes a symlink or a directory someone else owns).
+    /// What differs: `missing`, `kind`, `content`, `secret`, `mode`, `owner`,
+    /// `group`, `target`, `lock`, `mount`, `unmanaged`, or `path` (the way to
+    /// it now passes a symlink or a directory someone else owns).
     pub aspect: &'static str,
     /// What the manifest says.
     pub expected: String,
@@ -266,6 +266,12 @@ fn compare_one(root: &Root, e: &ManifestEntry) -> Vec<Difference> {
             .unwrap_or_else(|err| err.reason);
         if &found != expected {
             out.push(diff("content", expected.clone(), found));
+        }
+    }
+    if let Some(secret) = &e.secret {
+        if let Some(found) = crate::record::secret::content_differs(root, &e.path, secret) {
+            let expected = format!("hmac-sha256 {}", secret.hmac_sha256);
+            out.push(diff("secret", expected, found));
         }
     }
     if e.lock == LockStatus::Locked && matches!(e.kind, Kind::File | Kind::Directory) {

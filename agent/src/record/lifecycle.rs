@@ -431,6 +431,7 @@ mod tests {
                 origin: "files".into(),
                 lock,
                 exclusive: false,
+                secret: None,
             }],
             read_only: Vec::new(),
             effective: Default::default(),

@@ -7,5 +7,7 @@ pub mod effective;
 pub mod floor;
 pub mod lifecycle;
 pub mod replacement;
+pub mod secret;
 pub mod state;
+pub mod volatile;
 pub mod watch_state;

@@ -150,6 +150,9 @@ pub struct ManifestEntry {
     /// A directory whose every entry is managed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exclusive: bool,
+    /// A secret: compared by keyed digest, never by `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<crate::record::secret::SecretRecord>,
 }
 
 fn state_path() -> NodePath {

@@ -223,6 +223,13 @@ mod tests {
             spec.files[0].content,
             Content::Source(TreePath::new("files/app.conf").expect("valid"))
         );
+        assert_eq!(
+            (&spec.files[2].content, spec.files[2].mode),
+            (
+                &Content::Encrypted(TreePath::new("secrets/db-password.age").expect("valid")),
+                Mode(0o400)
+            )
+        );
         assert_eq!(spec.units[0].name.as_str(), "app.service");
         assert!(spec.units[0].enabled && spec.units[0].started);
         assert_eq!(spec.health.len(), 2);
@@ -258,6 +265,10 @@ mod tests {
         assert!(err.contains("release path"), "{err}");
         let err = refused("files:\n  - {path: /etc/x, content: a, mode: 644}\n");
         assert!(err.contains("quoted"), "{err}");
+        let err = refused("files:\n  - {path: /etc/x, content: a, secret: s.age}\n");
+        assert!(err.contains("one of source, content or secret"), "{err}");
+        let err = refused("files:\n  - {path: /etc/x, content: a, tmpfs: true}\n");
+        assert!(err.contains("tmpfs is for secrets only"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::planning::blob_id;
 use crate::node::plan::{Bytes, Change, Entry, Step};
+use crate::node::stage::ApplyError;
+use crate::record::secret::SecretBytes;
 use crate::release::tree::Release;
 use crate::root::{Root, Staged};
 use crate::types::NodePath;
@@ -73,6 +75,12 @@ pub(super) fn execute(
                 // Blobs are read one at a time, right before they are written.
                 let entry = match content {
                     Bytes::Held(bytes) => root.stage_file(&d.path, bytes, *mode, *uid, *gid)?,
+                    Bytes::Secret(SecretBytes::Open { plain, .. }) => {
+                        root.stage_file(&d.path, plain.bytes(), *mode, *uid, *gid)?
+                    }
+                    Bytes::Secret(SecretBytes::Sealed { .. }) => {
+                        return Err(ApplyError(format!("{}: secret not opened", d.path)).into());
+                    }
                     Bytes::Blob { id, .. } => {
                         let left = uses.get_mut(id.as_str()).map_or(0, |n| {
                             *n -= 1;

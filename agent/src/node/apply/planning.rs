@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::node::accounts::AccountFiles;
 use crate::node::plan::{self, Bytes, Current, Desired, Entry, Step};
+use crate::node::secrets::Secrets;
 use crate::node::stage::ApplyError;
 use crate::release::tree::Release;
 use crate::root::{Kind, Root, sha256_of};
@@ -38,12 +39,15 @@ fn account_files(root: &Root) -> anyhow::Result<AccountFiles> {
 /// every entry after its parents, with the missing parents nobody declared
 /// (and those an interrupted run of the same release `recorded`, see
 /// [`super::recorded_parents`]). Paths are resolved strictly, with the
-/// spec's directory owners declared to the root first.
+/// spec's directory owners declared to the root first. Its secrets are
+/// opened with `secrets` (the node's identity) first: a node that cannot
+/// open them fails here, before anything is written.
 pub fn plan(
     root: &Root,
     release: &Release<'_>,
     spec: &crate::release::spec::NodeSpec,
     recorded: &BTreeSet<NodePath>,
+    secrets: &mut Secrets<'_>,
 ) -> anyhow::Result<Vec<Step>> {
     let accounts = account_files(root)?;
     let mut read = |p: &crate::types::TreePath| release.content(p).map_err(|e| e.to_string());
@@ -53,17 +57,24 @@ pub fn plan(
             .map_err(|e| e.to_string())
     };
     let (mut desired, _) = plan::desired(spec, &accounts, &mut read, &mut blob)?;
-    unprivileged_owners(&mut desired);
-    root.declare_owners(desired.iter().filter_map(|d| match d.entry {
-        Entry::Directory { uid, .. } => Some((d.path.clone(), uid)),
-        _ => None,
-    }));
+    let declare = |desired: &mut Vec<Desired>| {
+        unprivileged_owners(desired);
+        root.declare_owners(desired.iter().filter_map(|d| match d.entry {
+            Entry::Directory { uid, .. } => Some((d.path.clone(), uid)),
+            _ => None,
+        }));
+    };
+    // Opening the secrets looks at the paths they go to: the spec's owners
+    // first, then with the entries the secrets add.
+    declare(&mut desired);
+    secrets.open(root, release, spec, &mut desired)?;
+    declare(&mut desired);
     let mut missing = |p: &NodePath| Ok(root.observe(p)?.is_none());
     let mut desired = super::parents::with_parents(desired, recorded, &mut missing)?;
     unprivileged_owners(&mut desired);
     let mut current = BTreeMap::new();
     for d in &mut desired {
-        let found = observe(root, d)?;
+        let found = observe(root, d, secrets)?;
         // Only a file of the same size on the node needs the release file's
         // digest now; every other one is hashed as it is written.
         if let (
@@ -113,14 +124,18 @@ fn unprivileged_owners(desired: &mut [Desired]) {
     }
 }
 
-fn observe(root: &Root, d: &Desired) -> anyhow::Result<Option<Current>> {
+fn observe(root: &Root, d: &Desired, secrets: &Secrets<'_>) -> anyhow::Result<Option<Current>> {
     let Some(o) = root.observe(&d.path)? else {
         return Ok(None);
     };
     let sha256 = match (o.kind, &d.entry) {
-        // A different size is a different content; no need to read it.
+        // A different size is a different content; no need to read it. A
+        // secret is compared by its keyed digest.
         (Kind::File, Entry::File { content, .. }) if o.size == content.len() => {
-            Some(root.sha256(&d.path)?)
+            Some(match content {
+                Bytes::Secret(_) => secrets.digest_file(root, &d.path)?,
+                _ => root.sha256(&d.path)?,
+            })
         }
         _ => None,
     };

@@ -38,6 +38,9 @@ pub enum Content {
     Source(TreePath),
     /// Inline text.
     Inline(String),
+    /// An age-encrypted file in the release tree: a secret, decrypted on
+    /// the node with its own identity (see `release::sealed`).
+    Encrypted(TreePath),
 }
 
 /// A regular file.
@@ -47,12 +50,15 @@ pub struct FileSpec {
     pub path: NodePath,
     /// What.
     pub content: Content,
-    /// Permissions; `0644` when absent.
+    /// Permissions; `0644` when absent (`0400` for a secret).
     pub mode: Mode,
     /// Owner; root when absent.
     pub owner: Principal,
     /// Group; root when absent.
     pub group: Principal,
+    /// A secret that must live on a tmpfs (apply refuses it elsewhere); a
+    /// secret on a tmpfs is put back at every boot.
+    pub tmpfs: bool,
 }
 
 #[derive(Deserialize)]
@@ -63,25 +69,46 @@ struct RawFileSpec {
     source: Option<TreePath>,
     #[serde(default)]
     content: Option<String>,
-    #[serde(default = "mode_0644")]
-    mode: Mode,
+    #[serde(default)]
+    secret: Option<TreePath>,
+    #[serde(default)]
+    mode: Option<Mode>,
     #[serde(default)]
     owner: Principal,
     #[serde(default)]
     group: Principal,
+    #[serde(default)]
+    tmpfs: bool,
 }
 
 impl<'de> Deserialize<'de> for FileSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawFileSpec::deserialize(d)?;
-        let content = one_content(&raw.path.to_string(), raw.source, raw.content)
-            .map_err(serde::de::Error::custom)?;
+        let what = raw.path.to_string();
+        let (content, default_mode) = match raw.secret {
+            None => (
+                one_content(&what, raw.source, raw.content).map_err(serde::de::Error::custom)?,
+                mode_0644(),
+            ),
+            Some(_) if raw.source.is_some() || raw.content.is_some() => {
+                return Err(serde::de::Error::custom(format!(
+                    "{what}: give one of source, content or secret"
+                )));
+            }
+            Some(sealed) => (Content::Encrypted(sealed), Mode(0o400)),
+        };
+        if raw.tmpfs && !matches!(content, Content::Encrypted(_)) {
+            return Err(serde::de::Error::custom(format!(
+                "{what}: tmpfs is for secrets only"
+            )));
+        }
         Ok(FileSpec {
             path: raw.path,
             content,
-            mode: raw.mode,
+            mode: raw.mode.unwrap_or(default_mode),
             owner: raw.owner,
             group: raw.group,
+            tmpfs: raw.tmpfs,
         })
     }
 }
