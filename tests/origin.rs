@@ -116,7 +116,12 @@ fn carries_token(entry: &Logged) -> bool {
 /// Asserts that the foreign origin was asked (so the test means
 /// something) and never shown the token.
 fn assert_kept_from_foreign(origins: &Origins, what: &str) {
-    let foreign = origins.front.log_of(FOREIGN);
+    // nginx logs a request once its answer is sent: the client may be done
+    // before the line is written.
+    let foreign = servers::wait_for(Duration::from_secs(5), || {
+        Some(origins.front.log_of(FOREIGN)).filter(|log| !log.is_empty())
+    })
+    .unwrap_or_default();
     assert!(
         !foreign.is_empty(),
         "{what}: the redirect was followed to the foreign origin at least once"
@@ -297,9 +302,14 @@ fn assert_given_up_at_once(root: &NodeRoot, run: &release::Run, url: &str, why: 
         "given up at once, not after the 30 s deadline\n{}",
         run.describe()
     );
+    // The test's own server may answer one request with a 502 under load
+    // (a 5xx is worth retrying); what must never be retried is the answer
+    // that cannot heal.
     assert!(
-        !run.stderr.contains("retry_in"),
-        "no second attempt\n{}",
+        !run.stderr
+            .lines()
+            .any(|l| l.contains("retry_in") && l.contains(why)),
+        "no second attempt after {why}\n{}",
         run.describe()
     );
     assert!(root.state().is_none(), "nothing recorded but the failure");

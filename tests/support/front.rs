@@ -85,8 +85,21 @@ pub struct Front {
 }
 
 impl Front {
-    /// Starts nginx with one origin a role.
+    /// Starts nginx with one origin a role. Ports are picked free and then
+    /// given to nginx, so another test may take one in between: a failed
+    /// start is tried again, at most three times.
     pub fn start(roles: &[Role]) -> Result<Self> {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(roles) {
+                Ok(front) => return Ok(front),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts"))
+    }
+
+    fn start_once(roles: &[Role]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("driftless-front-")
             .tempdir()
