@@ -3,9 +3,11 @@
 
 mod apply;
 mod check;
+mod config;
 mod demo;
 mod fetch;
 mod gate;
+mod lint;
 mod node;
 mod plan;
 mod status;
@@ -48,6 +50,10 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
     Watch(watch::WatchArgs),
+    /// Judge a release tree (and an agent config or user-data) by the node's rules, offline.
+    Lint(lint::LintArgs),
+    /// Check an agent config, or cloud-init user-data that writes one.
+    Config(config::ConfigArgs),
     /// Fetch and verify a channel tip and the release it names, and print
     /// the verdict as JSON: the watcher's short-lived child.
     #[command(hide = true)]
@@ -84,6 +90,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Gate(args) => gate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Watch(args) => watch::run(args),
+        Command::Lint(args) => lint::run(args),
+        Command::Config(args) => config::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }
 }

@@ -1,5 +1,7 @@
 //! `driftless verify`: the node's verdict on a tag or commit, for release
-//! engineers to run in their own CI before they push.
+//! engineers to run in their own CI before they push. For a tag, the
+//! verdict includes the lint of its tree (`node::lint::CHECKS`): "good"
+//! means a node accepts the release, not only its signature.
 
 use std::path::PathBuf;
 
@@ -10,6 +12,9 @@ use serde_json::json;
 
 use crate::config::ConfigError;
 use crate::exit::ExitCode;
+use crate::release::lint::{Finding, Refused, refused};
+use crate::release::tree::Release;
+use crate::types::TreePath;
 use crate::verify::{self, Kind, Trust, Verified};
 
 /// Arguments of `driftless verify`.
@@ -30,6 +35,17 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// The node spec in the tag's tree (the nodes' release.spec).
+    #[arg(long, value_name = "PATH", default_value = "driftless.yaml")]
+    spec: String,
+    /// The image's root, whose accounts resolve the spec's owners when its
+    /// tree is linted (default: a minimal root with only root's account).
+    #[arg(long, value_name = "DIR")]
+    base: Option<PathBuf>,
+    /// Check the tag's signature only, not whether a node accepts its tree
+    /// (for a tag that is not a release of nodes).
+    #[arg(long)]
+    signature_only: bool,
     /// The annotated tag to verify (refs/tags/TAG).
     #[arg(required_unless_present = "commit")]
     tag: Option<String>,
@@ -47,17 +63,35 @@ pub fn run(args: VerifyArgs) -> ExitCode {
         Kind::Commit => "commit",
     };
     match verify(&args, kind, &name) {
-        Ok(verified) => {
+        Ok((verified, findings)) => {
             if args.json {
                 let mut value = serde_json::to_value(&verified).unwrap_or_default();
                 value["verified"] = json!(true);
+                if kind == Kind::Tag && !args.signature_only {
+                    value["lint"] = json!(findings);
+                }
                 println!("{value}");
             } else {
                 print_human(&verified);
+                if kind == Kind::Tag && !args.signature_only {
+                    println!(
+                        "lint       a node accepts its tree ({} checks{})",
+                        crate::node::lint::CHECKS.len(),
+                        match findings.len() {
+                            0 => String::new(),
+                            n => format!(", {n} warnings"),
+                        }
+                    );
+                    super::lint::print_findings(&findings);
+                }
             }
             ExitCode::Success
         }
         Err(error) => {
+            let lint = error
+                .downcast_ref::<Refused>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
             let error = error.context(format!("{label} {name}"));
             if args.json {
                 let message = crate::error::one_line(&error);
@@ -66,15 +100,19 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                     .map_or(message.as_str(), |(_, m)| m);
                 println!(
                     "{}",
-                    json!({ "verified": false, "kind": kind, "name": name, "error": message })
+                    json!({ "verified": false, "kind": kind, "name": name, "error": message, "lint": lint })
                 );
+            } else {
+                super::lint::print_findings(&lint);
             }
             super::report(&error)
         }
     }
 }
 
-fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verified> {
+/// Verifies the signature, then (for a tag) lints its tree: a tree a node
+/// refuses is an error ([`Refused`]); the warnings are returned.
+fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<(Verified, Vec<Finding>)> {
     let trust = Trust::load(&args.allowed_signers, args.revoked_keys.as_deref())?;
     let repo = Repository::open_ext(
         &args.repo,
@@ -90,7 +128,19 @@ fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verified>
         Kind::Tag => verify::verify_tag(&repo, name, &trust, now)?,
         Kind::Commit => verify::verify_commit(&repo, name, &trust, now)?,
     };
-    Ok(verified)
+    if kind == Kind::Commit || args.signature_only {
+        return Ok((verified, Vec::new()));
+    }
+    let spec = TreePath::new(&args.spec).map_err(|reason| ConfigError {
+        path: "--spec".into(),
+        reason,
+    })?;
+    let release = Release::open(&repo, verified.clone())?;
+    let findings = crate::node::lint::release(&release, &spec, args.base.as_deref());
+    if refused(&findings) {
+        return Err(Refused(findings).into());
+    }
+    Ok((verified, findings))
 }
 
 fn print_human(v: &Verified) {

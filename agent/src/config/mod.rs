@@ -19,6 +19,7 @@ use crate::types::{Interval, NodePath, TreePath};
 
 mod identity;
 mod rollout;
+pub mod user_data;
 mod values;
 
 pub use identity::{instance_id, node_id};

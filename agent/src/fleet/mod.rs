@@ -3,6 +3,7 @@
 
 pub mod coordinate;
 pub mod etcd;
+pub mod lint;
 pub mod metrics;
 pub mod rollout;
 pub mod terminate;

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod effective;
 pub mod gate;
 pub mod health;
+pub mod lint;
 pub mod lock;
 pub mod plan;
 pub mod stage;

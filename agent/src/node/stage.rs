@@ -7,6 +7,7 @@ use crate::node::health::HealthError;
 use crate::node::lock::LockError;
 use crate::node::plan::PlanError;
 use crate::release::channel::ChannelRefusal;
+use crate::release::lint::Refused;
 use crate::release::obtain::PinMismatch;
 use crate::release::spec::SpecError;
 use crate::release::tree::ReleaseError;
@@ -64,6 +65,7 @@ impl Stage {
             } else if cause.is::<SpecError>()
                 || cause.is::<PlanError>()
                 || cause.is::<ReleaseError>()
+                || cause.is::<Refused>()
             {
                 Some(Stage::Spec)
             } else if cause.is::<ApplyError>()

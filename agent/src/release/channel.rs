@@ -66,6 +66,13 @@ impl<'de> Deserialize<'de> for Share {
             Text(String),
         }
         let fraction = match Raw::deserialize(d)? {
+            // `canary: 5` means 5 %, most likely: the `%` is what is missing.
+            Raw::Fraction(f) if f > 1.0 && f <= 100.0 => {
+                return Err(D::Error::custom(format!(
+                    "share {f} is a fraction above 1: write a percentage with its %, like {f}%, or a fraction like {}",
+                    f / 100.0
+                )));
+            }
             Raw::Fraction(f) => f,
             Raw::Text(t) => {
                 let number = t.trim().strip_suffix('%').ok_or_else(|| {
@@ -291,6 +298,7 @@ mod tests {
             "hold: true\n",
             "release: 'v1..2'\n",
             "release: v2\ncanary: 150%\n",
+            "release: v2\ncanary: 5\n",
             "release: v2\nwaves: 0\n",
             "release: v2\nwindows: [{start: '25:00', length: 1h}]\n",
             "release: v2\nwindows: [{start: '02:00', length: 1h, time_zone: Mars/Olympus}]\n",
@@ -300,6 +308,15 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("channel file channel.yaml: "), "{err}");
         }
+    }
+
+    #[test]
+    fn a_share_without_its_percent_sign_says_so() {
+        let err = ChannelFile::parse("release: v2\ncanary: 5\n", "channel.yaml")
+            .expect_err("5 is not a fraction")
+            .to_string();
+        assert!(err.contains("5%") && err.contains("0.05"), "{err}");
+        assert!(!err.contains("between 0% and 100%"), "{err}");
     }
 
     #[test]

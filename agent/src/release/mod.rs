@@ -2,6 +2,8 @@
 //! tree, and the fleet's channel document that names the release to run.
 
 pub mod channel;
+pub mod lint;
+pub mod local;
 pub mod obtain;
 pub mod spec;
 pub mod tree;
