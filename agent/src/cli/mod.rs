@@ -5,11 +5,13 @@ mod apply;
 mod check;
 mod config;
 mod demo;
+mod diff;
 mod fetch;
 mod gate;
 mod lint;
 mod node;
 mod plan;
+mod release;
 mod status;
 mod verify;
 mod watch;
@@ -54,6 +56,10 @@ pub enum Command {
     Lint(lint::LintArgs),
     /// Check an agent config, or cloud-init user-data that writes one.
     Config(config::ConfigArgs),
+    /// Lint, make the signed release tag with your git signing key, and verify it as a node will.
+    Release(release::ReleaseArgs),
+    /// Show what a node of one release would become with another.
+    Diff(diff::DiffArgs),
     /// Fetch and verify a channel tip and the release it names, and print
     /// the verdict as JSON: the watcher's short-lived child.
     #[command(hide = true)]
@@ -92,6 +98,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Watch(args) => watch::run(args),
         Command::Lint(args) => lint::run(args),
         Command::Config(args) => config::run(args),
+        Command::Release(args) => release::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }
 }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod anchor;
 pub mod apply;
+pub mod diff;
 pub mod effective;
 pub mod gate;
 pub mod health;
