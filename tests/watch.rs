@@ -66,7 +66,7 @@ const CANARY: (&str, &str) = ("WATCH_TEST_CANARY", "leaked");
 
 /// `driftless watch --once --root ROOT`, which must succeed.
 fn watch_once(root: &NodeRoot) -> Run {
-    root.driftless("watch", &["--once"], &[]).ok()
+    root.driftless("watch", &["--once"], &[]).reported()
 }
 
 /// The `watch` object of `driftless status --json`.
@@ -76,7 +76,7 @@ fn watch_status(root: &NodeRoot) -> serde_json::Value {
 
 /// The human `driftless status` output.
 fn status_text(root: &NodeRoot) -> String {
-    root.driftless("status", &[], &[]).ok().stdout
+    root.driftless("status", &[], &[]).reported().stdout
 }
 
 /// The line of `text` starting with `key` and a space.

@@ -3,10 +3,12 @@
 
 mod apply;
 mod check;
+mod completions;
 mod config;
 mod demo;
 mod diff;
 mod fetch;
+mod fleet;
 mod gate;
 mod lint;
 mod node;
@@ -60,6 +62,10 @@ pub enum Command {
     Release(release::ReleaseArgs),
     /// Show what a node of one release would become with another.
     Diff(diff::DiffArgs),
+    /// Show the fleet: nodes by release and state, rollout slots, failures (etcd), or the channel.
+    Fleet(fleet::FleetArgs),
+    /// Print the shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
     /// Fetch and verify a channel tip and the release it names, and print
     /// the verdict as JSON: the watcher's short-lived child.
     #[command(hide = true)]
@@ -100,6 +106,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(args) => config::run(args),
         Command::Release(args) => release::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Fleet(args) => fleet::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }
 }

@@ -6,5 +6,6 @@ pub mod etcd;
 pub mod lint;
 pub mod metrics;
 pub mod rollout;
+pub mod roster;
 pub mod terminate;
 pub mod watch;

@@ -70,6 +70,11 @@ fn plan(tree: &Tree<'_>) -> Vec<Finding> {
     let Ok(spec) = &tree.spec else {
         return Vec::new();
     };
+    // A missing source is the sources check's finding; the plan would only
+    // say it again.
+    if !crate::release::lint::sources(tree).is_empty() {
+        return Vec::new();
+    }
     match plan_on_root(tree, spec) {
         Ok(()) => Vec::new(),
         Err(e) => {
