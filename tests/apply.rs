@@ -1432,7 +1432,7 @@ fn refuses_a_release_signed_by_an_unknown_key() {
     assert_eq!(status["status"]["stage"], "verify", "{status}");
     let reason = status["status"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("not in allowed_signers"), "{status}");
-    let text = r.root.driftless("status", &[], &[]).ok();
+    let text = r.root.driftless("status", &[], &[]).reported();
     assert!(
         text.stdout.contains("FAILED at verify: ") && text.stdout.contains(&r.signer.fingerprint),
         "{}",
@@ -1495,7 +1495,7 @@ fn a_failing_health_check_marks_the_node_failed() {
             .is_some_and(|r| r.contains("/bin/false")),
         "{status}"
     );
-    let text = root.driftless("status", &[], &[]).ok();
+    let text = root.driftless("status", &[], &[]).reported();
     assert!(
         text.stdout.contains("FAILED at health"),
         "{}",

@@ -45,9 +45,14 @@ const STALE_ID: &str = "5b8d2f6a9c1e4b7d8f0a3c6e9b2d5f81";
 /// Ten days, in seconds: a clock restored from an old snapshot.
 const TEN_DAYS: i64 = 10 * 86_400;
 
-/// `driftless watch --once`, which must succeed.
+/// `driftless watch --once`: its poll went through, and it exits 10
+/// exactly when it refused the tip (README, "Exit codes"), else 0.
 fn watch_once(root: &NodeRoot, env: &[(&str, &str)]) -> Run {
-    root.driftless("watch", &["--once"], env).ok()
+    let run = root.driftless("watch", &["--once"], env);
+    let refused = run.stderr.contains(REFUSED_ID) || run.stderr.contains(CONFLICT_ID);
+    let expected = if refused { 10 } else { 0 };
+    assert_eq!(run.code, Some(expected), "{}", run.describe());
+    run
 }
 
 /// The `watch` object of `driftless status --json`.
@@ -55,9 +60,18 @@ fn watch_status(root: &NodeRoot) -> serde_json::Value {
     root.status_json()["watch"].clone()
 }
 
-/// The human `driftless status`.
+/// The human `driftless status` (0, or 10 while the last tip stands
+/// refused: README, "Exit codes").
 fn status_text(root: &NodeRoot) -> String {
-    root.driftless("status", &[], &[]).ok().stdout
+    let run = root.driftless("status", &[], &[]);
+    let refused = root.status_json()["watch"]["refusal"].is_object();
+    assert_eq!(
+        run.code,
+        Some(if refused { 10 } else { 0 }),
+        "{}",
+        run.describe()
+    );
+    run.stdout
 }
 
 /// The line of `text` starting with `key` and a space.

@@ -538,7 +538,7 @@ fn a_forged_record_is_caught_by_check_boot_and_status() {
         status["verified"]["differences"].as_u64() >= Some(1),
         "{status}"
     );
-    let text = n.root.driftless("status", &[], &[]).ok();
+    let text = n.root.driftless("status", &[], &[]).reported();
     assert!(
         text.stdout.contains("DIFFERENCES from signed release"),
         "{}",

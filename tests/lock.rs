@@ -429,7 +429,7 @@ fn best_effort_records_what_the_filesystem_would_not_lock() {
             .is_some_and(|r| r.contains("does not support")),
         "{site}"
     );
-    let human = root.driftless("status", &[], &[]).ok();
+    let human = root.driftless("status", &[], &[]).reported();
     assert!(
         human.stdout.contains("not locked: /srv/app/site.conf"),
         "{}",

@@ -99,7 +99,7 @@ fn etcd_rollout(url: &str, max_in_flight: u32, lease_ttl: &str) -> String {
 }
 
 fn watch_once(root: &NodeRoot) -> Run {
-    root.driftless("watch", &["--once"], &[]).ok()
+    root.driftless("watch", &["--once"], &[]).reported()
 }
 
 /// The `rollout` object of `driftless status --json`.
@@ -109,7 +109,7 @@ fn rollout_status(root: &NodeRoot) -> serde_json::Value {
 
 /// The `rollout` line of the human `driftless status`.
 fn rollout_line(root: &NodeRoot) -> String {
-    let text = root.driftless("status", &[], &[]).ok().stdout;
+    let text = root.driftless("status", &[], &[]).reported().stdout;
     text.lines()
         .find(|l| l.starts_with("rollout "))
         .unwrap_or_else(|| panic!("no rollout line:\n{text}"))

@@ -68,7 +68,7 @@ const CANARY: (&str, &str) = ("WATCH_TEST_CANARY", "leaked");
 
 /// `driftless watch --once --root ROOT`, which must succeed.
 fn watch_once(root: &NodeRoot) -> Run {
-    root.driftless("watch", &["--once"], &[]).ok()
+    root.driftless("watch", &["--once"], &[]).reported()
 }
 
 /// The `watch` object of `driftless status --json`.
@@ -78,7 +78,7 @@ fn watch_status(root: &NodeRoot) -> serde_json::Value {
 
 /// The human `driftless status` output.
 fn status_text(root: &NodeRoot) -> String {
-    root.driftless("status", &[], &[]).ok().stdout
+    root.driftless("status", &[], &[]).reported().stdout
 }
 
 /// The line of `text` starting with `key` and a space.
@@ -616,7 +616,8 @@ fn refused_tips_leave_nothing_in_the_cache() {
              bytes in {} files (cache before: {before} bytes); peak RSS {} KiB",
             m.code, m.elapsed, m.peak_bytes, m.peak_files, m.peak_rss_kib
         );
-        assert_eq!(m.code, Some(0), "{}", m.stderr);
+        // 10: this poll refused the tip (README, "Exit codes").
+        assert_eq!(m.code, Some(10), "{}", m.stderr);
         let watch = watch_status(&w.root);
         assert_eq!(watch["refusal"]["tip"], tip.as_str(), "{watch}");
         assert_eq!(watch["channel"]["tip"], w.accepted.as_str(), "{watch}");

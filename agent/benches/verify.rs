@@ -81,7 +81,9 @@ fn main() -> Result<()> {
         lib_reps, proc_reps, warmup
     );
     println!("# library = Trust::load + Repository::open + verify_tag, in process");
-    println!("# CLI     = spawn `driftless verify --repo R --allowed-signers F TAG`, wait");
+    println!(
+        "# CLI     = spawn `driftless verify --repo R --allowed-signers F --signature-only TAG`, wait"
+    );
     println!("# git     = spawn `git -c gpg.ssh.allowedSignersFile=F verify-tag TAG`, wait");
     println!();
 
@@ -249,6 +251,8 @@ impl Fixture {
             .arg(&self.repo)
             .arg("--allowed-signers")
             .arg(&self.allowed_signers)
+            // The signature alone, as git verify-tag checks it.
+            .arg("--signature-only")
             .arg(tag);
         cli
     }

@@ -49,14 +49,14 @@ fn render(cli: &Command) -> Result<String, String> {
     page.push_str(".SH NAME\n");
     let _ = writeln!(page, "{name} \\- {}", escape(&sentence(&about)));
     page.push_str(".SH SYNOPSIS\n");
-    for sub in visible_subcommands(cli) {
-        let _ = writeln!(page, ".br\n{}", synopsis(name, sub));
+    for (full, sub) in visible_subcommands(cli) {
+        let _ = writeln!(page, ".br\n{}", synopsis(name, &full, sub));
     }
     page.push_str(".SH DESCRIPTION\n");
     page.push_str(&intro(README)?);
     page.push_str(".SH COMMANDS\n");
-    for sub in visible_subcommands(cli) {
-        let _ = writeln!(page, ".SS \"{name} {}\"", sub.get_name());
+    for (full, sub) in visible_subcommands(cli) {
+        let _ = writeln!(page, ".SS \"{name} {full}\"");
         let text = sub
             .get_long_about()
             .or(sub.get_about())
@@ -110,10 +110,26 @@ fn render(cli: &Command) -> Result<String, String> {
     Ok(page)
 }
 
-/// The subcommands, without hidden ones and clap's own `help`.
-fn visible_subcommands(cli: &Command) -> impl Iterator<Item = &Command> {
-    cli.get_subcommands()
+/// Every command a user runs, with its full name (`config check` for a
+/// subcommand's own subcommands), without hidden ones and clap's `help`.
+fn visible_subcommands(cli: &Command) -> Vec<(String, &Command)> {
+    let mut out = Vec::new();
+    for sub in cli
+        .get_subcommands()
         .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let nested = visible_subcommands(sub);
+        if nested.is_empty() {
+            out.push((sub.get_name().to_owned(), sub));
+        } else {
+            out.extend(
+                nested
+                    .into_iter()
+                    .map(|(name, c)| (format!("{} {name}", sub.get_name()), c)),
+            );
+        }
+    }
+    out
 }
 
 /// Options shown in the page: not hidden, and not clap's own help/version.
@@ -126,8 +142,8 @@ fn shown(arg: &Arg) -> bool {
 }
 
 /// One synopsis line: `driftless apply [--root DIR] [--no-lock]`.
-fn synopsis(name: &str, sub: &Command) -> String {
-    let mut line = format!("\\fB{name} {}\\fR", escape(sub.get_name()));
+fn synopsis(name: &str, full: &str, sub: &Command) -> String {
+    let mut line = format!("\\fB{name} {}\\fR", escape(full));
     for arg in sub.get_arguments().filter(|a| shown(a)) {
         let mut word = String::new();
         match arg.get_long() {

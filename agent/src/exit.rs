@@ -28,6 +28,11 @@ pub enum ExitCode {
     Health = 8,
     /// The node differs from its manifest.
     Drift = 9,
+    /// The channel's new tip was refused (`watch --once`, `status`).
+    ChannelRefused = 10,
+    /// Asking to be replaced failed; the request is pending (`watch
+    /// --once`, `status`).
+    ReplacementPending = 11,
 }
 
 impl ExitCode {
@@ -41,6 +46,21 @@ impl ExitCode {
             Some(Stage::Apply) => ExitCode::Apply,
             Some(Stage::Health) => ExitCode::Health,
             None => ExitCode::Failure,
+        }
+    }
+}
+
+impl ExitCode {
+    /// The code of a failure recorded at `stage` (`fetch`, `verify`,
+    /// `spec`, `apply`, `lock`, `health`), as `status` reports it.
+    pub fn of_stage(stage: &str) -> Self {
+        match crate::record::lifecycle::FailedAt::from_record(stage) {
+            crate::record::lifecycle::FailedAt::Fetch => ExitCode::Fetch,
+            crate::record::lifecycle::FailedAt::Verify => ExitCode::Verify,
+            crate::record::lifecycle::FailedAt::Spec => ExitCode::Spec,
+            crate::record::lifecycle::FailedAt::Apply
+            | crate::record::lifecycle::FailedAt::Lock => ExitCode::Apply,
+            crate::record::lifecycle::FailedAt::Health => ExitCode::Health,
         }
     }
 }

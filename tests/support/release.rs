@@ -258,6 +258,18 @@ impl Run {
         self
     }
 
+    /// Asserts one of the codes `status` and `watch --once` report a
+    /// node's state with (README, "Exit codes"), and returns self.
+    pub fn reported(self) -> Self {
+        assert!(
+            self.code
+                .is_some_and(|c| [0, 4, 5, 6, 7, 8, 9, 10, 11].contains(&c)),
+            "expected a state's exit code\n{}",
+            self.describe()
+        );
+        self
+    }
+
     /// Standard output parsed as one JSON value.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim())
@@ -695,7 +707,7 @@ impl NodeRoot {
 
     /// `driftless status --root ROOT --json`, parsed.
     pub fn status_json(&self) -> serde_json::Value {
-        self.driftless("status", &["--json"], &[]).ok().json()
+        self.driftless("status", &["--json"], &[]).reported().json()
     }
 
     /// `driftless plan --root ROOT --json`, parsed.

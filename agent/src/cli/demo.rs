@@ -15,7 +15,8 @@ use crate::exit::ExitCode;
 /// Arguments of `driftless demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Keep the temporary directory and print its path.
+    /// Keep the temporary directory and print its path (its locks are
+    /// removed first, so that it can be deleted).
     #[arg(long)]
     keep: bool,
 }
@@ -119,7 +120,10 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         .output();
     if args.keep {
         let kept = dir.keep();
-        outln!("\nkept {}", kept.display());
+        outln!(
+            "\nkept {} (unlocked: its immutable attributes were removed with chattr -R -i, so the node is no longer locked and the directory can be deleted)",
+            kept.display()
+        );
     }
     result
 }

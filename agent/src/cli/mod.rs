@@ -10,11 +10,17 @@ mod output;
 mod apply;
 mod channel;
 mod check;
+mod completions;
+mod config;
 mod demo;
+mod diff;
 mod fetch;
+mod fleet;
 mod gate;
+mod lint;
 mod node;
 mod plan;
+mod release;
 mod restore;
 mod status;
 mod verify;
@@ -61,6 +67,18 @@ pub enum Command {
     Channel(Box<channel::ChannelArgs>),
     /// Watch the channel and the node; ask to be replaced when needed (a daemon).
     Watch(watch::WatchArgs),
+    /// Judge a release tree (and an agent config or user-data) by the node's rules, offline.
+    Lint(lint::LintArgs),
+    /// Check an agent config, or cloud-init user-data that writes one.
+    Config(config::ConfigArgs),
+    /// Lint, make the signed release tag with your git signing key, and verify it as a node will.
+    Release(release::ReleaseArgs),
+    /// Show what a node of one release would become with another.
+    Diff(diff::DiffArgs),
+    /// Show the fleet: nodes by release and state, rollout slots, failures (etcd), or the channel.
+    Fleet(fleet::FleetArgs),
+    /// Print the shell completion script (bash, zsh, fish).
+    Completions(completions::CompletionsArgs),
     /// Fetch and verify a channel tip and the release it names, and print
     /// the verdict as JSON: the watcher's short-lived child.
     #[command(hide = true)]
@@ -134,6 +152,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Channel(args) => channel::run(*args),
         Command::Watch(args) => watch::run(args),
+        Command::Lint(args) => lint::run(args),
+        Command::Config(args) => config::run(args),
+        Command::Release(args) => release::run(args),
+        Command::Diff(args) => diff::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Fleet(args) => fleet::run(args),
         Command::EvaluateChannel(args) => watch::run_evaluate(args),
     }
 }

@@ -49,7 +49,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
                     outln!("release    none verified");
                     outln!("finished   {}", failure.at);
                 }
-                return ExitCode::Success;
+                return ExitCode::of_stage(&failure.stage);
             }
             if args.json {
                 let phase = Phase::Fresh.name();
@@ -83,7 +83,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         value["watch"] = serde_json::to_value(&watch).unwrap_or_default();
         value["channel_floor"] = serde_json::to_value(&floor).unwrap_or_default();
         outln!("{value}");
-        return ExitCode::Success;
+        return exit_code(&state, &watch);
     }
     let status = match &state.status {
         Status::Applying => {
@@ -148,7 +148,32 @@ pub fn run(args: StatusArgs) -> ExitCode {
     }
     print_watch(&watch);
     print_channel(&watch, floor.as_ref());
-    ExitCode::Success
+    exit_code(&state, &watch)
+}
+
+/// What a script can branch on (README, "Exit codes"): the failed stage's
+/// code for a failed node (7 for an apply that never finished), 9 when
+/// drift was seen, 11 while a replacement request is pending after a
+/// failed attempt, 10 when the channel's last tip was refused, else 0.
+fn exit_code(state: &state::State, watch: &WatchState) -> ExitCode {
+    match &state.status {
+        Status::Failed { stage, .. } => return ExitCode::of_stage(stage),
+        Status::Applying => return ExitCode::Apply,
+        Status::Applied => {}
+    }
+    if !watch.drift.is_empty() {
+        ExitCode::Drift
+    } else if watch
+        .replacement
+        .as_ref()
+        .is_some_and(|r| r.status == RequestStatus::Pending && r.last_error.is_some())
+    {
+        ExitCode::ReplacementPending
+    } else if watch.refusal.is_some() {
+        ExitCode::ChannelRefused
+    } else {
+        ExitCode::Success
+    }
 }
 
 /// The channel's document, its freshness, the clock it was judged by, and

@@ -1,7 +1,9 @@
 //! `driftless verify`: the node's verdict on a tag or commit, for release
-//! engineers to run in their own CI before they push. For a tag whose tree
-//! holds a node spec, it also checks every encrypted source (secret) the
-//! spec names, without decrypting any.
+//! engineers to run in their own CI before they push. For a tag, the
+//! verdict includes the lint of its tree (`node::lint::CHECKS`): "good"
+//! means a node accepts the release, not only its signature; every
+//! encrypted source (secret) the spec names is listed with its recipients,
+//! none decrypted.
 
 use std::path::PathBuf;
 
@@ -12,6 +14,7 @@ use serde_json::json;
 
 use crate::config::ConfigError;
 use crate::exit::ExitCode;
+use crate::release::lint::{Finding, Refused, refused};
 use crate::release::sealed::{self, SealedHeader};
 use crate::release::tree::Release;
 use crate::types::TreePath;
@@ -35,10 +38,17 @@ pub struct VerifyArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
-    /// The node spec in the tag's tree, whose secrets are checked (each
-    /// must parse as age and name a recipient a node can hold).
+    /// The node spec in the tag's tree (the nodes' release.spec).
     #[arg(long, value_name = "PATH", default_value = "driftless.yaml")]
     spec: String,
+    /// The image's root, whose accounts resolve the spec's owners when its
+    /// tree is linted (default: a minimal root with only root's account).
+    #[arg(long, value_name = "DIR")]
+    base: Option<PathBuf>,
+    /// Check the tag's signature only, not whether a node accepts its tree
+    /// (for a tag that is not a release of nodes).
+    #[arg(long)]
+    signature_only: bool,
     /// The annotated tag to verify (refs/tags/TAG).
     #[arg(required_unless_present = "commit")]
     tag: Option<String>,
@@ -56,10 +66,13 @@ pub fn run(args: VerifyArgs) -> ExitCode {
         Kind::Commit => "commit",
     };
     match verify(&args, kind, &name) {
-        Ok((verified, secrets)) => {
+        Ok((verified, findings, secrets)) => {
             if args.json {
                 let mut value = serde_json::to_value(&verified).unwrap_or_default();
                 value["verified"] = json!(true);
+                if kind == Kind::Tag && !args.signature_only {
+                    value["lint"] = json!(findings);
+                }
                 value["secrets"] = secrets
                     .iter()
                     .map(|(source, header)| json!({ "source": source, "recipients": header.describe() }))
@@ -67,6 +80,17 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                 outln!("{value}");
             } else {
                 print_human(&verified);
+                if kind == Kind::Tag && !args.signature_only {
+                    outln!(
+                        "lint       a node accepts its tree ({} checks{})",
+                        crate::node::lint::CHECKS.len(),
+                        match findings.len() {
+                            0 => String::new(),
+                            n => format!(", {n} warnings"),
+                        }
+                    );
+                    super::lint::print_findings(&findings);
+                }
                 for (i, (source, header)) in secrets.iter().enumerate() {
                     let label = if i == 0 { "secrets" } else { "" };
                     outln!("{label:<10} {source}: {}", header.describe());
@@ -75,6 +99,10 @@ pub fn run(args: VerifyArgs) -> ExitCode {
             ExitCode::Success
         }
         Err(error) => {
+            let lint = error
+                .downcast_ref::<Refused>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default();
             let error = error.context(format!("{label} {name}"));
             if args.json {
                 let message = crate::error::one_line(&error);
@@ -83,17 +111,23 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                     .map_or(message.as_str(), |(_, m)| m);
                 outln!(
                     "{}",
-                    json!({ "verified": false, "kind": kind, "name": name, "error": message })
+                    json!({ "verified": false, "kind": kind, "name": name, "error": message, "lint": lint })
                 );
+            } else {
+                super::lint::print_findings(&lint);
             }
             super::report(&error)
         }
     }
 }
 
-/// A verified tag or commit, and the secrets of a tag's node spec.
-type Verdict = (Verified, Vec<(TreePath, SealedHeader)>);
+/// A verified tag or commit, the warnings of a tag's lint, and the secrets
+/// of its node spec.
+type Verdict = (Verified, Vec<Finding>, Vec<(TreePath, SealedHeader)>);
 
+/// Verifies the signature, then (for a tag) lints its tree: a tree a node
+/// refuses is an error ([`Refused`]); the warnings are returned, with the
+/// encrypted sources and their recipients.
 fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verdict> {
     let trust = Trust::load(&args.allowed_signers, args.revoked_keys.as_deref())?;
     let repo = Repository::open_ext(
@@ -110,21 +144,24 @@ fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verdict> 
         Kind::Tag => verify::verify_tag(&repo, name, &trust, now)?,
         Kind::Commit => verify::verify_commit(&repo, name, &trust, now)?,
     };
-    let mut secrets = Vec::new();
-    if kind == Kind::Tag {
-        let spec_path = TreePath::new(&args.spec).map_err(|reason| ConfigError {
-            path: "--spec".into(),
-            reason,
-        })?;
-        let release = Release::open(&repo, verified.clone())?;
-        match release.spec(&spec_path) {
-            Ok(spec) => secrets = sealed::check_sources(&release, &spec)?,
-            // A tree without a node spec is not a release of nodes.
-            Err(e) if e.reason == "no such file in the release" => {}
-            Err(e) => return Err(e.into()),
-        }
+    if kind == Kind::Commit || args.signature_only {
+        return Ok((verified, Vec::new(), Vec::new()));
     }
-    Ok((verified, secrets))
+    let spec = TreePath::new(&args.spec).map_err(|reason| ConfigError {
+        path: "--spec".into(),
+        reason,
+    })?;
+    let release = Release::open(&repo, verified.clone())?;
+    let findings = crate::node::lint::release(&release, &spec, args.base.as_deref());
+    if refused(&findings) {
+        return Err(Refused(findings).into());
+    }
+    // The lint parsed the spec and checked every encrypted source.
+    let secrets = match release.spec(&spec) {
+        Ok(parsed) => sealed::check_sources(&release, &parsed)?,
+        Err(_) => Vec::new(),
+    };
+    Ok((verified, findings, secrets))
 }
 
 fn print_human(v: &Verified) {

@@ -6,6 +6,7 @@ use super::node::NodeArgs;
 use crate::config;
 use crate::exit::ExitCode;
 use crate::fleet::watch::Watcher;
+use crate::record::watch_state::{RequestStatus, WatchState};
 
 /// Arguments of `driftless watch`.
 #[derive(Debug, Args)]
@@ -39,16 +40,38 @@ pub fn run(args: WatchArgs) -> ExitCode {
         runtime.block_on(async {
             let mut watcher = Watcher::new(&args.node.root, &config_path, config, node_id)?;
             if args.once {
+                watcher.announce();
+                // The clock the watcher stamps a refusal with.
+                let started = crate::release::clock::system_now();
                 watcher.poll_once().await;
-                Ok(())
+                Ok(once_code(watcher.record(), started))
             } else {
-                watcher.run().await
+                watcher.run().await.map(|()| ExitCode::Success)
             }
         })
     })();
     match result {
-        Ok(()) => ExitCode::Success,
+        Ok(code) => code,
         Err(e) => super::report(&e),
+    }
+}
+
+/// What one poll of `watch --once` came to, for scripts (README, "Exit
+/// codes"): 4 when the channel could not be polled or fetched, 10 when
+/// its new tip was refused, 11 when asking to be replaced failed, else 0.
+fn once_code(record: &WatchState, started: jiff::Timestamp) -> ExitCode {
+    if record.last_poll_error.is_some() {
+        ExitCode::Fetch
+    } else if record.refusal.as_ref().is_some_and(|r| r.at >= started) {
+        ExitCode::ChannelRefused
+    } else if record
+        .replacement
+        .as_ref()
+        .is_some_and(|r| r.status == RequestStatus::Pending && r.last_error.is_some())
+    {
+        ExitCode::ReplacementPending
+    } else {
+        ExitCode::Success
     }
 }
 

@@ -21,6 +21,7 @@ mod channel;
 mod identity;
 mod rollout;
 mod secrets;
+pub mod user_data;
 mod values;
 
 pub use channel::{

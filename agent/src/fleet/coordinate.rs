@@ -93,7 +93,7 @@ pub struct FailureValue {
 }
 
 /// `/` and `%` escaped, so a release or node id is one key segment.
-fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     text.replace('%', "%25").replace('/', "%2F")
 }
 
@@ -244,6 +244,21 @@ impl Coordinator {
     pub async fn failures(&self, release: &str) -> Result<u32, EtcdError> {
         let n = self.etcd.count(&self.failures_prefix(release)).await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The etcd client (for the fleet view's reads and a node's roster entry).
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The lease of a slot (and of a node's roster entry).
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
     }
 
     /// The group's slot count.

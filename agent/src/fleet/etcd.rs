@@ -228,6 +228,18 @@ impl Etcd {
         .map(drop)
     }
 
+    /// Puts `key` = `value` attached to `lease`: the key goes when the
+    /// lease ends.
+    pub async fn put_leased(&self, key: &str, value: &str, lease: i64) -> Result<(), EtcdError> {
+        self.call(
+            "put",
+            "/v3/kv/put",
+            json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() }),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Deletes `key` if it was last changed at `mod_revision`; true when deleted.
     pub async fn delete_if_unchanged(
         &self,

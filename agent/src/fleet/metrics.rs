@@ -19,12 +19,28 @@ pub fn render(applied: &State, watch: &WatchState) -> String {
             .replace('"', "\\\"")
             .replace('\n', "\\n")
     };
-    let mut metric = |name: &str, help: &str, labels: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}"
-        );
+    let mut typed = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
     };
+    let mut metric = |name: &str, help: &str, labels: &str, value: f64| {
+        typed(name, "gauge", help, &[(labels.to_owned(), value)]);
+    };
+    metric(
+        "driftless_build_info",
+        "This agent's version and the release it runs (commit and signer), as labels.",
+        &format!(
+            "{{version=\"{}\",release=\"{}\",commit=\"{}\",signer=\"{}\",signer_fingerprint=\"{}\"}}",
+            env!("CARGO_PKG_VERSION"),
+            label(&r.tag),
+            label(&r.commit),
+            label(&r.signer),
+            label(&r.fingerprint)
+        ),
+        1.0,
+    );
     metric(
         "driftless_release_info",
         "The release this node was built from.",
@@ -85,31 +101,67 @@ pub fn render(applied: &State, watch: &WatchState) -> String {
             at.as_second() as f64,
         );
     }
-    metric(
-        "driftless_poll_errors",
-        "Channel polls that failed since the watcher started.",
-        "",
-        watch.poll_errors as f64,
+    channel_metrics(watch, &mut metric, &label);
+    typed(
+        "driftless_poll_errors_total",
+        "counter",
+        "Channel polls that failed (kept in watch.json across restarts).",
+        &[(String::new(), watch.poll_errors as f64)],
     );
+    let mut metric = |name: &str, help: &str, value: bool| {
+        typed(
+            name,
+            "gauge",
+            help,
+            &[(String::new(), f64::from(u8::from(value)))],
+        );
+    };
     metric(
         "driftless_channel_refused",
         "1 when the last new channel tip was refused.",
-        "",
-        f64::from(u8::from(watch.refusal.is_some())),
+        watch.refusal.is_some(),
     );
-    channel_metrics(watch, &mut metric, &label);
-    let requested = watch.replacement.as_ref().map_or(0.0, |r| {
-        if r.status == RequestStatus::Done {
-            1.0
-        } else {
-            0.5
-        }
-    });
+    let request = watch.replacement.as_ref().map(|r| &r.status);
     metric(
         "driftless_replacement_requested",
-        "1 when replacement was requested, 0.5 while the request is pending.",
-        "",
-        requested,
+        "1 once the request to replace this node was made successfully.",
+        request == Some(&RequestStatus::Done),
+    );
+    metric(
+        "driftless_replacement_pending",
+        "1 while a request to replace this node is recorded but not yet made successfully.",
+        request == Some(&RequestStatus::Pending),
+    );
+    // One series per state, 1 for the current one: where the rollout to the
+    // desired release stands for this node ("current": it runs it).
+    let current = watch
+        .rollout
+        .as_ref()
+        .map_or("current", |r| r.state.as_str());
+    let release = watch
+        .rollout
+        .as_ref()
+        .map(|r| r.release.clone())
+        .or_else(|| watch.channel.as_ref().map(|c| c.release.clone()))
+        .unwrap_or_default();
+    let mut states: Vec<&str> = ROLLOUT_STATES.to_vec();
+    if !states.contains(&current) {
+        states.push(current);
+    }
+    let samples: Vec<(String, f64)> = states
+        .iter()
+        .map(|s| {
+            (
+                format!("{{release=\"{}\",state=\"{}\"}}", label(&release), label(s)),
+                f64::from(u8::from(*s == current)),
+            )
+        })
+        .collect();
+    typed(
+        "driftless_rollout_state",
+        "gauge",
+        "1 for the state the rollout to the desired release is in for this node (current: it runs it).",
+        &samples,
     );
     out
 }
@@ -185,6 +237,20 @@ fn channel_metrics(
         );
     }
 }
+/// The states of `driftless_rollout_state` (see
+/// [`crate::record::watch_state::RolloutStatus::state`]), each always
+/// written so that a dashboard sees 0 as well as 1.
+pub const ROLLOUT_STATES: [&str; 9] = [
+    "current",
+    "go",
+    "hold",
+    "not-canary",
+    "wait",
+    "outside-window",
+    "stopped",
+    "waiting-for-slot",
+    "coordinator-unreachable",
+];
 
 /// Writes the metrics file, if its directory exists.
 pub fn write(
@@ -194,4 +260,80 @@ pub fn write(
     watch: &WatchState,
 ) -> Result<(), RootError> {
     root.write_file(path, render(applied, watch).as_bytes(), 0o644, 0, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::state::PinnedRelease;
+    use crate::record::watch_state::RolloutStatus;
+
+    fn applied() -> State {
+        State {
+            version: 1,
+            node_id: "n".into(),
+            release: PinnedRelease {
+                tag: "v1".into(),
+                tag_object: "t".into(),
+                commit: "c0ffee".into(),
+                tree: "r".into(),
+                signer: "release@example.com".into(),
+                fingerprint: "SHA256:x".into(),
+                signed_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            status: Status::Applied,
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+            finished_at: None,
+            manifest: Vec::new(),
+            read_only: Vec::new(),
+            effective: Default::default(),
+        }
+    }
+
+    #[test]
+    fn counters_end_in_total_and_states_are_one_series_each() {
+        let watch = WatchState {
+            poll_errors: 3,
+            rollout: Some(RolloutStatus {
+                release: "v2".into(),
+                state: "waiting-for-slot".into(),
+                failures: 0,
+                max_failures: 1,
+                in_flight: Some(1),
+                max_in_flight: Some(1),
+            }),
+            ..WatchState::default()
+        };
+        let text = render(&applied(), &watch);
+        assert!(
+            text.contains(
+                "# TYPE driftless_poll_errors_total counter\ndriftless_poll_errors_total 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "driftless_build_info{{version=\"{}\",release=\"v1\",commit=\"c0ffee\",signer=\"release@example.com\",signer_fingerprint=\"SHA256:x\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        let states: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("driftless_rollout_state{"))
+            .collect();
+        assert_eq!(states.len(), ROLLOUT_STATES.len(), "{text}");
+        assert!(
+            states
+                .contains(&"driftless_rollout_state{release=\"v2\",state=\"waiting-for-slot\"} 1")
+        );
+        assert_eq!(
+            states.iter().filter(|l| l.ends_with(" 1")).count(),
+            1,
+            "{text}"
+        );
+        // No value but 0 and 1 for a yes/no: no 0.5 for "pending".
+        assert!(!text.contains(" 0.5"), "{text}");
+        assert!(text.contains("driftless_replacement_pending 0\n"), "{text}");
+    }
 }

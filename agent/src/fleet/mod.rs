@@ -3,7 +3,9 @@
 
 pub mod coordinate;
 pub mod etcd;
+pub mod lint;
 pub mod metrics;
 pub mod rollout;
+pub mod roster;
 pub mod terminate;
 pub mod watch;

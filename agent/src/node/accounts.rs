@@ -124,14 +124,18 @@ pub fn plan_accounts(
 pub fn resolve_uid(p: &Principal, passwd: &str) -> Result<u32, String> {
     match p {
         Principal::Id(id) => Ok(*id),
-        Principal::Name(name) => Table::parse(Kind::Passwd, passwd)?
-            .id_of(name.as_str(), UID)
-            .ok_or_else(|| {
-                format!(
-                    "user {} is not in {PASSWD}; declare it under users",
-                    name.as_str()
+        Principal::Name(name) => {
+            let table = Table::parse(Kind::Passwd, passwd)?;
+            table.id_of(name.as_str(), UID).ok_or_else(|| {
+                missing(
+                    "user",
+                    name.as_str(),
+                    PASSWD,
+                    "users",
+                    table.name_with_id(UID, 0),
                 )
-            }),
+            })
+        }
     }
 }
 
@@ -140,15 +144,31 @@ pub fn resolve_uid(p: &Principal, passwd: &str) -> Result<u32, String> {
 pub fn resolve_gid(p: &Principal, group: &str) -> Result<u32, String> {
     match p {
         Principal::Id(id) => Ok(*id),
-        Principal::Name(name) => Table::parse(Kind::Group, group)?
-            .id_of(name.as_str(), GID)
-            .ok_or_else(|| {
-                format!(
-                    "group {} is not in {GROUP}; declare it under groups",
-                    name.as_str()
+        Principal::Name(name) => {
+            let table = Table::parse(Kind::Group, group)?;
+            table.id_of(name.as_str(), GID).ok_or_else(|| {
+                missing(
+                    "group",
+                    name.as_str(),
+                    GROUP,
+                    "groups",
+                    table.name_with_id(GID, 0),
                 )
-            }),
+            })
+        }
     }
+}
+
+/// Why a name does not resolve, with what to do: a table without root's
+/// own entry (`root0` is the name holding id 0) means the root lacks the
+/// image's account files, not that the spec lacks a declaration.
+fn missing(what: &str, name: &str, file: &str, section: &str, root0: Option<&str>) -> String {
+    if root0.is_none() {
+        return format!(
+            "{what} {name} is not in {file}, which has no entry for id 0: this root lacks the image's account files; give it {PASSWD} and {GROUP} (at least root's lines), or use a numeric id"
+        );
+    }
+    format!("{what} {name} is not in {file}; declare it under {section}, or use one the image has")
 }
 
 #[cfg(test)]
@@ -501,11 +521,24 @@ mod tests {
         assert_eq!(resolve_gid(&Principal::Id(7), "garbage"), Ok(7));
         assert_eq!(
             resolve_uid(&Principal::Name(name("bob")), PASSWD_TEXT),
-            Err("user bob is not in /etc/passwd; declare it under users".into())
+            Err(
+                "user bob is not in /etc/passwd; declare it under users, or use one the image has"
+                    .into()
+            )
         );
         assert_eq!(
             resolve_gid(&Principal::Name(name("wheel")), GROUP_TEXT),
-            Err("group wheel is not in /etc/group; declare it under groups".into())
+            Err(
+                "group wheel is not in /etc/group; declare it under groups, or use one the image has"
+                    .into()
+            )
+        );
+        // A root without the image's account files: the message says so,
+        // not "declare root under users".
+        let err = resolve_uid(&Principal::Name(name("root")), "").expect_err("no passwd");
+        assert!(
+            err.contains("lacks the image's account files") && !err.contains("declare it"),
+            "{err}"
         );
         assert!(resolve_gid(&Principal::Name(name("x")), "x:x:1\n").is_err());
     }

@@ -1,10 +1,24 @@
 //! Health checks: the node counts as up only when every check passes. A
 //! check is retried until its timeout, since services take a moment to start.
+//!
+//! An exec check runs on the host, as the agent (root), with the host's
+//! `/` (not under `--root`: on a node both are `/`), stdin closed and its
+//! environment the agent's. Its output (stdout and stderr together) is not
+//! logged while it passes; the last lines of a failing attempt's output
+//! ([`TAIL_LINES`] lines, at most [`TAIL_BYTES`] bytes kept) end the error,
+//! which apply records and `status` shows.
 
+use std::io::Read as _;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::release::spec::{HealthCheck, Probe};
+
+/// How many lines of a failing exec check's output its error shows.
+pub const TAIL_LINES: usize = 5;
+/// How many bytes of an exec check's output are kept (the last ones).
+pub const TAIL_BYTES: usize = 4096;
 
 /// A check that did not pass in time.
 #[derive(Debug, thiserror::Error)]
@@ -62,26 +76,77 @@ pub fn describe(probe: &Probe) -> String {
 
 fn exec(argv: &[String], limit: Duration) -> Result<(), String> {
     let (program, args) = argv.split_first().ok_or("empty command")?;
-    let mut child = Command::new(program)
+    // stdout and stderr into one pipe, read by a thread that keeps the tail.
+    let (read_end, write_end) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let write_err = write_end.try_clone().map_err(|e| format!("pipe: {e}"))?;
+    let spawned = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::from(write_err))
+        .spawn();
+    let mut child = spawned.map_err(|e| format!("cannot run {program}: {e}"))?;
+    let tail = Arc::new(Mutex::new((Vec::new(), false)));
+    let reader = {
+        let tail = Arc::clone(&tail);
+        let mut pipe = std::fs::File::from(read_end);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = pipe.read(&mut buf).unwrap_or(0);
+                let Ok(mut kept) = tail.lock() else { return };
+                if n == 0 {
+                    kept.1 = true;
+                    return;
+                }
+                kept.0.extend_from_slice(&buf[..n]);
+                let excess = kept.0.len().saturating_sub(TAIL_BYTES);
+                kept.0.drain(..excess);
+            }
+        })
+    };
     let deadline = Instant::now() + limit;
-    loop {
+    let outcome = loop {
         match child.try_wait().map_err(|e| e.to_string())? {
-            Some(status) if status.success() => return Ok(()),
-            Some(status) => return Err(format!("{program} exited with {status}")),
+            Some(status) if status.success() => break Ok(()),
+            Some(status) => break Err(format!("{program} exited with {status}")),
             None if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{program} did not finish in time"));
+                break Err(format!("{program} did not finish in time"));
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }
+    };
+    // The output's end, unless a process the check left behind holds the
+    // pipe open: then what arrived within a moment.
+    let waited = Instant::now();
+    while !tail.lock().map(|t| t.1).unwrap_or(true) && waited.elapsed() < Duration::from_millis(200)
+    {
+        std::thread::sleep(Duration::from_millis(5));
     }
+    if tail.lock().map(|t| t.1).unwrap_or(false) {
+        let _ = reader.join();
+    }
+    let text = tail.lock().map(|t| last_lines(&t.0)).unwrap_or_default();
+    outcome.map_err(|e| {
+        if text.is_empty() {
+            format!("{e} (no output)")
+        } else {
+            format!("{e}; its output ended with: {text}")
+        }
+    })
+}
+
+/// The last [`TAIL_LINES`] non-empty lines of `bytes`, joined with ` | `.
+fn last_lines(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| crate::error::clip(l, 200))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join(" | ")
 }
 
 fn http(url: &str, expected: u16, limit: Duration) -> Result<(), String> {
@@ -121,6 +186,34 @@ mod tests {
         assert!(run(&check(Probe::Exec(vec!["/bin/true".into()]), 2000)).is_ok());
         let err = run(&check(Probe::Exec(vec!["/bin/false".into()]), 300)).expect_err("fails");
         assert!(err.to_string().contains("/bin/false exited"), "{err}");
+        // A failing check's last lines end the error; the earlier ones do not.
+        let script = "for i in 1 2 3 4 5 6 7; do echo line $i; done; echo oops >&2; exit 3";
+        let err = run(&check(
+            Probe::Exec(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            300,
+        ))
+        .expect_err("fails")
+        .to_string();
+        assert!(
+            err.ends_with("its output ended with: line 4 | line 5 | line 6 | line 7 | oops"),
+            "{err}"
+        );
+        // Output beyond the kept bytes costs nothing but time.
+        let flood = format!(
+            "head -c {} /dev/zero | tr '\\0' x; echo; echo last; exit 1",
+            10 * TAIL_BYTES
+        );
+        let err = run(&check(
+            Probe::Exec(vec!["/bin/sh".into(), "-c".into(), flood]),
+            2000,
+        ))
+        .expect_err("fails")
+        .to_string();
+        assert!(
+            err.ends_with(" | last") && err.len() < TAIL_BYTES,
+            "{}",
+            err.len()
+        );
         let started = Instant::now();
         let err = run(&check(
             Probe::Exec(vec!["/bin/sleep".into(), "10".into()]),

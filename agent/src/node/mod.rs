@@ -4,10 +4,12 @@
 pub mod accounts;
 pub mod anchor;
 pub mod apply;
+pub mod diff;
 pub mod effective;
 pub mod floor;
 pub mod gate;
 pub mod health;
+pub mod lint;
 pub mod lock;
 pub mod plan;
 pub mod secrets;

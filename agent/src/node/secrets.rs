@@ -55,7 +55,9 @@ After=driftless-secrets.service
 /// The node's means to open secrets: its identity and its digest key,
 /// each loaded at most once, and only when a release has secrets.
 pub struct Secrets<'c> {
-    settings: &'c SecretSettings,
+    /// `None`: nothing is opened (a lint plans the release with its
+    /// secrets sealed; their sources are checked by `release::lint`).
+    settings: Option<&'c SecretSettings>,
     identity: Option<Identity>,
     /// The digest key and its bytes (made here when the node has none yet;
     /// the plan then writes it).
@@ -66,7 +68,17 @@ impl<'c> Secrets<'c> {
     /// Nothing loaded yet.
     pub fn new(settings: &'c SecretSettings) -> Self {
         Self {
-            settings,
+            settings: Some(settings),
+            identity: None,
+            key: None,
+        }
+    }
+
+    /// Opens nothing: a plan made with it keeps every secret sealed, to be
+    /// written (for `driftless lint`, which never decrypts).
+    pub fn sealed() -> Self {
+        Self {
+            settings: None,
             identity: None,
             key: None,
         }
@@ -105,9 +117,9 @@ impl<'c> Secrets<'c> {
                 )
             })
             .collect();
-        if sealed.is_empty() {
+        let Some(settings) = self.settings.filter(|_| !sealed.is_empty()) else {
             return Ok(());
-        }
+        };
         protect_process().map_err(|e| ApplyError(format!("cannot protect the process: {e}")))?;
         // Every ciphertext read and checked first.
         let mut total = 0u64;
@@ -138,7 +150,7 @@ impl<'c> Secrets<'c> {
         if self.identity.is_none() {
             let (i, _, header) = &read[0];
             let d = &desired[*i];
-            let identity = identity::load(root, self.settings).map_err(|e| {
+            let identity = identity::load(root, settings).map_err(|e| {
                 IdentityError(format!(
                     "{} ({}): secret {} cannot be opened: {e}; it is encrypted to {}",
                     d.path,

@@ -7,6 +7,7 @@ use crate::node::health::HealthError;
 use crate::node::lock::LockError;
 use crate::node::plan::PlanError;
 use crate::release::channel::ChannelRefusal;
+use crate::release::lint::Refused;
 use crate::release::obtain::PinMismatch;
 use crate::release::sealed::SealedError;
 use crate::release::spec::SpecError;
@@ -70,6 +71,7 @@ impl Stage {
                 || cause.is::<PlanError>()
                 || cause.is::<SealedError>()
                 || cause.is::<ReleaseError>()
+                || cause.is::<Refused>()
             {
                 Some(Stage::Spec)
             } else if cause.is::<ApplyError>()

@@ -283,6 +283,7 @@ mod tests {
             "hold: true\n",
             "release: 'v1..2'\n",
             "release: v2\ncanary: 150%\n",
+            "release: v2\ncanary: 5\n",
             "release: v2\nwaves: 0\n",
             "release: v2\nwindows: [{start: '25:00', length: 1h}]\n",
             "release: v2\nwindows: [{start: '02:00', length: 1h, time_zone: Mars/Olympus}]\n",
@@ -342,6 +343,15 @@ mod tests {
         refreshed.release = TagName::new("v3").expect("tag");
         refreshed.hold = true;
         assert_eq!(changed_fields(&refreshed, &file), ["hold", "release"]);
+    }
+
+    #[test]
+    fn a_share_without_its_percent_sign_says_so() {
+        let err = parse("release: v2\ncanary: 5\n")
+            .expect_err("5 is not a fraction")
+            .to_string();
+        assert!(err.contains("5%") && err.contains("0.05"), "{err}");
+        assert!(!err.contains("between 0% and 100%"), "{err}");
     }
 
     #[test]

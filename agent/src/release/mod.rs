@@ -6,6 +6,8 @@
 pub mod candidate;
 pub mod channel;
 pub mod clock;
+pub mod lint;
+pub mod local;
 pub mod obtain;
 pub mod sealed;
 pub mod spec;

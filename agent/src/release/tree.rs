@@ -68,6 +68,30 @@ impl<'r> Release<'r> {
         Ok(release)
     }
 
+    /// A tree that nothing verified, in `repo` (a work tree as it would be
+    /// committed, or a tag's tree before its signature is checked), for
+    /// the operator's commands that judge or compare releases (`lint`,
+    /// `diff`) and never write a node. `label` names it in messages; the
+    /// signer fields of its [`Verified`] are empty.
+    pub fn unsigned(
+        repo: &'r Repository,
+        tree: git2::Oid,
+        label: &str,
+    ) -> Result<Self, ReleaseError> {
+        let verified = Verified {
+            kind: crate::verify::Kind::Commit,
+            name: label.to_owned(),
+            object: tree.to_string(),
+            commit: String::new(),
+            tree: tree.to_string(),
+            principal: String::new(),
+            key_type: "",
+            fingerprint: String::new(),
+            signed_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        Self::open(repo, verified)
+    }
+
     /// The tree of a verified tag whose objects a streamed fetch received
     /// (which checked that every object of the tree arrived).
     pub fn streamed(streamed: &'r Streamed) -> Result<Self, ReleaseError> {

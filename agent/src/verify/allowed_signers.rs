@@ -201,6 +201,35 @@ mod tests {
     }
 
     #[test]
+    fn a_misplaced_comma_or_space_is_named_as_such() {
+        // The second principal after a space is not "an unknown option".
+        for bad in [
+            format!("alice@example.com ,bob@example.com {KEY}"),
+            format!("alice@example.com bob@example.com {KEY}"),
+        ] {
+            let err = parse(&bad).expect_err(&bad).to_string();
+            assert!(
+                err.contains("looks like a principal") && err.contains("join them with commas"),
+                "{err}"
+            );
+        }
+        for bad in [
+            format!("alice@example.com, {KEY}"),
+            format!("alice@example.com, bob@example.com {KEY}"),
+        ] {
+            let err = parse(&bad).expect_err(&bad).to_string();
+            assert!(err.contains("ends with a comma"), "{err}");
+        }
+        let err = parse(&format!("bob octopus {KEY}"))
+            .expect_err("unknown option")
+            .to_string();
+        assert!(
+            err.contains("unknown option \"octopus\"") && err.contains("cert-authority"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn authorize_names_cert_authority_lines_and_unknown_keys() {
         let signers = parse(&format!("ca cert-authority {KEY}\n")).expect("parses");
         let key = signers.signers()[0].key.clone();

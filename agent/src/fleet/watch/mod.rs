@@ -39,6 +39,7 @@ mod anchor;
 mod decide;
 mod evaluate;
 mod replacement;
+mod roster;
 
 pub use evaluate::{Verdict, evaluate_channel};
 pub use replacement::replace_after_failed_apply;
@@ -95,6 +96,8 @@ pub struct Watcher {
     phase: Phase,
     /// The channel floor of the image or the apply (`record::floor`).
     floor: Option<ChannelFloor>,
+    /// This node's entry in its group's roster in etcd (with a coordinator).
+    roster: crate::fleet::roster::Reporter,
 }
 
 impl Drop for Watcher {
@@ -155,6 +158,7 @@ impl Watcher {
             slot: None,
             phase,
             floor,
+            roster: Default::default(),
         })
     }
 
@@ -166,6 +170,7 @@ impl Watcher {
         // From the start: retrying a pending request below may take longer
         // than the watchdog interval.
         let watchdog = spawn_watchdog();
+        self.announce();
         let (drift_tx, mut drift_rx) = tokio::sync::mpsc::channel::<Vec<Difference>>(16);
         self.start_detector(drift_tx)?;
         if self.applied.status != Status::Applied {
@@ -202,6 +207,39 @@ impl Watcher {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("stopping");
         Ok(())
+    }
+
+    /// The watcher's record as it stands (for `watch --once`'s exit code).
+    pub fn record(&self) -> &WatchState {
+        &self.record
+    }
+
+    /// Says, once at start, what is watched and how often.
+    pub fn announce(&self) {
+        let c = &self.config;
+        let rollout = match &self.coordinator {
+            Some(co) => format!(
+                "etcd group {} (at most {} away)",
+                co.group(),
+                co.max_in_flight()
+            ),
+            None => {
+                "no coordinator (the channel's canary, waves, windows and failures file)".into()
+            }
+        };
+        tracing::info!(
+            "watching node {} (release {}, {}): channel {} of {} every {:?} (±10 %); drift by inotify, a rescan every {:?}, the record against the signed release every {:?} (drift.policy {:?}); replacement by {}; rollout: {rollout}",
+            self.node_id,
+            self.applied.release.tag,
+            self.phase,
+            c.channel_ref(),
+            c.source.url.redacted(),
+            c.channel.poll_interval.0,
+            c.drift.rescan_interval.0,
+            c.drift.verify_interval.0,
+            c.drift.policy,
+            terminate::action_name(c.replace.action),
+        );
     }
 
     fn start_detector(&self, tx: tokio::sync::mpsc::Sender<Vec<Difference>>) -> anyhow::Result<()> {
@@ -309,6 +347,7 @@ impl Watcher {
         self.judge_freshness();
         self.save();
         self.decide().await;
+        self.report_roster().await;
     }
 
     fn poll_failed(&mut self, error: String) {

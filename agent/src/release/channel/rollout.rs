@@ -34,6 +34,13 @@ impl<'de> Deserialize<'de> for Share {
             Text(String),
         }
         let fraction = match Raw::deserialize(d)? {
+            // `canary: 5` means 5 %, most likely: the `%` is what is missing.
+            Raw::Fraction(f) if f > 1.0 && f <= 100.0 => {
+                return Err(D::Error::custom(format!(
+                    "share {f} is a fraction above 1: write a percentage with its %, like {f}%, or a fraction like {}",
+                    f / 100.0
+                )));
+            }
             Raw::Fraction(f) => f,
             Raw::Text(t) => {
                 let number = t.trim().strip_suffix('%').ok_or_else(|| {

@@ -40,6 +40,8 @@ impl fmt::Display for Signer {
 /// The whitespace that separates tokens.
 pub(super) const WHITESPACE: &[char] = &[' ', '\t', '\r'];
 const LINE_FORMAT: &str = "expected: principals [options] keytype base64 [comment]";
+const KNOWN_OPTIONS: &str =
+    "driftless knows cert-authority, namespaces=\"…\", valid-after=\"…\" and valid-before=\"…\"";
 
 /// Splits off the next whitespace-delimited token; `None` at end of line.
 fn next_token(s: &str) -> Option<(&str, &str)> {
@@ -80,6 +82,11 @@ pub(super) fn parse_line(
     }
     // ssh-keygen -Y find-principals stops at an empty entry: what follows
     // would silently never count.
+    if principals.ends_with(',') {
+        return Err(format!(
+            "the principals list {principals:?} ends with a comma: principals are one field, comma-separated with no spaces (alice@example.com,bob@example.com); remove the comma, or the space after it"
+        ));
+    }
     if principals.split(',').any(str::is_empty) {
         return Err(format!(
             "empty entry in the principals list {principals:?}; remove the extra comma"
@@ -95,6 +102,13 @@ pub(super) fn parse_line(
         next_token(rest).ok_or_else(|| format!("missing key; {LINE_FORMAT}"))?;
     if !sshkey::is_key_type_name(first) && next_token(after_first).is_none() {
         return Err(format!("missing key after {first:?}; {LINE_FORMAT}"));
+    }
+    // A second principal after a space reads as the options field: say so
+    // instead of calling it an unknown option.
+    if !sshkey::is_key_type_name(first) && (first.contains('@') || first.starts_with(',')) {
+        return Err(format!(
+            "{first:?} looks like a principal, not an option: principals are one field with no spaces; join them with commas (alice@example.com,bob@example.com)"
+        ));
     }
     let (options, key_text) = if sshkey::is_key_type_name(first) {
         (Options::default(), rest)
@@ -185,7 +199,7 @@ fn parse_options(mut text: &str, local: &TimeZone) -> Result<Options, String> {
                     .valid_before
                     .replace(parse_time(&value, local)?)
                     .is_some(),
-                _ => return Err(format!("unknown option {name:?}")),
+                _ => return Err(format!("unknown option {name:?}; {KNOWN_OPTIONS}")),
             };
             if slot_taken {
                 return Err(format!("repeated {name} option"));
@@ -193,7 +207,7 @@ fn parse_options(mut text: &str, local: &TimeZone) -> Result<Options, String> {
             text = after;
         } else {
             return Err(format!(
-                "unknown option {:?}",
+                "unknown option {:?}; {KNOWN_OPTIONS}",
                 text.split(',').next().unwrap_or(text)
             ));
         }
