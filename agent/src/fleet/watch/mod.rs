@@ -22,6 +22,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::config::{AgentConfig, DriftPolicy, FailurePolicy};
+use crate::fleet::coordinate::handover::Handover;
 use crate::fleet::coordinate::{Coordinator, Slot};
 use crate::fleet::terminate;
 use crate::record::detect::Detector;
@@ -89,6 +90,11 @@ pub struct Watcher {
     coordinator: Option<Arc<Coordinator>>,
     /// The rollout slot this process holds, and the task renewing it.
     slot: Option<(Slot, tokio::task::JoinHandle<()>)>,
+    /// What wakes the loop to decide again before the next poll (a freed
+    /// slot, a failure recorded); `None` outside [`Watcher::run`].
+    wake: Option<Arc<tokio::sync::Notify>>,
+    /// The watch of the group's slots while this node waits for one.
+    handover: Option<Handover>,
     /// Where the node stands in its lifecycle (see [`Phase`]).
     phase: Phase,
 }
@@ -148,6 +154,8 @@ impl Watcher {
             evaluator: this_program(),
             coordinator,
             slot: None,
+            wake: None,
+            handover: None,
             phase,
         })
     }
@@ -160,6 +168,8 @@ impl Watcher {
         // From the start: retrying a pending request below may take longer
         // than the watchdog interval.
         let watchdog = spawn_watchdog();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        self.wake = Some(wake.clone());
         let (drift_tx, mut drift_rx) = tokio::sync::mpsc::channel::<Vec<Difference>>(16);
         self.start_detector(drift_tx)?;
         if self.applied.status != Status::Applied {
@@ -188,6 +198,7 @@ impl Watcher {
                     self.resume_pending().await;
                 }
                 Some(differences) = drift_rx.recv() => self.on_drift(differences).await,
+                () = wake.notified() => self.on_wake().await,
             }
         }
         if let Some(task) = watchdog {
@@ -296,6 +307,11 @@ impl Watcher {
             self.evaluate_tip().await;
         }
         self.save();
+        if known && self.slots_followed() {
+            // Nothing moved that the watch of the slots would not have
+            // woken this node for.
+            return;
+        }
         self.decide().await;
     }
 
