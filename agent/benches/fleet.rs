@@ -27,9 +27,12 @@
 //!   its replacement is healthy: the boot delay and `driftless apply`),
 //!   the median of a fleet of one node (M = 1) rolled back and forth
 //!   first. What the roll takes beyond the ideal is the rollout's own
-//!   cost: the first poll that sees the channel move, the poll of a
-//!   waiting node that finds a freed slot, and the load of N watchers.
-//!   The table also gives the median replacement inside the fleet, and
+//!   cost: the first poll that sees the channel move, the hand-off of
+//!   each freed slot (a waiting node learns of it through etcd's watch,
+//!   then asks), and the load of N watchers. The line of each N gives the
+//!   first ask after the channel commit and the median hand-off (from a
+//!   replacement seen healthy to the next ask seen, both at autoscaler
+//!   ticks). The table also gives the median replacement inside the fleet, and
 //!   "max away", the most nodes away at one autoscaler tick (asked to be
 //!   replaced, replacement not yet healthy; see the fleet module).
 //!
