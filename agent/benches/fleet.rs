@@ -27,9 +27,12 @@
 //!   its replacement is healthy: the boot delay and `driftless apply`),
 //!   the median of a fleet of one node (M = 1) rolled back and forth
 //!   first. What the roll takes beyond the ideal is the rollout's own
-//!   cost: the first poll that sees the channel move, the poll of a
-//!   waiting node that finds a freed slot, and the load of N watchers.
-//!   The table also gives the median replacement inside the fleet, and
+//!   cost: the first poll that sees the channel move, the hand-off of
+//!   each freed slot (a waiting node learns of it through etcd's watch,
+//!   then asks), and the load of N watchers. The line of each N gives the
+//!   first ask after the channel commit and the median hand-off (from a
+//!   replacement seen healthy to the next ask seen, both at autoscaler
+//!   ticks). The table also gives the median replacement inside the fleet, and
 //!   "max away", the most nodes away at one autoscaler tick (asked to be
 //!   replaced, replacement not yet healthy; see the fleet module).
 //!
@@ -164,6 +167,11 @@ struct Row {
     max_away: usize,
     median_replacement: Duration,
     slowest_replacement: Duration,
+    /// From the channel commit to the first ask seen.
+    first_ask: Duration,
+    /// Median of the hand-offs: from a replacement seen healthy (its slot
+    /// given back) to the next ask seen (the slot taken by a waiting node).
+    handoff: Duration,
     idle: Idle,
 }
 
@@ -215,11 +223,14 @@ fn main() -> Result<()> {
     for &nodes in &settings.sizes {
         let row = measure(&settings, nodes)?;
         println!(
-            "# N={nodes}: booted in {:.1} s, rolled in {:.1} s, replacement (ask to healthy) median {:.2} s, slowest {:.2} s",
+            "# N={nodes}: booted in {:.1} s, rolled in {:.1} s, replacement (ask to healthy) median {:.2} s, slowest {:.2} s; \
+             first ask {:.2} s after the channel commit; hand-off (a replacement healthy to the next ask, as the autoscaler sees them) median {:.3} s",
             row.boot.as_secs_f64(),
             row.roll.as_secs_f64(),
             row.median_replacement.as_secs_f64(),
             row.slowest_replacement.as_secs_f64(),
+            row.first_ask.as_secs_f64(),
+            row.handoff.as_secs_f64(),
         );
         rows.push(row);
     }
@@ -258,6 +269,7 @@ fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
     let idle = idle(settings, &mut fleet)?;
 
     fleet.stats = Stats::default();
+    let promoted = Instant::now();
     fleet.promote("v2", "");
     let waves = u32::try_from(nodes.div_ceil(settings.max_in_flight as usize))?;
     let roll = fleet.run_until(WAVE_LIMIT * waves, "every node on v2", |f| {
@@ -269,10 +281,25 @@ fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
         "{} replacements for {nodes} nodes",
         replacements.len()
     );
+    // The k-th replacement healthy frees the slot of the (M + k)-th ask.
+    let mut asks: Vec<Instant> = fleet.stats.asks.iter().map(|(_, at)| *at).collect();
+    asks.sort();
+    let mut freed: Vec<Instant> = fleet.stats.healthy.iter().map(|(_, at, _)| *at).collect();
+    freed.sort();
+    let handoffs: Vec<Duration> = asks
+        .iter()
+        .skip(settings.max_in_flight as usize)
+        .zip(&freed)
+        .map(|(ask, freed)| ask.saturating_duration_since(*freed))
+        .collect();
     Ok(Row {
         nodes,
         boot,
         roll,
+        first_ask: asks
+            .first()
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(promoted)),
+        handoff: median(&handoffs),
         max_away: fleet.stats.max_away,
         median_replacement: median(&replacements),
         slowest_replacement: replacements.iter().copied().max().unwrap_or_default(),

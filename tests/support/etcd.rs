@@ -249,11 +249,37 @@ impl EtcdServer {
         Ok(())
     }
 
+    /// Grants the role that [`EtcdServer::enable_auth`] made read-write
+    /// access to the keys under `prefix` as well.
+    pub fn grant_prefix(&self, prefix: &str) -> Result<()> {
+        let mut end = prefix.as_bytes().to_vec();
+        let last = end.pop().context("a non-empty prefix")?;
+        end.push(last + 1);
+        let answer = self.try_post(
+            "/v3/auth/role/grant",
+            serde_json::json!({ "name": "fleet", "perm": {
+                "permType": "READWRITE", "key": B64.encode(prefix), "range_end": B64.encode(end)
+            }}),
+        )?;
+        if answer.get("error").is_some() || answer.get("code").is_some() {
+            bail!("etcd role grant {prefix}: {answer}");
+        }
+        Ok(())
+    }
+
     /// Puts `key` = `value` (no lease).
     pub fn put(&self, key: &str, value: &str) {
         self.post(
             "/v3/kv/put",
             serde_json::json!({ "key": B64.encode(key), "value": B64.encode(value) }),
+        );
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &str) {
+        self.post(
+            "/v3/kv/deleterange",
+            serde_json::json!({ "key": B64.encode(key) }),
         );
     }
 }

@@ -18,6 +18,10 @@
 //! whose `to` is its release: the group's count of nodes away goes down by
 //! one. A node that vanishes holds its slot at most `lease_ttl` longer.
 //! Release names and node ids are escaped (`%` and `/`) in keys.
+//!
+//! A node waiting for a slot follows the group's keys through a watch
+//! ([`handover`]), so it tries again the moment a slot is freed instead of
+//! at its next poll.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, Coordinator as Kind, RolloutSettings};
 use crate::fleet::etcd::{Etcd, EtcdError};
+
+pub mod handover;
 
 /// The prefix of every driftless key in etcd.
 pub const KEY_PREFIX: &str = "/driftless";

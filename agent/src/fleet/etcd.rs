@@ -2,14 +2,15 @@
 //! etcd since 3.3 on its client port): the handful of calls the rollout
 //! coordinator needs (lease grant, keep-alive and revoke; a transaction that
 //! creates a key only if it is absent; range by prefix; delete if unchanged),
-//! over reqwest.
+//! over reqwest, and the gateway's streaming watch ([`watch`]).
 //!
 //! Why the gateway and not an etcd client crate: the crates speak gRPC
 //! (tonic, prost, hyper 1, tower) and generate their code from etcd's
 //! `.proto` files at build time (tonic-build/prost-build, which need
 //! `protoc`), with TLS through rustls or a second OpenSSL stack. The agent
-//! already has reqwest with the system's TLS for its webhook; six JSON calls
-//! add no dependency and no build step, and keep one TLS configuration.
+//! already has reqwest with the system's TLS for its webhook; a handful of
+//! JSON calls and one streamed one add no dependency and no build step, and
+//! keep one TLS configuration.
 //!
 //! Keys and values are base64 in the gateway's JSON, and 64-bit numbers are
 //! strings; fields equal to zero (or false) are left out of answers. Every
@@ -28,6 +29,10 @@ use serde_json::{Value, json};
 
 use crate::config::RolloutSettings;
 use crate::root::Root;
+
+#[cfg(test)]
+pub(crate) mod fake;
+pub mod watch;
 
 /// Password files larger than this are refused.
 const MAX_PASSWORD_LEN: u64 = 4096;
@@ -56,6 +61,8 @@ pub struct Etcd {
     preferred: AtomicUsize,
     credentials: Option<(String, String)>,
     token: Mutex<Option<String>>,
+    /// The time limit of each request (and of a watch's first answer).
+    timeout: Duration,
 }
 
 /// One key-value pair of a range.
@@ -146,6 +153,7 @@ impl Etcd {
             preferred: AtomicUsize::new(0),
             credentials,
             token: Mutex::new(None),
+            timeout: limit,
         })
     }
 
@@ -290,12 +298,31 @@ impl Etcd {
 
     /// Calls `path` on each endpoint in turn until one answers.
     async fn call(&self, call: &'static str, path: &str, body: Value) -> Result<Value, EtcdError> {
+        let body = &body;
+        self.each_endpoint(call, |endpoint| async move {
+            self.with_token(&endpoint, |token| {
+                let endpoint = &endpoint;
+                async move { self.post(endpoint, path, body, token.as_deref()).await }
+            })
+            .await
+        })
+        .await
+    }
+
+    /// `attempt` on each endpoint in turn, starting with the last one that
+    /// answered, until one answers or one refuses (a refusal is the same
+    /// everywhere).
+    async fn each_endpoint<T, F: Future<Output = Result<T, Failure>>>(
+        &self,
+        call: &'static str,
+        mut attempt: impl FnMut(String) -> F,
+    ) -> Result<T, EtcdError> {
         let start = self.preferred.load(Ordering::Relaxed);
         let mut tried = Vec::new();
         for i in 0..self.endpoints.len() {
             let index = (start + i) % self.endpoints.len();
             let endpoint = &self.endpoints[index];
-            match self.call_endpoint(endpoint, path, &body).await {
+            match attempt(endpoint.clone()).await {
                 Ok(answer) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(answer);
@@ -321,20 +348,20 @@ impl Etcd {
         })
     }
 
-    /// One request to one endpoint, authenticating first when configured
-    /// (and once more when etcd no longer accepts the token).
-    async fn call_endpoint(
+    /// `request` on one endpoint with the auth token when configured
+    /// (authenticating first, and once more when etcd no longer accepts
+    /// the token).
+    async fn with_token<T, F: Future<Output = Result<T, Failure>>>(
         &self,
         endpoint: &str,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, Failure> {
+        mut request: impl FnMut(Option<String>) -> F,
+    ) -> Result<T, Failure> {
         for attempt in 0..2 {
             let token = match &self.credentials {
                 Some(credentials) => Some(self.token(endpoint, credentials).await?),
                 None => None,
             };
-            match self.post(endpoint, path, body, token.as_deref()).await {
+            match request(token).await {
                 Err(Failure::Refused { code, .. }) if code == UNAUTHENTICATED && attempt == 0 => {
                     self.set_token(None);
                 }

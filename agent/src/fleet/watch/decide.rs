@@ -1,23 +1,76 @@
 //! Whether this node goes now: the rollout policy, a slot of the
 //! coordinator (taken, renewed, given back when the channel rolls back) and
 //! the report of how the apply ended. Apart from the watcher's loop, which
-//! only asks `decide` after each poll.
+//! only asks `decide` after each poll, and when the watch of the group's
+//! slots wakes it (a slot freed, a failure recorded) while it waits for one;
+//! while that watch is up, a poll that saw no new channel tip does not ask.
 
 use std::sync::Arc;
 
 use super::Watcher;
+use crate::fleet::coordinate::handover::Handover;
 use crate::fleet::coordinate::{Coordinator, Slot, SlotAnswer};
 use crate::record::lifecycle::Event;
 use crate::record::replacement::Reason;
 use crate::record::watch_state::{RequestStatus, RolloutStatus};
+
+/// The rollout state of a node that may go but finds every slot taken.
+const WAITING_FOR_SLOT: &str = "waiting-for-slot";
 
 impl Watcher {
     /// Asks for replacement when the accepted channel names another
     /// release and the rollout lets this node go: the policy (canary,
     /// waves, windows, hold, failures) and, with a coordinator, a slot of
     /// its group. With the coordinator out of reach it fails closed: it
-    /// does not ask, and tries again at the next poll.
+    /// does not ask, and tries again at the next poll. While it waits for a
+    /// slot, it follows the group's slots (see [`Handover`]).
     pub(super) async fn decide(&mut self) {
+        self.decide_now().await;
+        self.follow_slots();
+    }
+
+    /// The watch of the group's slots woke the loop: decide again, as
+    /// after a poll, if the node still waits for a slot.
+    pub(super) async fn on_wake(&mut self) {
+        if self.handover.is_some() {
+            self.decide().await;
+        }
+    }
+
+    /// True when this node waits for a slot, has reported its own apply,
+    /// and the watch of the group's slots is up: a poll that saw the same
+    /// channel tip need not ask etcd again.
+    pub(super) fn slots_followed(&self) -> bool {
+        let reported = crate::fleet::coordinate::report_kind(&self.applied.status)
+            .is_none_or(|kind| self.record.rollout_reported.as_deref() == Some(kind));
+        reported && self.handover.as_ref().is_some_and(Handover::following)
+    }
+
+    /// Follows the group's slots while this node waits for one (and the
+    /// loop runs), and stops following them otherwise.
+    fn follow_slots(&mut self) {
+        let waiting_for = self
+            .record
+            .rollout
+            .as_ref()
+            .filter(|r| r.state == WAITING_FOR_SLOT && !self.already_going())
+            .map(|r| r.release.clone());
+        let (Some(release), Some(coordinator), Some(wake)) =
+            (waiting_for, self.coordinator.clone(), self.wake.clone())
+        else {
+            self.handover = None;
+            return;
+        };
+        if self
+            .handover
+            .as_ref()
+            .is_none_or(|h| h.release() != release)
+        {
+            self.handover = Some(Handover::start(coordinator, &release, wake));
+        }
+    }
+
+    async fn decide_now(&mut self) {
         self.report_apply().await;
         let Some(seen) = self.record.channel.clone() else {
             return;
@@ -97,7 +150,7 @@ impl Watcher {
                     in_flight,
                     max_in_flight,
                 }) => {
-                    status.state = "waiting-for-slot".into();
+                    status.state = WAITING_FOR_SLOT.into();
                     status.in_flight = Some(in_flight);
                     return self.wait(
                         status,

@@ -22,6 +22,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use crate::config::{AgentConfig, DriftPolicy, FailurePolicy};
+use crate::fleet::coordinate::handover::Handover;
 use crate::fleet::coordinate::{Coordinator, Slot};
 use crate::fleet::terminate;
 use crate::record::detect::Detector;
@@ -92,6 +93,11 @@ pub struct Watcher {
     coordinator: Option<Arc<Coordinator>>,
     /// The rollout slot this process holds, and the task renewing it.
     slot: Option<(Slot, tokio::task::JoinHandle<()>)>,
+    /// What wakes the loop to decide again before the next poll (a freed
+    /// slot, a failure recorded); `None` outside [`Watcher::run`].
+    wake: Option<Arc<tokio::sync::Notify>>,
+    /// The watch of the group's slots while this node waits for one.
+    handover: Option<Handover>,
     /// Where the node stands in its lifecycle (see [`Phase`]).
     phase: Phase,
     /// The channel floor of the image or the apply (`record::floor`).
@@ -156,6 +162,8 @@ impl Watcher {
             evaluator: this_program(),
             coordinator,
             slot: None,
+            wake: None,
+            handover: None,
             phase,
             floor,
             roster: Default::default(),
@@ -171,6 +179,8 @@ impl Watcher {
         // than the watchdog interval.
         let watchdog = spawn_watchdog();
         self.announce();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        self.wake = Some(wake.clone());
         let (drift_tx, mut drift_rx) = tokio::sync::mpsc::channel::<Vec<Difference>>(16);
         self.start_detector(drift_tx)?;
         if self.applied.status != Status::Applied {
@@ -199,6 +209,7 @@ impl Watcher {
                     self.resume_pending().await;
                 }
                 Some(differences) = drift_rx.recv() => self.on_drift(differences).await,
+                () = wake.notified() => self.on_wake().await,
             }
         }
         if let Some(task) = watchdog {
@@ -346,6 +357,11 @@ impl Watcher {
         }
         self.judge_freshness();
         self.save();
+        if known && self.slots_followed() {
+            // Nothing moved that the watch of the slots would not have
+            // woken this node for.
+            return;
+        }
         self.decide().await;
         self.report_roster().await;
     }

@@ -1,0 +1,517 @@
+//! etcd's streaming watch through the JSON gateway: `POST /v3/watch` with
+//! one create request opens a response that never ends by itself, one JSON
+//! message a line (`{"result": {...}}`): first `created`, then the events
+//! of the watched keys as they happen, or `canceled` with a reason (a
+//! compacted start revision, a token etcd no longer accepts).
+//!
+//! The stream is network input from a server others may reach, so it is
+//! bounded before anything is parsed: a message longer than
+//! [`MAX_MESSAGE_LEN`] or a stream longer than [`MAX_STREAM_LEN`] ends it
+//! with an error, the first message must come within the client's time
+//! limit, and the caller bounds the stream's life (it reads through
+//! [`WatchStream::next`] under its own deadline). Only keys and the kind
+//! of each event are kept; values are never decoded.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::{B64, Etcd, EtcdError, Failure, UNAUTHENTICATED, number, prefix_end};
+
+/// The longest message (one line) read from a watch stream. A group's
+/// events are a few hundred bytes each; etcd batches at most a few of them.
+pub const MAX_MESSAGE_LEN: usize = 1024 * 1024;
+/// The most bytes one watch stream may carry before it is dropped.
+pub const MAX_STREAM_LEN: usize = 16 * 1024 * 1024;
+/// gRPC's status code for a permission etcd refused.
+const PERMISSION_DENIED: i64 = 7;
+
+/// What happened to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created or changed.
+    Put,
+    /// Deleted (by hand, by a transaction, or with its lease).
+    Delete,
+}
+
+/// One event of a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The key (UTF-8, lossily).
+    pub key: String,
+}
+
+/// One message of a watch stream.
+#[derive(Debug, PartialEq, Eq)]
+enum Message {
+    /// The watch exists; events follow.
+    Created,
+    /// Events (none in a progress message).
+    Events(Vec<WatchEvent>),
+    /// etcd ended the watch: why, and the gRPC code when it names one.
+    Canceled { code: Option<i64>, reason: String },
+}
+
+/// An open watch.
+pub struct WatchStream {
+    response: reqwest::Response,
+    /// Bytes received and not yet split into lines.
+    pending: Vec<u8>,
+    /// How much of `pending` holds no line end.
+    searched: usize,
+    /// Bytes received on this stream so far.
+    received: usize,
+    /// The endpoint, for errors.
+    endpoint: String,
+}
+
+impl Etcd {
+    /// The keys under `prefix` (never their values) and the revision of
+    /// the store they were read at: where a watch that is to miss nothing
+    /// starts, one revision later.
+    pub async fn keys(&self, prefix: &str) -> Result<(i64, Vec<String>), EtcdError> {
+        let mut request = super::range_request(prefix, false);
+        request["keys_only"] = json!(true);
+        let answer = self.call("range", "/v3/kv/range", request).await?;
+        let revision = number(&answer["header"]["revision"]);
+        let keys = answer["kvs"]
+            .as_array()
+            .map(|kvs| kvs.iter().map(|kv| decode_key(&kv["key"])).collect())
+            .unwrap_or_default();
+        Ok((revision, keys))
+    }
+
+    /// Watches every key under `prefix` from `start_revision` on. Returns
+    /// once etcd said the watch exists (within the client's time limit);
+    /// the stream itself has no end but the caller's.
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<WatchStream, EtcdError> {
+        let body = json!({ "create_request": {
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_end(prefix.as_bytes())),
+            "start_revision": start_revision.to_string(),
+        }});
+        let body = &body;
+        self.each_endpoint("watch", |endpoint| async move {
+            self.with_token(&endpoint, |token| {
+                let endpoint = &endpoint;
+                async move { self.open_watch(endpoint, body, token).await }
+            })
+            .await
+        })
+        .await
+    }
+
+    async fn open_watch(
+        &self,
+        endpoint: &str,
+        body: &Value,
+        token: Option<String>,
+    ) -> Result<WatchStream, Failure> {
+        let mut request = self
+            .client
+            .post(format!("{endpoint}/v3/watch"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            // The client's limit is for whole requests; this one lasts as
+            // long as its reader wants (which bounds it).
+            .timeout(Duration::from_secs(24 * 3600))
+            .body(body.to_string());
+        if let Some(token) = token {
+            request = request.header(reqwest::header::AUTHORIZATION, token);
+        }
+        let limit = self.timeout;
+        let response = tokio::time::timeout(limit, request.send())
+            .await
+            .map_err(|_| Failure::Endpoint("timed out".into()))?
+            .map_err(|e| Failure::Endpoint(crate::fleet::terminate::error_chain(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Failure::Endpoint(format!("answered {status}")));
+        }
+        let mut stream = WatchStream {
+            response,
+            pending: Vec::new(),
+            searched: 0,
+            received: 0,
+            endpoint: endpoint.to_owned(),
+        };
+        let first = tokio::time::timeout(limit, stream.message())
+            .await
+            .map_err(|_| Failure::Endpoint("no answer to the watch request in time".into()))??;
+        match first {
+            Message::Created => Ok(stream),
+            Message::Canceled {
+                code: Some(code),
+                reason,
+            } => Err(Failure::Refused {
+                code,
+                message: reason,
+            }),
+            Message::Canceled { code: None, reason } => Err(Failure::Endpoint(reason)),
+            Message::Events(_) => Err(Failure::Endpoint(
+                "events before the watch was created: is this etcd's client port?".into(),
+            )),
+        }
+    }
+}
+
+impl WatchStream {
+    /// The events of the next message (none for a progress message). An
+    /// error ends the stream: etcd canceled the watch or closed the
+    /// connection, or it sent more than the bounds allow.
+    pub async fn next(&mut self) -> Result<Vec<WatchEvent>, EtcdError> {
+        let message = self.message().await;
+        let error = |reason: String| EtcdError {
+            call: "watch",
+            reason: format!("{}: {reason}", self.endpoint),
+        };
+        match message {
+            Ok(Message::Events(events)) => Ok(events),
+            Ok(Message::Created) => Ok(Vec::new()),
+            Ok(Message::Canceled { reason, .. }) => {
+                Err(error(format!("etcd ended the watch: {reason}")))
+            }
+            Err(
+                Failure::Endpoint(reason)
+                | Failure::Refused {
+                    message: reason, ..
+                },
+            ) => Err(error(reason)),
+        }
+    }
+
+    /// The next message, read within the bounds.
+    async fn message(&mut self) -> Result<Message, Failure> {
+        loop {
+            if let Some(at) = self.pending[self.searched..]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let line: Vec<u8> = self.pending.drain(..=self.searched + at).collect();
+                self.searched = 0;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return parse_message(&line).map_err(Failure::Endpoint);
+            }
+            // No line end so far: the next chunk is searched alone.
+            self.searched = self.pending.len();
+            if self.pending.len() > MAX_MESSAGE_LEN {
+                return Err(Failure::Endpoint(format!(
+                    "a watch message longer than {MAX_MESSAGE_LEN} bytes"
+                )));
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .map_err(|e| Failure::Endpoint(crate::fleet::terminate::error_chain(&e)))?
+                .ok_or_else(|| Failure::Endpoint("etcd closed the watch".into()))?;
+            self.received = self.received.saturating_add(chunk.len());
+            if self.received > MAX_STREAM_LEN {
+                return Err(Failure::Endpoint(format!(
+                    "more than {MAX_STREAM_LEN} bytes on one watch stream"
+                )));
+            }
+            self.pending.extend_from_slice(&chunk);
+        }
+    }
+}
+
+/// A key as the gateway writes it (base64), lossily as text.
+fn decode_key(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|s| B64.decode(s).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// One line of a watch stream.
+fn parse_message(line: &[u8]) -> Result<Message, String> {
+    let message: Value = serde_json::from_slice(line)
+        .map_err(|_| "a watch message that is not JSON: is this etcd's client port?".to_owned())?;
+    let error = &message["error"];
+    if error.is_object() {
+        let code = [&error["grpc_code"], &error["code"]]
+            .into_iter()
+            .map(number)
+            .find(|c| *c != 0);
+        let text = error["message"].as_str().unwrap_or("no message");
+        return Ok(Message::Canceled {
+            code,
+            reason: text.chars().take(200).collect(),
+        });
+    }
+    let result = &message["result"];
+    if !result.is_object() {
+        return Err("a watch message without a result".into());
+    }
+    if result["canceled"].as_bool() == Some(true) {
+        let reason = result["cancel_reason"].as_str().unwrap_or_default();
+        let compacted = number(&result["compact_revision"]);
+        let reason = if compacted != 0 {
+            format!("its start revision was compacted (etcd keeps from {compacted} on)")
+        } else if reason.is_empty() {
+            "no reason given".to_owned()
+        } else {
+            reason.chars().take(200).collect()
+        };
+        let code = if reason.contains("code = Unauthenticated") {
+            Some(UNAUTHENTICATED)
+        } else if reason.contains("code = PermissionDenied") {
+            Some(PERMISSION_DENIED)
+        } else {
+            None
+        };
+        return Ok(Message::Canceled { code, reason });
+    }
+    if result["created"].as_bool() == Some(true) {
+        return Ok(Message::Created);
+    }
+    let Some(events) = result["events"].as_array() else {
+        return Ok(Message::Events(Vec::new()));
+    };
+    events
+        .iter()
+        .map(|event| {
+            let kind = match event["type"].as_str() {
+                // The gateway leaves out fields equal to zero: PUT is 0.
+                None | Some("PUT") => EventKind::Put,
+                Some("DELETE") => EventKind::Delete,
+                Some(other) => return Err(format!("a watch event of unknown type {other:?}")),
+            };
+            let key = event["kv"]["key"]
+                .as_str()
+                .and_then(|k| B64.decode(k).ok())
+                .ok_or("a watch event without a base64 key")?;
+            Ok(WatchEvent {
+                kind,
+                key: String::from_utf8_lossy(&key).into_owned(),
+            })
+        })
+        .collect::<Result<_, String>>()
+        .map(Message::Events)
+}
+
+// The streams below come from the fake in `etcd::fake`: no real etcd sends
+// headers without a first message, an endless line, endless progress
+// messages, garbage, or events one byte a chunk. What a real etcd sends is
+// tested against one in `tests/handover.rs` (and, for the messages' shape,
+// with lines copied from etcd 3.4's gateway below).
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{self, FakeEtcd, Watch};
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_millis(500);
+
+    async fn open(watch: Watch) -> (FakeEtcd, Result<WatchStream, EtcdError>) {
+        let server = FakeEtcd::start(&[], watch).await;
+        let etcd = fake::client(&server.url, LIMIT);
+        let stream = bounded(etcd.watch("/driftless/g/", 6)).await;
+        (server, stream)
+    }
+
+    /// `future`, or a failed test when a missing bound lets it run on.
+    async fn bounded<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(20), future)
+            .await
+            .expect("the bound under test did not end this")
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_never_says_created_is_dropped_in_time() {
+        let started = std::time::Instant::now();
+        let (_server, silent) = open(Watch::Silent).await;
+        let error = silent
+            .err()
+            .expect("no first message: an error")
+            .to_string();
+        assert!(
+            error.contains("no answer to the watch request in time"),
+            "{error}"
+        );
+        assert!(started.elapsed() < LIMIT * 4, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_endless_line_ends_the_stream_at_the_message_bound() {
+        let (_server, stream) = open(Watch::Flood {
+            chunk: |n| {
+                if n == 0 {
+                    fake::created()
+                } else {
+                    vec![b'x'; 64 * 1024]
+                }
+            },
+            every: Duration::ZERO,
+        })
+        .await;
+        let mut stream = stream.expect("created");
+        let error = bounded(stream.next())
+            .await
+            .expect_err("too long")
+            .to_string();
+        assert!(error.contains("longer than 1048576 bytes"), "{error}");
+        assert!(
+            stream.received <= MAX_MESSAGE_LEN + 2 * 64 * 1024 + 1024,
+            "read {} bytes",
+            stream.received
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_its_byte_bound() {
+        // Endless progress messages: each valid, together too much.
+        let (_server, stream) = open(Watch::Flood {
+            chunk: |n| {
+                if n == 0 {
+                    fake::created()
+                } else {
+                    format!("{{\"result\":{{\"header\":{{\"revision\":\"{n}\"}}}}}}\n")
+                        .repeat(200)
+                        .into_bytes()
+                }
+            },
+            every: Duration::ZERO,
+        })
+        .await;
+        let mut stream = stream.expect("created");
+        let mut messages = 0u64;
+        let error = bounded(async {
+            loop {
+                match stream.next().await {
+                    Ok(events) => {
+                        assert!(events.is_empty());
+                        messages += 1;
+                    }
+                    Err(e) => break e.to_string(),
+                }
+            }
+        })
+        .await;
+        assert!(error.contains("more than 16777216 bytes"), "{error}");
+        assert!(messages > 1000, "{messages} messages before the bound");
+    }
+
+    #[tokio::test]
+    async fn a_closed_or_garbled_stream_is_an_error() {
+        let (_server, stream) = open(Watch::ChunksThenClose(vec![fake::created()])).await;
+        let error = stream.expect("created").next().await.expect_err("closed");
+        assert!(
+            error.to_string().contains("etcd closed the watch"),
+            "{error}"
+        );
+
+        let (_server, stream) = open(Watch::Chunks(vec![fake::created(), b"{]\n".to_vec()])).await;
+        let error = stream.expect("created").next().await.expect_err("garbled");
+        assert!(error.to_string().contains("not JSON"), "{error}");
+
+        let (_server, stream) = open(Watch::Chunks(vec![fake::event("PUT", "/k")])).await;
+        let error = stream.err().expect("events before created").to_string();
+        assert!(error.contains("before the watch was created"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn events_come_through_split_anywhere() {
+        let mut bytes = fake::created();
+        bytes.extend(fake::event("PUT", "/driftless/g/slots/0"));
+        bytes.extend(fake::event("DELETE", "/driftless/g/slots/0"));
+        // One byte a chunk: lines are put back together.
+        let chunks = bytes.iter().map(|b| vec![*b]).collect();
+        let (_server, stream) = open(Watch::Chunks(chunks)).await;
+        let mut stream = stream.expect("created");
+        let put = stream.next().await.expect("a put");
+        assert_eq!(put[0].kind, EventKind::Put);
+        assert_eq!(put[0].key, "/driftless/g/slots/0");
+        let delete = stream.next().await.expect("a delete");
+        assert_eq!(delete[0].kind, EventKind::Delete);
+    }
+
+    fn parse(text: &str) -> Result<Message, String> {
+        parse_message(text.as_bytes())
+    }
+
+    #[test]
+    fn messages_as_etcd_3_4_writes_them() {
+        let header =
+            r#""header":{"cluster_id":"1","member_id":"2","revision":"6","raft_term":"2"}"#;
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header},"created":true}}}}"#)),
+            Ok(Message::Created)
+        );
+        // /driftless/g/slots/0, put then deleted.
+        let key = "L2RyaWZ0bGVzcy9nL3Nsb3RzLzA=";
+        assert_eq!(
+            parse(&format!(
+                r#"{{"result":{{{header},"events":[{{"kv":{{"key":"{key}","create_revision":"2","mod_revision":"2","version":"1","value":"aGk="}}}},{{"type":"DELETE","kv":{{"key":"{key}","mod_revision":"3"}}}}]}}}}"#
+            )),
+            Ok(Message::Events(vec![
+                WatchEvent {
+                    kind: EventKind::Put,
+                    key: "/driftless/g/slots/0".into()
+                },
+                WatchEvent {
+                    kind: EventKind::Delete,
+                    key: "/driftless/g/slots/0".into()
+                },
+            ]))
+        );
+        assert_eq!(
+            parse(&format!(r#"{{"result":{{{header}}}}}"#)),
+            Ok(Message::Events(Vec::new())),
+            "a progress message"
+        );
+    }
+
+    #[test]
+    fn cancellations_say_why() {
+        let compacted = parse(
+            r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"5"}}"#,
+        );
+        assert!(
+            matches!(&compacted, Ok(Message::Canceled { code: None, reason }) if reason.contains("compacted")),
+            "{compacted:?}"
+        );
+        let token = parse(
+            r#"{"result":{"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"}}"#,
+        );
+        assert!(
+            matches!(
+                &token,
+                Ok(Message::Canceled {
+                    code: Some(UNAUTHENTICATED),
+                    ..
+                })
+            ),
+            "{token:?}"
+        );
+        let error =
+            parse(r#"{"error":{"grpc_code":7,"http_code":403,"message":"permission denied"}}"#);
+        assert_eq!(
+            error,
+            Ok(Message::Canceled {
+                code: Some(PERMISSION_DENIED),
+                reason: "permission denied".into()
+            })
+        );
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for bad in [
+            "not json",
+            "[]",
+            r#"{"other":1}"#,
+            r#"{"result":{"events":[{"type":"EXPIRE","kv":{"key":"YQ=="}}]}}"#,
+            r#"{"result":{"events":[{"kv":{"key":"not base64!"}}]}}"#,
+            r#"{"result":{"events":[{"kv":{}}]}}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
