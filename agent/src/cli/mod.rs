@@ -17,6 +17,7 @@ mod diff;
 mod fetch;
 mod fleet;
 mod gate;
+mod git;
 mod lint;
 mod node;
 mod plan;

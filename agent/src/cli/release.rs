@@ -112,14 +112,10 @@ fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
         .message
         .clone()
         .unwrap_or_else(|| format!("release {}", tag.as_str()));
-    let mut cmd = git(&repo);
-    cmd.args(["-c", "gpg.format=ssh"]);
-    if let Some(key) = &signing_key {
-        cmd.arg("-c").arg(format!("user.signingKey={key}"));
-    }
+    let mut cmd = crate::cli::git::signing(repo.path(), repo.workdir(), signing_key.as_deref());
     cmd.args(["tag", "-s", "-m", &message, tag.as_str()])
         .arg(commit.id().to_string());
-    run_git(&mut cmd, "git tag -s (signing the release)")?;
+    crate::cli::git::run(&mut cmd, "git tag -s (signing the release)")?;
 
     // 3. The tag, verified with the node's rules; deleted if it does not.
     let verified = verify::verify_tag(&repo, tag.as_str(), &trust, Timestamp::now())
@@ -165,7 +161,7 @@ fn release(args: &ReleaseArgs) -> anyhow::Result<()> {
         Some(remote) => {
             let mut cmd = git(&repo);
             cmd.args(["push", "-q", remote.as_str(), &tag_ref]);
-            run_git(&mut cmd, "git push")
+            crate::cli::git::run(&mut cmd, "git push")
                 .with_context(|| format!("tag {} is made and good, but", tag.as_str()))?;
             outln!("pushed     {tag_ref} to {remote}");
         }
@@ -232,22 +228,4 @@ fn git(repo: &Repository) -> Command {
         cmd.arg("--work-tree").arg(dir);
     }
     cmd
-}
-
-/// Runs git; its stderr's last line says why when it fails.
-fn run_git(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run git ({what})"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        bail!("{what} failed: {}", last.trim());
-    }
-    Ok(())
 }

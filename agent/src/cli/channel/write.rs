@@ -280,17 +280,13 @@ fn commit_tree(
     message: &str,
     key: Option<&str>,
 ) -> anyhow::Result<Oid> {
-    let mut cmd = git(ctx);
-    cmd.args(["-c", "gpg.format=ssh"]);
-    if let Some(key) = key {
-        cmd.arg("-c").arg(format!("user.signingKey={key}"));
-    }
+    let mut cmd = crate::cli::git::signing(ctx.repo.path(), None, key);
     cmd.args(["commit-tree", "-S"]).arg(tree.to_string());
     if let Some(p) = parent {
         cmd.arg("-p").arg(p.to_string());
     }
     cmd.arg("-m").arg(message);
-    let out = run(&mut cmd, "git commit-tree -S (signing the channel commit)")?;
+    let out = crate::cli::git::run(&mut cmd, "git commit-tree -S (signing the channel commit)")?;
     Oid::from_str(out.trim()).with_context(|| format!("git commit-tree printed {out:?}"))
 }
 
@@ -303,7 +299,7 @@ fn move_branch(ctx: &Context, old: Option<Oid>, new: Oid) -> anyhow::Result<()> 
             .arg(&worktree)
             .args(["merge", "--ff-only", "-q"])
             .arg(new.to_string());
-        run(
+        crate::cli::git::run(
             &mut cmd,
             "git merge --ff-only (the checked-out channel branch)",
         )?;
@@ -321,7 +317,7 @@ fn move_branch(ctx: &Context, old: Option<Oid>, new: Oid) -> anyhow::Result<()> 
 
 /// The work tree that has the branch checked out, if one does.
 fn checked_out_in(ctx: &Context) -> anyhow::Result<Option<String>> {
-    let listing = run(
+    let listing = crate::cli::git::run(
         git(ctx).args(["worktree", "list", "--porcelain"]),
         "git worktree list",
     )?;
@@ -339,7 +335,7 @@ fn checked_out_in(ctx: &Context) -> anyhow::Result<Option<String>> {
 /// `git push REMOTE BRANCH:BRANCH`.
 fn push(ctx: &Context, remote: &str) -> anyhow::Result<()> {
     let spec = format!("{0}:{0}", ctx.branch_ref);
-    run(
+    crate::cli::git::run(
         git(ctx).arg("push").arg("-q").arg(remote).arg(spec),
         "git push",
     )?;
@@ -351,22 +347,4 @@ fn git(ctx: &Context) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("--git-dir").arg(ctx.repo.path());
     cmd
-}
-
-/// Runs a git command; its stderr's last line says why when it fails.
-fn run(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run git ({what})"))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        bail!("{what} failed: {}", last.trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
