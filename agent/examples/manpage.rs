@@ -288,9 +288,22 @@ fn escape(text: &str) -> String {
     guard(escape_text(text))
 }
 
-/// Backslashes and minus signs escaped.
+/// Backslashes and minus signs escaped, and every character beyond ASCII
+/// written as groff's `\\[uXXXX]`, which renders the same on any output
+/// device (a raw `…` is invalid input to troff's default encoding).
 fn escape_text(text: &str) -> String {
-    text.replace('\\', "\\e").replace('-', "\\-")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\e"),
+            '-' => out.push_str("\\-"),
+            c if c.is_ascii() => out.push(c),
+            c => {
+                let _ = write!(out, "\\[u{:04X}]", u32::from(c));
+            }
+        }
+    }
+    out
 }
 
 /// A line that would start with a request character made plain text.
