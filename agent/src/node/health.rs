@@ -40,6 +40,9 @@ pub fn run_all(checks: &[HealthCheck]) -> Result<(), HealthError> {
 /// Runs one check until it passes or its timeout expires.
 pub fn run(check: &HealthCheck) -> Result<(), HealthError> {
     let deadline = Instant::now() + check.timeout.0;
+    // The last attempt that failed on its own: an attempt cut short by the
+    // deadline says less than it.
+    let mut earlier: Option<String> = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let result = match &check.probe {
@@ -49,6 +52,10 @@ pub fn run(check: &HealthCheck) -> Result<(), HealthError> {
         match result {
             Ok(()) => return Ok(()),
             Err(last) if Instant::now() + check.interval.0 >= deadline => {
+                let last = match earlier {
+                    Some(earlier) if Instant::now() >= deadline => earlier,
+                    _ => last,
+                };
                 return Err(HealthError {
                     check: describe(&check.probe),
                     timeout: check.timeout.0,
@@ -60,6 +67,7 @@ pub fn run(check: &HealthCheck) -> Result<(), HealthError> {
                     "health check {} not yet passing: {last}",
                     describe(&check.probe)
                 );
+                earlier = Some(last);
                 std::thread::sleep(check.interval.0);
             }
         }
@@ -222,6 +230,28 @@ mod tests {
         .expect_err("times out");
         assert!(err.to_string().contains("did not finish in time"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_attempt_cut_by_the_deadline_does_not_hide_the_failure_before_it() {
+        // The first attempt fails and says why; every later one hangs until
+        // the deadline cuts it.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("ran");
+        let script = format!(
+            "if [ -e {0} ]; then sleep 10; fi; touch {0}; echo port 8080 refused; exit 1",
+            marker.display()
+        );
+        let err = run(&check(
+            Probe::Exec(vec!["/bin/sh".into(), "-c".into(), script]),
+            1000,
+        ))
+        .expect_err("fails")
+        .to_string();
+        assert!(
+            err.ends_with("exited with exit status: 1; its output ended with: port 8080 refused"),
+            "{err}"
+        );
     }
 
     #[test]
