@@ -1,15 +1,23 @@
-//! Benchmark: first-boot apply of one SSH-signed release of about 300 files
-//! and 10 MiB, served over smart HTTP on loopback, three ways.
+//! Benchmark: first-boot apply of one SSH-signed release (300 files and
+//! 10 MiB, then 3,000 files and 100 MiB), served over smart HTTP on
+//! loopback, four ways.
 //!
 //! * `driftless apply`: `driftless apply --root R`, with `R/etc/driftless/`
 //!   holding `agent.yaml` and `allowed_signers` (as cloud-init's
 //!   `write_files` would leave them): fetch, verify, plan, write durably,
 //!   lock (the immutable attribute; the runs' roots are unlocked with
 //!   `chattr -R -i`, untimed, before they are removed).
-//! * `baseline`: what a user would otherwise put in cloud-init's `runcmd`,
-//!   run by `/bin/sh` exactly as written:
-//!   `git clone --depth 1 --branch TAG URL d && git -C d -c
-//!   gpg.ssh.allowedSignersFile=F verify-tag TAG && cp -a d/. ROOT/ && sync`.
+//! * `lean`, the baseline every ratio is against: what a careful operator
+//!   would script in cloud-init's `runcmd`, run by `/bin/sh` exactly as
+//!   written: `git clone -q --depth 1 --no-tags --no-checkout --branch TAG
+//!   URL d && git -C d -c gpg.ssh.allowedSignersFile=F verify-tag TAG &&
+//!   git -C d -c tar.umask=0022 archive TAG | tar -x -C ROOT && sync -f
+//!   ROOT` (files 0644 as the spec says; no working
+//!   tree is written and copied; only the root's filesystem is synced).
+//! * `git clone + cp -a`: what most users write: `git clone --depth 1
+//!   --branch TAG URL d && git -C d -c gpg.ssh.allowedSignersFile=F
+//!   verify-tag TAG && cp -a d/. ROOT/ && sync`. It does more work than the
+//!   lean script, so it is a second row, not the yardstick.
 //! * `floor`: the bytes and the writes no tool can avoid: the same pack,
 //!   fetched as a static file through the same nginx + fcgiwrap +
 //!   git-http-backend (git's "dumb" file path: no pack generation on the
@@ -52,21 +60,24 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `DRIFTLESS_BENCH_REPS` | 7 | timed runs of each contender |
-//! | `DRIFTLESS_BENCH_FILES` | 300 | files in the release |
-//! | `DRIFTLESS_BENCH_MIB` | 10 | total size of those files, MiB |
+//! | `DRIFTLESS_BENCH_SIZES` | `300:10,3000:100` | release sizes measured, `FILES:MIB` each |
+//! | `DRIFTLESS_BENCH_FILES` | unset | with `_MIB`: measure this one size instead |
+//! | `DRIFTLESS_BENCH_MIB` | unset | total size of those files, MiB |
 //! | `DRIFTLESS_BENCH_DIR` | the system temp dir | where fixture and roots live (use a disk, not tmpfs: durability is measured) |
 //! | `DRIFTLESS_BENCH_PHASES` | unset | `1` adds a table of the contenders' parts, timed alone |
 
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "common/release.rs"]
+mod release;
 #[path = "../../tests/support/servers.rs"]
 mod servers;
 
-use common::{PRINCIPAL, SplitMix64, allowed_line, env_count};
+use common::{PRINCIPAL, allowed_line, env_count};
+use release::{APP_DIR, ReleaseFile, sha256, write_release};
 use std::env;
 use std::ffi::OsStr;
-use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
@@ -84,8 +95,6 @@ const TAG: &str = "v1.0.0";
 const REPO: &str = "release.git";
 /// A bare repository holding only the floor's pack, served as a file.
 const FLOOR_REPO: &str = "floor.git";
-/// Where the release's files live, in the tree and on the node.
-const APP_DIR: &str = "srv/app";
 /// The GNU time binary: `-f '%M %U %S'` prints the peak RSS in KiB and the
 /// user and system CPU seconds of the process and its waited-for descendants.
 const GNU_TIME: &str = "/usr/bin/time";
@@ -93,19 +102,16 @@ const GNU_TIME: &str = "/usr/bin/time";
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 /// Longest a fixture-building command may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(120);
-/// Seed of the content generator, so every run benchmarks the same bytes.
-const SEED: u64 = 0x5eed_d81f_71e5_0001;
 
 fn main() -> Result<()> {
     let reps = env_count("DRIFTLESS_BENCH_REPS", 7)?;
-    let files = env_count("DRIFTLESS_BENCH_FILES", 300)?;
-    let mib = env_count("DRIFTLESS_BENCH_MIB", 10)?;
+    let sizes = release_sizes()?;
     let phases = env::var_os("DRIFTLESS_BENCH_PHASES").is_some_and(|v| v == "1");
     let bench_dir = match env::var_os("DRIFTLESS_BENCH_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => env::temp_dir(),
     };
-    ensure!(reps > 0 && files > 0 && mib > 0, "counts must be positive");
+    ensure!(reps > 0, "DRIFTLESS_BENCH_REPS must be positive");
     ensure!(
         Path::new(GNU_TIME).is_file(),
         "{GNU_TIME} not found: install the Debian package `time`"
@@ -114,9 +120,14 @@ fn main() -> Result<()> {
     println!(
         "# driftless benchmark: first-boot apply of one signed release over smart HTTP on loopback"
     );
+    let sizes_arg = sizes
+        .iter()
+        .map(|(files, mib)| format!("{files}:{mib}"))
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
         "# reproduce (from the workspace root): DRIFTLESS_BENCH_REPS={reps} \
-         DRIFTLESS_BENCH_FILES={files} DRIFTLESS_BENCH_MIB={mib}{}{} cargo bench --bench apply",
+         DRIFTLESS_BENCH_SIZES={sizes_arg}{}{} cargo bench --bench apply",
         if env::var_os("DRIFTLESS_BENCH_DIR").is_some() {
             format!(" DRIFTLESS_BENCH_DIR={}", bench_dir.display())
         } else {
@@ -129,43 +140,85 @@ fn main() -> Result<()> {
         }
     );
 
-    let fixture = Fixture::create(&bench_dir, files, mib << 20).context("building the fixture")?;
-    fixture.print_header()?;
-    fixture.check_all().context("checking the contenders")?;
-    println!();
-
-    let main = [Job::Driftless, Job::Baseline, Job::Floor];
-    let samples = fixture.measure(&main, reps)?;
-    print_table(&main, &samples, reps);
-
-    if phases {
+    for (files, mib) in sizes {
         println!();
-        let parts = [
-            Job::FetchOnly,
-            Job::ApplySeeded,
-            Job::Clone,
-            Job::VerifyTag,
-            Job::CopySync,
-            Job::Curl,
-            Job::TarSync,
-        ];
-        fixture.check_parts(&parts).context("checking the parts")?;
-        let samples = fixture.measure(&parts, reps)?;
-        print_phases(&parts, &samples, reps);
+        let fixture =
+            Fixture::create(&bench_dir, files, mib << 20).context("building the fixture")?;
+        fixture.print_header()?;
+        fixture.check_all().context("checking the contenders")?;
+        println!();
+
+        let samples = fixture.measure(&MAIN, reps)?;
+        print_table(&MAIN, &samples, reps);
+
+        if phases {
+            println!();
+            let parts = [
+                Job::FetchOnly,
+                Job::ApplySeeded,
+                Job::Clone,
+                Job::VerifyTag,
+                Job::CopySync,
+                Job::Curl,
+                Job::TarSync,
+            ];
+            fixture.check_parts(&parts).context("checking the parts")?;
+            let samples = fixture.measure(&parts, reps)?;
+            print_phases(&parts, &samples, reps);
+        }
     }
     Ok(())
 }
 
+/// The release sizes to measure, as (files, MiB): `DRIFTLESS_BENCH_SIZES`
+/// (`FILES:MIB,…`), or one size from `DRIFTLESS_BENCH_FILES` and
+/// `DRIFTLESS_BENCH_MIB`, or both default sizes.
+fn release_sizes() -> Result<Vec<(usize, usize)>> {
+    if env::var_os("DRIFTLESS_BENCH_FILES").is_some()
+        || env::var_os("DRIFTLESS_BENCH_MIB").is_some()
+    {
+        let files = env_count("DRIFTLESS_BENCH_FILES", 300)?;
+        let mib = env_count("DRIFTLESS_BENCH_MIB", 10)?;
+        ensure!(files > 0 && mib > 0, "counts must be positive");
+        return Ok(vec![(files, mib)]);
+    }
+    let text = env::var("DRIFTLESS_BENCH_SIZES").unwrap_or_else(|_| DEFAULT_SIZES.to_owned());
+    text.split(',')
+        .map(|size| {
+            let parsed = size.trim().split_once(':').and_then(|(files, mib)| {
+                Some((files.trim().parse().ok()?, mib.trim().parse().ok()?))
+            });
+            match parsed {
+                Some((files, mib)) if files > 0 && mib > 0 => Ok((files, mib)),
+                _ => bail!(
+                    "DRIFTLESS_BENCH_SIZES: {size:?} is not FILES:MIB with both positive (for example 300:10,3000:100)"
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Both sizes the issue's goal is stated for: 300 files / 10 MiB and
+/// 3,000 files / 100 MiB.
+const DEFAULT_SIZES: &str = "300:10,3000:100";
+
 // ---------------------------------------------------------------------------
 // What is run
 // ---------------------------------------------------------------------------
+
+/// The contenders of the main table; ratios are against the lean baseline.
+const MAIN: [Job; 4] = [Job::Driftless, Job::Lean, Job::Baseline, Job::Floor];
 
 /// One thing that is timed: a contender, or a part of one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Job {
     /// `driftless apply --root R` on a fresh root.
     Driftless,
-    /// The cloud-init shell pipeline.
+    /// The lean shell pipeline a careful operator scripts: shallow clone
+    /// without a checkout, verify-tag, `git archive | tar -x`, `sync -f`.
+    Lean,
+    /// The cloud-init shell pipeline most users write (clone with a
+    /// checkout, `cp -a`, `sync`): kept as a second row.
     Baseline,
     /// Pack over HTTP as a file, files written, sync.
     Floor,
@@ -190,7 +243,8 @@ impl Job {
     fn label(self) -> &'static str {
         match self {
             Job::Driftless => "driftless apply",
-            Job::Baseline => "baseline (git+cp+sync)",
+            Job::Lean => "lean git (archive|tar)",
+            Job::Baseline => "git clone + cp -a",
             Job::Floor => "floor (curl+tar+sync)",
             Job::FetchOnly => "driftless fetch",
             Job::ApplySeeded => "driftless apply, seeded",
@@ -206,6 +260,7 @@ impl Job {
     fn slug(self) -> &'static str {
         match self {
             Job::Driftless => "driftless",
+            Job::Lean => "lean",
             Job::Baseline => "baseline",
             Job::Floor => "floor",
             Job::FetchOnly => "fetch",
@@ -218,6 +273,12 @@ impl Job {
         }
     }
 }
+
+/// The lean baseline, what a careful operator scripts: no checkout, no
+/// other tags, the tree written straight from the object store, and only
+/// the root's filesystem synced. `$1` TAG, `$2` URL, `$3` the
+/// allowed_signers file, `$4` ROOT. Run in the directory that gets `d`.
+const LEAN_SCRIPT: &str = r#"git clone -q --depth 1 --no-tags --no-checkout --branch "$1" "$2" d && git -C d -c gpg.ssh.allowedSignersFile="$3" verify-tag "$1" && git -C d -c tar.umask=0022 archive "$1" | tar -x -C "$4" && sync -f "$4""#;
 
 /// The baseline exactly as a user writes it in cloud-init's `runcmd`, with
 /// its values as positional parameters: `$1` TAG, `$2` URL, `$3` the
@@ -246,16 +307,6 @@ struct Sample {
 // ---------------------------------------------------------------------------
 // The fixture
 // ---------------------------------------------------------------------------
-
-/// One file of the release.
-struct ReleaseFile {
-    /// Path in the tree and (with a leading `/`) on the node.
-    path: String,
-    /// SHA-256 of its content.
-    sha256: [u8; 32],
-    /// Its size.
-    len: usize,
-}
 
 /// Everything the contenders run against, in one temporary directory.
 struct Fixture {
@@ -515,7 +566,8 @@ impl Fixture {
         println!(
             "# driftless = `/usr/bin/time driftless apply --root R` (agent.yaml, allowed_signers under R/etc/driftless); it also locks what it wrote"
         );
-        println!("# baseline  = `/usr/bin/time sh -c '{BASELINE_SCRIPT}' sh TAG URL F ROOT`");
+        println!("# lean      = `/usr/bin/time sh -c '{LEAN_SCRIPT}' sh TAG URL F ROOT`");
+        println!("# git+cp    = `/usr/bin/time sh -c '{BASELINE_SCRIPT}' sh TAG URL F ROOT`");
         println!("# floor     = `/usr/bin/time sh -c '{FLOOR_SCRIPT}' sh PACK_URL FILES.tar ROOT`");
         println!(
             "#             PACK_URL: the tag's pack (git pack-objects), as a file through the same nginx/fcgiwrap/git-http-backend"
@@ -619,9 +671,13 @@ impl Fixture {
                 cmd.arg("apply").arg("--root").arg(root);
                 cmd
             }
-            Job::Baseline => {
+            Job::Lean | Job::Baseline => {
                 let root = Self::empty_root(run)?;
-                let mut cmd = sh(BASELINE_SCRIPT);
+                let mut cmd = sh(if job == Job::Lean {
+                    LEAN_SCRIPT
+                } else {
+                    BASELINE_SCRIPT
+                });
                 cmd.arg(TAG)
                     .arg(self.url())
                     .arg(&self.allowed_signers)
@@ -731,7 +787,7 @@ impl Fixture {
     /// the stages' peaks. Prints bytes over HTTP per contender.
     fn check_all(&self) -> Result<()> {
         let mut traffic = Vec::new();
-        for job in [Job::Driftless, Job::Baseline, Job::Floor] {
+        for job in MAIN {
             let before = self.server.access_log()?.len();
             let run = self.run_dir(job, 0)?;
             self.run_once(job, &run)?;
@@ -741,9 +797,10 @@ impl Fixture {
                     output.contains(&format!("applied release {TAG} ")),
                     "driftless apply printed {output:?}"
                 ),
-                Job::Baseline => ensure!(
+                Job::Lean | Job::Baseline => ensure!(
                     output.contains("Good \"git\" signature"),
-                    "the baseline's git verify-tag printed {output:?}"
+                    "{}'s git verify-tag printed {output:?}",
+                    job.label()
                 ),
                 _ => {}
             }
@@ -899,86 +956,6 @@ impl Drop for Fixture {
     }
 }
 
-/// Writes the release into the work tree `work`: `count` files under
-/// `srv/app` totalling `total` bytes, and a spec listing them all. Every
-/// fourth file is text, the others pseudo-random bytes; sizes spread over
-/// two and a half orders of magnitude. Returns the files and how many are text.
-fn write_release(work: &Path, count: usize, total: usize) -> Result<(Vec<ReleaseFile>, usize)> {
-    let mut rng = SplitMix64(SEED);
-    // Log-uniform weights between 1 and 300, scaled to the total.
-    let weights: Vec<f64> = (0..count)
-        .map(|_| (rng.unit() * 300f64.ln()).exp())
-        .collect();
-    let sum: f64 = weights.iter().sum();
-    let mut sizes: Vec<usize> = weights
-        .iter()
-        .map(|w| ((w / sum) * total as f64) as usize)
-        .collect();
-    let assigned: usize = sizes.iter().sum();
-    if let Some(last) = sizes.last_mut() {
-        *last += total - assigned;
-    }
-
-    let dir = work.join(APP_DIR);
-    fs::create_dir_all(&dir).context("creating the release's app directory")?;
-    let width = count.to_string().len().max(3);
-    let mut spec = format!("# driftless.yaml: the benchmark release, {count} files.\nfiles:\n");
-    let mut files = Vec::with_capacity(count);
-    let mut text_files = 0;
-    for (i, &len) in sizes.iter().enumerate() {
-        let name = format!("f{i:0width$}");
-        let path = format!("{APP_DIR}/{name}");
-        let bytes = if i % 4 == 0 {
-            text_files += 1;
-            text(&mut rng, len)
-        } else {
-            rng.bytes(len)
-        };
-        fs::write(work.join(&path), &bytes).with_context(|| format!("writing {path}"))?;
-        writeln!(
-            spec,
-            "  - {{ path: /{path}, source: {path}, mode: \"0644\" }}"
-        )
-        .context("formatting the spec")?;
-        files.push(ReleaseFile {
-            path,
-            sha256: sha256(&bytes),
-            len,
-        });
-    }
-    fs::write(work.join("driftless.yaml"), spec).context("writing driftless.yaml")?;
-    Ok((files, text_files))
-}
-
-/// `len` bytes of configuration-like text: lines of words from a small
-/// vocabulary, with numbers (compresses about 3:1 with zlib).
-fn text(rng: &mut SplitMix64, len: usize) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "server", "listen", "timeout", "upstream", "worker", "cache", "enabled", "path", "user",
-        "group", "level", "retry", "backoff", "limit", "region", "replica", "shard", "token",
-        "secret", "endpoint", "metrics", "trace", "buffer", "pool",
-    ];
-    let mut out = Vec::with_capacity(len + 64);
-    while out.len() < len {
-        let key = WORDS[rng.below(WORDS.len())];
-        let value = WORDS[rng.below(WORDS.len())];
-        let number = rng.next() % 100_000;
-        let _ = writeln!(TextSink(&mut out), "{key}.{value} = {number}");
-    }
-    out.truncate(len);
-    out
-}
-
-/// `fmt::Write` into a byte vector.
-struct TextSink<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for TextSink<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -1056,13 +1033,6 @@ fn read_rss(path: &Path) -> Result<u64> {
         .with_context(|| format!("{} holds {text:?}, not a KiB count", path.display()))
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
-}
-
 /// The nearest-rank `p`-th percentile (0 < p <= 100) of `values`.
 fn percentile<T: Copy + Ord>(values: &[T], p: usize) -> T {
     let mut sorted = values.to_vec();
@@ -1109,13 +1079,10 @@ impl Row {
 
 fn print_table(jobs: &[Job], samples: &[Vec<Sample>], reps: usize) {
     let rows: Vec<Row> = samples.iter().map(|s| Row::of(s)).collect();
-    let base = jobs
-        .iter()
-        .position(|j| *j == Job::Baseline)
-        .map(|i| &rows[i]);
+    let base = jobs.iter().position(|j| *j == Job::Lean).map(|i| &rows[i]);
     println!(
         "{:<24} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>7}",
-        "contender", "wall ms", "p90", "RSS MiB", "max", "time/base", "RSS/base", "CPU ms"
+        "contender", "wall ms", "p90", "RSS MiB", "max", "time/lean", "RSS/lean", "CPU ms"
     );
     println!("{}", "-".repeat(100));
     for (job, row) in jobs.iter().zip(&rows) {
@@ -1155,11 +1122,11 @@ fn print_table(jobs: &[Job], samples: &[Vec<Sample>], reps: usize) {
         let t = d.wall_median.as_secs_f64() / b.wall_median.as_secs_f64();
         let m = d.rss_median as f64 / b.rss_median as f64;
         println!(
-            "# goal, time:   driftless/baseline = {t:.2} (at most 0.50): {}",
+            "# goal, time:   driftless/lean = {t:.2} (at most 0.50): {}",
             if t <= 0.5 { "met" } else { "MISSED" }
         );
         println!(
-            "# goal, memory: driftless/baseline = {m:.2} (at most 1.00): {}",
+            "# goal, memory: driftless/lean = {m:.2} (at most 1.00): {}",
             if m <= 1.0 { "met" } else { "MISSED" }
         );
     }
