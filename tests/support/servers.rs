@@ -977,6 +977,13 @@ impl SmartHttp {
         }
     }
 
+    /// The process group of nginx, fcgiwrap and what they run: the server
+    /// whose CPU time a benchmark reads from `/proc`.
+    #[allow(dead_code)] // only the benchmarks read it
+    pub fn process_group(&self) -> u32 {
+        self.group.id()
+    }
+
     /// nginx's error log (with git-http-backend's stderr, via fcgiwrap -f).
     pub fn error_log(&self) -> String {
         fs::read_to_string(&self.error_log).unwrap_or_default()
@@ -1265,6 +1272,12 @@ http {{
         }}
         location ~ /git-receive-pack$ {{
             return 403;
+        }}
+
+        # Plain files under BASE/static/, served by nginx itself (with
+        # ETag and Range): what a mirror of static signed files is.
+        location ^~ /static/ {{
+            root "{base}";
         }}
 
         location / {{
