@@ -21,6 +21,12 @@
 //!   of their `Pss` (`/proc/PID/smaps_rollup`, shared pages divided among
 //!   the processes mapping them) is also given: what N watchers cost the
 //!   machine;
+//! * etcd: the gRPC calls etcd started for the nodes (the JSON gateway's
+//!   requests and watch streams become gRPC calls inside it; the
+//!   harness's own reads of the slots, one every tick, are left out) and
+//!   etcd's CPU time (those reads included, so an upper bound), from its
+//!   `/metrics`, over the idle window (per node per minute) and over the
+//!   roll (per replaced node): what sizing etcd needs;
 //! * roll: from pushing the signed channel commit naming v2 until every
 //!   node is on v2 (applied, healthy, watching), against the ideal
 //!   `ceil(N / M) × R`, R being one replacement (from a node's ask until
@@ -59,6 +65,7 @@ mod common;
 mod channel;
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
+use etcd::EtcdLoad;
 #[path = "../../tests/support/fleet.rs"]
 mod fleet;
 #[path = "../../tests/support/release.rs"]
@@ -173,6 +180,8 @@ struct Row {
     /// given back) to the next ask seen (the slot taken by a waiting node).
     handoff: Duration,
     idle: Idle,
+    /// What etcd served during the roll.
+    roll_etcd: EtcdLoad,
 }
 
 /// What the idle fleet cost.
@@ -188,6 +197,8 @@ struct Idle {
     watchers: usize,
     /// The watchers' CPU time over the window.
     cpu: Duration,
+    /// What etcd served over the window.
+    etcd: EtcdLoad,
 }
 
 fn main() -> Result<()> {
@@ -269,12 +280,14 @@ fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
     let idle = idle(settings, &mut fleet)?;
 
     fleet.stats = Stats::default();
+    let etcd_before = fleet.etcd.load()?;
     let promoted = Instant::now();
     fleet.promote("v2", "");
     let waves = u32::try_from(nodes.div_ceil(settings.max_in_flight as usize))?;
     let roll = fleet.run_until(WAVE_LIMIT * waves, "every node on v2", |f| {
         f.converged("v2")
     });
+    let roll_etcd = fleet.etcd.load()?.since(etcd_before);
     let replacements: Vec<Duration> = fleet.stats.healthy.iter().map(|(_, _, d)| *d).collect();
     ensure!(
         replacements.len() == nodes,
@@ -304,6 +317,7 @@ fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
         median_replacement: median(&replacements),
         slowest_replacement: replacements.iter().copied().max().unwrap_or_default(),
         idle,
+        roll_etcd,
     })
 }
 
@@ -316,10 +330,12 @@ fn idle(settings: &Settings, fleet: &mut Fleet) -> Result<Idle> {
     };
     let mark = fleet.http.access_log()?.len();
     let cpu_before = ticks(&pids)?;
+    let etcd_before = fleet.etcd.load()?;
     let started = Instant::now();
     fleet.run_for(settings.idle);
     let window = started.elapsed();
     let cpu_after = ticks(&pids)?;
+    let etcd = fleet.etcd.load()?.since(etcd_before);
     let entries = fleet.http.access_log()?;
     let quiet = &entries[mark..];
     let traffic = servers::Traffic::of(quiet);
@@ -337,6 +353,7 @@ fn idle(settings: &Settings, fleet: &mut Fleet) -> Result<Idle> {
         rss,
         pss,
         watchers: pids.len(),
+        etcd,
         cpu: Duration::from_secs_f64(
             (cpu_after - cpu_before) as f64 / f64::from(u32::try_from(per_second)?),
         ),
@@ -355,16 +372,16 @@ fn print_table(settings: &Settings, one: Duration, rows: &[Row]) {
         one.as_secs_f64()
     );
     println!(
-        "| N | roll | ideal ceil(N/{m})×R | roll / ideal | median replacement | max away | idle requests /node/min | idle bytes down / up /node/min | watchers' CPU /node/min | watchers' VmRSS: total, each | watchers' Pss total |"
+        "| N | roll | ideal ceil(N/{m})×R | roll / ideal | median replacement | max away | idle requests /node/min | idle bytes down / up /node/min | watchers' CPU /node/min | watchers' VmRSS: total, each | watchers' Pss total | etcd calls, CPU: idle /node/min | etcd calls, CPU: roll /replaced node |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let waves = row.nodes.div_ceil(m as usize);
         let ideal = one.as_secs_f64() * waves as f64;
         let node_minutes = row.nodes as f64 * row.idle.window.as_secs_f64() / 60.0;
         let per = |x: f64| x / node_minutes;
         println!(
-            "| {} | {:.1} s | {:.1} s | {:.2} | {:.2} s | {} | {:.1} | {} / {} | {:.1} ms | {}, {} | {} |",
+            "| {} | {:.1} s | {:.1} s | {:.2} | {:.2} s | {} | {:.1} | {} / {} | {:.1} ms | {}, {} | {} | {:.2}, {:.2} ms | {:.1}, {:.1} ms |",
             row.nodes,
             row.roll.as_secs_f64(),
             ideal,
@@ -378,6 +395,10 @@ fn print_table(settings: &Settings, one: Duration, rows: &[Row]) {
             bytes(row.idle.rss),
             bytes(row.idle.rss / row.idle.watchers.max(1) as u64),
             bytes(row.idle.pss),
+            per(row.idle.etcd.calls as f64),
+            per(row.idle.etcd.cpu.as_secs_f64() * 1000.0),
+            row.roll_etcd.calls as f64 / row.nodes as f64,
+            row.roll_etcd.cpu.as_secs_f64() * 1000.0 / row.nodes as f64,
         );
     }
 }

@@ -14,6 +14,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -27,6 +28,27 @@ const START_ATTEMPTS: u32 = 3;
 /// Time limit of every request the test makes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Counters of what etcd has served ([`EtcdServer::load`]).
+#[allow(dead_code)] // only the fleet benchmark reads it
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EtcdLoad {
+    /// gRPC calls started.
+    pub calls: u64,
+    /// CPU time of the etcd process (10 ms resolution).
+    pub cpu: Duration,
+}
+
+#[allow(dead_code)] // only the fleet benchmark reads it
+impl EtcdLoad {
+    /// What was served since `before`.
+    pub fn since(self, before: Self) -> Self {
+        Self {
+            calls: self.calls.saturating_sub(before.calls),
+            cpu: self.cpu.saturating_sub(before.cpu),
+        }
+    }
+}
+
 /// A running (or stopped) single-member etcd.
 pub struct EtcdServer {
     /// The data directory's parent; removed on drop.
@@ -36,6 +58,10 @@ pub struct EtcdServer {
     /// The running member, if it runs.
     group: Option<ProcessGroup>,
     http: reqwest::blocking::Client,
+    /// Requests this handle sent through the JSON gateway (each one a
+    /// gRPC call inside etcd), so [`EtcdServer::load`] can leave out the
+    /// test's own.
+    own_calls: AtomicU64,
     /// The root user's token, once authentication is enabled.
     token: Option<String>,
 }
@@ -58,6 +84,7 @@ impl EtcdServer {
                 peer_port: closed_port()?,
                 group: None,
                 http: http.clone(),
+                own_calls: AtomicU64::new(0),
                 token: None,
             };
             match server.run() {
@@ -158,6 +185,7 @@ impl EtcdServer {
     }
 
     fn try_post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        self.own_calls.fetch_add(1, Ordering::Relaxed);
         let mut request = self.http.post(format!("{}{path}", self.url()));
         if let Some(token) = &self.token {
             request = request.header("Authorization", token);
@@ -265,6 +293,37 @@ impl EtcdServer {
             bail!("etcd role grant {prefix}: {answer}");
         }
         Ok(())
+    }
+
+    /// What the member has served so far, from its `/metrics`: gRPC calls
+    /// started (the JSON gateway's requests and watch streams become
+    /// gRPC calls inside etcd) by others than this handle, and its
+    /// process's CPU time (the test's own calls included).
+    #[allow(dead_code)] // only the fleet benchmark reads it
+    pub fn load(&self) -> Result<EtcdLoad> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .context("reading etcd's /metrics")?;
+        let mut load = EtcdLoad::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((name, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let value: f64 = value.parse().unwrap_or(0.0);
+            if name.starts_with("grpc_server_started_total{") {
+                load.calls += value as u64;
+            } else if name == "process_cpu_seconds_total" {
+                load.cpu = Duration::from_secs_f64(value);
+            }
+        }
+        load.calls = load
+            .calls
+            .saturating_sub(self.own_calls.load(Ordering::Relaxed));
+        Ok(load)
     }
 
     /// Puts `key` = `value` (no lease).
