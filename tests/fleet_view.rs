@@ -151,6 +151,40 @@ fn the_fleet_view_shows_nodes_slots_failures_and_the_rollout() {
 }
 
 #[test]
+fn with_the_roster_off_only_the_rollout_touches_etcd() {
+    let etcd = EtcdServer::start().expect("start etcd");
+    let fleet = Fleet::new();
+    let rollout = etcd_rollout(&etcd.url()).replace("timeout: 2s}", "timeout: 2s, roster: false}");
+    let branch = fleet.releases.channel();
+    branch.promote(&fleet.releases.key, "v1", "");
+    let nodes: Vec<NodeRoot> = ["a", "b"]
+        .iter()
+        .map(|name| fleet.node(name, &rollout))
+        .collect();
+    for node in &nodes {
+        node.apply().ok();
+        node.driftless("watch", &["--once"], &[]).reported();
+    }
+    // Idle on the channel's release: nothing of theirs in etcd.
+    assert_eq!(etcd.get_prefix("/driftless/"), Vec::new());
+
+    // v2: the slot is still taken through etcd, and the view shows it.
+    branch.promote(&fleet.releases.key, "v2", "");
+    for node in &nodes {
+        node.driftless("watch", &["--once"], &[]).reported();
+    }
+    let keys: Vec<String> = etcd
+        .get_prefix("/driftless/web/")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(keys, vec!["/driftless/web/slots/0".to_owned()]);
+    let view = fleet_json(&nodes[0]);
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(0), "{view}");
+    assert_eq!(view["slots"].as_array().map(Vec::len), Some(1), "{view}");
+}
+
+#[test]
 fn without_etcd_the_fleet_view_is_the_signed_channel() {
     let fleet = Fleet::new();
     let branch = fleet.releases.channel();

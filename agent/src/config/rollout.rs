@@ -38,6 +38,10 @@ pub struct RolloutSettings {
     pub username: Option<String>,
     /// A file holding that user's password; never logged.
     pub password_file: Option<NodePath>,
+    /// Whether the watcher keeps its `nodes/<id>` entry in etcd for
+    /// `driftless fleet`. Off, etcd hears only from nodes that need a slot
+    /// or report an apply: what a very large fleet wants (docs/scale.md).
+    pub roster: bool,
 }
 
 impl Default for RolloutSettings {
@@ -54,6 +58,7 @@ impl Default for RolloutSettings {
             key_file: None,
             username: None,
             password_file: None,
+            roster: true,
         }
     }
 }

@@ -8,11 +8,15 @@ use crate::fleet::roster::NodeEntry;
 use crate::record::watch_state::RequestStatus;
 
 impl Watcher {
-    /// Writes this node's roster entry when it changed or is due.
+    /// Writes this node's roster entry when it changed or is due (unless
+    /// `rollout.roster` is off).
     pub(super) async fn report_roster(&mut self) {
         let Some(coordinator) = self.coordinator.clone() else {
             return;
         };
+        if !self.config.rollout.roster {
+            return;
+        }
         let entry = NodeEntry {
             node: self.node_id.clone(),
             release: self.applied.release.tag.clone(),
