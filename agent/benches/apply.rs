@@ -65,6 +65,7 @@
 //! | `DRIFTLESS_BENCH_MIB` | unset | total size of those files, MiB |
 //! | `DRIFTLESS_BENCH_DIR` | the system temp dir | where fixture and roots live (use a disk, not tmpfs: durability is measured) |
 //! | `DRIFTLESS_BENCH_PHASES` | unset | `1` adds a table of the contenders' parts, timed alone |
+//! | `DRIFTLESS_BENCH_KEEP` | unset | `1` keeps the fixture and every run's directory and output (`runs/*/out`) for a look afterwards |
 
 #[path = "common/mod.rs"]
 mod common;
@@ -140,10 +141,14 @@ fn main() -> Result<()> {
         }
     );
 
+    // Every fixture lives to the end, so that no removal of one size's
+    // files slows the next size's file creation (see `Fixture::measure`).
+    let mut fixtures = Vec::new();
     for (files, mib) in sizes {
         println!();
-        let fixture =
-            Fixture::create(&bench_dir, files, mib << 20).context("building the fixture")?;
+        fixtures
+            .push(Fixture::create(&bench_dir, files, mib << 20).context("building the fixture")?);
+        let fixture = fixtures.last().context("the fixture just made")?;
         fixture.print_header()?;
         fixture.check_all().context("checking the contenders")?;
         println!();
@@ -824,14 +829,12 @@ impl Fixture {
                 mib(t.bytes_sent),
                 t.requests
             ));
-            remove_run(&run)?;
         }
         println!("# bytes from the server, per run: {}", traffic.join(", "));
 
         // Peak RSS: the whole pipeline against each stage measured alone.
         let run = self.run_dir(Job::Baseline, 1)?;
         let whole = self.run_once(Job::Baseline, &run)?;
-        remove_run(&run)?;
         let run = self.run_dir(Job::Baseline, 2)?;
         let root = Self::empty_root(&run)?;
         let mut staged = self.command("/bin/sh", &run);
@@ -847,7 +850,6 @@ impl Fixture {
         let stages = (1..=4)
             .map(|i| read_rss(&run.join(format!("rss-{i}"))))
             .collect::<Result<Vec<_>>>()?;
-        remove_run(&run)?;
         let largest = stages.iter().copied().max().unwrap_or(0);
         println!(
             "# baseline peak RSS by stage (MiB): clone {}, verify-tag {}, cp {}, sync {}; whole pipeline {}",
@@ -928,7 +930,6 @@ impl Fixture {
                 }
                 _ => {}
             }
-            remove_run(&run)?;
         }
         Ok(())
     }
@@ -936,8 +937,9 @@ impl Fixture {
     /// Times `jobs` `reps` times each, interleaved: each round runs every
     /// job once, in an order that rotates from round to round.
     ///
-    /// The runs' directories are removed only after the last round: on an
-    /// ext4 without a journal (as this benchmark's machine has), the
+    /// No run's directory is removed before the benchmark ends (they go
+    /// with the fixture's temporary directory): on an ext4 without a
+    /// journal (as this benchmark's machine has), the
     /// kernel skips inodes deleted in the last minute (five, if their
     /// inode table block is still dirty) when it allocates new ones, and
     /// reads those blocks to find out,
@@ -945,7 +947,6 @@ impl Fixture {
     /// file creation several times slower than on a node's fresh disk.
     fn measure(&self, jobs: &[Job], reps: usize) -> Result<Vec<Vec<Sample>>> {
         let mut samples = vec![Vec::with_capacity(reps); jobs.len()];
-        let mut runs = Vec::with_capacity(reps * jobs.len());
         for round in 0..reps {
             for slot in 0..jobs.len() {
                 let i = (round + slot) % jobs.len();
@@ -954,11 +955,7 @@ impl Fixture {
                     .run_once(jobs[i], &run)
                     .with_context(|| format!("round {round}"))?;
                 samples[i].push(sample);
-                runs.push(run);
             }
-        }
-        for run in runs {
-            remove_run(&run)?;
         }
         Ok(samples)
     }
@@ -969,6 +966,14 @@ impl Drop for Fixture {
     /// a run failed before its directory was removed, so the temporary
     /// directory can go.
     fn drop(&mut self) {
+        if env::var_os("DRIFTLESS_BENCH_KEEP").is_some_and(|v| v == "1") {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "# kept {} (DRIFTLESS_BENCH_KEEP=1)",
+                self.dir.path().display()
+            );
+            return;
+        }
         unlock_tree(&self.runs);
     }
 }
