@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use git2::Repository;
 
-use crate::config::{AgentConfig, TagName};
+use crate::config::{AgentConfig, SourceKind, TagName};
 use crate::release::candidate;
 use crate::release::channel::{self, ChannelRefusal, ChannelState};
 use crate::release::clock::{self, Judged, SignedTime};
@@ -191,6 +191,9 @@ pub fn fetch_release(
 ) -> anyhow::Result<Fetched> {
     let roles = config.load_roles(root)?;
     let trust = &roles.release;
+    if config.source.kind == SourceKind::Static {
+        return fetch_static(root, config, stream, trust);
+    }
     // A node that never had a cache, with a fixed tag, has nothing to look
     // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
     // start alone costs an agent about 4 MiB: it starts OpenSSL).
@@ -275,6 +278,36 @@ pub fn fetch_release(
         verified,
         channel: channel_state,
         from_source,
+    })
+}
+
+/// The config's fixed tag from a static source (`driftless publish`'s
+/// files), streamed and verified as a streamed git fetch is; no cache.
+fn fetch_static(
+    root: &Path,
+    config: &AgentConfig,
+    stream: bool,
+    trust: &verify::Trust,
+) -> anyhow::Result<Fetched> {
+    let Some(tag) = config.release.tag.as_ref().filter(|_| stream) else {
+        anyhow::bail!(
+            "source.kind static: only a first boot (driftless apply) with release.tag reads \
+             a static source; bake an image's cache from the git source"
+        );
+    };
+    tracing::info!(
+        "fetching release {} from the static files at {}",
+        tag.as_str(),
+        config.source.url.redacted()
+    );
+    let received = crate::source::artifact::fetch_tag(root, config, tag, trust)?;
+    check_pin(config, tag, &received.verified)?;
+    Ok(Fetched {
+        cache: None,
+        verified: received.verified.clone(),
+        streamed: Some(received),
+        channel: None,
+        from_source: true,
     })
 }
 

@@ -2,6 +2,7 @@
 //! parser, the channel poll, libgit2 fetches into the cache (through a
 //! quarantine, and pruned), TLS.
 
+pub mod artifact;
 pub mod fetch;
 pub mod libgit;
 pub mod origin;

@@ -1,0 +1,294 @@
+//! Reading a file of a static source: a GET over HTTP(S) (no redirect, no
+//! proxy, the source's CA file and token, each wait bounded by
+//! `fetch.io_timeout`, the whole request by what is left of
+//! `fetch.deadline`), or a file under a `file://` base (an image being
+//! baked). The body is handed over as a reader; what it is worth is for
+//! the caller to judge.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use reqwest::{StatusCode, Url};
+
+use crate::config::AgentConfig;
+use crate::source::poll::{self, error_chain_of};
+
+/// Why a file could not be read.
+#[derive(Debug)]
+pub enum GetError {
+    /// Asking again cannot help (missing, refused, a redirect).
+    Permanent(String),
+    /// Worth another attempt (a timeout, a cut connection, a server error).
+    Transient(String),
+}
+
+/// Where the files are.
+enum Base {
+    Http { client: reqwest::Client, url: Url },
+    File(PathBuf),
+}
+
+/// Reads files of one static source.
+pub struct Fetcher {
+    base: Base,
+    redacted: String,
+    wait: Duration,
+}
+
+/// What the network thread hands over.
+enum Part {
+    /// The response's status was good: the body follows.
+    Head,
+    Data(Vec<u8>),
+    Failed(GetError),
+}
+
+impl Fetcher {
+    /// A fetcher of `source.url` with the config's transport settings;
+    /// each request ends within `deadline`.
+    pub fn new(root: &Path, config: &AgentConfig, deadline: Duration) -> anyhow::Result<Self> {
+        let text = config.source.url.as_str();
+        let redacted = config.source.url.redacted();
+        let mut url = Url::parse(text)
+            .map_err(|e| anyhow::anyhow!("source.url {redacted} is not a valid URL: {e}"))?;
+        let wait = super::patience(config);
+        let base = match url.scheme() {
+            "file" => Base::File(
+                url.to_file_path()
+                    .map_err(|()| anyhow::anyhow!("source.url {redacted} is not a local path"))?,
+            ),
+            "http" | "https" => {
+                let options = poll::options_for(root, config, deadline)?;
+                let auth = options.basic_auth.clone();
+                let client = poll::http_client(&options, auth.as_ref(), HeaderMap::new())
+                    .map_err(|e| anyhow::anyhow!("source.url {redacted}: {e}"))?;
+                if !url.path().ends_with('/') {
+                    let path = format!("{}/", url.path());
+                    url.set_path(&path);
+                }
+                Base::Http { client, url }
+            }
+            other => anyhow::bail!(
+                "source.kind static cannot read {other}:// URLs; use https://, http:// or file://"
+            ),
+        };
+        Ok(Self {
+            base,
+            redacted,
+            wait,
+        })
+    }
+
+    /// `BASE/PATH`, without credentials, for messages.
+    pub fn describe(&self, path: &[String]) -> String {
+        format!("{}/{}", self.redacted.trim_end_matches('/'), path.join("/"))
+    }
+
+    /// The file at `path` (segments under the base), at most `limit` bytes.
+    pub fn read_small(&self, path: &[String], limit: u64) -> Result<Vec<u8>, GetError> {
+        let body = self.open(path)?;
+        super::read_bounded(body, limit)
+            .map_err(|e| self.failed(path, &e, e.kind() != io::ErrorKind::Other))
+    }
+
+    /// The file at `path` as a reader.
+    pub fn open(&self, path: &[String]) -> Result<Box<dyn Read + Send>, GetError> {
+        match &self.base {
+            Base::File(dir) => {
+                let file = path.iter().fold(dir.clone(), |p, s| p.join(s));
+                match std::fs::File::open(&file) {
+                    Ok(f) => Ok(Box::new(f)),
+                    Err(e) => Err(GetError::Permanent(format!(
+                        "cannot read {}: {}; publish it with driftless publish",
+                        file.display(),
+                        e.kind()
+                    ))),
+                }
+            }
+            Base::Http { client, url } => {
+                let mut url = url.clone();
+                if let Ok(mut segments) = url.path_segments_mut() {
+                    segments.pop_if_empty().extend(path);
+                }
+                self.get(client, url, path)
+            }
+        }
+    }
+
+    fn get(
+        &self,
+        client: &reqwest::Client,
+        url: Url,
+        path: &[String],
+    ) -> Result<Box<dyn Read + Send>, GetError> {
+        let (send, parts) = mpsc::sync_channel(4);
+        let request = client.get(url);
+        let what = self.describe(path);
+        let network = std::thread::Builder::new()
+            .name("static-get".into())
+            .spawn(move || network(request, &what, &send))
+            .map_err(|e| GetError::Transient(format!("cannot start the fetch thread: {e}")))?;
+        let body = Body {
+            parts: Some(parts),
+            network: Some(network),
+            wait: self.wait,
+            pending: Vec::new(),
+            pos: 0,
+        };
+        match body.recv() {
+            Ok(Some(Part::Head)) => Ok(Box::new(body)),
+            Ok(Some(Part::Failed(e))) => Err(e),
+            Ok(Some(Part::Data(_)) | None) => Err(GetError::Transient(format!(
+                "{}: the fetch thread ended without an answer",
+                self.describe(path)
+            ))),
+            Err(e) => Err(GetError::Transient(format!("{}: {e}", self.describe(path)))),
+        }
+    }
+
+    fn failed(&self, path: &[String], e: &io::Error, transient: bool) -> GetError {
+        let message = format!("{}: {e}", self.describe(path));
+        if transient {
+            GetError::Transient(message)
+        } else {
+            GetError::Permanent(message)
+        }
+    }
+}
+
+/// The network side of one GET, on its own thread with its own runtime.
+fn network(request: reqwest::RequestBuilder, what: &str, send: &mpsc::SyncSender<Part>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = send.send(Part::Failed(GetError::Transient(format!(
+                "no async runtime: {e}"
+            ))));
+            return;
+        }
+    };
+    runtime.block_on(async {
+        let transfer = |e: reqwest::Error| {
+            GetError::Transient(format!("{what}: {}", error_chain_of(&e.without_url())))
+        };
+        let mut response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = send.send(Part::Failed(transfer(e)));
+                return;
+            }
+        };
+        if let Err(e) = judge_status(response.status(), what) {
+            let _ = send.send(Part::Failed(e));
+            return;
+        }
+        if send.send(Part::Head).is_err() {
+            return;
+        }
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if send.send(Part::Data(chunk.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = send.send(Part::Failed(transfer(e)));
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// A good status, or why not (and whether asking again may help).
+fn judge_status(status: StatusCode, what: &str) -> Result<(), GetError> {
+    if status == StatusCode::OK {
+        return Ok(());
+    }
+    let code = status.as_u16();
+    if status.is_redirection() {
+        return Err(GetError::Permanent(format!(
+            "{what}: HTTP status {code}, a redirect (not followed: point source.url at where \
+             the files are)"
+        )));
+    }
+    if matches!(code, 404 | 410) {
+        return Err(GetError::Permanent(format!(
+            "{what}: HTTP status {code}: not published there (run driftless publish, or check \
+             source.url)"
+        )));
+    }
+    let transient = status.is_server_error() || matches!(code, 408 | 425 | 429);
+    let message = format!("{what}: HTTP status {code}");
+    Err(if transient {
+        GetError::Transient(message)
+    } else {
+        GetError::Permanent(message)
+    })
+}
+
+/// A response body as a reader; each wait for more is bounded.
+struct Body {
+    parts: Option<mpsc::Receiver<Part>>,
+    network: Option<std::thread::JoinHandle<()>>,
+    wait: Duration,
+    pending: Vec<u8>,
+    pos: usize,
+}
+
+impl Body {
+    /// The next part; `None` at the end.
+    fn recv(&self) -> io::Result<Option<Part>> {
+        let Some(parts) = &self.parts else {
+            return Ok(None);
+        };
+        match parts.recv_timeout(self.wait) {
+            Ok(part) => Ok(Some(part)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the server sent nothing for {:?}", self.wait),
+            )),
+        }
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.pending.len() {
+            match self.recv()? {
+                Some(Part::Data(bytes)) => {
+                    self.pending = bytes;
+                    self.pos = 0;
+                }
+                Some(Part::Failed(GetError::Transient(e) | GetError::Permanent(e))) => {
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e));
+                }
+                Some(Part::Head) => return Err(io::Error::other("a second response head")),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.pos);
+        buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // The receiver goes first, so a network thread blocked on a send ends.
+        drop(self.parts.take());
+        if let Some(network) = self.network.take() {
+            let _ = network.join();
+        }
+    }
+}
