@@ -230,8 +230,8 @@ fn check_pack(
     let input = std::io::BufReader::with_capacity(256 * 1024, file);
     match read_release(root.path(), input, id, tag, trust, max_bytes.0) {
         Ok(_) => Ok(()),
-        Err(PackFailure::Permanent(e)) => Err(e),
-        Err(PackFailure::Transient(why)) => Err(anyhow::anyhow!(why)),
+        Err(PackFailure::Verify(e)) => Err(e),
+        Err(PackFailure::Refused(why) | PackFailure::Transient(why)) => Err(anyhow::anyhow!(why)),
         Err(PackFailure::NotThatObject) => Err(anyhow::anyhow!(
             "{} does not hold tag object {}",
             path.display(),

@@ -140,7 +140,8 @@ fn attempt(
                 id.to_hex()
             ),
         )),
-        Err(PackFailure::Permanent(e)) => Err(Attempt::Permanent(e.context(format!(
+        Err(PackFailure::Refused(why)) => Err(refused(fetcher.describe(&path), why)),
+        Err(PackFailure::Verify(e)) => Err(Attempt::Permanent(e.context(format!(
             "{} (tag object {})",
             fetcher.describe(&path),
             id.to_hex()

@@ -269,9 +269,11 @@ fn conclude(mut incoming: Incoming, tag: &TagName) -> anyhow::Result<Result<Stre
 /// How reading a release from a plain pack ([`read_release`]) failed.
 #[derive(Debug)]
 pub enum PackFailure {
-    /// Reading it again cannot help: refused by the node's rules or a
-    /// bound, or the staging directory cannot be made.
-    Permanent(anyhow::Error),
+    /// The tag or its commit does not verify by the node's rules.
+    Verify(anyhow::Error),
+    /// Reading it again cannot help: a bound crossed, or the staging
+    /// directory cannot be made.
+    Refused(String),
     /// Cut short or incomplete: worth another attempt.
     Transient(String),
     /// Read to its end without the tag object asked for: not the file its
@@ -307,16 +309,14 @@ pub fn read_release(
         Ok(incoming) => match conclude(incoming, tag) {
             Ok(Ok(streamed)) => Ok(streamed),
             Ok(Err(missing)) => Err(PackFailure::Transient(missing)),
-            Err(e) => Err(PackFailure::Permanent(e)),
+            Err(e) => Err(PackFailure::Verify(e)),
         },
         Err(AttemptError::Transient(why)) => Err(PackFailure::Transient(why)),
-        Err(AttemptError::Refused(e)) => Err(PackFailure::Permanent(e)),
+        Err(AttemptError::Refused(e)) => Err(PackFailure::Verify(e)),
         Err(AttemptError::Permanent(why, _) | AttemptError::NotV2(why)) => {
-            Err(PackFailure::Permanent(anyhow::anyhow!(why)))
+            Err(PackFailure::Refused(why))
         }
-        Err(AttemptError::NoSuchRef) => {
-            Err(PackFailure::Permanent(anyhow::anyhow!("no such release")))
-        }
+        Err(AttemptError::NoSuchRef) => Err(PackFailure::Refused("no such release".into())),
     }
 }
 
