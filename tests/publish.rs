@@ -268,7 +268,10 @@ fn a_node_boots_from_the_static_files_as_from_git() {
     let over_http = f.root("http", &http.static_url(OUT), Some("static"));
     over_http.apply().ok();
     assert_eq!(diff(&expected, &applied(&over_http)), Vec::<String>::new());
-    let requests = http.access_log().expect("access log");
+    // nginx logs a request a moment after the client saw its end.
+    let requests = http
+        .wait_for_requests(3, std::time::Duration::from_secs(5))
+        .expect("access log");
     let statics: Vec<_> = requests
         .iter()
         .filter(|e| e.uri.starts_with("/static/"))
@@ -282,6 +285,8 @@ fn a_node_boots_from_the_static_files_as_from_git() {
                 200,
                 format!("/static/{OUT}/releases/{}.pack", f.published.tag_object)
             ),
+            // The channel's tip, to record as this node's floor: none here.
+            (404, format!("/static/{OUT}/channels/channel.bundle")),
         ]
     );
     let baked = f.root(
@@ -390,4 +395,136 @@ fn publish_writes_the_channel_as_a_bundle_once_a_node_would_accept_it() {
     f.publish(&["--channel", "channel"])
         .refused(EXIT_VERIFY, &["a node would refuse it", "expired"]);
     assert_eq!(fs::read(&bundle).expect("bundle"), before);
+}
+
+/// The agent config of a node booting from, and watching, the static
+/// channel at `url`; asking to be replaced runs `/bin/true`.
+fn channel_node_config(url: &str) -> String {
+    format!(
+        "source:\n  url: {url:?}\n  kind: static\n\
+         trust:\n  allowed_signers: /etc/driftless/allowed_signers\n\
+         release: {{channel: channel}}\n\
+         fetch: {}\n\
+         lock: {{mode: off}}\n\
+         clock: {{sync: ignore}}\n\
+         replace: {{action: exec, command: [/bin/true]}}\n",
+        release::FAST_FETCH
+    )
+}
+
+/// The requests nginx logged for `needle`, as (status, uri).
+fn requests_for(http: &SmartHttp, needle: &str) -> Vec<(u16, String)> {
+    http.access_log()
+        .expect("access log")
+        .into_iter()
+        .filter(|e| e.uri.contains(needle))
+        .map(|e| (e.status, e.uri))
+        .collect()
+}
+
+/// Runs `driftless watch --once` and waits until nginx logged `total`
+/// requests in all.
+fn watch_once(root: &NodeRoot, http: &SmartHttp, total: usize) -> Run {
+    let run = root.driftless("watch", &["--once"], &[]);
+    http.wait_for_requests(total, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", run.describe()));
+    run
+}
+
+#[test]
+fn a_node_boots_from_and_polls_the_static_channel() {
+    let f = Fixture::new();
+    let key = f.key.private.to_str().expect("UTF-8 path");
+    f.driftless(&["channel", "init", TAG, "--signing-key", key])
+        .ok();
+    f.publish(&["--channel", "channel"]).ok();
+    let bundle = f.out().join("channels/channel.bundle");
+    let first_bundle = fs::read(&bundle).expect("bundle");
+    let http = SmartHttp::start(&f.world.srv()).expect("start nginx");
+    let root = f.world.root("node");
+    root.trust(&[f.key.allowed(PRINCIPAL)]);
+    root.write(
+        "/etc/driftless/agent.yaml",
+        channel_node_config(&http.static_url(OUT)),
+    );
+    // First boot: the channel from its bundle, judged in quarantine, then
+    // the release it names, streamed.
+    root.apply().ok();
+    assert_eq!(root.state().expect("state")["release"]["tag"], TAG);
+    let booted = http
+        .wait_for_requests(2, std::time::Duration::from_secs(5))
+        .expect("access log")
+        .len();
+    let tag_object_of = |tag: &str| {
+        f.world.tool(
+            f.world
+                .git()
+                .arg("--git-dir")
+                .arg(&f.published.bare)
+                .args(["rev-parse", &format!("refs/tags/{tag}")]),
+        )
+    };
+    assert_eq!(
+        requests_for(&http, "/static/"),
+        [
+            (200, format!("/static/{OUT}/channels/channel.bundle")),
+            (
+                200,
+                format!("/static/{OUT}/releases/{}.pack", tag_object_of(TAG))
+            ),
+        ]
+    );
+
+    // Polls: the first learns the ETag, an unchanged channel then costs a 304.
+    watch_once(&root, &http, booted + 1).ok();
+    watch_once(&root, &http, booted + 2).ok();
+    let polls = requests_for(&http, "channels/channel.bundle");
+    assert_eq!(
+        polls.iter().map(|(status, _)| *status).collect::<Vec<_>>(),
+        [200, 200, 304],
+        "{polls:?}"
+    );
+    let unchanged = http.access_log().expect("log").pop().expect("an entry");
+    assert!(unchanged.bytes_sent < 1024, "a 304 is small: {unchanged:?}");
+
+    // A move: verified and acted on.
+    f.world.publish(
+        REPO,
+        &small_release().file("files/a.conf", "[a]\nx = 2\n"),
+        "v2.0.0",
+        Tagging::Signed(&f.key),
+    );
+    f.driftless(&["channel", "promote", "v2.0.0", "--signing-key", key])
+        .ok();
+    f.publish(&["--channel", "channel"]).ok();
+    // The poll (200), then the evaluation's bundle and release.
+    watch_once(&root, &http, booted + 5);
+    let record: serde_json::Value =
+        serde_json::from_slice(&root.read("/var/lib/driftless/watch.json")).expect("watch.json");
+    assert_eq!(record["channel"]["file"]["release"], "v2.0.0", "{record}");
+    assert_eq!(record["channel"]["file"]["sequence"], 2, "{record}");
+    assert!(
+        record["replacement"].is_object(),
+        "asked to be replaced: {record}"
+    );
+    assert!(
+        requests_for(&http, "/releases/").contains(&(
+            200,
+            format!("/static/{OUT}/releases/{}.pack", tag_object_of("v2.0.0"))
+        )),
+        "the new release was fetched"
+    );
+
+    // The older bundle served again: refused as a replay.
+    fs::write(&bundle, &first_bundle).expect("replay the old bundle");
+    let run = watch_once(&root, &http, booted + 7);
+    let record: serde_json::Value =
+        serde_json::from_slice(&root.read("/var/lib/driftless/watch.json")).expect("watch.json");
+    assert_eq!(
+        record["refusal"]["kind"],
+        "replay",
+        "{record}\n{}",
+        run.describe()
+    );
+    assert_eq!(record["channel"]["file"]["sequence"], 2, "{record}");
 }

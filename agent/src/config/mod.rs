@@ -405,13 +405,6 @@ impl AgentConfig {
                         .into(),
                 ));
             }
-            if config.release.channel.is_some() {
-                return Err(fail(
-                    "source.kind static serves fixed tags only in this version: give \
-                     release.tag, or a git source for release.channel"
-                        .into(),
-                ));
-            }
         }
         config.rollout.validate().map_err(fail)?;
         config.secrets.validate().map_err(fail)?;
@@ -534,7 +527,7 @@ mod tests {
     }
 
     #[test]
-    fn a_static_source_is_read_over_http_or_from_a_path_for_a_fixed_tag() {
+    fn a_static_source_is_read_over_http_or_from_a_path() {
         let config = |source: &str, release: &str| {
             let text =
                 format!("source: {source}\ntrust: {{allowed_signers: /a}}\nrelease: {release}");
@@ -548,21 +541,14 @@ mod tests {
             let source = format!("{{url: '{url}', kind: static}}");
             assert_eq!(config(&source, "{tag: v1}").expect(url), SourceKind::Static);
         }
-        for (source, release, what) in [
-            (
-                "{url: 'ssh://h/r', kind: static}",
-                "{tag: v1}",
-                "https://, http:// or file://",
-            ),
-            (
-                "{url: 'https://h/r', kind: static}",
-                "{channel: c}",
-                "fixed tags only",
-            ),
-        ] {
-            let err = config(source, release).expect_err(source).to_string();
-            assert!(err.contains(what), "{source}: {err}");
-        }
+        assert_eq!(
+            config("{url: 'https://h/r', kind: static}", "{channel: c}").expect("channel"),
+            SourceKind::Static
+        );
+        let err = config("{url: 'ssh://h/r', kind: static}", "{tag: v1}")
+            .expect_err("ssh")
+            .to_string();
+        assert!(err.contains("https://, http:// or file://"), "{err}");
     }
 
     #[test]

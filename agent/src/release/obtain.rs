@@ -191,8 +191,15 @@ pub fn fetch_release(
 ) -> anyhow::Result<Fetched> {
     let roles = config.load_roles(root)?;
     let trust = &roles.release;
-    if config.source.kind == SourceKind::Static {
-        return fetch_static(root, config, stream, trust);
+    let is_static = config.source.kind == SourceKind::Static;
+    if is_static && !stream {
+        anyhow::bail!(
+            "source.kind static: only a first boot (driftless apply) reads a static source; \
+             bake an image's cache from the git source"
+        );
+    }
+    if let Some(tag) = config.release.tag.as_ref().filter(|_| is_static) {
+        return fetch_static(root, config, tag, trust);
     }
     // A node that never had a cache, with a fixed tag, has nothing to look
     // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
@@ -248,10 +255,15 @@ pub fn fetch_release(
                 tag.as_str(),
                 config.source.url.redacted()
             );
-            let received = if stream {
-                crate::source::stream::fetch_tag(root, config, tag, trust)?
-            } else {
-                None
+            let received = match (&channel_state, stream) {
+                (Some(state), true) if is_static => {
+                    let object = crate::source::pack::ObjectId::from_hex(&state.file.tag_object);
+                    Some(crate::source::artifact::fetch_tag(
+                        root, config, tag, object, trust,
+                    )?)
+                }
+                (_, true) => crate::source::stream::fetch_tag(root, config, tag, trust)?,
+                (_, false) => None,
             };
             match received {
                 Some(received) => {
@@ -282,25 +294,21 @@ pub fn fetch_release(
 }
 
 /// The config's fixed tag from a static source (`driftless publish`'s
-/// files), streamed and verified as a streamed git fetch is; no cache.
+/// files), streamed and verified as a streamed git fetch is; no cache. (A
+/// channel's release from a static source takes the path of a git
+/// source's, its tip judged in quarantine, and is streamed the same way.)
 fn fetch_static(
     root: &Path,
     config: &AgentConfig,
-    stream: bool,
+    tag: &TagName,
     trust: &verify::Trust,
 ) -> anyhow::Result<Fetched> {
-    let Some(tag) = config.release.tag.as_ref().filter(|_| stream) else {
-        anyhow::bail!(
-            "source.kind static: only a first boot (driftless apply) with release.tag reads \
-             a static source; bake an image's cache from the git source"
-        );
-    };
     tracing::info!(
         "fetching release {} from the static files at {}",
         tag.as_str(),
         config.source.url.redacted()
     );
-    let received = crate::source::artifact::fetch_tag(root, config, tag, trust)?;
+    let received = crate::source::artifact::fetch_tag(root, config, tag, None, trust)?;
     check_pin(config, tag, &received.verified)?;
     Ok(Fetched {
         cache: None,

@@ -27,9 +27,13 @@ use crate::source::pack::ObjectId;
 use crate::source::stream::{PackFailure, Streamed, read_release};
 use crate::verify::Trust;
 
+pub mod channel;
 mod get;
+mod into;
 
+pub use channel::{ChannelPoll, Polled};
 pub use get::{Fetcher, GetError};
+pub use into::{fetch_channel_into, fetch_release_into};
 
 /// The longest `tags/TAG` file read: an object id and a newline, with room.
 pub const MAX_TAG_FILE: u64 = 256;
@@ -70,11 +74,13 @@ enum Attempt {
 
 /// Fetches the release `tag` from a static source and verifies it on the
 /// way in, retrying within `fetch.deadline`: a cut or incomplete download
-/// is tried again, a refusal is final.
+/// is tried again, a refusal is final. `object`: the tag object a verified
+/// channel names (else `tags/TAG` says which).
 pub fn fetch_tag(
     root: &Path,
     config: &AgentConfig,
     tag: &TagName,
+    object: Option<ObjectId>,
     trust: &Trust,
 ) -> anyhow::Result<Streamed> {
     let name = format!("release {}", tag.as_str());
@@ -82,7 +88,7 @@ pub fn fetch_tag(
     loop {
         retries.attempts += 1;
         let fetcher = Fetcher::new(root, config, retries.remaining())?;
-        let message = match attempt(root, config, &fetcher, tag, trust) {
+        let message = match attempt(root, config, &fetcher, (tag, object), trust) {
             Ok(streamed) => return Ok(streamed),
             Err(Attempt::Permanent(e)) => return Err(e),
             Err(Attempt::Transient(message)) => message,
@@ -96,7 +102,7 @@ fn attempt(
     root: &Path,
     config: &AgentConfig,
     fetcher: &Fetcher,
-    tag: &TagName,
+    (tag, object): (&TagName, Option<ObjectId>),
     trust: &Trust,
 ) -> Result<Streamed, Attempt> {
     let refused = |url: String, reason: String| {
@@ -114,15 +120,20 @@ fn attempt(
         GetError::Permanent(reason) => refused(config.source.url.redacted(), reason),
         GetError::Transient(reason) => Attempt::Transient(reason),
     };
-    let pointer = fetcher
-        .read_small(&tag_path(tag), MAX_TAG_FILE)
-        .map_err(classify)?;
-    let id = parse_tag_file(&pointer).map_err(|why| {
-        Attempt::Permanent(anyhow::anyhow!(
-            "{}: {why}; publish the release again with driftless publish",
-            fetcher.describe(&tag_path(tag))
-        ))
-    })?;
+    let id = match object {
+        Some(id) => id,
+        None => {
+            let pointer = fetcher
+                .read_small(&tag_path(tag), MAX_TAG_FILE)
+                .map_err(classify)?;
+            parse_tag_file(&pointer).map_err(|why| {
+                Attempt::Permanent(anyhow::anyhow!(
+                    "{}: {why}; publish the release again with driftless publish",
+                    fetcher.describe(&tag_path(tag))
+                ))
+            })?
+        }
+    };
     let path = release_path(&id);
     let body = fetcher.open(&path).map_err(classify)?;
     let max_bytes = config.fetch.max_bytes.0;

@@ -50,10 +50,8 @@ impl Fetcher {
     /// A fetcher of `source.url` with the config's transport settings;
     /// each request ends within `deadline`.
     pub fn new(root: &Path, config: &AgentConfig, deadline: Duration) -> anyhow::Result<Self> {
-        let text = config.source.url.as_str();
         let redacted = config.source.url.redacted();
-        let mut url = Url::parse(text)
-            .map_err(|e| anyhow::anyhow!("source.url {redacted} is not a valid URL: {e}"))?;
+        let url = base_url(config)?;
         let wait = super::patience(config);
         let base = match url.scheme() {
             "file" => Base::File(
@@ -65,10 +63,6 @@ impl Fetcher {
                 let auth = options.basic_auth.clone();
                 let client = poll::http_client(&options, auth.as_ref(), HeaderMap::new())
                     .map_err(|e| anyhow::anyhow!("source.url {redacted}: {e}"))?;
-                if !url.path().ends_with('/') {
-                    let path = format!("{}/", url.path());
-                    url.set_path(&path);
-                }
                 Base::Http { client, url }
             }
             other => anyhow::bail!(
@@ -108,13 +102,7 @@ impl Fetcher {
                     ))),
                 }
             }
-            Base::Http { client, url } => {
-                let mut url = url.clone();
-                if let Ok(mut segments) = url.path_segments_mut() {
-                    segments.pop_if_empty().extend(path);
-                }
-                self.get(client, url, path)
-            }
+            Base::Http { client, url } => self.get(client, under(url, path), path),
         }
     }
 
@@ -157,6 +145,35 @@ impl Fetcher {
             GetError::Permanent(message)
         }
     }
+}
+
+/// `source.url`, parsed, its path ending in `/`.
+fn base_url(config: &AgentConfig) -> anyhow::Result<Url> {
+    let mut url = Url::parse(config.source.url.as_str()).map_err(|e| {
+        anyhow::anyhow!(
+            "source.url {} is not a valid URL: {e}",
+            config.source.url.redacted()
+        )
+    })?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+/// `base/a/b`, each segment escaped.
+fn under(base: &Url, path: &[String]) -> Url {
+    let mut url = base.clone();
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.pop_if_empty().extend(path);
+    }
+    url
+}
+
+/// The URL of `path` under an HTTP(S) `source.url`.
+pub(super) fn file_url(config: &AgentConfig, path: &[String]) -> anyhow::Result<Url> {
+    Ok(under(&base_url(config)?, path))
 }
 
 /// The network side of one GET, on its own thread with its own runtime.
@@ -209,7 +226,7 @@ fn network(request: reqwest::RequestBuilder, what: &str, send: &mpsc::SyncSender
 }
 
 /// A good status, or why not (and whether asking again may help).
-fn judge_status(status: StatusCode, what: &str) -> Result<(), GetError> {
+pub(super) fn judge_status(status: StatusCode, what: &str) -> Result<(), GetError> {
     if status == StatusCode::OK {
         return Ok(());
     }
