@@ -17,7 +17,7 @@ use release::{
     AGENT_DIR, Config, Key, NodeRoot, PRINCIPAL, Published, REPO, Release, Run, TAG, Tagging,
     World, diff, snapshot,
 };
-use servers::{SmartHttp, noise, run_bounded};
+use servers::{Fault, FaultProxy, SmartHttp, noise, run_bounded};
 
 /// Exit code: the release could not be fetched.
 const EXIT_FETCH: i32 = 4;
@@ -527,4 +527,53 @@ fn a_node_boots_from_and_polls_the_static_channel() {
         run.describe()
     );
     assert_eq!(record["channel"]["file"]["sequence"], 2, "{record}");
+}
+
+#[test]
+fn a_cut_download_resumes_with_a_range_request() {
+    let f = Fixture::new();
+    f.publish(&[TAG]).ok();
+    let pack_len = fs::metadata(
+        f.out()
+            .join(format!("releases/{}.pack", f.published.tag_object)),
+    )
+    .expect("pack")
+    .len();
+    let http = SmartHttp::start(&f.world.srv()).expect("start nginx");
+    // Every connection is cut after 120 KB: the pack needs several.
+    let cut = 120_000;
+    assert!(pack_len > 2 * cut, "the pack is {pack_len} bytes");
+    let proxy = FaultProxy::start(http.http_addr(), Fault::CutAfter(cut)).expect("proxy");
+    let url = format!("http://{}/static/{OUT}", proxy.addr());
+    let root = f.root("resumed", &url, Some("static"));
+    let run = root.apply().ok();
+    let reference = f.root("whole", &http.static_url(OUT), Some("static"));
+    reference.apply().ok();
+    assert_eq!(
+        diff(&applied(&reference), &applied(&root)),
+        Vec::<String>::new()
+    );
+    let log = http
+        .wait_for_requests(3, std::time::Duration::from_secs(5))
+        .expect("access log");
+    let pack: Vec<u16> = log
+        .iter()
+        .filter(|e| e.uri.contains("/releases/"))
+        .map(|e| e.status)
+        .collect();
+    let expected = pack_len.div_ceil(cut - 1024) as usize;
+    assert!(
+        pack.len() >= 3 && pack.len() <= expected + 1 && pack[0] == 200,
+        "one GET, then range requests: {pack:?}\n{}",
+        run.describe()
+    );
+    assert!(
+        pack[1..pack.len() - 1].iter().all(|s| *s == 206),
+        "the rest resumed with 206 answers (the reference's 200 last): {pack:?}"
+    );
+    assert!(
+        run.stderr.contains("resuming with a range request"),
+        "{}",
+        run.describe()
+    );
 }

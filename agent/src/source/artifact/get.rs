@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 
 use crate::config::AgentConfig;
@@ -40,8 +40,8 @@ pub struct Fetcher {
 
 /// What the network thread hands over.
 enum Part {
-    /// The response's status was good: the body follows.
-    Head,
+    /// The response's status was good: the body follows. Its ETag.
+    Head(Option<String>),
     Data(Vec<u8>),
     Failed(GetError),
 }
@@ -89,7 +89,7 @@ impl Fetcher {
     }
 
     /// The file at `path` as a reader.
-    pub fn open(&self, path: &[String]) -> Result<Box<dyn Read + Send>, GetError> {
+    pub fn open(&self, path: &[String]) -> Result<Box<dyn Read + Send + '_>, GetError> {
         match &self.base {
             Base::File(dir) => {
                 let file = path.iter().fold(dir.clone(), |p, s| p.join(s));
@@ -102,22 +102,44 @@ impl Fetcher {
                     ))),
                 }
             }
-            Base::Http { client, url } => self.get(client, under(url, path), path),
+            Base::Http { client, url } => {
+                let url = under(url, path);
+                let (body, etag) = self.get(client, url.clone(), path, None)?;
+                Ok(Box::new(Resuming {
+                    fetcher: self,
+                    client: client.clone(),
+                    url,
+                    path: path.to_vec(),
+                    etag,
+                    pos: 0,
+                    resumes: MAX_RESUMES,
+                    body,
+                }))
+            }
         }
     }
 
+    /// One GET of `url`; from byte `from` on (a range request that holds
+    /// only while the file is still the one of ETag `etag`), when given.
     fn get(
         &self,
         client: &reqwest::Client,
         url: Url,
         path: &[String],
-    ) -> Result<Box<dyn Read + Send>, GetError> {
+        from: Option<(u64, &str)>,
+    ) -> Result<(Body, Option<String>), GetError> {
         let (send, parts) = mpsc::sync_channel(4);
-        let request = client.get(url);
+        let mut request = client.get(url);
+        if let Some((at, etag)) = from {
+            request = request
+                .header(RANGE, format!("bytes={at}-"))
+                .header(IF_RANGE, etag);
+        }
         let what = self.describe(path);
+        let at = from.map(|(at, _)| at);
         let network = std::thread::Builder::new()
             .name("static-get".into())
-            .spawn(move || network(request, &what, &send))
+            .spawn(move || network(request, &what, at, &send))
             .map_err(|e| GetError::Transient(format!("cannot start the fetch thread: {e}")))?;
         let body = Body {
             parts: Some(parts),
@@ -127,7 +149,7 @@ impl Fetcher {
             pos: 0,
         };
         match body.recv() {
-            Ok(Some(Part::Head)) => Ok(Box::new(body)),
+            Ok(Some(Part::Head(etag))) => Ok((body, etag)),
             Ok(Some(Part::Failed(e))) => Err(e),
             Ok(Some(Part::Data(_)) | None) => Err(GetError::Transient(format!(
                 "{}: the fetch thread ended without an answer",
@@ -177,7 +199,12 @@ pub(super) fn file_url(config: &AgentConfig, path: &[String]) -> anyhow::Result<
 }
 
 /// The network side of one GET, on its own thread with its own runtime.
-fn network(request: reqwest::RequestBuilder, what: &str, send: &mpsc::SyncSender<Part>) {
+fn network(
+    request: reqwest::RequestBuilder,
+    what: &str,
+    from: Option<u64>,
+    send: &mpsc::SyncSender<Part>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -201,11 +228,21 @@ fn network(request: reqwest::RequestBuilder, what: &str, send: &mpsc::SyncSender
                 return;
             }
         };
-        if let Err(e) = judge_status(response.status(), what) {
+        let judged = match from {
+            None => judge_status(response.status(), what),
+            Some(at) => judge_range(&response, at, what),
+        };
+        if let Err(e) = judged {
             let _ = send.send(Part::Failed(e));
             return;
         }
-        if send.send(Part::Head).is_err() {
+        let etag = response
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map(str::to_owned);
+        if send.send(Part::Head(etag)).is_err() {
             return;
         }
         loop {
@@ -252,6 +289,86 @@ pub(super) fn judge_status(status: StatusCode, what: &str) -> Result<(), GetErro
     })
 }
 
+/// The answer to a range request from byte `at`: the rest of the same
+/// file (206, from `at`), else why not (a 200 means the file changed since
+/// the download began: If-Range did not match).
+fn judge_range(response: &reqwest::Response, at: u64, what: &str) -> Result<(), GetError> {
+    let status = response.status();
+    if status != StatusCode::PARTIAL_CONTENT {
+        judge_status(status, what)?;
+        return Err(GetError::Transient(format!(
+            "{what}: the file changed while it was downloaded (HTTP status {}); starting again",
+            status.as_u16()
+        )));
+    }
+    let range = response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !range.starts_with(&format!("bytes {at}-")) {
+        return Err(GetError::Transient(format!(
+            "{what}: asked for the rest from byte {at}, got {:?}",
+            range.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// How many times one download resumes after a cut before the attempt
+/// fails (and the fetch starts again, within its deadline).
+pub const MAX_RESUMES: u32 = 5;
+
+/// A download that resumes where it was cut: a range request from the
+/// byte it reached, valid only while the file is the one of its ETag
+/// (`If-Range`), at most [`MAX_RESUMES`] times. Whatever the bytes, they
+/// are judged as one stream by the reader downstream.
+struct Resuming<'f> {
+    fetcher: &'f Fetcher,
+    client: reqwest::Client,
+    url: Url,
+    path: Vec<String>,
+    etag: Option<String>,
+    pos: u64,
+    resumes: u32,
+    body: Body,
+}
+
+impl Read for Resuming<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.body.read(buf) {
+                Ok(n) => {
+                    self.pos += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                    let Some(etag) = self.etag.clone().filter(|_| self.resumes > 0) else {
+                        return Err(e);
+                    };
+                    self.resumes -= 1;
+                    tracing::warn!(
+                        "{}: cut at byte {} ({e}); resuming with a range request",
+                        self.fetcher.describe(&self.path),
+                        self.pos
+                    );
+                    let from = Some((self.pos, etag.as_str()));
+                    let (body, _) = self
+                        .fetcher
+                        .get(&self.client, self.url.clone(), &self.path, from)
+                        .map_err(|e| match e {
+                            GetError::Permanent(m) | GetError::Transient(m) => {
+                                io::Error::new(io::ErrorKind::ConnectionAborted, m)
+                            }
+                        })?;
+                    self.body = body;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// A response body as a reader; each wait for more is bounded.
 struct Body {
     parts: Option<mpsc::Receiver<Part>>,
@@ -289,7 +406,7 @@ impl Read for Body {
                 Some(Part::Failed(GetError::Transient(e) | GetError::Permanent(e))) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e));
                 }
-                Some(Part::Head) => return Err(io::Error::other("a second response head")),
+                Some(Part::Head(_)) => return Err(io::Error::other("a second response head")),
                 None => return Ok(0),
             }
         }
