@@ -484,7 +484,15 @@ fn a_node_boots_from_and_polls_the_static_channel() {
         [200, 200, 304],
         "{polls:?}"
     );
-    let unchanged = http.access_log().expect("log").pop().expect("an entry");
+    let log = http.access_log().expect("log");
+    let (changed, unchanged) = (&log[log.len() - 2], &log[log.len() - 1]);
+    eprintln!(
+        "poll of the static channel: {} bytes sent for the first (200, header read, \
+         bundle of {} bytes), {} for an unchanged one (304)",
+        changed.bytes_sent,
+        first_bundle.len(),
+        unchanged.bytes_sent
+    );
     assert!(unchanged.bytes_sent < 1024, "a 304 is small: {unchanged:?}");
 
     // A move: verified and acted on.
