@@ -6,6 +6,10 @@
 //! signed tag are real (`git`, `ssh-keygen`), and so is everything the
 //! node does.
 //!
+//! The same packs are also served as static files (`source.kind: static`,
+//! the layout `driftless publish` writes, nginx serving a plain directory):
+//! what bounds a first boot from git bounds one from a mirror.
+//!
 //! Each test serves one crafted pack and runs the built `driftless apply`
 //! under `/usr/bin/time`, sampling the node's `/var/lib/driftless` every
 //! millisecond, and asserts: the one-line refusal and its exit code, a
@@ -91,16 +95,48 @@ impl Fixture {
     }
 
     /// A fresh node root trusting the release key, fetching from `server`.
-    fn root(&self, name: &str, server: &HostileV2) -> NodeRoot {
-        self.world
-            .configured_root(name, &self.key, &Config::new(&server.url()))
+    fn root(&self, name: &str, server: &Served) -> NodeRoot {
+        let config = match server {
+            Served::Git(server) => Config::new(&server.url()),
+            Served::Static(http, dir) => {
+                let mut config = Config::new(&http.static_url(dir));
+                config.kind = Some("static".into());
+                config
+            }
+        };
+        self.world.configured_root(name, &self.key, &config)
     }
 
-    /// Serves `pack` and runs `driftless apply` against it.
-    fn run(&self, name: &str, pack: Vec<u8>) -> (Measured, NodeRoot, HostileV2, Snapshot) {
-        eprintln!("{name}: serving a pack of {} bytes", pack.len());
-        let server = HostileV2::start(TAG, &self.published.tag_object, pack);
-        let root = self.root(name, &server);
+    /// Serves `pack` from the fake git server and runs `driftless apply`
+    /// against it.
+    fn run(&self, name: &str, pack: Vec<u8>) -> (Measured, NodeRoot, Served, Snapshot) {
+        self.run_on(name, pack, Transport::Git)
+    }
+
+    /// Serves `pack` as the tag's pack over `transport` and runs `driftless
+    /// apply` against it.
+    fn run_on(
+        &self,
+        name: &str,
+        pack: Vec<u8>,
+        transport: Transport,
+    ) -> (Measured, NodeRoot, Served, Snapshot) {
+        eprintln!(
+            "{name} ({transport:?}): serving a pack of {} bytes",
+            pack.len()
+        );
+        let name = match transport {
+            Transport::Git => name.to_owned(),
+            Transport::Static => format!("{name}-static"),
+        };
+        let server = serve(
+            &self.world,
+            transport,
+            &name,
+            &self.published.tag_object,
+            pack,
+        );
+        let root = self.root(&name, &server);
         let before = root.snapshot();
         let measured = measure_apply(&root, &self.world.home());
         (measured, root, server, before)
@@ -112,6 +148,71 @@ impl Fixture {
             pack.object(*kind, data);
         }
     }
+}
+
+/// How a crafted pack reaches the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// The fake protocol v2 server.
+    Git,
+    /// Static files (`tags/TAG`, `releases/ID.pack`) behind nginx.
+    Static,
+}
+
+/// Both transports.
+const TRANSPORTS: [Transport; 2] = [Transport::Git, Transport::Static];
+
+/// A server of one crafted pack.
+enum Served {
+    Git(HostileV2),
+    /// nginx, and the directory under its base that holds the files.
+    Static(Box<servers::SmartHttp>, String),
+}
+
+impl Served {
+    /// How many times the pack was asked for.
+    fn fetches(&self) -> u64 {
+        match self {
+            Served::Git(server) => server.fetches(),
+            Served::Static(http, _) => {
+                // The tag file and the pack: nginx logs a request a moment
+                // after the client saw its end.
+                let log = http
+                    .wait_for_requests(2, std::time::Duration::from_secs(5))
+                    .expect("access log");
+                log.iter().filter(|e| e.uri.contains("/releases/")).count() as u64
+            }
+        }
+    }
+}
+
+/// Serves `pack` as what `tag_object` names, over `transport`.
+fn serve(
+    world: &World,
+    transport: Transport,
+    name: &str,
+    tag_object: &str,
+    pack: Vec<u8>,
+) -> Served {
+    match transport {
+        Transport::Git => Served::Git(HostileV2::start(TAG, tag_object, pack)),
+        Transport::Static => {
+            let dir = format!("static-{name}");
+            write_static(world, &dir, tag_object, &pack);
+            let http = servers::SmartHttp::start(&world.srv()).expect("nginx");
+            Served::Static(Box::new(http), dir)
+        }
+    }
+}
+
+/// Writes `srv/DIR/tags/TAG` naming `tag_object` and `pack` as its
+/// `releases/TAG_OBJECT.pack`: the layout `driftless publish` writes.
+fn write_static(world: &World, dir: &str, tag_object: &str, pack: &[u8]) {
+    let base = world.srv().join(dir);
+    std::fs::create_dir_all(base.join("tags")).expect("tags dir");
+    std::fs::create_dir_all(base.join("releases")).expect("releases dir");
+    std::fs::write(base.join("tags").join(TAG), format!("{tag_object}\n")).expect("tag file");
+    std::fs::write(base.join(format!("releases/{tag_object}.pack")), pack).expect("pack file");
 }
 
 /// A zero blob of [`BOMB_OBJECT`] bytes and [`BOMB_DELTAS`] deltas that
@@ -136,7 +237,7 @@ fn write_tiny_blobs(pack: &mut PackWriter, count: u32) {
 /// within `max_bytes` and `max_files` all along; prints the figures.
 fn assert_refused(
     what: &str,
-    run: &(Measured, NodeRoot, HostileV2, Snapshot),
+    run: &(Measured, NodeRoot, Served, Snapshot),
     code: i32,
     needles: &[&str],
     max_bytes: u64,
@@ -209,15 +310,17 @@ fn a_delta_bomb_before_the_signed_tag_writes_nothing() {
         "the bomb is small: {} bytes",
         pack.len()
     );
-    let run = f.run("bomb-first", pack);
-    assert_refused(
-        "delta bomb before the tag",
-        &run,
-        EXIT_FETCH,
-        &["before the signed tag", "not retried"],
-        BEFORE_TRUST_BYTES,
-        HANDFUL,
-    );
+    for transport in TRANSPORTS {
+        let run = f.run_on("bomb-first", pack.clone(), transport);
+        assert_refused(
+            &format!("delta bomb before the tag ({transport:?})"),
+            &run,
+            EXIT_FETCH,
+            &["before the signed tag", "not retried"],
+            BEFORE_TRUST_BYTES,
+            HANDFUL,
+        );
+    }
 }
 
 #[test]
@@ -272,18 +375,22 @@ fn a_release_signed_by_a_stranger_is_refused_before_its_bomb() {
         pack.object(kind, &data);
     }
     write_bomb(&mut pack);
-    let server = HostileV2::start(TAG, &forged.tag_object, pack.finish());
-    let root = f.root("forged", &server);
-    let before = root.snapshot();
-    let measured = measure_apply(&root, &f.world.home());
-    assert_refused(
-        "stranger's tag, then a bomb",
-        &(measured, root, server, before),
-        EXIT_VERIFY,
-        &[TAG, "not in allowed_signers"],
-        BEFORE_TRUST_BYTES,
-        HANDFUL,
-    );
+    let pack = pack.finish();
+    for transport in TRANSPORTS {
+        let name = format!("forged-{transport:?}");
+        let server = serve(&f.world, transport, &name, &forged.tag_object, pack.clone());
+        let root = f.root(&name, &server);
+        let before = root.snapshot();
+        let measured = measure_apply(&root, &f.world.home());
+        assert_refused(
+            &format!("stranger's tag, then a bomb ({transport:?})"),
+            &(measured, root, server, before),
+            EXIT_VERIFY,
+            &[TAG, "not in allowed_signers"],
+            BEFORE_TRUST_BYTES,
+            HANDFUL,
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -298,15 +405,17 @@ fn two_hundred_thousand_tiny_blobs_make_no_files() {
     f.write_release(&mut pack);
     let pack = pack.finish();
     assert!(pack.len() < 5 << 20, "about 4 MB: {}", pack.len());
-    let run = f.run("tiny-first", pack);
-    assert_refused(
-        "200,000 one-byte blobs before the tag",
-        &run,
-        EXIT_FETCH,
-        &["4096 objects", "before the signed tag"],
-        BEFORE_TRUST_BYTES,
-        HANDFUL,
-    );
+    for transport in TRANSPORTS {
+        let run = f.run_on("tiny-first", pack.clone(), transport);
+        assert_refused(
+            &format!("200,000 one-byte blobs before the tag ({transport:?})"),
+            &run,
+            EXIT_FETCH,
+            &["4096 objects", "before the signed tag"],
+            BEFORE_TRUST_BYTES,
+            HANDFUL,
+        );
+    }
     let mut pack = PackWriter::new();
     f.write_release(&mut pack);
     write_tiny_blobs(&mut pack, 200_000);
@@ -346,15 +455,18 @@ fn a_large_release_sent_blobs_first_is_refused_before_anything_is_written() {
     let f = Fixture::new(&release_of(20, 1 << 20));
     let mut pack = PackWriter::new();
     write_reversed(&f, &mut pack);
-    let run = f.run("reversed", pack.finish());
-    assert_refused(
-        "a 20 MiB release, blobs first",
-        &run,
-        EXIT_FETCH,
-        &["before the signed tag", "git sends those first"],
-        BEFORE_TRUST_BYTES,
-        HANDFUL,
-    );
+    let pack = pack.finish();
+    for transport in TRANSPORTS {
+        let run = f.run_on("reversed", pack.clone(), transport);
+        assert_refused(
+            &format!("a 20 MiB release, blobs first ({transport:?})"),
+            &run,
+            EXIT_FETCH,
+            &["before the signed tag", "git sends those first"],
+            BEFORE_TRUST_BYTES,
+            HANDFUL,
+        );
+    }
 }
 
 #[test]
@@ -463,6 +575,9 @@ fn fetch_max_bytes_caps_every_transport() {
     // Real servers here: the release is honest, only larger than the node
     // allows (4 MiB that does not compress, 1 MiB allowed).
     let f = Fixture::new(&release_of(4, 1 << 20));
+    let mut pack = PackWriter::new();
+    f.write_release(&mut pack);
+    write_static(&f.world, "static", &f.published.tag_object, &pack.finish());
     let daemon = servers::GitDaemon::start(&f.world.srv()).expect("git daemon");
     let http = servers::SmartHttp::start(&f.world.srv()).expect("smart HTTP");
     let limit: u64 = 1 << 20;
@@ -471,8 +586,12 @@ fn fetch_max_bytes_caps_every_transport() {
         ("file", f.published.file_url()),
         ("http-v0", http.v0_url(REPO)),
         ("http-v2", http.http_url(REPO)),
+        ("static", http.static_url("static")),
     ] {
         let mut config = Config::new(&url);
+        if name == "static" {
+            config.kind = Some("static".into());
+        }
         config.fetch = release::FAST_FETCH.replace('}', ", max_bytes: 1MiB}");
         let root = f.world.configured_root(name, &f.key, &config);
         let before = root.snapshot();

@@ -19,7 +19,7 @@
 //! | [`root`] | the root directory handle every filesystem access goes through; managed paths resolved one component at a time; file attributes and mounts | follow a symlink on the way to a managed path |
 //! | [`verify`] | SSH signatures (SSHSIG) with ring; allowed_signers; git tag and commit payloads: the verdict a node acts on | I/O beyond reading trust files; reading a release tree |
 //! | [`config`] | the agent config, strict YAML, its defaults and checks; the node's id | network; writing anything |
-//! | [`source`] | talking to git servers: the streamed protocol-v2 fetch and its pack parser, the channel poll, libgit2 fetches into the cache, TLS | trust decisions (it hands bytes to `verify`) |
+//! | [`source`] | talking to git servers and static mirrors: the streamed protocol-v2 fetch and its pack parser, the channel poll, libgit2 fetches into the cache, `driftless publish`'s files, TLS | trust decisions (it hands bytes to `verify`) |
 //! | [`release`] | the verified release as data: obtaining it verified, its node spec, the files of its tree, its encrypted sources; the channel document naming the release to run | write to the node |
 //! | [`record`] | what the node remembers and compares: `state.json` and its manifest, `watch.json`, failures, the replacement request, drift comparison, the detector, the node's lifecycle state machine | network; decide what to write |
 //! | [`node`] | making and keeping the node: plan (pure), accounts, systemd units, apply under a root, health checks, lock, the gate; which stage an error belongs to | poll the channel; ask to be replaced |

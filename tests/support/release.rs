@@ -555,6 +555,8 @@ pub struct Config {
     pub token_file: Option<String>,
     /// The `fetch:` value (YAML flow mapping).
     pub fetch: String,
+    /// `source.kind` (`static` for driftless publish's files).
+    pub kind: Option<String>,
 }
 
 impl Config {
@@ -567,6 +569,7 @@ impl Config {
             ca_file: None,
             token_file: None,
             fetch: FAST_FETCH.to_owned(),
+            kind: None,
         }
     }
 
@@ -577,6 +580,9 @@ impl Config {
         let mut text = format!("source:\n  url: {}\n", quote(&self.url));
         if let Some(ca) = &self.ca_file {
             text.push_str(&format!("  ca_file: {}\n", quote(ca)));
+        }
+        if let Some(kind) = &self.kind {
+            text.push_str(&format!("  kind: {}\n", quote(kind)));
         }
         if let Some(token) = &self.token_file {
             text.push_str(&format!("  token_file: {}\n", quote(token)));

@@ -905,6 +905,12 @@ impl SmartHttp {
         )
     }
 
+    /// `http://127.0.0.1:PORT/static/DIR`: `dir` under the base dir served
+    /// as plain static files.
+    pub fn static_url(&self, dir: &str) -> String {
+        format!("http://{}/static/{dir}", self.http)
+    }
+
     /// `http://127.0.0.1:PORT/REPO`, `repo` being a path under the base dir.
     pub fn http_url(&self, repo: &str) -> String {
         repo_url(&format!("http://{}", self.http), repo)
@@ -1274,10 +1280,11 @@ http {{
             return 403;
         }}
 
-        # Plain files under BASE/static/, served by nginx itself (with
-        # ETag and Range): what a mirror of static signed files is.
+        # /static/PATH: the files under the base dir as a plain web server
+        # serves them (ETag, If-None-Match, Range): driftless publish's
+        # output.
         location ^~ /static/ {{
-            root "{base}";
+            alias "{base}/";
         }}
 
         location / {{

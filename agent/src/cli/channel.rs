@@ -44,6 +44,16 @@ pub struct ChannelArgs {
         global = true
     )]
     file: String,
+    #[command(flatten)]
+    signers: SignerFiles,
+    /// What to do.
+    #[command(subcommand)]
+    action: Action,
+}
+
+/// The nodes' trust files, which the operator's commands judge with.
+#[derive(Debug, Clone, Args)]
+pub(super) struct SignerFiles {
     /// Who may sign releases: the nodes' `trust.allowed_signers`.
     #[arg(long, value_name = "FILE", global = true)]
     allowed_signers: Option<PathBuf>,
@@ -56,9 +66,24 @@ pub struct ChannelArgs {
     /// Keys refused whatever the signer files say: `trust.revoked_keys`.
     #[arg(long, value_name = "FILE", global = true)]
     revoked_keys: Option<PathBuf>,
-    /// What to do.
-    #[command(subcommand)]
-    action: Action,
+}
+
+impl SignerFiles {
+    /// The roles these files give, as a node loads them.
+    pub(super) fn roles(&self) -> anyhow::Result<Roles> {
+        let Some(allowed) = &self.allowed_signers else {
+            bail!(
+                "--allowed-signers FILE is required: the nodes' trust.allowed_signers (and --channel-signers, --refresh-signers when they have them)"
+            );
+        };
+        let release = Trust::load(allowed, self.revoked_keys.as_deref())?;
+        let load = |path: &Option<PathBuf>| path.as_deref().map(AllowedSigners::load).transpose();
+        Ok(Roles::from_lists(
+            release,
+            load(&self.channel_signers)?,
+            load(&self.refresh_signers)?,
+        ))
+    }
 }
 
 /// The subcommands of `driftless channel`.
@@ -210,8 +235,8 @@ fn dispatch(args: &ChannelArgs) -> anyhow::Result<()> {
 }
 
 /// The clone, the branch, the trust and the node's settings.
-struct Context {
-    repo: Repository,
+pub(super) struct Context {
+    pub(super) repo: Repository,
     /// `refs/heads/BRANCH`.
     branch_ref: String,
     /// The branch's name: the channel's name.
@@ -222,39 +247,44 @@ struct Context {
 
 impl Context {
     fn open(args: &ChannelArgs) -> anyhow::Result<Self> {
-        let repo = Repository::discover(&args.repo)
-            .with_context(|| format!("{} is not a git repository", args.repo.display()))?;
-        let branch_ref = format!("refs/heads/{}", args.branch);
+        Self::new(&args.repo, &args.branch, &args.file, &args.signers)
+    }
+
+    /// The clone at `dir`, the channel `branch` and its `file`, judged
+    /// with the roles `signers` give.
+    pub(super) fn new(
+        dir: &std::path::Path,
+        branch: &str,
+        file: &str,
+        signers: &SignerFiles,
+    ) -> anyhow::Result<Self> {
+        let repo = Repository::discover(dir)
+            .with_context(|| format!("{} is not a git repository", dir.display()))?;
+        let branch_ref = format!("refs/heads/{branch}");
         if !crate::types::is_valid_ref_name(&branch_ref) {
-            bail!("--branch {:?} is not a branch name", args.branch);
+            bail!("--branch {branch:?} is not a branch name");
         }
-        let Some(allowed) = &args.allowed_signers else {
-            bail!(
-                "--allowed-signers FILE is required: the nodes' trust.allowed_signers (and --channel-signers, --refresh-signers when they have them)"
-            );
-        };
-        let release = Trust::load(allowed, args.revoked_keys.as_deref())?;
-        let load = |path: &Option<PathBuf>| path.as_deref().map(AllowedSigners::load).transpose();
-        let roles = Roles::from_lists(
-            release,
-            load(&args.channel_signers)?,
-            load(&args.refresh_signers)?,
-        );
+        let roles = signers.roles()?;
         let settings = ChannelSettings {
-            file: TreePath::new(&args.file).map_err(|e| anyhow::anyhow!("--file: {e}"))?,
+            file: TreePath::new(file).map_err(|e| anyhow::anyhow!("--file: {e}"))?,
             ..ChannelSettings::default()
         };
         Ok(Self {
             repo,
             branch_ref,
-            branch: args.branch.clone(),
+            branch: branch.to_owned(),
             roles,
             settings,
         })
     }
 
+    /// The roles the command judges with.
+    pub(super) fn roles(&self) -> &Roles {
+        &self.roles
+    }
+
     /// The branch's tip, if the branch exists.
-    fn tip(&self) -> Option<Oid> {
+    pub(super) fn tip(&self) -> Option<Oid> {
         self.repo.refname_to_id(&self.branch_ref).ok()
     }
 
@@ -279,7 +309,7 @@ impl Context {
     }
 
     /// The branch's current document, which every command but `init` needs.
-    fn current(&self) -> anyhow::Result<(Oid, ChannelFile)> {
+    pub(super) fn current(&self) -> anyhow::Result<(Oid, ChannelFile)> {
         let Some(tip) = self.tip() else {
             bail!(
                 "there is no branch {} in this clone: create it with driftless channel init (or fetch it)",
@@ -306,7 +336,7 @@ impl Context {
 
     /// The node's verdict on `commit` as the tip, coming after `after`
     /// (the branch's current tip and sequence), at `now`.
-    fn node_verdict(
+    pub(super) fn node_verdict(
         &self,
         commit: Oid,
         fleet: &str,
@@ -347,7 +377,7 @@ impl Context {
 }
 
 /// The clock now, in whole seconds (the precision documents carry).
-fn now() -> Timestamp {
+pub(super) fn now() -> Timestamp {
     let now = crate::release::clock::system_now();
     Timestamp::from_second(now.as_second()).unwrap_or(now)
 }

@@ -21,6 +21,7 @@ mod git;
 mod lint;
 mod node;
 mod plan;
+mod publish;
 mod release;
 mod restore;
 mod status;
@@ -74,6 +75,9 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Lint, make the signed release tag with your git signing key, and verify it as a node will.
     Release(release::ReleaseArgs),
+    /// Write releases and the channel as static signed files a fleet can
+    /// boot from (source.kind static), each checked by the node's rules.
+    Publish(publish::PublishArgs),
     /// Show what a node of one release would become with another.
     Diff(diff::DiffArgs),
     /// Show the fleet: nodes by release and state, rollout slots, failures (etcd), or the channel.
@@ -156,6 +160,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lint(args) => lint::run(args),
         Command::Config(args) => config::run(args),
         Command::Release(args) => release::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Fleet(args) => fleet::run(args),

@@ -31,7 +31,7 @@ pub use channel::{
 pub use identity::{instance_id, node_id};
 pub use rollout::{Coordinator, RolloutSettings};
 pub use secrets::{IdentityError, SecretSettings};
-pub use values::{CommitId, SourceUrl, TagName};
+pub use values::{CommitId, SourceKind, SourceUrl, TagName};
 
 /// Where the config lives on a node.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/driftless/agent.yaml";
@@ -195,6 +195,10 @@ pub enum DriftPolicy {
 pub struct Source {
     /// `https://`, `http://`, `ssh://`, `git://` or `file://`.
     pub url: SourceUrl,
+    /// What `url` serves: a git repository, or the static files
+    /// `driftless publish` writes (`https://`, `http://` or `file://`).
+    #[serde(default)]
+    pub kind: SourceKind,
     /// CA bundle for HTTPS (PEM); the system store when absent.
     #[serde(default)]
     pub ca_file: Option<NodePath>,
@@ -389,6 +393,19 @@ impl AgentConfig {
                 config.channel.fleet
             )));
         }
+        if config.source.kind == SourceKind::Static {
+            let url = config.source.url.as_str();
+            if !["https://", "http://", "file://"]
+                .iter()
+                .any(|s| url.starts_with(s))
+            {
+                return Err(fail(
+                    "source.kind static: url must be https://, http:// or file:// (the \
+                     directory driftless publish wrote)"
+                        .into(),
+                ));
+            }
+        }
         config.rollout.validate().map_err(fail)?;
         config.secrets.validate().map_err(fail)?;
         Ok(config)
@@ -488,6 +505,10 @@ mod tests {
                 "absolute",
             ),
             (
+                "source: {url: 'https://h/r', kind: mirror}\ntrust: {allowed_signers: /a}\nrelease: {tag: v1}",
+                "kind",
+            ),
+            (
                 "source: {url: https://x}\ntrust: {allowed_signers: /a}\nrelease: {tag: 'v1..2'}",
                 "tag",
             ),
@@ -503,6 +524,31 @@ mod tests {
             let err = AgentConfig::parse(bad, "c").expect_err(bad).to_string();
             assert!(err.contains(what) && err.contains("line"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn a_static_source_is_read_over_http_or_from_a_path() {
+        let config = |source: &str, release: &str| {
+            let text =
+                format!("source: {source}\ntrust: {{allowed_signers: /a}}\nrelease: {release}");
+            AgentConfig::parse(&text, "c").map(|c| c.source.kind)
+        };
+        assert_eq!(
+            config("{url: 'https://h/r'}", "{tag: v1}").expect("git"),
+            SourceKind::Git
+        );
+        for url in ["https://h/r/", "http://h/r", "file:///srv/r"] {
+            let source = format!("{{url: '{url}', kind: static}}");
+            assert_eq!(config(&source, "{tag: v1}").expect(url), SourceKind::Static);
+        }
+        assert_eq!(
+            config("{url: 'https://h/r', kind: static}", "{channel: c}").expect("channel"),
+            SourceKind::Static
+        );
+        let err = config("{url: 'ssh://h/r', kind: static}", "{tag: v1}")
+            .expect_err("ssh")
+            .to_string();
+        assert!(err.contains("https://, http:// or file://"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,17 @@ impl SourceUrl {
     }
 }
 
+/// What a source serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A git repository (smart HTTP, ssh, git, a local path).
+    #[default]
+    Git,
+    /// A directory of static signed files (`driftless publish`).
+    Static,
+}
+
 impl<'de> Deserialize<'de> for SourceUrl {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;

@@ -63,9 +63,16 @@ fn no_channel(error: &anyhow::Error) -> bool {
     })
 }
 
-/// The channel ref's tip by one `ls-refs` (`None`: there is no such ref).
+/// The channel ref's tip by one `ls-refs`, or from a static source's bundle
+/// header (`None`: there is no such ref).
 fn tip_only(root_path: &Path, config: &AgentConfig) -> anyhow::Result<Option<String>> {
     let timeout = config.fetch.io_timeout.0 + config.fetch.connect_timeout.0;
+    if config.source.kind == crate::config::SourceKind::Static {
+        let fetcher = crate::source::artifact::Fetcher::new(root_path, config, timeout)?;
+        return crate::source::artifact::channel::read_tip(&fetcher, config)
+            .map(Some)
+            .map_err(anyhow::Error::msg);
+    }
     let poller = crate::source::poll::poller_for(root_path, config, timeout)?;
     let channel_ref = config.channel_ref();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -57,6 +57,20 @@ pub struct WatchState {
     /// (`applied`: a slot given back; `failed`: a failure recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_reported: Option<String>,
+    /// A static source's last answer for the channel: its ETag and the tip
+    /// it named, sent back so an unchanged channel costs a 304.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_etag: Option<ChannelEtag>,
+}
+
+/// The ETag of a static channel's last answer, and the tip it named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelEtag {
+    /// The ETag, as the server sent it.
+    pub etag: String,
+    /// The tip the answer's bundle named.
+    pub tip: String,
 }
 
 /// The rollout's last answer for this node, for people and programs.

@@ -4,13 +4,15 @@
 //! they reach, the cache's refs), which is then pruned to what the node
 //! keeps. A refused candidate goes with its quarantine: the cache never
 //! holds, or names, a tip that was refused, and what a server can make a
-//! node store for one channel move is bounded by `fetch.max_bytes`.
+//! node store for one channel move is bounded by `fetch.max_bytes`. From a
+//! static source the channel's bundle and the release's pack are what is
+//! fetched into the quarantine (`source::artifact`); the rest is the same.
 
 use std::path::Path;
 
 use git2::{Oid, Repository};
 
-use crate::config::{AgentConfig, FetchSettings, TagName};
+use crate::config::{AgentConfig, FetchSettings, SourceKind, TagName};
 use crate::release::channel::CACHE_REF;
 use crate::source::fetch::{self, FetchError};
 use crate::source::prune::prune;
@@ -31,6 +33,15 @@ pub fn fetch(
     config: &AgentConfig,
 ) -> Result<Candidate, FetchError> {
     let quarantine = Quarantine::create(root, cache)?;
+    if config.source.kind == SourceKind::Static {
+        let tip = crate::source::artifact::fetch_channel_into(
+            root,
+            config,
+            quarantine.repo(),
+            CACHE_REF,
+        )?;
+        return Ok(Candidate { quarantine, tip });
+    }
     fetch::fetch_ref(
         quarantine.repo(),
         root,
@@ -58,18 +69,30 @@ impl Candidate {
     }
 
     /// Fetches the release `tag` into the quarantine, within what is left
-    /// of `fetch.max_bytes` after the channel's commits.
+    /// of `fetch.max_bytes` after the channel's commits. From a static
+    /// source, the file of `tag_object`, the object the channel names.
     pub fn fetch_release(
         &self,
         root: &Path,
         config: &AgentConfig,
         tag: &TagName,
+        tag_object: &str,
     ) -> Result<(), FetchError> {
         let used = self.quarantine.size();
         let settings = FetchSettings {
             max_bytes: crate::types::ByteSize(config.fetch.max_bytes.0.saturating_sub(used)),
             ..config.fetch.clone()
         };
+        if config.source.kind == SourceKind::Static {
+            return crate::source::artifact::fetch_release_into(
+                root,
+                config,
+                self.repo(),
+                tag,
+                tag_object,
+                settings.max_bytes.0,
+            );
+        }
         fetch::fetch_tag(self.repo(), root, &config.source, tag, &settings)
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use git2::Repository;
 
-use crate::config::{AgentConfig, TagName};
+use crate::config::{AgentConfig, SourceKind, TagName};
 use crate::release::candidate;
 use crate::release::channel::{self, ChannelRefusal, ChannelState};
 use crate::release::clock::{self, Judged, SignedTime};
@@ -191,6 +191,16 @@ pub fn fetch_release(
 ) -> anyhow::Result<Fetched> {
     let roles = config.load_roles(root)?;
     let trust = &roles.release;
+    let is_static = config.source.kind == SourceKind::Static;
+    if is_static && !stream {
+        anyhow::bail!(
+            "source.kind static: only a first boot (driftless apply) reads a static source; \
+             bake an image's cache from the git source"
+        );
+    }
+    if let Some(tag) = config.release.tag.as_ref().filter(|_| is_static) {
+        return fetch_static(root, config, tag, trust);
+    }
     // A node that never had a cache, with a fixed tag, has nothing to look
     // up locally: a streamed fetch needs neither the cache nor libgit2 (whose
     // start alone costs an agent about 4 MiB: it starts OpenSSL).
@@ -245,10 +255,15 @@ pub fn fetch_release(
                 tag.as_str(),
                 config.source.url.redacted()
             );
-            let received = if stream {
-                crate::source::stream::fetch_tag(root, config, tag, trust)?
-            } else {
-                None
+            let received = match (&channel_state, stream) {
+                (Some(state), true) if is_static => {
+                    let object = crate::source::pack::ObjectId::from_hex(&state.file.tag_object);
+                    Some(crate::source::artifact::fetch_tag(
+                        root, config, tag, object, trust,
+                    )?)
+                }
+                (_, true) => crate::source::stream::fetch_tag(root, config, tag, trust)?,
+                (_, false) => None,
             };
             match received {
                 Some(received) => {
@@ -275,6 +290,32 @@ pub fn fetch_release(
         verified,
         channel: channel_state,
         from_source,
+    })
+}
+
+/// The config's fixed tag from a static source (`driftless publish`'s
+/// files), streamed and verified as a streamed git fetch is; no cache. (A
+/// channel's release from a static source takes the path of a git
+/// source's, its tip judged in quarantine, and is streamed the same way.)
+fn fetch_static(
+    root: &Path,
+    config: &AgentConfig,
+    tag: &TagName,
+    trust: &verify::Trust,
+) -> anyhow::Result<Fetched> {
+    tracing::info!(
+        "fetching release {} from the static files at {}",
+        tag.as_str(),
+        config.source.url.redacted()
+    );
+    let received = crate::source::artifact::fetch_tag(root, config, tag, None, trust)?;
+    check_pin(config, tag, &received.verified)?;
+    Ok(Fetched {
+        cache: None,
+        verified: received.verified.clone(),
+        streamed: Some(received),
+        channel: None,
+        from_source: true,
     })
 }
 

@@ -1,7 +1,10 @@
 //! Talking to git servers: the streamed protocol-v2 fetch and its pack
 //! parser, the channel poll, libgit2 fetches into the cache (through a
-//! quarantine, and pruned), TLS.
+//! quarantine, and pruned), TLS; and to static mirrors of `driftless
+//! publish`'s files (`artifact`), read through the same parser and
+//! quarantine.
 
+pub mod artifact;
 pub mod fetch;
 pub mod libgit;
 pub mod origin;

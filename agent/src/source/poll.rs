@@ -46,9 +46,10 @@ mod ls_refs;
 mod options;
 pub mod pkt;
 
+pub(crate) use error::error_chain as error_chain_of;
 pub use error::{PollError, redact_url};
 pub use ls_refs::{AnswerError, is_object_id, ls_refs_request, parse_ls_refs};
-pub use options::{BasicAuth, MAX_ANSWER_BYTES, PollOptions, poller_for};
+pub use options::{BasicAuth, MAX_ANSWER_BYTES, PollOptions, options_for, poller_for};
 
 use error::{clean_message, error_chain, looks_like_tls, status_hint};
 use fallback::Git2Listing;
@@ -410,9 +411,7 @@ impl RefPoller {
     }
 }
 
-/// Builds the HTTP client: timeouts, no redirects (a redirected server is
-/// left to libgit2), no proxy (as libgit2's fetch), the v2 headers, basic
-/// auth (a sensitive header), and the CA file as the only trusted roots.
+/// Builds the HTTP client: the v2 headers, and the rest as [`http_client`].
 fn build_client(
     options: &PollOptions,
     auth: Option<&BasicAuth>,
@@ -421,6 +420,18 @@ fn build_client(
     headers.insert("git-protocol", HeaderValue::from_static("version=2"));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(REQUEST_TYPE));
     headers.insert(ACCEPT, HeaderValue::from_static(RESULT_TYPE));
+    http_client(options, auth, headers)
+}
+
+/// An HTTP client of the source: timeouts, no redirects (a redirected
+/// git server is left to libgit2; a static source is refused), no proxy
+/// (as libgit2's fetch), `headers` on every request, basic auth (a
+/// sensitive header), and the CA file as the only trusted roots.
+pub(crate) fn http_client(
+    options: &PollOptions,
+    auth: Option<&BasicAuth>,
+    mut headers: HeaderMap,
+) -> Result<reqwest::Client, String> {
     if let Some(auth) = auth {
         use base64::Engine as _;
         let pair = format!("{}:{}", auth.user, auth.token);

@@ -31,7 +31,7 @@ use crate::config::{AgentConfig, TagName};
 use crate::source::fetch::{FetchError, Retries};
 use crate::source::pack::{self, ObjectId};
 use crate::source::poll::{PollError, Protocol, RefPoller};
-use crate::verify::{Trust, Verified};
+use crate::verify::{Trust, Verified, VerifyError};
 
 pub mod bounds;
 mod incoming;
@@ -93,26 +93,11 @@ pub fn fetch_tag(
     loop {
         retries.attempts += 1;
         let message = match attempt(root, config, &ref_name, tag, trust, retries.remaining()) {
-            Ok(mut incoming) => {
-                let verified = incoming
-                    .verified()
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| format!("tag {}", tag.as_str()))?;
-                let tree = ObjectId::from_hex(&verified.tree).ok_or_else(|| {
-                    anyhow::anyhow!("tag {}: {:?} is not a tree id", tag.as_str(), verified.tree)
-                })?;
-                match incoming.index(&tree) {
-                    Ok(index) => {
-                        return Ok(Some(Streamed {
-                            incoming,
-                            verified,
-                            index,
-                        }));
-                    }
-                    // An incomplete pack is the server's fault: try again.
-                    Err(missing) => missing,
-                }
-            }
+            Ok(incoming) => match conclude(incoming, tag)? {
+                Ok(streamed) => return Ok(Some(streamed)),
+                // An incomplete pack is the server's fault: try again.
+                Err(missing) => missing,
+            },
             Err(AttemptError::NotV2(why)) => {
                 tracing::info!(
                     "{} does not stream a v2 fetch ({why}); fetching with libgit2",
@@ -256,6 +241,93 @@ fn receive(
     };
     let tag_id = ObjectId::from_hex(&oid)
         .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not a SHA-1 object id")))?;
+    read_into(
+        root,
+        tag_id,
+        expect,
+        Response::new(messages, io_timeout + Duration::from_secs(1)),
+    )
+}
+
+/// What the verified objects of a pack read to its end make: the release,
+/// or (`Ok(Err)`) why the pack lacks part of its tree.
+fn conclude(mut incoming: Incoming, tag: &TagName) -> anyhow::Result<Result<Streamed, String>> {
+    let verified = incoming
+        .verified()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("tag {}", tag.as_str()))?;
+    let tree = ObjectId::from_hex(&verified.tree).ok_or_else(|| {
+        anyhow::anyhow!("tag {}: {:?} is not a tree id", tag.as_str(), verified.tree)
+    })?;
+    Ok(incoming.index(&tree).map(|index| Streamed {
+        incoming,
+        verified,
+        index,
+    }))
+}
+
+/// How reading a release from a plain pack ([`read_release`]) failed.
+#[derive(Debug)]
+pub enum PackFailure {
+    /// The tag or its commit does not verify by the node's rules.
+    Verify(anyhow::Error),
+    /// Reading it again cannot help: a bound crossed, or the staging
+    /// directory cannot be made.
+    Refused(String),
+    /// Cut short or incomplete: worth another attempt.
+    Transient(String),
+    /// Read to its end without the tag object asked for: not the file its
+    /// name says (another release's, or junk); refused for good.
+    NotThatObject,
+}
+
+/// Reads a release from `input`, a plain git pack (a static release file,
+/// see [`crate::source::artifact`]), through exactly the store, gate and
+/// bounds of the streamed fetch: the tag object `tag_id`, named `tag`,
+/// must verify with `trust` before any blob is written, within
+/// `max_bytes`. The objects are staged under `root`.
+pub fn read_release(
+    root: &Path,
+    input: impl io::Read,
+    tag_id: ObjectId,
+    tag: &TagName,
+    trust: &Trust,
+    max_bytes: u64,
+) -> Result<Streamed, PackFailure> {
+    let expect = Expect {
+        tag,
+        trust,
+        max_bytes,
+    };
+    let mut read = read_into(root, tag_id, &expect, input);
+    if let Ok(incoming) = &mut read {
+        if matches!(incoming.verified(), Err(VerifyError::NotFound)) {
+            return Err(PackFailure::NotThatObject);
+        }
+    }
+    match read {
+        Ok(incoming) => match conclude(incoming, tag) {
+            Ok(Ok(streamed)) => Ok(streamed),
+            Ok(Err(missing)) => Err(PackFailure::Transient(missing)),
+            Err(e) => Err(PackFailure::Verify(e)),
+        },
+        Err(AttemptError::Transient(why)) => Err(PackFailure::Transient(why)),
+        Err(AttemptError::Refused(e)) => Err(PackFailure::Verify(e)),
+        Err(AttemptError::Permanent(why, _) | AttemptError::NotV2(why)) => {
+            Err(PackFailure::Refused(why))
+        }
+        Err(AttemptError::NoSuchRef) => Err(PackFailure::Refused("no such release".into())),
+    }
+}
+
+/// Reads the pack `input` into a fresh staging directory, the tag object
+/// `tag_id` judged by the gate the moment it and its commit arrive.
+fn read_into(
+    root: &Path,
+    tag_id: ObjectId,
+    expect: &Expect<'_>,
+    input: impl io::Read,
+) -> Result<Incoming, AttemptError> {
     let mut incoming = Incoming::create(
         root,
         tag_id,
@@ -264,8 +336,7 @@ fn receive(
         expect.max_bytes,
     )
     .map_err(|e| AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}"), None))?;
-    let mut response = Response::new(messages, wait);
-    let read = pack::read_pack(&mut response, &mut incoming).and_then(|summary| {
+    let read = pack::read_pack(input, &mut incoming).and_then(|summary| {
         incoming.settle().map_err(pack::PackError::Store)?;
         Ok(summary)
     });

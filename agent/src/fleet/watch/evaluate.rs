@@ -176,7 +176,7 @@ fn evaluate(
     )
     .map_err(|e| refused(e.kind(), e.to_string()))?;
     let tag = &state.file.release;
-    match candidate.fetch_release(root_path, config, tag) {
+    match candidate.fetch_release(root_path, config, tag, &state.file.tag_object) {
         Ok(()) => {}
         Err(crate::source::fetch::FetchError::NoSuchRef { .. }) => {
             return Err(refused(

@@ -34,13 +34,13 @@ use crate::record::state::{self, State, Status};
 use crate::record::watch_state::{DriftRecord, Freshness, Refusal, WatchState};
 use crate::release::clock;
 use crate::root::Root;
-use crate::source::poll::RefPoller;
 
 mod anchor;
 mod decide;
 mod evaluate;
 mod replacement;
 mod roster;
+mod source;
 
 pub use evaluate::{Verdict, evaluate_channel};
 pub use replacement::replace_after_failed_apply;
@@ -83,7 +83,7 @@ pub struct Watcher {
     /// What was last written, and when: an unchanged record (but for the
     /// poll time) is rewritten at most every [`REWRITE_UNCHANGED`].
     written: Option<(WatchState, std::time::Instant)>,
-    poller: RefPoller,
+    source: source::ChannelSource,
     node_id: String,
     /// The agent config's path, for the evaluation child.
     config_path: PathBuf,
@@ -136,7 +136,7 @@ impl Watcher {
         terminate::validate(&config.replace).map_err(anyhow::Error::msg)?;
         let record = WatchState::load(&root)?;
         let floor = ChannelFloor::load(&root)?;
-        let poller = crate::source::poll::poller_for(
+        let source = source::ChannelSource::new(
             root_path,
             &config,
             config.fetch.io_timeout.0 + config.fetch.connect_timeout.0,
@@ -156,7 +156,7 @@ impl Watcher {
             applied,
             record,
             written: None,
-            poller,
+            source,
             node_id,
             config_path: config_path.to_path_buf(),
             evaluator: this_program(),
@@ -325,18 +325,15 @@ impl Watcher {
     /// desired release's verification.
     pub async fn poll_once(&mut self) {
         let channel_ref = self.config.channel_ref();
-        let answer = self.poller.ls_ref(&channel_ref).await;
+        let answer = self
+            .source
+            .tip(&channel_ref, &mut self.record.channel_etag)
+            .await;
         self.record.last_poll = Some(Timestamp::now());
         let tip = match answer {
-            Ok(answer) => match answer.oid {
-                Some(oid) => oid,
-                None => {
-                    self.poll_failed(format!("the source has no {channel_ref}"));
-                    return;
-                }
-            },
+            Ok(tip) => tip,
             Err(e) => {
-                self.poll_failed(e.to_string());
+                self.poll_failed(e);
                 return;
             }
         };

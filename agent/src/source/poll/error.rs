@@ -193,7 +193,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// An error and its sources, deduplicated, on one line, without the URL.
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {

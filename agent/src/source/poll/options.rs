@@ -76,6 +76,23 @@ pub fn poller_for(
     config: &crate::config::AgentConfig,
     deadline: std::time::Duration,
 ) -> anyhow::Result<RefPoller> {
+    if config.source.kind == crate::config::SourceKind::Static {
+        anyhow::bail!(
+            "source.kind static: this version reads releases from static files but polls \
+             the channel from git only; point the watcher's config at the git source"
+        );
+    }
+    let options = options_for(root_path, config, deadline)?;
+    Ok(RefPoller::new(config.source.url.as_str(), options)?)
+}
+
+/// The source's transport settings from the configuration (credential
+/// and CA files read under `root_path`); `deadline` bounds each request.
+pub fn options_for(
+    root_path: &std::path::Path,
+    config: &crate::config::AgentConfig,
+    deadline: std::time::Duration,
+) -> anyhow::Result<PollOptions> {
     let source = &config.source;
     let basic_auth = match &source.token_file {
         Some(file) => {
@@ -88,7 +105,7 @@ pub fn poller_for(
         }
         None => None,
     };
-    let options = PollOptions {
+    Ok(PollOptions {
         connect_timeout: config.fetch.connect_timeout.0,
         io_timeout: config.fetch.io_timeout.0,
         deadline,
@@ -96,6 +113,5 @@ pub fn poller_for(
         basic_auth,
         ssh_key_file: source.ssh_key_file.as_ref().map(|p| p.under(root_path)),
         ..Default::default()
-    };
-    Ok(RefPoller::new(source.url.as_str(), options)?)
+    })
 }

@@ -1,0 +1,169 @@
+//! Static files into a quarantine ([`crate::source::quarantine`]): the
+//! channel's bundle and a release's pack, each indexed by libgit2 into the
+//! quarantine's object store, as a git fetch of the channel would be, and
+//! judged there by the same rules. Each transfer is bounded by what is
+//! left of `fetch.max_bytes`, retried within `fetch.deadline` when it was
+//! cut, and refused for good when it is not what it must be.
+
+use std::io::{Read, Write as _};
+use std::path::Path;
+
+use git2::{Oid, Repository};
+
+use super::channel::{channel_path, read_header};
+use super::{Fetcher, GetError, release_path};
+use crate::config::{AgentConfig, TagName};
+use crate::source::fetch::{FetchError, Retries};
+use crate::source::pack::ObjectId;
+
+/// Why one transfer did not land.
+enum Step {
+    Permanent(String),
+    Transient(String),
+}
+
+impl From<GetError> for Step {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Permanent(m) => Step::Permanent(m),
+            GetError::Transient(m) => Step::Transient(m),
+        }
+    }
+}
+
+/// Fetches the channel's bundle into `repo` (a quarantine) within
+/// `fetch.max_bytes`, and points `local_ref` at the tip it names. Returns
+/// that tip.
+pub fn fetch_channel_into(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    local_ref: &str,
+) -> Result<Oid, FetchError> {
+    let path = channel_path(config);
+    let ref_name = config.channel_ref();
+    let max_bytes = config.fetch.max_bytes.0;
+    let tip = with_retries(root, config, &ref_name, |fetcher| {
+        let mut body = fetcher.open(&path)?;
+        let tip = read_header(&mut body, &ref_name)
+            .map_err(|why| Step::Permanent(format!("{}: {why}", fetcher.describe(&path))))?;
+        pack_into(repo, body, max_bytes, &fetcher.describe(&path))?;
+        Ok(tip)
+    })?;
+    let tip = Oid::from_str(&tip).map_err(|e| cache_error(repo, e))?;
+    repo.reference(local_ref, tip, true, "from the static channel")
+        .map_err(|e| cache_error(repo, e))?;
+    Ok(tip)
+}
+
+/// Fetches the pack of release `tag`, whose tag object the verified
+/// channel names as `tag_object`, into `repo` (a quarantine) within
+/// `max_bytes`, and points `refs/tags/TAG` at that object. The tag is
+/// verified there by the caller.
+pub fn fetch_release_into(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    tag: &TagName,
+    tag_object: &str,
+    max_bytes: u64,
+) -> Result<(), FetchError> {
+    let name = format!("refs/tags/{}", tag.as_str());
+    let id = ObjectId::from_hex(tag_object).ok_or_else(|| FetchError::Refused {
+        name: name.clone(),
+        url: config.source.url.redacted(),
+        reason: format!("{tag_object:?} is not a SHA-1 object id"),
+        hint: None,
+    })?;
+    let path = release_path(&id);
+    with_retries(root, config, &name, |fetcher| {
+        let body = fetcher.open(&path)?;
+        pack_into(repo, body, max_bytes, &fetcher.describe(&path))
+    })?;
+    let oid = Oid::from_str(tag_object).map_err(|e| cache_error(repo, e))?;
+    if !repo.odb().is_ok_and(|odb| odb.exists(oid)) {
+        return Err(FetchError::Refused {
+            name,
+            url: config.source.url.redacted(),
+            reason: format!(
+                "{} does not hold tag object {tag_object}: its bytes are not what its name says",
+                path.join("/")
+            ),
+            hint: None,
+        });
+    }
+    repo.reference(&name, oid, true, "from the static release")
+        .map_err(|e| cache_error(repo, e))?;
+    Ok(())
+}
+
+/// Runs `step` until it lands, is refused, or the deadline passes.
+fn with_retries<T>(
+    root: &Path,
+    config: &AgentConfig,
+    name: &str,
+    mut step: impl FnMut(&Fetcher) -> Result<T, Step>,
+) -> Result<T, FetchError> {
+    let mut retries = Retries::new(name, &config.source, &config.fetch);
+    loop {
+        retries.attempts += 1;
+        let fetcher = Fetcher::new(root, config, retries.remaining())
+            .map_err(|e| FetchError::Credentials(crate::error::one_line(&e)))?;
+        match step(&fetcher) {
+            Ok(value) => return Ok(value),
+            Err(Step::Permanent(reason)) => {
+                return Err(FetchError::Refused {
+                    name: name.to_owned(),
+                    url: config.source.url.redacted(),
+                    reason,
+                    hint: None,
+                });
+            }
+            Err(Step::Transient(message)) => retries.after_failure(message)?,
+        }
+    }
+}
+
+/// Streams a pack into `repo`'s object store (libgit2 indexes it and
+/// checks every object's id), refusing more than `limit` bytes.
+fn pack_into(repo: &Repository, mut input: impl Read, limit: u64, what: &str) -> Result<(), Step> {
+    let odb = repo
+        .odb()
+        .map_err(|e| Step::Permanent(format!("{}: {}", repo.path().display(), e.message())))?;
+    let mut writer = odb
+        .packwriter()
+        .map_err(|e| Step::Permanent(format!("{}: {}", repo.path().display(), e.message())))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Step::Transient(format!("{what}: {e}"))),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(Step::Permanent(format!(
+                "{what}: more than fetch.max_bytes ({}); refusing it (raise fetch.max_bytes if \
+                 the release is that large)",
+                crate::types::ByteSize(limit)
+            )));
+        }
+        writer
+            .write_all(&buf[..n])
+            .map_err(|_| Step::Permanent(format!("{what}: not a git pack")))?;
+    }
+    // A pack cut short does not index: the server's fault, worth another try.
+    writer
+        .commit()
+        .map(|_| ())
+        .map_err(|e| Step::Transient(format!("{what}: {}", e.message())))
+}
+
+fn cache_error(repo: &Repository, e: git2::Error) -> FetchError {
+    FetchError::Cache {
+        path: repo.path().display().to_string(),
+        reason: e.message().to_owned(),
+    }
+}
