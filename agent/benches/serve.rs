@@ -8,15 +8,19 @@
 //!   new poller (so a new connection) for each poll, as a node polling
 //!   once a minute does; `DRIFTLESS_BENCH_CLIENTS` threads poll at once
 //!   so the server is busy, not waiting for one client.
-//! * **static**: the same question asked of a small static file behind
-//!   the same nginx (a conditional `GET` with `If-None-Match`, answered
-//!   `304 Not Modified`), and the same file fetched whole (`200`), for
-//!   what a mirror or CDN of signed static files would cost.
+//! * **static**: the same question asked of the static files `driftless
+//!   publish` wrote for the release and its channel, served by the same
+//!   nginx as plain files: the channel's bundle fetched with
+//!   `If-None-Match` and answered `304 Not Modified` (what a node with
+//!   `source.kind: static` sends while the channel has not moved), and
+//!   fetched whole (`200`).
 //! * **boot**: one first boot, `driftless apply --root R` on a fresh root,
-//!   one at a time: the server's CPU and bytes per booting node.
+//!   one at a time, from git (smart HTTP) and from the static files: the
+//!   server's CPU and bytes per booting node.
 //! * **burst**: `DRIFTLESS_BENCH_BURST` nodes booting at once against the
-//!   one server: the server's CPU per booting node, and the time from the
-//!   start until the last node is applied.
+//!   one server, from git and from the static files: the server's CPU per
+//!   booting node, and the time from the start until the last node is
+//!   applied.
 //!
 //! The server's CPU is the `usage_usec` of a cgroup (v2) the benchmark
 //! moves the server's processes into (nginx's master and worker, the
@@ -61,7 +65,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use common::{bytes, env_count, fmt, median};
 use driftless::source::poll::{PollOptions, RefPoller};
-use node::{ReleaseKey, agent_yaml, driftless, write_node_root};
+use node::{ReleaseKey, agent_yaml, command, driftless, tool, write_node_root};
 use servers::{SmartHttp, Traffic, unlock_tree};
 
 /// The release tag.
@@ -70,8 +74,10 @@ const TAG: &str = "v1";
 const CHANNEL: &str = "refs/heads/channel";
 /// The served bare repository, relative to the server's base dir.
 const REPO: &str = "release.git";
-/// A small static file beside it: the stand-in for a channel pointer.
-const POINTER: &str = "static/channel.json";
+/// Where `driftless publish` writes, under the served directory.
+const SITE: &str = "site";
+/// The channel's bundle, the one published file that changes, as a URL path.
+const POINTER: &str = "static/site/channels/channel.bundle";
 /// How long nginx may take to log a finished request.
 const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one boot, or the whole burst, may take.
@@ -126,24 +132,55 @@ fn main() -> Result<()> {
     );
     println!();
 
-    let (cost, walls) = fixture.boots(boots)?;
-    println!(
-        "# first boot, one at a time ({boots} boots): median wall {}; per boot: server CPU {}, \
-         {} down, {} requests",
-        fmt(median(&walls)),
-        fmt(cost.cpu / boots as u32),
-        bytes(cost.traffic.bytes_sent / boots as u64),
-        cost.traffic.requests / boots,
-    );
-    let (cost, last) = fixture.burst(burst)?;
-    println!(
-        "# burst: {burst} nodes booting at once: last applied after {}; per node: server CPU {}, \
-         {} down",
-        fmt(last),
-        fmt(cost.cpu / burst as u32),
-        bytes(cost.traffic.bytes_sent / burst as u64),
-    );
+    for source in [Source::Git, Source::Static] {
+        let (cost, walls) = fixture.boots(source, boots)?;
+        println!(
+            "# first boot from {}, one at a time ({boots} boots): median wall {}; per boot: \
+             server CPU {}, {} down, {} requests",
+            source.label(),
+            fmt(median(&walls)),
+            fmt(cost.cpu / boots as u32),
+            bytes(cost.traffic.bytes_sent / boots as u64),
+            cost.traffic.requests / boots,
+        );
+    }
+    for source in [Source::Git, Source::Static] {
+        let (cost, last) = fixture.burst(source, burst)?;
+        println!(
+            "# burst from {}: {burst} nodes booting at once: last applied after {}; per node: \
+             server CPU {}, {} down",
+            source.label(),
+            fmt(last),
+            fmt(cost.cpu / burst as u32),
+            bytes(cost.traffic.bytes_sent / burst as u64),
+        );
+    }
     Ok(())
+}
+
+/// Where a node boots from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The release repository over smart HTTP.
+    Git,
+    /// The files `driftless publish` wrote (`source.kind: static`).
+    Static,
+}
+
+impl Source {
+    fn label(self) -> &'static str {
+        match self {
+            Source::Git => "git (smart HTTP)",
+            Source::Static => "static files",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Source::Git => "git",
+            Source::Static => "static",
+        }
+    }
 }
 
 /// What is asked of the server in the poll table.
@@ -161,8 +198,8 @@ impl PollKind {
     fn label(self) -> &'static str {
         match self {
             PollKind::Git => "git ls-refs (smart HTTP, v2)",
-            PollKind::StaticNotModified => "static file, If-None-Match: 304",
-            PollKind::StaticWhole => "static file, GET: 200",
+            PollKind::StaticNotModified => "static bundle, If-None-Match: 304",
+            PollKind::StaticWhole => "static bundle, GET: 200",
         }
     }
 }
@@ -236,7 +273,7 @@ impl Fixture {
             top.join("served"),
             top.join("runs"),
         );
-        for d in [&home, &work, &served, &runs, &served.join("static")] {
+        for d in [&home, &work, &served, &runs] {
             fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         let key = ReleaseKey::create(&top, &home)?;
@@ -261,8 +298,19 @@ impl Fixture {
         )?;
         key.channel(&channel, TAG, &bare)?;
         key.git(&bare, &["repack", "-a", "-d", "-q"], "git repack")?;
-        // A pointer of the size a signed channel document has.
-        fs::write(served.join(POINTER), vec![b'x'; 1200]).context("writing the pointer")?;
+        let allowed = top.join("allowed_signers");
+        fs::write(&allowed, &key.allowed).context("writing allowed_signers")?;
+        let mut publish = command(&home, env!("CARGO_BIN_EXE_driftless"));
+        publish
+            .args(["publish", "--channel", "channel", "--repo"])
+            .arg(&bare)
+            .arg("--allowed-signers")
+            .arg(&allowed)
+            .arg("--channel-signers")
+            .arg(&allowed)
+            .arg("--out")
+            .arg(served.join(SITE));
+        tool(&mut publish, "driftless publish")?;
         let server = SmartHttp::start(&served).context("starting nginx + fcgiwrap")?;
         let meter = CpuMeter::new(server.process_group())?;
         Ok(Self {
@@ -344,10 +392,16 @@ impl Fixture {
         })
     }
 
-    /// A node root that boots from the server.
-    fn node_root(&self, name: &str) -> Result<PathBuf> {
+    /// A node root that boots from the server, from `source`.
+    fn node_root(&self, source: Source, name: &str) -> Result<PathBuf> {
         let root = self.runs.join(name);
-        let agent = agent_yaml(&self.server.http_url(REPO), TAG, "60s")?;
+        let agent = match source {
+            Source::Git => agent_yaml(&self.server.http_url(REPO), TAG, "60s")?,
+            Source::Static => {
+                let url = self.server.static_url(SITE);
+                agent_yaml(&url, TAG, "60s")?.replacen("source:\n", "source:\n  kind: static\n", 1)
+            }
+        };
         write_node_root(
             &root,
             "root:x:0:0:root:/root:/bin/sh\n",
@@ -358,9 +412,9 @@ impl Fixture {
         Ok(root)
     }
 
-    /// `driftless apply` on a fresh root, started.
-    fn boot(&self, name: &str) -> Result<Child> {
-        let root = self.node_root(name)?;
+    /// `driftless apply` on a fresh root booting from `source`, started.
+    fn boot(&self, source: Source, name: &str) -> Result<Child> {
+        let root = self.node_root(source, name)?;
         driftless(&self.home, &root, &["apply"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -399,14 +453,15 @@ impl Fixture {
         Ok(last)
     }
 
-    /// `count` first boots one after another; their wall times.
-    fn boots(&self, count: usize) -> Result<(Cost, Vec<Duration>)> {
+    /// `count` first boots from `source` one after another; their wall
+    /// times.
+    fn boots(&self, source: Source, count: usize) -> Result<(Cost, Vec<Duration>)> {
         let mut walls = Vec::with_capacity(count);
         let cost = self.cost(count, || {
             for i in 0..count {
-                let name = format!("boot-{i}");
+                let name = format!("boot-{}-{i}", source.slug());
                 let start = Instant::now();
-                let child = self.boot(&name)?;
+                let child = self.boot(source, &name)?;
                 walls.push(self.wait_all(&[name], vec![child], start)?);
             }
             Ok(())
@@ -414,15 +469,18 @@ impl Fixture {
         Ok((cost, walls))
     }
 
-    /// `count` first boots at once; the time until the last was applied.
-    fn burst(&self, count: usize) -> Result<(Cost, Duration)> {
-        let names: Vec<String> = (0..count).map(|i| format!("burst-{i}")).collect();
+    /// `count` first boots from `source` at once; the time until the last
+    /// was applied.
+    fn burst(&self, source: Source, count: usize) -> Result<(Cost, Duration)> {
+        let names: Vec<String> = (0..count)
+            .map(|i| format!("burst-{}-{i}", source.slug()))
+            .collect();
         let mut last = Duration::ZERO;
         let cost = self.cost(count, || {
             let start = Instant::now();
             let children = names
                 .iter()
-                .map(|name| self.boot(name))
+                .map(|name| self.boot(source, name))
                 .collect::<Result<Vec<_>>>()?;
             last = self.wait_all(&names, children, start)?;
             Ok(())
