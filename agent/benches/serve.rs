@@ -22,6 +22,12 @@
 //!   booting node, and the time from the start until the last node is
 //!   applied.
 //!
+//! * **bundle growth**: the channel's bundle holds its whole signed
+//!   history, so `DRIFTLESS_BENCH_REFRESHES` `driftless channel refresh`
+//!   commits (what an hourly timer adds) are made and the channel is
+//!   published again: the bytes each commit adds to what a node downloads
+//!   when the channel moves.
+//!
 //! The server's CPU is the `usage_usec` of a cgroup (v2) the benchmark
 //! moves the server's processes into (nginx's master and worker, the
 //! fcgiwrap instances): everything they start is born in it, so it counts
@@ -43,6 +49,7 @@
 //! | `DRIFTLESS_BENCH_BURST` | 20 | nodes booting at once |
 //! | `DRIFTLESS_BENCH_FILES` | 300 | files in the release |
 //! | `DRIFTLESS_BENCH_MIB` | 10 | their total size, MiB |
+//! | `DRIFTLESS_BENCH_REFRESHES` | 100 | channel refreshes for the bundle's growth |
 
 #[path = "common/mod.rs"]
 mod common;
@@ -92,6 +99,7 @@ fn main() -> Result<()> {
     let burst = env_count("DRIFTLESS_BENCH_BURST", 20)?;
     let files = env_count("DRIFTLESS_BENCH_FILES", 300)?;
     let mib = env_count("DRIFTLESS_BENCH_MIB", 10)?;
+    let refreshes = env_count("DRIFTLESS_BENCH_REFRESHES", 100)?;
     ensure!(
         polls > 0 && clients > 0 && boots > 0 && burst > 0 && files > 0 && mib > 0,
         "counts must be positive"
@@ -101,7 +109,7 @@ fn main() -> Result<()> {
         "# reproduce (from the workspace root): DRIFTLESS_BENCH_POLLS={polls} \
          DRIFTLESS_BENCH_CLIENTS={clients} DRIFTLESS_BENCH_BOOTS={boots} \
          DRIFTLESS_BENCH_BURST={burst} DRIFTLESS_BENCH_FILES={files} \
-         DRIFTLESS_BENCH_MIB={mib} cargo bench --bench serve"
+         DRIFTLESS_BENCH_MIB={mib} DRIFTLESS_BENCH_REFRESHES={refreshes} cargo bench --bench serve"
     );
     let fixture = Fixture::create(files, mib << 20).context("building the fixture")?;
     println!(
@@ -153,6 +161,17 @@ fn main() -> Result<()> {
             fmt(last),
             fmt(cost.cpu / burst as u32),
             bytes(cost.traffic.bytes_sent / burst as u64),
+        );
+    }
+    if refreshes > 0 {
+        let before = fixture.bundle_len()?;
+        fixture.refresh_channel(refreshes)?;
+        let after = fixture.bundle_len()?;
+        println!(
+            "# channel bundle: {} with 1 commit, {} after {refreshes} refreshes: {} a commit",
+            bytes(before),
+            bytes(after),
+            bytes(after.saturating_sub(before) / refreshes as u64),
         );
     }
     Ok(())
@@ -245,6 +264,8 @@ struct Fixture {
     meter: CpuMeter,
     /// The trusted allowed_signers line.
     allowed: String,
+    /// The same, as a file (releases, the channel and its refreshes).
+    allowed_file: PathBuf,
     /// HOME of every tool.
     home: PathBuf,
     /// Where node roots are made.
@@ -317,11 +338,55 @@ impl Fixture {
             server,
             meter,
             allowed: key.allowed.clone(),
+            allowed_file: allowed,
             home,
             runs,
             served,
             dir,
         })
+    }
+
+    /// The size of the published channel bundle.
+    fn bundle_len(&self) -> Result<u64> {
+        let path = self.served.join(SITE).join("channels/channel.bundle");
+        Ok(fs::metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len())
+    }
+
+    /// Makes `count` signed refreshes of the channel (`driftless channel
+    /// refresh`, as a timer would) and publishes the channel again.
+    fn refresh_channel(&self, count: usize) -> Result<()> {
+        let top = self.dir.path();
+        let key = top.join("release_ed25519");
+        let driftless = |args: &[&str]| {
+            let mut cmd = command(&self.home, env!("CARGO_BIN_EXE_driftless"));
+            cmd.args(args)
+                .arg("--repo")
+                .arg(self.served.join(REPO))
+                .arg("--allowed-signers")
+                .arg(&self.allowed_file)
+                .arg("--channel-signers")
+                .arg(&self.allowed_file)
+                .env("GIT_COMMITTER_NAME", "Release Bot")
+                .env("GIT_COMMITTER_EMAIL", common::PRINCIPAL)
+                .env("GIT_AUTHOR_NAME", "Release Bot")
+                .env("GIT_AUTHOR_EMAIL", common::PRINCIPAL);
+            cmd
+        };
+        for _ in 0..count {
+            let mut refresh = driftless(&["channel", "refresh"]);
+            refresh
+                .arg("--signing-key")
+                .arg(&key)
+                .arg("--refresh-signers")
+                .arg(&self.allowed_file);
+            tool(&mut refresh, "driftless channel refresh")?;
+        }
+        let mut publish = driftless(&["publish", "--channel", "channel"]);
+        publish.arg("--out").arg(self.served.join(SITE));
+        tool(&mut publish, "driftless publish (after the refreshes)")?;
+        Ok(())
     }
 
     /// The size of the served repository's pack.
