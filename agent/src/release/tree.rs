@@ -10,7 +10,7 @@ use git2::{ObjectType, Repository};
 
 use crate::release::spec::{MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
 use crate::root::{Root, Staged};
-use crate::source::pack::{MAX_TREE_ENTRIES, ObjectId, TreeIndex};
+use crate::source::pack::{MAX_TREE_ENTRIES, ObjectFormat, ObjectId, TreeIndex};
 use crate::source::stream::{Incoming, Streamed};
 use crate::types::{NodePath, TreePath};
 use crate::verify::Verified;
@@ -60,7 +60,7 @@ impl<'r> Release<'r> {
     /// Opens the tree of a verified tag or commit in the cache.
     pub fn open(repo: &'r Repository, verified: Verified) -> Result<Self, ReleaseError> {
         let release = Self::new(Objects::Cache(repo), verified)?;
-        let oid = git2::Oid::from_bytes(&release.tree.0)
+        let oid = git2::Oid::from_bytes(release.tree.as_bytes())
             .map_err(|e| release.error_at("/", e.message().to_owned()))?;
         repo.find_tree(oid).map_err(|e| {
             release.error_at("/", format!("tree missing from the cache: {}", e.message()))
@@ -139,7 +139,8 @@ impl<'r> Release<'r> {
     pub fn blob_bytes(&self, id: &ObjectId) -> Result<Vec<u8>, String> {
         match self.objects {
             Objects::Cache(repo) => {
-                let oid = git2::Oid::from_bytes(&id.0).map_err(|e| e.message().to_owned())?;
+                let oid =
+                    git2::Oid::from_bytes(id.as_bytes()).map_err(|e| e.message().to_owned())?;
                 let blob = repo.find_blob(oid).map_err(|e| e.message().to_owned())?;
                 Ok(blob.content().to_vec())
             }
@@ -152,7 +153,8 @@ impl<'r> Release<'r> {
     pub fn raw_object(&self, id: &ObjectId) -> Result<(&'static str, Vec<u8>), String> {
         match self.objects {
             Objects::Cache(repo) => {
-                let oid = git2::Oid::from_bytes(&id.0).map_err(|e| e.message().to_owned())?;
+                let oid =
+                    git2::Oid::from_bytes(id.as_bytes()).map_err(|e| e.message().to_owned())?;
                 let odb = repo.odb().map_err(|e| e.message().to_owned())?;
                 let raw = odb.read(oid).map_err(|e| e.message().to_owned())?;
                 let kind = match raw.kind() {
@@ -249,7 +251,7 @@ impl<'r> Release<'r> {
                 let odb = repo
                     .odb()
                     .map_err(|e| self.error(path, e.message().to_owned()))?;
-                let oid = git2::Oid::from_bytes(&id.0)
+                let oid = git2::Oid::from_bytes(id.as_bytes())
                     .map_err(|e| self.error(path, e.message().to_owned()))?;
                 let (size, kind) = odb
                     .read_header(oid)
@@ -295,7 +297,7 @@ impl<'r> Release<'r> {
 }
 
 fn cache_index(repo: &Repository, tree: &ObjectId) -> Result<TreeIndex, String> {
-    let oid = git2::Oid::from_bytes(&tree.0).map_err(|e| e.message().to_owned())?;
+    let oid = git2::Oid::from_bytes(tree.as_bytes()).map_err(|e| e.message().to_owned())?;
     let tree = repo.find_tree(oid).map_err(|e| e.message().to_owned())?;
     let mut map = HashMap::new();
     let mut too_many = false;
@@ -304,10 +306,11 @@ fn cache_index(repo: &Repository, tree: &ObjectId) -> Result<TreeIndex, String> 
             too_many = true;
             return git2::TreeWalkResult::Abort;
         }
-        if let (Ok(name), Ok(id)) = (entry.name(), entry.id().as_bytes().try_into()) {
+        let id = ObjectId::from_bytes(ObjectFormat::Sha1, entry.id().as_bytes());
+        if let (Ok(name), Some(id)) = (entry.name(), id) {
             map.insert(
                 format!("{dir}{name}"),
-                (ObjectId(id), u32::try_from(entry.filemode()).unwrap_or(0)),
+                (id, u32::try_from(entry.filemode()).unwrap_or(0)),
             );
         }
         git2::TreeWalkResult::Ok

@@ -255,7 +255,7 @@ fn receive(
         Message::Data(_) => return Err(AttemptError::Transient("data before the ref".into())),
     };
     let tag_id = ObjectId::from_hex(&oid)
-        .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not a SHA-1 object id")))?;
+        .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not an object id")))?;
     let mut incoming = Incoming::create(
         root,
         tag_id,
@@ -265,7 +265,7 @@ fn receive(
     )
     .map_err(|e| AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}"), None))?;
     let mut response = Response::new(messages, wait);
-    let read = pack::read_pack(&mut response, &mut incoming).and_then(|summary| {
+    let read = pack::read_pack(&mut response, tag_id.format(), &mut incoming).and_then(|summary| {
         incoming.settle().map_err(pack::PackError::Store)?;
         Ok(summary)
     });
