@@ -47,9 +47,12 @@ mod options;
 pub mod pkt;
 
 pub use error::{PollError, redact_url};
-pub use ls_refs::{AnswerError, is_object_id, ls_refs_request, parse_ls_refs};
+pub use ls_refs::{
+    AnswerError, advertised_format, capabilities, is_object_id, ls_refs_request, parse_ls_refs,
+};
 pub use options::{BasicAuth, MAX_ANSWER_BYTES, PollOptions, poller_for};
 
+use crate::types::ObjectFormat;
 use error::{clean_message, error_chain, looks_like_tls, status_hint};
 use fallback::Git2Listing;
 
@@ -113,6 +116,8 @@ pub struct RefPoller {
     skip_v2: AtomicU32,
     /// Set while a libgit2 listing runs.
     listing_busy: Arc<AtomicBool>,
+    /// Set once the server showed the repository is SHA-256.
+    sha256: AtomicBool,
 }
 
 /// The result of a v2 attempt that produced no error.
@@ -188,6 +193,7 @@ impl RefPoller {
             options,
             skip_v2: AtomicU32::new(0),
             listing_busy: Arc::new(AtomicBool::new(false)),
+            sha256: AtomicBool::new(false),
         })
     }
 
@@ -244,9 +250,66 @@ impl RefPoller {
         }
     }
 
-    /// One `ls-refs` request.
+    /// The repository's object format, as far as the server has shown it.
+    pub fn object_format(&self) -> ObjectFormat {
+        if self.sha256.load(Ordering::SeqCst) {
+            ObjectFormat::Sha256
+        } else {
+            ObjectFormat::Sha1
+        }
+    }
+
+    /// One `ls-refs` request in the object format known so far; when it
+    /// finds no v2 answer in SHA-1, the capability advertisement is asked
+    /// for once, and a SHA-256 repository asked again in its format (git's
+    /// upload-pack refuses a client of another format, which smart HTTP
+    /// shows as an empty answer).
     async fn ls_ref_v2(&self, http: &Http, ref_name: &str) -> Result<V2, PollError> {
-        let body = ls_refs_request(ref_name).map_err(|e| self.malformed(e.to_string()))?;
+        let format = self.object_format();
+        let first = self.ls_ref_once(http, ref_name, format).await;
+        if format != ObjectFormat::Sha1 || !matches!(first, Ok(V2::NotSpoken(_))) {
+            return first;
+        }
+        match self.advertised_format(http).await {
+            Some(ObjectFormat::Sha256) => {
+                tracing::debug!(url = %self.redacted, "the repository is SHA-256");
+                self.sha256.store(true, Ordering::SeqCst);
+                self.ls_ref_once(http, ref_name, ObjectFormat::Sha256).await
+            }
+            _ => first,
+        }
+    }
+
+    /// The object format the server's v2 capability advertisement names;
+    /// `None` when there is none (any failure: the caller keeps what it had).
+    async fn advertised_format(&self, http: &Http) -> Option<ObjectFormat> {
+        let mut url = http.endpoint.clone();
+        let path = url.path().trim_end_matches("/git-upload-pack").to_owned();
+        url.set_path(&format!("{path}/info/refs"));
+        url.set_query(Some("service=git-upload-pack"));
+        let mut response = http.client.get(url).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let limit = self.options.max_answer_bytes;
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.ok()? {
+            if body.len() + chunk.len() > limit {
+                return None;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        advertised_format(&body)
+    }
+
+    /// One `ls-refs` request in `format`.
+    async fn ls_ref_once(
+        &self,
+        http: &Http,
+        ref_name: &str,
+        format: ObjectFormat,
+    ) -> Result<V2, PollError> {
+        let body = ls_refs_request(ref_name, format).map_err(|e| self.malformed(e.to_string()))?;
         let started = Instant::now();
         let mut response = match self.post_v2(http, body, started).await? {
             Ok(response) => response,

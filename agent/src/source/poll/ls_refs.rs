@@ -6,21 +6,65 @@
 use super::AGENT;
 use super::error::clean_message;
 use super::pkt;
+use crate::types::ObjectFormat;
 
-/// The body of a protocol v2 `ls-refs` request for exactly `ref_name`:
-/// `command=ls-refs`, our `agent`, a delimiter, `ref-prefix REF`, a flush.
+/// The body of a protocol v2 `ls-refs` request for exactly `ref_name` in a
+/// `format` repository: `command=ls-refs`, our `agent`, the object format,
+/// a delimiter, `ref-prefix REF`, a flush.
 ///
-/// No `object-format`: a client that sends none is taken to use SHA-1
-/// (gitprotocol-v2(5)). The `agent` capability may be sent only when the
+/// SHA-1 is asked for by sending no `object-format`: a client that sends
+/// none is taken to use SHA-1 (gitprotocol-v2(5)); a SHA-256 repository
+/// refuses such a client. The `agent` capability may be sent only when the
 /// server advertised it; git's server always does.
-pub fn ls_refs_request(ref_name: &str) -> Result<Vec<u8>, pkt::PktError> {
-    let mut out = Vec::with_capacity(64 + AGENT.len() + ref_name.len());
+pub fn ls_refs_request(ref_name: &str, format: ObjectFormat) -> Result<Vec<u8>, pkt::PktError> {
+    let mut out = Vec::with_capacity(96 + AGENT.len() + ref_name.len());
     pkt::write_data(&mut out, &[b"command=ls-refs\n"])?;
-    pkt::write_data(&mut out, &[b"agent=", AGENT.as_bytes(), b"\n"])?;
+    capabilities(&mut out, format)?;
     pkt::write_delim(&mut out);
     pkt::write_data(&mut out, &[b"ref-prefix ", ref_name.as_bytes(), b"\n"])?;
     pkt::write_flush(&mut out);
     Ok(out)
+}
+
+/// The capabilities every command sends: our `agent`, and `object-format`
+/// for a repository that is not SHA-1.
+pub fn capabilities(out: &mut Vec<u8>, format: ObjectFormat) -> Result<(), pkt::PktError> {
+    pkt::write_data(out, &[b"agent=", AGENT.as_bytes(), b"\n"])?;
+    if format != ObjectFormat::Sha1 {
+        pkt::write_data(out, &[b"object-format=", format.name().as_bytes(), b"\n"])?;
+    }
+    Ok(())
+}
+
+/// The object format a protocol v2 capability advertisement (the answer to
+/// `GET info/refs?service=git-upload-pack` with `Git-Protocol: version=2`)
+/// names; `None` when it is not such an advertisement or names a format
+/// driftless does not know. No `object-format` line means SHA-1.
+pub fn advertised_format(body: &[u8]) -> Option<ObjectFormat> {
+    let mut reader = pkt::Reader::new(body);
+    // Smart HTTP may put `# service=...` and a flush before the advertisement.
+    let mut first = true;
+    let mut service = false;
+    let mut format = ObjectFormat::Sha1;
+    let mut v2 = false;
+    for _ in 0..64 {
+        match reader.next_packet().ok()?? {
+            pkt::Packet::Data(line) => {
+                let line = pkt::text(line);
+                service = first && line.starts_with(b"# service=");
+                first = false;
+                if line == b"version 2" {
+                    v2 = true;
+                } else if let Some(name) = line.strip_prefix(b"object-format=") {
+                    format = ObjectFormat::from_name(std::str::from_utf8(name).ok()?)?;
+                }
+            }
+            pkt::Packet::Flush if service => service = false,
+            pkt::Packet::Flush => return v2.then_some(format),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// An `ls-refs` answer that cannot be used.
@@ -161,14 +205,42 @@ mod tests {
 
     #[test]
     fn the_request_asks_for_exactly_one_prefix() {
-        let body = ls_refs_request("refs/heads/channel").expect("fits");
+        let body = ls_refs_request("refs/heads/channel", ObjectFormat::Sha1).expect("fits");
         let expected = format!(
             "0014command=ls-refs\n{:04x}agent={AGENT}\n00010022ref-prefix refs/heads/channel\n0000",
             AGENT.len() + 11
         );
         assert_eq!(String::from_utf8_lossy(&body), expected);
         assert_eq!(packets(&body).expect("valid").last(), Some(&Packet::Flush));
-        assert!(ls_refs_request(&"x".repeat(70_000)).is_err());
+        assert!(ls_refs_request(&"x".repeat(70_000), ObjectFormat::Sha1).is_err());
+        let body = ls_refs_request("refs/tags/v1", ObjectFormat::Sha256).expect("fits");
+        assert!(
+            String::from_utf8_lossy(&body).contains("\n0019object-format=sha256\n0001"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    #[test]
+    fn the_advertisement_names_the_object_format() {
+        // What git 2.47's upload-pack advertises for a SHA-256 repository.
+        let sha256 = b"000eversion 2\n0015agent=git/2.47.3\n0013ls-refs=unborn\n0019object-format=sha256\n0000";
+        assert_eq!(advertised_format(sha256), Some(ObjectFormat::Sha256));
+        let mut http = b"001e# service=git-upload-pack\n0000".to_vec();
+        http.extend_from_slice(sha256);
+        assert_eq!(advertised_format(&http), Some(ObjectFormat::Sha256));
+        assert_eq!(
+            advertised_format(b"000eversion 2\n0013ls-refs=unborn\n0000"),
+            Some(ObjectFormat::Sha1)
+        );
+        for bad in [
+            &b"0017object-format=md5\n000eversion 2\n0000"[..],
+            b"0013ls-refs=unborn\n0000",
+            b"000eversion 2\n",
+            b"",
+        ] {
+            assert_eq!(advertised_format(bad), None, "{}", bad.escape_ascii());
+        }
     }
 
     #[test]
