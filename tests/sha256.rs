@@ -2,15 +2,20 @@
 //! made at run time with the real `git` and `ssh-keygen`: a first boot
 //! streamed over smart HTTP (real git-http-backend behind nginx) applied
 //! byte for byte, and a stranger's tag refused there before anything is
-//! written.
+//! written; `driftless verify` of the release repository (its objects read
+//! with `git cat-file`, each id computed again), and an object git hands
+//! over under another object's id refused.
 
 #[path = "support/release.rs"]
 mod release;
 #[path = "support/servers.rs"]
 mod servers;
 
-use release::{Config, REPO, Release, TAG, Tagging, World};
-use servers::{SmartHttp, noise};
+use std::process::Command;
+use std::time::Duration;
+
+use release::{Config, Key, PRINCIPAL, REPO, Release, TAG, Tagging, World};
+use servers::{Finished, SmartHttp, noise, run_bounded};
 
 /// Exit code: a signature or pin was refused.
 const EXIT_VERIFY: i32 = 5;
@@ -71,4 +76,57 @@ fn a_sha256_release_signed_by_a_stranger_is_refused_and_writes_nothing() {
         "nothing of the refused pack is left"
     );
     assert!(root.state().is_none(), "no state was recorded");
+}
+
+/// Runs `driftless verify --json TAG` in the work repository of `REPO`.
+fn verify(world: &World, key: &Key) -> Finished {
+    let allowed = world.path("allowed_signers");
+    std::fs::write(&allowed, format!("{}\n", key.allowed(PRINCIPAL))).expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
+    cmd.arg("verify")
+        .arg("--repo")
+        .arg(world.path("work").join(REPO))
+        .arg("--allowed-signers")
+        .arg(&allowed)
+        .args(["--json", TAG])
+        .env("HOME", world.home());
+    run_bounded(&mut cmd, Duration::from_secs(60)).expect("run driftless verify")
+}
+
+#[test]
+fn driftless_verify_reads_a_sha256_repository_and_lints_its_tree() {
+    let world = World::sha256();
+    let key = world.keygen("release");
+    let published = world.publish(REPO, &sha256_release(), TAG, Tagging::Signed(&key));
+    let done = verify(&world, &key);
+    assert!(done.success(), "{}", done.describe());
+    let json: serde_json::Value = serde_json::from_str(done.stdout.trim()).expect("JSON");
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["object"], published.tag_object.as_str());
+    assert_eq!(json["commit"], published.commit.as_str());
+    assert!(json["lint"].is_array(), "the tree was linted: {json}");
+}
+
+#[test]
+fn an_object_git_hands_over_under_another_id_is_refused() {
+    let world = World::sha256();
+    let key = world.keygen("release");
+    let published = world.publish(REPO, &sha256_release(), TAG, Tagging::Signed(&key));
+    // The commit's loose object file replaced by its parent's: git
+    // cat-file hands over the parent's bytes when asked for the commit.
+    let objects = world.path("work").join(REPO).join(".git/objects");
+    let loose = |id: &str| objects.join(&id[..2]).join(&id[2..]);
+    let (commit, parent) = (loose(&published.commit), loose(&published.parent));
+    assert!(commit.exists() && parent.exists(), "loose objects");
+    std::fs::remove_file(&commit).expect("remove");
+    std::fs::copy(&parent, &commit).expect("copy");
+    let done = verify(&world, &key);
+    let code = done.status.and_then(|s| s.code());
+    assert_eq!(code, Some(EXIT_VERIFY), "{}", done.describe());
+    assert!(
+        done.stdout
+            .contains(&format!("names commit {}", published.commit)),
+        "the commit is treated as missing, its impostor not read\n{}",
+        done.describe()
+    );
 }

@@ -10,7 +10,9 @@ use git2::{ObjectType, Repository};
 
 use crate::release::spec::{MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
 use crate::root::{Root, Staged};
-use crate::source::pack::{MAX_TREE_ENTRIES, ObjectFormat, ObjectId, TreeIndex};
+use crate::source::pack::{
+    MAX_TREE_ENTRIES, ObjectFormat, ObjectId, ObjectKind, TreeIndex, index_tree,
+};
 use crate::source::stream::{Incoming, Streamed};
 use crate::types::{NodePath, TreePath};
 use crate::verify::Verified;
@@ -36,8 +38,18 @@ pub struct BlobRef {
     pub len: u64,
 }
 
+/// Objects read some other way than libgit2 (a SHA-256 repository on the
+/// operator's machine, which libgit2 cannot open).
+pub trait ObjectSource {
+    /// The object `id`: its kind and bytes, whose id was computed from them
+    /// and found to be `id` before this returns.
+    fn object(&self, id: &ObjectId) -> Result<(ObjectKind, Vec<u8>), String>;
+}
+
 /// Where the release's objects are.
 enum Objects<'r> {
+    /// Read through an [`ObjectSource`] that checks every id.
+    Local(&'r dyn ObjectSource),
     /// The cache, through libgit2 (which checks each object against its id
     /// as it reads it).
     Cache(&'r Repository),
@@ -90,6 +102,11 @@ impl<'r> Release<'r> {
             signed_at: jiff::Timestamp::UNIX_EPOCH,
         };
         Self::open(repo, verified)
+    }
+
+    /// The tree of a verified tag or commit whose objects `source` reads.
+    pub fn local(source: &'r dyn ObjectSource, verified: Verified) -> Result<Self, ReleaseError> {
+        Self::new(Objects::Local(source), verified)
     }
 
     /// The tree of a verified tag whose objects a streamed fetch received
@@ -145,6 +162,10 @@ impl<'r> Release<'r> {
                 Ok(blob.content().to_vec())
             }
             Objects::Streamed(incoming) => incoming.blob_bytes(id).map_err(|e| e.to_string()),
+            Objects::Local(source) => match source.object(id)? {
+                (ObjectKind::Blob, bytes) => Ok(bytes),
+                (kind, _) => Err(format!("object {id} is a {}, not a blob", kind.as_str())),
+            },
         }
     }
 
@@ -173,13 +194,14 @@ impl<'r> Release<'r> {
                     .map(|b| ("blob", b))
                     .map_err(|e| e.to_string()),
             },
+            Objects::Local(source) => source.object(id).map(|(kind, b)| (kind.as_str(), b)),
         }
     }
 
     /// SHA-256 of a blob, when it is known without reading it again.
     pub fn known_sha256(&self, id: &ObjectId) -> Option<[u8; 32]> {
         match self.objects {
-            Objects::Cache(_) => None,
+            Objects::Cache(_) | Objects::Local(_) => None,
             Objects::Streamed(incoming) => incoming.blob(id).map(|b| b.sha256),
         }
     }
@@ -232,6 +254,10 @@ impl<'r> Release<'r> {
             .get_or_init(|| match self.objects {
                 Objects::Cache(repo) => cache_index(repo, &self.tree),
                 Objects::Streamed(incoming) => incoming.index(&self.tree),
+                Objects::Local(source) => index_tree(&self.tree, |id| match source.object(id)? {
+                    (ObjectKind::Tree, bytes) => Ok(bytes),
+                    (kind, _) => Err(format!("object {id} is a {}, not a tree", kind.as_str())),
+                }),
             })
             .as_ref()
             .map_err(|reason| self.error_at("/", reason.clone()))
@@ -266,6 +292,11 @@ impl<'r> Release<'r> {
                     .blob(&id)
                     .ok_or_else(|| self.error(path, "its blob did not arrive".into()))?
                     .size
+            }
+            Objects::Local(_) => {
+                // Read whole (an operator's command, bounded by the source).
+                let bytes = self.blob_bytes(&id).map_err(|e| self.error(path, e))?;
+                bytes.len() as u64
             }
         };
         if size > limit {

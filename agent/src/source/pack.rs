@@ -36,7 +36,7 @@ mod tree;
 pub use delta::apply_delta;
 pub use delta_stream::{DeltaBase, DeltaError, DeltaSink, DeltaStream, OUT_CHUNK, apply_streamed};
 pub use object::{Base, ObjectFormat, ObjectHasher, ObjectId, ObjectKind};
-pub use tree::{MAX_TREE_ENTRIES, TreeEntries, TreeIndex};
+pub use tree::{MAX_TREE_ENTRIES, TreeEntries, TreeIndex, index_tree};
 
 use hash::{HASH_QUEUE, Hashing, hash_objects};
 

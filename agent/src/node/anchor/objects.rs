@@ -6,9 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::source::pack::{
-    MAX_TREE_ENTRIES, ObjectFormat, ObjectHasher, ObjectId, TreeEntries, TreeIndex,
-};
+use crate::source::pack::{ObjectFormat, ObjectHasher, ObjectId, TreeIndex, index_tree};
 
 /// The file's place on the node.
 pub const OBJECTS_PATH: &str = "/var/lib/driftless/release.objects";
@@ -68,22 +66,7 @@ pub fn get<'o>(objects: &'o Objects, id: &ObjectId, kind: &str) -> Result<&'o [u
 
 /// Every entry of the tree `root` by path, from the kept trees.
 pub fn index(objects: &Objects, root: &ObjectId) -> Result<TreeIndex, String> {
-    let mut map = HashMap::new();
-    let mut pending = vec![(String::new(), *root)];
-    while let Some((dir, id)) = pending.pop() {
-        for entry in TreeEntries::new(get(objects, &id, "tree")?, id.format()) {
-            let (mode, name, child) = entry.map_err(|e| format!("tree {id}: {e}"))?;
-            if map.len() >= MAX_TREE_ENTRIES {
-                return Err(format!("the tree has more than {MAX_TREE_ENTRIES} entries"));
-            }
-            let path = format!("{dir}{name}");
-            if mode == 0o40000 {
-                pending.push((format!("{path}/"), child));
-            }
-            map.insert(path, (child, mode));
-        }
-    }
-    Ok(map)
+    index_tree(root, |id| get(objects, id, "tree").map(<[u8]>::to_vec))
 }
 
 /// Streams content: called once with a sink that takes each chunk in order.

@@ -12,6 +12,32 @@ pub type TreeIndex = std::collections::HashMap<String, (ObjectId, u32)>;
 /// four times the node spec's own limit on entries.
 pub const MAX_TREE_ENTRIES: usize = 400_000;
 
+/// Every entry of the tree `root` by path, each tree's bytes given by
+/// `tree` (which checks that they are a tree whose id is the one asked
+/// for); at most [`MAX_TREE_ENTRIES`] entries.
+pub fn index_tree(
+    root: &ObjectId,
+    mut tree: impl FnMut(&ObjectId) -> Result<Vec<u8>, String>,
+) -> Result<TreeIndex, String> {
+    let mut map = TreeIndex::new();
+    let mut pending = vec![(String::new(), *root)];
+    while let Some((dir, id)) = pending.pop() {
+        let bytes = tree(&id)?;
+        for entry in TreeEntries::new(&bytes, id.format()) {
+            let (mode, name, child) = entry.map_err(|e| format!("tree {id}: {e}"))?;
+            if map.len() >= MAX_TREE_ENTRIES {
+                return Err(format!("the tree has more than {MAX_TREE_ENTRIES} entries"));
+            }
+            let path = format!("{dir}{name}");
+            if mode == 0o40000 {
+                pending.push((format!("{path}/"), child));
+            }
+            map.insert(path, (child, mode));
+        }
+    }
+    Ok(map)
+}
+
 /// The entries of a tree object, parsed strictly: `<octal mode> <name>\0<id>`,
 /// the id of 20 (SHA-1) or 32 (SHA-256) bytes as the repository's format says.
 pub struct TreeEntries<'a> {
