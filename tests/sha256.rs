@@ -17,6 +17,8 @@ use std::time::Duration;
 use release::{Config, Key, PRINCIPAL, REPO, Release, TAG, Tagging, World};
 use servers::{Finished, SmartHttp, noise, run_bounded};
 
+/// Exit code: the release could not be fetched.
+const EXIT_FETCH: i32 = 4;
 /// Exit code: a signature or pin was refused.
 const EXIT_VERIFY: i32 = 5;
 
@@ -128,5 +130,53 @@ fn an_object_git_hands_over_under_another_id_is_refused() {
             .contains(&format!("names commit {}", published.commit)),
         "the commit is treated as missing, its impostor not read\n{}",
         done.describe()
+    );
+}
+
+/// Applies a root configured for `url`, which must be refused at once
+/// (not retried) with one line naming the transport and what works.
+fn refused_through_libgit2(world: &World, key: &Key, name: &str, url: &str, transport: &str) {
+    let root = world.configured_root(name, key, &Config::new(url));
+    let before = root.snapshot();
+    let run = root.apply();
+    let line = run.refused(
+        EXIT_FETCH,
+        &[
+            "the repository is SHA-256",
+            transport,
+            "libgit2",
+            "(not retried)",
+            "smart HTTP(S) with git protocol v2",
+        ],
+    );
+    assert!(!line.contains("unknown"), "not libgit2's own words: {line}");
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "refused at once, not retried to the deadline\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        release::diff(&before, &root.snapshot()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn transports_through_libgit2_refuse_a_sha256_repository_in_one_line() {
+    let world = World::sha256();
+    let key = world.keygen("release");
+    let published = world.publish(REPO, &sha256_release(), TAG, Tagging::Signed(&key));
+    let file = format!("file://{}", published.bare.display());
+    refused_through_libgit2(&world, &key, "file", &file, "file://");
+    let daemon = servers::GitDaemon::start(&world.srv()).expect("start git daemon");
+    refused_through_libgit2(&world, &key, "git", &daemon.url(REPO), "git://");
+    let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
+    let v0 = http.v0_url(REPO);
+    refused_through_libgit2(
+        &world,
+        &key,
+        "v0",
+        &v0,
+        "http:// from a server without git protocol v2",
     );
 }
