@@ -19,6 +19,8 @@ use servers::{Finished, SmartHttp, noise, run_bounded};
 
 /// Exit code: the release could not be fetched.
 const EXIT_FETCH: i32 = 4;
+/// Exit code: the node drifted from its release.
+const EXIT_DRIFT: i32 = 9;
 /// Exit code: a signature or pin was refused.
 const EXIT_VERIFY: i32 = 5;
 
@@ -53,6 +55,17 @@ fn a_sha256_release_boots_over_smart_http_byte_for_byte() {
     assert_eq!(
         state["release"]["tag_object"],
         published.tag_object.as_str()
+    );
+    // The record: its kept objects (release.objects) re-verified with
+    // SHA-256 ids, and the files hashed again as SHA-256 blobs.
+    root.driftless("check", &[], &[]).ok();
+    root.write("/etc/app/app.conf", "listen = 9090\n");
+    let check = root.driftless("check", &[], &[]);
+    assert_eq!(check.code, Some(EXIT_DRIFT), "{}", check.describe());
+    assert!(
+        check.stdout.contains("/etc/app/app.conf"),
+        "{}",
+        check.describe()
     );
 }
 
