@@ -42,6 +42,15 @@ fn a_sha256_release_boots_over_smart_http_byte_for_byte() {
     let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
     let root = world.configured_root("node", &key, &Config::new(&http.http_url(REPO)));
     root.apply().ok();
+    // ls-refs in SHA-1 (refused by git), libgit2's listing (which finds
+    // the repository SHA-256), ls-refs in SHA-256, the fetch.
+    let requests: Vec<String> = http
+        .wait_for_requests(4, Duration::from_secs(5))
+        .expect("access log")
+        .iter()
+        .map(|e| e.method.clone())
+        .collect();
+    assert_eq!(requests[..4], ["POST", "GET", "POST", "POST"]);
     assert_eq!(
         root.read("/srv/payload.bin"),
         release.bytes("files/payload.bin")
@@ -215,4 +224,35 @@ fn lint_of_a_sha256_repository_says_what_reads_it() {
         "{}",
         done.describe()
     );
+}
+
+/// Times a first boot of the same 64 MiB release (incompressible files)
+/// from a SHA-1 and a SHA-256 repository over the same smart HTTP server,
+/// best of three each; prints both. A measurement, not a check run by
+/// default: `cargo test --release --test sha256 -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture, in release mode"]
+fn first_boot_time_sha1_and_sha256() {
+    let spec = (0..16)
+        .map(|i| format!("  - {{ path: /srv/f{i}.bin, source: files/f{i}.bin }}\n"))
+        .collect::<String>();
+    let release = (0..16).fold(Release::new(&format!("files:\n{spec}")), |release, i| {
+        release.file(&format!("files/f{i}.bin"), noise(4 * 1024 * 1024, 100 + i))
+    });
+    for world in [World::new(), World::sha256()] {
+        let key = world.keygen("release");
+        let published = world.publish(REPO, &release, TAG, Tagging::Signed(&key));
+        let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
+        let mut best = Duration::MAX;
+        for attempt in 0..3 {
+            let name = format!("node{attempt}");
+            let root = world.configured_root(&name, &key, &Config::new(&http.http_url(REPO)));
+            let run = root.apply().ok();
+            assert_eq!(root.read("/srv/f15.bin"), release.bytes("files/f15.bin"));
+            best = best.min(run.elapsed);
+        }
+        let digits = published.tag_object.len();
+        let format = if digits == 64 { "sha256" } else { "sha1" };
+        println!("first boot, 64 MiB in 16 files, {format}: best of 3 {best:?}");
+    }
 }

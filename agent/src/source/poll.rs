@@ -48,9 +48,7 @@ mod options;
 pub mod pkt;
 
 pub use error::{PollError, redact_url};
-pub use ls_refs::{
-    AnswerError, advertised_format, capabilities, is_object_id, ls_refs_request, parse_ls_refs,
-};
+pub use ls_refs::{AnswerError, capabilities, is_object_id, ls_refs_request, parse_ls_refs};
 pub use options::{BasicAuth, MAX_ANSWER_BYTES, PollOptions, poller_for};
 
 use crate::types::ObjectFormat;
@@ -241,12 +239,18 @@ impl RefPoller {
                 Ok(answer)
             }
             V2::NotSpoken(why) => {
+                let listed = self.list_with_git2(ref_name).await;
+                if self.learned_sha256(&listed) {
+                    if let V2::Answer(answer) = self.ls_ref_v2(http, ref_name).await? {
+                        return Ok(answer);
+                    }
+                }
                 tracing::info!(
                     "{} does not speak git protocol v2 ({why}); listing refs with libgit2 for the next {V2_RECHECK_POLLS} polls",
                     self.redacted
                 );
                 self.skip_v2.store(V2_RECHECK_POLLS, Ordering::SeqCst);
-                self.list_with_git2(ref_name).await
+                listed
             }
         }
     }

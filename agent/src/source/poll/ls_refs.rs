@@ -36,37 +36,6 @@ pub fn capabilities(out: &mut Vec<u8>, format: ObjectFormat) -> Result<(), pkt::
     Ok(())
 }
 
-/// The object format a protocol v2 capability advertisement (the answer to
-/// `GET info/refs?service=git-upload-pack` with `Git-Protocol: version=2`)
-/// names; `None` when it is not such an advertisement or names a format
-/// driftless does not know. No `object-format` line means SHA-1.
-pub fn advertised_format(body: &[u8]) -> Option<ObjectFormat> {
-    let mut reader = pkt::Reader::new(body);
-    // Smart HTTP may put `# service=...` and a flush before the advertisement.
-    let mut first = true;
-    let mut service = false;
-    let mut format = ObjectFormat::Sha1;
-    let mut v2 = false;
-    for _ in 0..64 {
-        match reader.next_packet().ok()?? {
-            pkt::Packet::Data(line) => {
-                let line = pkt::text(line);
-                service = first && line.starts_with(b"# service=");
-                first = false;
-                if line == b"version 2" {
-                    v2 = true;
-                } else if let Some(name) = line.strip_prefix(b"object-format=") {
-                    format = ObjectFormat::from_name(std::str::from_utf8(name).ok()?)?;
-                }
-            }
-            pkt::Packet::Flush if service => service = false,
-            pkt::Packet::Flush => return v2.then_some(format),
-            _ => return None,
-        }
-    }
-    None
-}
-
 /// An `ls-refs` answer that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnswerError {
@@ -219,28 +188,6 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&body)
         );
-    }
-
-    #[test]
-    fn the_advertisement_names_the_object_format() {
-        // What git 2.47's upload-pack advertises for a SHA-256 repository.
-        let sha256 = b"000eversion 2\n0015agent=git/2.47.3\n0013ls-refs=unborn\n0019object-format=sha256\n0000";
-        assert_eq!(advertised_format(sha256), Some(ObjectFormat::Sha256));
-        let mut http = b"001e# service=git-upload-pack\n0000".to_vec();
-        http.extend_from_slice(sha256);
-        assert_eq!(advertised_format(&http), Some(ObjectFormat::Sha256));
-        assert_eq!(
-            advertised_format(b"000eversion 2\n0013ls-refs=unborn\n0000"),
-            Some(ObjectFormat::Sha1)
-        );
-        for bad in [
-            &b"0017object-format=md5\n000eversion 2\n0000"[..],
-            b"0013ls-refs=unborn\n0000",
-            b"000eversion 2\n",
-            b"",
-        ] {
-            assert_eq!(advertised_format(bad), None, "{}", bad.escape_ascii());
-        }
     }
 
     #[test]
