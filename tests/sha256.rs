@@ -6,6 +6,8 @@
 //! with `git cat-file`, each id computed again), and an object git hands
 //! over under another object's id refused.
 
+#[path = "support/channel.rs"]
+mod channel;
 #[path = "support/release.rs"]
 mod release;
 #[path = "support/servers.rs"]
@@ -194,13 +196,7 @@ fn transports_through_libgit2_refuse_a_sha256_repository_in_one_line() {
     refused_through_libgit2(&world, &key, "git", &daemon.url(REPO), "git://");
     let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
     let v0 = http.v0_url(REPO);
-    refused_through_libgit2(
-        &world,
-        &key,
-        "v0",
-        &v0,
-        "http:// from a server without git protocol v2",
-    );
+    refused_through_libgit2(&world, &key, "v0", &v0, "this fetch over http://");
 }
 
 #[test]
@@ -224,6 +220,36 @@ fn lint_of_a_sha256_repository_says_what_reads_it() {
         "{}",
         done.describe()
     );
+}
+
+#[test]
+fn a_channel_in_a_sha256_repository_is_refused_in_one_line() {
+    let world = World::sha256();
+    let key = world.keygen("release");
+    world.publish(REPO, &sha256_release(), TAG, Tagging::Signed(&key));
+    let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
+    let action = channel::ExecAction::new(&world, "replace", 0);
+    let mut config = channel::NodeConfig::new(&http.http_url(REPO), &action.replace_yaml(&[]));
+    config.pin = channel::Pin::Tag(TAG.to_owned());
+    let root = world.root("node");
+    config.install(&root, &key);
+    root.apply().ok();
+    // A channel commit: its content does not matter, it is never read.
+    let branch = channel::ChannelBranch::new(&world, REPO, "channel");
+    let tip = branch.commit("channel: x\n", channel::Signing::Signed(&key), "channel");
+    assert_eq!(tip.len(), 64);
+    branch.push();
+    let run = root.driftless("watch", &["--once"], &[]);
+    let text = format!("{}\n{}", run.stdout, run.stderr);
+    eprintln!("{}", run.describe());
+    for needle in [
+        "the repository is SHA-256",
+        "libgit2",
+        "smart HTTP(S) with git protocol v2",
+    ] {
+        assert!(text.contains(needle), "{needle:?}\n{}", run.describe());
+    }
+    assert!(action.calls().is_empty(), "no replacement was asked for");
 }
 
 /// Times a first boot of the same 64 MiB release (incompressible files)

@@ -360,6 +360,11 @@ impl World {
         world
     }
 
+    /// The object format its repositories are made with.
+    pub fn object_format(&self) -> &'static str {
+        self.object_format
+    }
+
     /// A path inside the world.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)

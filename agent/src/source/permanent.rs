@@ -21,7 +21,7 @@ pub const CHECK_HOST_KEY: &str = "check source.ssh_known_hosts";
 
 /// The hint for a SHA-256 repository on a transport that goes through
 /// libgit2 (which has no SHA-256).
-pub const SERVE_SMART_HTTP: &str = "serve it over smart HTTP(S) with git protocol v2, which driftless streams in either object format";
+pub const SERVE_SMART_HTTP: &str = "a SHA-256 release is fetched only by the streamed first boot over smart HTTP(S) with git protocol v2 (not into a cache, not for the channel)";
 
 /// libgit2's refusal of a SHA-256 repository, said as what failed and
 /// where; `None` for any other error. libgit2 learns the format from the
@@ -32,14 +32,14 @@ pub fn sha256_through_libgit2(message: &str, url: &str) -> Option<String> {
         return None;
     }
     let transport = match url.split_once("://") {
-        Some((scheme @ ("http" | "https"), _)) => {
-            format!("{scheme}:// from a server without git protocol v2")
-        }
-        Some((scheme, _)) => format!("{scheme}://"),
-        None => "this URL".to_owned(),
+        // Over HTTP(S) libgit2 fetches the channel, into a cache, and from
+        // a server without protocol v2.
+        Some((scheme @ ("http" | "https"), _)) => format!("this fetch over {scheme}:// goes"),
+        Some((scheme, _)) => format!("driftless fetches {scheme}://"),
+        None => "this fetch goes".to_owned(),
     };
     Some(format!(
-        "the repository is SHA-256, and driftless fetches {transport} with libgit2, which cannot read SHA-256"
+        "the repository is SHA-256, and {transport} through libgit2, which cannot read SHA-256"
     ))
 }
 
@@ -122,13 +122,11 @@ mod tests {
         assert_eq!(
             said("unknown remote object format 'sha256'", "git://h/r.git").as_deref(),
             Some(
-                "the repository is SHA-256, and driftless fetches git:// with libgit2, which cannot read SHA-256"
+                "the repository is SHA-256, and driftless fetches git:// through libgit2, which cannot read SHA-256"
             )
         );
-        assert!(
-            said("unknown object format 'sha256'", "https://h/r.git")
-                .is_some_and(|s| s.contains("https:// from a server without git protocol v2"))
-        );
+        let https = said("unknown object format 'sha256'", "https://h/r.git");
+        assert!(https.is_some_and(|s| s.contains("this fetch over https:// goes through libgit2")));
         assert_eq!(said("unknown object format 'md5'", "file:///r"), None);
         assert_eq!(said("could not find repository", "file:///r"), None);
     }
