@@ -17,8 +17,8 @@
 //! `gpg.format` values, no temporary files left by ssh-agent signing), the
 //! ssh-keygen modes git never runs (`-Y verify -I` with a principal of the
 //! caller's choice, `check-novalidate`, `match-principals`, `print-pubkey`,
-//! signing with `-Ohashalg=sha1`), OpenPGP double signatures, and SHA-256
-//! repositories (not supported yet).
+//! signing with `-Ohashalg=sha1`) and OpenPGP double signatures. The tag
+//! and commit cases run again in a SHA-256 repository.
 
 mod support;
 
@@ -344,8 +344,8 @@ impl LibGpg {
 
     /// A repository configured to sign with the primary key, as the test
     /// scripts configure theirs.
-    fn repo<'s>(&self, sb: &'s Sandbox, name: &str) -> Repo<'s> {
-        let repo = sb.repo(name);
+    fn repo<'s>(&self, sb: &'s Sandbox, name: &str, object_format: &str) -> Repo<'s> {
+        let repo = sb.repo_in(name, object_format);
         repo.git(&["config", "gpg.format", "ssh"]);
         repo.git(&[
             "config",
@@ -435,9 +435,23 @@ fn key_arg(key: &SshKey) -> String {
 
 #[test]
 fn git_t7031_verify_tag_cases() {
+    t7031("sha1");
+}
+
+/// The same in a SHA-256 repository (git runs its tests in both).
+#[test]
+fn git_t7031_verify_tag_cases_sha256() {
+    t7031("sha256");
+}
+
+fn t7031(object_format: &str) {
     let sb = Sandbox::new();
     let gpg = LibGpg::new(&sb);
-    let repo = gpg.repo(&sb, "t7031");
+    let repo = gpg.repo(&sb, "t7031", object_format);
+    assert_eq!(
+        repo.rev_parse("HEAD").len(),
+        object_format_digits(object_format)
+    );
     let tick = Tick::new();
 
     // 'create signed tags ssh'
@@ -598,9 +612,32 @@ fn git_t7031_verify_tag_cases() {
 
 #[test]
 fn git_t7528_signed_commit_cases() {
+    t7528("sha1");
+}
+
+/// The same in a SHA-256 repository, whose commits git signs in a
+/// `gpgsig-sha256` header.
+#[test]
+fn git_t7528_signed_commit_cases_sha256() {
+    t7528("sha256");
+}
+
+/// Hex digits of an object id in `object_format`.
+fn object_format_digits(object_format: &str) -> usize {
+    match object_format {
+        "sha256" => 64,
+        _ => 40,
+    }
+}
+
+fn t7528(object_format: &str) {
     let sb = Sandbox::new();
     let gpg = LibGpg::new(&sb);
-    let repo = gpg.repo(&sb, "t7528");
+    let repo = gpg.repo(&sb, "t7528", object_format);
+    assert_eq!(
+        repo.rev_parse("HEAD").len(),
+        object_format_digits(object_format)
+    );
     let tick = Tick::new();
     let at = |args: &[&str]| git_at(&repo, &tick.next(), args);
 
@@ -820,7 +857,7 @@ fn git_t7528_commits_signed_through_ssh_agent_with_literal_keys() {
     // through an agent. The private keys are moved away, so the agent signs.
     let sb = Sandbox::new();
     let gpg = LibGpg::new(&sb);
-    let repo = gpg.repo(&sb, "agent");
+    let repo = gpg.repo(&sb, "agent", "sha1");
     repo.git(&["config", "--unset", "user.signingKey"]);
     let agent = Agent::start(&sb);
     agent.add(&sb, &gpg.primary, None);

@@ -342,6 +342,66 @@ pub fn is_valid_ref_name(name: &str) -> bool {
         })
 }
 
+/// How a repository names its objects (git's `extensions.objectFormat`):
+/// SHA-1 (20-byte ids, 40 hex digits) or SHA-256 (32 bytes, 64 digits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum ObjectFormat {
+    /// SHA-1, git's default.
+    #[default]
+    Sha1,
+    /// SHA-256 (`git init --object-format=sha256`).
+    Sha256,
+}
+
+impl ObjectFormat {
+    /// Bytes in an object id.
+    pub fn id_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+        }
+    }
+
+    /// Hex digits in an object id.
+    pub fn hex_len(self) -> usize {
+        self.id_len() * 2
+    }
+
+    /// git's name for it, as in `object-format=sha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+        }
+    }
+
+    /// The format git calls `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "sha1" => Some(Self::Sha1),
+            "sha256" => Some(Self::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The format whose ids have `digits` hex digits.
+    pub fn of_hex_len(digits: usize) -> Option<Self> {
+        match digits {
+            40 => Some(Self::Sha1),
+            64 => Some(Self::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The format of a lowercase hex object id; `None` when `id` is none.
+    pub fn of_hex(id: &str) -> Option<Self> {
+        let format = Self::of_hex_len(id.len())?;
+        id.bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(format)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ByteSize;

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(is_object_id(&tag.object), "{:?}", tag.object);
         verify(tag.payload, tag.signature);
     }
-    if let Ok(commit) = object::parse_commit(data) {
+    if let Ok(commit) = object::parse_commit(data, driftless::types::ObjectFormat::Sha1) {
         assert!(commit.signature.starts_with(ARMOR_BEGIN.as_bytes()));
         assert!(is_object_id(&commit.tree), "{:?}", commit.tree);
         assert!(commit.payload.len() < data.len());

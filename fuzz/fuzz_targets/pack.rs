@@ -91,7 +91,7 @@ impl ObjectStore for Memory {
 
 fuzz_target!(|data: &[u8]| {
     let mut store = Memory::default();
-    if let Ok(summary) = pack::read_pack(data, &mut store) {
+    if let Ok(summary) = pack::read_pack(data, pack::ObjectFormat::Sha1, &mut store) {
         assert_eq!(summary.bytes, data.len() as u64);
         assert!(store.current.is_none());
         assert_eq!(store.by_offset.len() as u64, u64::from(summary.objects));

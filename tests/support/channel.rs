@@ -76,7 +76,13 @@ impl<'w> ChannelBranch<'w> {
         let work = world.path("work").join(name);
         let bare = world.srv().join(repo);
         assert!(bare.is_dir(), "{} does not exist", bare.display());
-        world.tool(world.git().args(["init", "-q", "-b", BRANCH]).arg(&work));
+        let format = format!("--object-format={}", world.object_format());
+        world.tool(
+            world
+                .git()
+                .args(["init", "-q", "-b", BRANCH, &format])
+                .arg(&work),
+        );
         Self { world, work, bare }
     }
 

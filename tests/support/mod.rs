@@ -348,9 +348,17 @@ impl Sandbox {
 
     /// Initialises a repository with one ordinary commit.
     pub fn repo(&self, name: &str) -> Repo<'_> {
+        self.repo_in(name, "sha1")
+    }
+
+    /// Initialises a repository of `object_format` (`sha1`, `sha256`)
+    /// with one ordinary commit.
+    pub fn repo_in(&self, name: &str, object_format: &str) -> Repo<'_> {
         let dir = self.path(name);
         let mut cmd = self.command("git");
-        cmd.args(["init", "-q", "-b", "main"]).arg(&dir);
+        cmd.args(["init", "-q", "-b", "main"])
+            .arg(format!("--object-format={object_format}"))
+            .arg(&dir);
         self.run_ok(cmd, None);
         let repo = Repo { sandbox: self, dir };
         repo.git(&["commit", "-q", "--allow-empty", "-m", "initial commit"]);

@@ -78,6 +78,8 @@ pub const BASE_GSHADOW: &str = "root:*::\n\
 pub struct World {
     /// Everything lives here.
     dir: tempfile::TempDir,
+    /// The object format its repositories are made with (`sha1`, `sha256`).
+    object_format: &'static str,
 }
 
 impl Drop for World {
@@ -344,7 +346,23 @@ impl World {
         for sub in ["home", "keys", "work", "srv", "roots"] {
             fs::create_dir(dir.path().join(sub)).expect("create a test subdirectory");
         }
-        Self { dir }
+        Self {
+            dir,
+            object_format: "sha1",
+        }
+    }
+
+    /// A fresh world whose repositories are made with
+    /// `git init --object-format=sha256`.
+    pub fn sha256() -> Self {
+        let mut world = Self::new();
+        world.object_format = "sha256";
+        world
+    }
+
+    /// The object format its repositories are made with.
+    pub fn object_format(&self) -> &'static str {
+        self.object_format
     }
 
     /// A path inside the world.
@@ -438,10 +456,15 @@ impl World {
         let work = self.path("work").join(repo_name);
         let bare = self.srv().join(repo_name);
         if !work.exists() {
-            self.tool(self.git().args(["init", "-q", "-b", "main"]).arg(&work));
+            let format = format!("--object-format={}", self.object_format);
             self.tool(
                 self.git()
-                    .args(["init", "-q", "--bare", "-b", "main"])
+                    .args(["init", "-q", "-b", "main", &format])
+                    .arg(&work),
+            );
+            self.tool(
+                self.git()
+                    .args(["init", "-q", "--bare", "-b", "main", &format])
                     .arg(&bare),
             );
             self.tool(self.git_in(&work).args([

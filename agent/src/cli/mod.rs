@@ -8,6 +8,7 @@
 mod output;
 
 mod apply;
+mod cat_file;
 mod channel;
 mod check;
 mod completions;

@@ -12,13 +12,16 @@ use git2::{Repository, RepositoryOpenFlags};
 use jiff::Timestamp;
 use serde_json::json;
 
+use super::cat_file::{self, GitObjects};
 use crate::config::ConfigError;
 use crate::exit::ExitCode;
 use crate::release::lint::{Finding, Refused, refused};
 use crate::release::sealed::{self, SealedHeader};
+use crate::release::tree::ObjectSource as _;
 use crate::release::tree::Release;
+use crate::source::pack::{ObjectFormat, ObjectId, ObjectKind};
 use crate::types::TreePath;
-use crate::verify::{self, Kind, Trust, Verified};
+use crate::verify::{self, Kind, Trust, Verified, VerifyError};
 
 /// Arguments of `driftless verify`.
 #[derive(Debug, Args)]
@@ -130,15 +133,26 @@ type Verdict = (Verified, Vec<Finding>, Vec<(TreePath, SealedHeader)>);
 /// encrypted sources and their recipients.
 fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verdict> {
     let trust = Trust::load(&args.allowed_signers, args.revoked_keys.as_deref())?;
-    let repo = Repository::open_ext(
+    let opened = Repository::open_ext(
         &args.repo,
         RepositoryOpenFlags::NO_SEARCH,
         std::iter::empty::<&str>(),
-    )
-    .map_err(|e| ConfigError {
-        path: args.repo.display().to_string(),
-        reason: format!("cannot open repository: {}", e.message()),
-    })?;
+    );
+    let repo = match opened {
+        Ok(repo) => repo,
+        // libgit2 has no SHA-256: read such a repository through git,
+        // every object's id computed again here.
+        Err(_) if cat_file::object_format(&args.repo) == Some(ObjectFormat::Sha256) => {
+            return verify_sha256(args, kind, name, &trust);
+        }
+        Err(e) => {
+            return Err(ConfigError {
+                path: args.repo.display().to_string(),
+                reason: format!("cannot open repository: {}", e.message()),
+            }
+            .into());
+        }
+    };
     let now = Timestamp::now();
     let verified = match kind {
         Kind::Tag => verify::verify_tag(&repo, name, &trust, now)?,
@@ -147,18 +161,71 @@ fn verify(args: &VerifyArgs, kind: Kind, name: &str) -> anyhow::Result<Verdict> 
     if kind == Kind::Commit || args.signature_only {
         return Ok((verified, Vec::new(), Vec::new()));
     }
+    let release = Release::open(&repo, verified.clone())?;
+    lint(args, &release, verified)
+}
+
+/// [`verify`] in a SHA-256 repository, its objects read with
+/// `git cat-file` ([`GitObjects`]).
+fn verify_sha256(
+    args: &VerifyArgs,
+    kind: Kind,
+    name: &str,
+    trust: &Trust,
+) -> anyhow::Result<Verdict> {
+    const FORMAT: ObjectFormat = ObjectFormat::Sha256;
+    let objects = GitObjects::open(&args.repo, FORMAT)?;
+    let now = Timestamp::now();
+    let rev = match kind {
+        Kind::Tag => format!("refs/tags/{name}"),
+        Kind::Commit => format!("{name}^{{commit}}"),
+    };
+    let id = objects.resolve(&rev)?.ok_or(VerifyError::NotFound)?;
+    let (found, raw) = objects.object(&id).map_err(anyhow::Error::msg)?;
+    let verified = match kind {
+        Kind::Tag => {
+            let tree_of =
+                |commit: &str| match objects.object(&ObjectId::from_hex_in(FORMAT, commit)?) {
+                    Ok((ObjectKind::Commit, raw)) => verify::object::commit_tree(&raw, FORMAT).ok(),
+                    _ => None,
+                };
+            verify::verify_tag_raw(
+                name,
+                &id.to_hex(),
+                found.as_str(),
+                &raw,
+                tree_of,
+                trust,
+                now,
+            )?
+        }
+        Kind::Commit if found != ObjectKind::Commit => {
+            return Err(VerifyError::NotACommit(found.as_str().to_owned()).into());
+        }
+        Kind::Commit => verify::verify_commit_raw(name, &id.to_hex(), &raw, trust, now)?,
+    };
+    if kind == Kind::Commit || args.signature_only {
+        return Ok((verified, Vec::new(), Vec::new()));
+    }
+    let release = Release::local(&objects, verified.clone())?;
+    lint(args, &release, verified)
+}
+
+/// Lints the tree of a verified tag: a tree a node refuses is an error
+/// ([`Refused`]); the warnings are returned, with the encrypted sources
+/// and their recipients.
+fn lint(args: &VerifyArgs, release: &Release<'_>, verified: Verified) -> anyhow::Result<Verdict> {
     let spec = TreePath::new(&args.spec).map_err(|reason| ConfigError {
         path: "--spec".into(),
         reason,
     })?;
-    let release = Release::open(&repo, verified.clone())?;
-    let findings = crate::node::lint::release(&release, &spec, args.base.as_deref());
+    let findings = crate::node::lint::release(release, &spec, args.base.as_deref());
     if refused(&findings) {
         return Err(Refused(findings).into());
     }
     // The lint parsed the spec and checked every encrypted source.
     let secrets = match release.spec(&spec) {
-        Ok(parsed) => sealed::check_sources(&release, &parsed)?,
+        Ok(parsed) => sealed::check_sources(release, &parsed)?,
         Err(_) => Vec::new(),
     };
     Ok((verified, findings, secrets))

@@ -33,7 +33,7 @@ use crate::record::state::{LockStatus, ManifestEntry, State};
 use crate::release::spec::{MAX_SPEC_LEN, NodeSpec};
 use crate::release::tree::{BlobRef, Release};
 use crate::root::{Kind, Root};
-use crate::source::pack::{ObjectId, TreeEntries};
+use crate::source::pack::{ObjectFormat, ObjectId, TreeEntries};
 use crate::types::{NodePath, TreePath};
 use objects::OBJECTS_PATH;
 
@@ -105,7 +105,7 @@ pub fn keep(
     let mut walked = 0usize;
     while let Some(tree) = trees.pop() {
         let (kind, bytes) = raw(&tree)?;
-        for entry in TreeEntries(&bytes) {
+        for entry in TreeEntries::new(&bytes, tree.format()) {
             let (mode, _, child) = entry.map_err(|e| ApplyError(format!("tree {tree}: {e}")))?;
             walked += 1;
             if mode == 0o40000 && walked <= crate::source::pack::MAX_TREE_ENTRIES {
@@ -193,10 +193,6 @@ fn verify_inner(
     let data = root
         .read(&path, objects::MAX_OBJECTS_LEN)
         .map_err(|e| e.reason)?;
-    let kept = objects::decode(&data)?;
-    let trust = config
-        .load_trust(root.path())
-        .map_err(|e| format!("trust files: {e}"))?;
     let pinned = &state.release;
     let tag_id = ObjectId::from_hex(&pinned.tag_object).ok_or_else(|| {
         format!(
@@ -204,6 +200,11 @@ fn verify_inner(
             pinned.tag_object
         )
     })?;
+    // Every kept object is hashed in the format of the signed tag's id.
+    let kept = objects::decode(&data, tag_id.format())?;
+    let trust = config
+        .load_trust(root.path())
+        .map_err(|e| format!("trust files: {e}"))?;
     let tag = objects::get(&kept, &tag_id, "tag")?;
     let verified = crate::verify::verify_tag_raw(
         &pinned.tag,
@@ -211,9 +212,9 @@ fn verify_inner(
         "tag",
         tag,
         |commit| {
-            let id = ObjectId::from_hex(commit)?;
+            let id = ObjectId::from_hex_in(tag_id.format(), commit)?;
             let raw = objects::get(&kept, &id, "commit").ok()?;
-            crate::verify::object::commit_tree(raw).ok()
+            crate::verify::object::commit_tree(raw, tag_id.format()).ok()
         },
         &trust,
         state.started_at,
@@ -235,7 +236,7 @@ fn verify_inner(
             out.push(record(what, found, expected));
         }
     }
-    let tree = ObjectId::from_hex(&verified.tree).ok_or("a bad tree id")?;
+    let tree = ObjectId::from_hex_in(tag_id.format(), &verified.tree).ok_or("a bad tree id")?;
     let index = objects::index(&kept, &tree)?;
     let read = |p: &TreePath, limit: usize| -> Result<Vec<u8>, String> {
         let (id, _) = index
@@ -438,7 +439,9 @@ fn compare_blob(root: &Root, path: &NodePath, blob: &str, have: &ManifestEntry) 
     let mut file = std::fs::File::from(fd);
     let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 64 * 1024];
-    let id = objects::blob_id(stat.st_size as u64, &mut |sink| {
+    // The blob's own format: a record of a SHA-256 release names 64 digits.
+    let format = ObjectFormat::of_hex_len(blob.len()).unwrap_or_default();
+    let id = objects::blob_id(format, stat.st_size as u64, &mut |sink| {
         let mut total = 0u64;
         loop {
             let n = file.read(&mut buf)?;

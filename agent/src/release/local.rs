@@ -23,10 +23,17 @@ pub fn open(dir: &Path, search: bool) -> Result<Repository, ConfigError> {
     };
     Repository::open_ext(dir, flags, std::iter::empty::<&str>()).map_err(|e| ConfigError {
         path: dir.display().to_string(),
-        reason: format!(
-            "not a git repository ({}); a release is a git repository: run git init there, or give the right directory",
-            e.message()
-        ),
+        reason: if e.message().contains("object format") && e.message().contains("sha256") {
+            "a SHA-256 repository, which this command reads with libgit2, which cannot read \
+             SHA-256; driftless verify checks its tags and commits, and nodes boot from it over \
+             smart HTTP(S)"
+                .to_owned()
+        } else {
+            format!(
+                "not a git repository ({}); a release is a git repository: run git init there, or give the right directory",
+                e.message()
+            )
+        },
     })
 }
 

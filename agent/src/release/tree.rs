@@ -10,7 +10,9 @@ use git2::{ObjectType, Repository};
 
 use crate::release::spec::{MAX_FILE_LEN, MAX_SPEC_LEN, NodeSpec, SpecError};
 use crate::root::{Root, Staged};
-use crate::source::pack::{MAX_TREE_ENTRIES, ObjectId, TreeIndex};
+use crate::source::pack::{
+    MAX_TREE_ENTRIES, ObjectFormat, ObjectId, ObjectKind, TreeIndex, index_tree,
+};
 use crate::source::stream::{Incoming, Streamed};
 use crate::types::{NodePath, TreePath};
 use crate::verify::Verified;
@@ -36,8 +38,18 @@ pub struct BlobRef {
     pub len: u64,
 }
 
+/// Objects read some other way than libgit2 (a SHA-256 repository on the
+/// operator's machine, which libgit2 cannot open).
+pub trait ObjectSource {
+    /// The object `id`: its kind and bytes, whose id was computed from them
+    /// and found to be `id` before this returns.
+    fn object(&self, id: &ObjectId) -> Result<(ObjectKind, Vec<u8>), String>;
+}
+
 /// Where the release's objects are.
 enum Objects<'r> {
+    /// Read through an [`ObjectSource`] that checks every id.
+    Local(&'r dyn ObjectSource),
     /// The cache, through libgit2 (which checks each object against its id
     /// as it reads it).
     Cache(&'r Repository),
@@ -60,7 +72,7 @@ impl<'r> Release<'r> {
     /// Opens the tree of a verified tag or commit in the cache.
     pub fn open(repo: &'r Repository, verified: Verified) -> Result<Self, ReleaseError> {
         let release = Self::new(Objects::Cache(repo), verified)?;
-        let oid = git2::Oid::from_bytes(&release.tree.0)
+        let oid = git2::Oid::from_bytes(release.tree.as_bytes())
             .map_err(|e| release.error_at("/", e.message().to_owned()))?;
         repo.find_tree(oid).map_err(|e| {
             release.error_at("/", format!("tree missing from the cache: {}", e.message()))
@@ -90,6 +102,11 @@ impl<'r> Release<'r> {
             signed_at: jiff::Timestamp::UNIX_EPOCH,
         };
         Self::open(repo, verified)
+    }
+
+    /// The tree of a verified tag or commit whose objects `source` reads.
+    pub fn local(source: &'r dyn ObjectSource, verified: Verified) -> Result<Self, ReleaseError> {
+        Self::new(Objects::Local(source), verified)
     }
 
     /// The tree of a verified tag whose objects a streamed fetch received
@@ -139,11 +156,16 @@ impl<'r> Release<'r> {
     pub fn blob_bytes(&self, id: &ObjectId) -> Result<Vec<u8>, String> {
         match self.objects {
             Objects::Cache(repo) => {
-                let oid = git2::Oid::from_bytes(&id.0).map_err(|e| e.message().to_owned())?;
+                let oid =
+                    git2::Oid::from_bytes(id.as_bytes()).map_err(|e| e.message().to_owned())?;
                 let blob = repo.find_blob(oid).map_err(|e| e.message().to_owned())?;
                 Ok(blob.content().to_vec())
             }
             Objects::Streamed(incoming) => incoming.blob_bytes(id).map_err(|e| e.to_string()),
+            Objects::Local(source) => match source.object(id)? {
+                (ObjectKind::Blob, bytes) => Ok(bytes),
+                (kind, _) => Err(format!("object {id} is a {}, not a blob", kind.as_str())),
+            },
         }
     }
 
@@ -152,7 +174,8 @@ impl<'r> Release<'r> {
     pub fn raw_object(&self, id: &ObjectId) -> Result<(&'static str, Vec<u8>), String> {
         match self.objects {
             Objects::Cache(repo) => {
-                let oid = git2::Oid::from_bytes(&id.0).map_err(|e| e.message().to_owned())?;
+                let oid =
+                    git2::Oid::from_bytes(id.as_bytes()).map_err(|e| e.message().to_owned())?;
                 let odb = repo.odb().map_err(|e| e.message().to_owned())?;
                 let raw = odb.read(oid).map_err(|e| e.message().to_owned())?;
                 let kind = match raw.kind() {
@@ -171,13 +194,14 @@ impl<'r> Release<'r> {
                     .map(|b| ("blob", b))
                     .map_err(|e| e.to_string()),
             },
+            Objects::Local(source) => source.object(id).map(|(kind, b)| (kind.as_str(), b)),
         }
     }
 
     /// SHA-256 of a blob, when it is known without reading it again.
     pub fn known_sha256(&self, id: &ObjectId) -> Option<[u8; 32]> {
         match self.objects {
-            Objects::Cache(_) => None,
+            Objects::Cache(_) | Objects::Local(_) => None,
             Objects::Streamed(incoming) => incoming.blob(id).map(|b| b.sha256),
         }
     }
@@ -230,6 +254,10 @@ impl<'r> Release<'r> {
             .get_or_init(|| match self.objects {
                 Objects::Cache(repo) => cache_index(repo, &self.tree),
                 Objects::Streamed(incoming) => incoming.index(&self.tree),
+                Objects::Local(source) => index_tree(&self.tree, |id| match source.object(id)? {
+                    (ObjectKind::Tree, bytes) => Ok(bytes),
+                    (kind, _) => Err(format!("object {id} is a {}, not a tree", kind.as_str())),
+                }),
             })
             .as_ref()
             .map_err(|reason| self.error_at("/", reason.clone()))
@@ -249,7 +277,7 @@ impl<'r> Release<'r> {
                 let odb = repo
                     .odb()
                     .map_err(|e| self.error(path, e.message().to_owned()))?;
-                let oid = git2::Oid::from_bytes(&id.0)
+                let oid = git2::Oid::from_bytes(id.as_bytes())
                     .map_err(|e| self.error(path, e.message().to_owned()))?;
                 let (size, kind) = odb
                     .read_header(oid)
@@ -264,6 +292,11 @@ impl<'r> Release<'r> {
                     .blob(&id)
                     .ok_or_else(|| self.error(path, "its blob did not arrive".into()))?
                     .size
+            }
+            Objects::Local(_) => {
+                // Read whole (an operator's command, bounded by the source).
+                let bytes = self.blob_bytes(&id).map_err(|e| self.error(path, e))?;
+                bytes.len() as u64
             }
         };
         if size > limit {
@@ -295,7 +328,7 @@ impl<'r> Release<'r> {
 }
 
 fn cache_index(repo: &Repository, tree: &ObjectId) -> Result<TreeIndex, String> {
-    let oid = git2::Oid::from_bytes(&tree.0).map_err(|e| e.message().to_owned())?;
+    let oid = git2::Oid::from_bytes(tree.as_bytes()).map_err(|e| e.message().to_owned())?;
     let tree = repo.find_tree(oid).map_err(|e| e.message().to_owned())?;
     let mut map = HashMap::new();
     let mut too_many = false;
@@ -304,10 +337,11 @@ fn cache_index(repo: &Repository, tree: &ObjectId) -> Result<TreeIndex, String> 
             too_many = true;
             return git2::TreeWalkResult::Abort;
         }
-        if let (Ok(name), Ok(id)) = (entry.name(), entry.id().as_bytes().try_into()) {
+        let id = ObjectId::from_bytes(ObjectFormat::Sha1, entry.id().as_bytes());
+        if let (Ok(name), Some(id)) = (entry.name(), id) {
             map.insert(
                 format!("{dir}{name}"),
-                (ObjectId(id), u32::try_from(entry.filemode()).unwrap_or(0)),
+                (id, u32::try_from(entry.filemode()).unwrap_or(0)),
             );
         }
         git2::TreeWalkResult::Ok

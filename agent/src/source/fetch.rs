@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use git2::{AutotagOption, FetchOptions, RemoteCallbacks, Repository};
 
 use crate::config::{FetchSettings, Source, TagName};
+use crate::source::permanent;
 use crate::types::NodePath;
 
 /// The cache's place on the node.
@@ -184,10 +185,16 @@ pub fn fetch_ref(
                 ));
             }
             Err(Failed::Git(e)) if is_missing_ref(&e) => return Err(no_such_ref()),
-            Err(Failed::Git(e)) => match crate::source::permanent::libgit2(&e) {
-                Some(hint) => return Err(refused(e.message().to_owned(), Some(hint))),
-                None => retries.after_failure(e.message().to_owned())?,
-            },
+            Err(Failed::Git(e)) => {
+                let url = source.url.as_str();
+                if let Some(reason) = permanent::sha256_through_libgit2(e.message(), url) {
+                    return Err(refused(reason, Some(permanent::SERVE_SMART_HTTP)));
+                }
+                match permanent::libgit2(&e) {
+                    Some(hint) => return Err(refused(e.message().to_owned(), Some(hint))),
+                    None => retries.after_failure(e.message().to_owned())?,
+                }
+            }
         }
     }
 }

@@ -3,7 +3,8 @@
 //! A first boot over HTTP(S) parses the pack while it arrives, instead of
 //! letting libgit2 store and index it first and reading every blob back
 //! afterwards: each object is inflated, its id computed (SHA-1 with
-//! collision detection, as git and libgit2 do), and its bytes handed to an
+//! collision detection, as git and libgit2 do, or SHA-256 in a SHA-256
+//! repository), and its bytes handed to an
 //! [`ObjectStore`], which decides what to keep: the store is where trust
 //! leads (see `source::stream`).
 //!
@@ -34,8 +35,8 @@ mod tree;
 
 pub use delta::apply_delta;
 pub use delta_stream::{DeltaBase, DeltaError, DeltaSink, DeltaStream, OUT_CHUNK, apply_streamed};
-pub use object::{Base, ObjectId, ObjectKind};
-pub use tree::{MAX_TREE_ENTRIES, TreeEntries, TreeIndex};
+pub use object::{Base, ObjectFormat, ObjectHasher, ObjectId, ObjectKind};
+pub use tree::{MAX_TREE_ENTRIES, TreeEntries, TreeIndex, index_tree};
 
 use hash::{HASH_QUEUE, Hashing, hash_objects};
 
@@ -175,22 +176,27 @@ pub struct Summary {
     pub bytes: u64,
 }
 
-/// Reads one pack from `input` into `store`, to its trailing checksum and the
-/// end of the input.
-pub fn read_pack(input: impl Read, store: &mut impl ObjectStore) -> Result<Summary, PackError> {
+/// Reads one pack of a `format` repository from `input` into `store`, to
+/// its trailing checksum and the end of the input. The format decides the
+/// ids (computed, and a delta's base), the trailer and the tree entries.
+pub fn read_pack(
+    input: impl Read,
+    format: ObjectFormat,
+    store: &mut impl ObjectStore,
+) -> Result<Summary, PackError> {
     std::thread::scope(|scope| {
         let (ops, queue) = mpsc::sync_channel(HASH_QUEUE);
         let (done, ids) = mpsc::channel();
         std::thread::Builder::new()
             .name("hash".into())
-            .spawn_scoped(scope, move || hash_objects(&queue, &done))
+            .spawn_scoped(scope, move || hash_objects(format, &queue, &done))
             .map_err(PackError::Io)?;
         let mut hashing = Hashing {
             ops,
             ids,
             pending: 0,
         };
-        let summary = reader::read_objects(input, store, &mut hashing)?;
+        let summary = reader::read_objects(input, format, store, &mut hashing)?;
         hashing.settle(store, true)?;
         Ok(summary)
     })

@@ -19,6 +19,30 @@ pub const CHECK_CA: &str = "check source.ca_file";
 /// The hint for an SSH host key the node does not know.
 pub const CHECK_HOST_KEY: &str = "check source.ssh_known_hosts";
 
+/// The hint for a SHA-256 repository on a transport that goes through
+/// libgit2 (which has no SHA-256).
+pub const SERVE_SMART_HTTP: &str = "a SHA-256 release is fetched only by the streamed first boot over smart HTTP(S) with git protocol v2 (not into a cache, not for the channel)";
+
+/// libgit2's refusal of a SHA-256 repository, said as what failed and
+/// where; `None` for any other error. libgit2 learns the format from the
+/// remote's capabilities (`object-format=sha256`) or the repository's
+/// config (`extensions.objectFormat`), and names it in its message.
+pub fn sha256_through_libgit2(message: &str, url: &str) -> Option<String> {
+    if !(message.contains("object format") && message.contains("sha256")) {
+        return None;
+    }
+    let transport = match url.split_once("://") {
+        // Over HTTP(S) libgit2 fetches the channel, into a cache, and from
+        // a server without protocol v2.
+        Some((scheme @ ("http" | "https"), _)) => format!("this fetch over {scheme}:// goes"),
+        Some((scheme, _)) => format!("driftless fetches {scheme}://"),
+        None => "this fetch goes".to_owned(),
+    };
+    Some(format!(
+        "the repository is SHA-256, and {transport} through libgit2, which cannot read SHA-256"
+    ))
+}
+
 /// An HTTP status: client errors are permanent, but for a timeout (408)
 /// and a rate limit (429).
 pub fn http_status(status: u16) -> Option<&'static str> {
@@ -50,6 +74,9 @@ pub fn server_message(text: &str) -> Option<&'static str> {
 /// A libgit2 error.
 pub fn libgit2(e: &git2::Error) -> Option<&'static str> {
     let message = e.message();
+    if sha256_through_libgit2(message, "").is_some() {
+        return Some(SERVE_SMART_HTTP);
+    }
     if message.contains("source.ssh_known_hosts") {
         return Some(CHECK_HOST_KEY);
     }
@@ -88,6 +115,21 @@ pub fn libgit2(e: &git2::Error) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sha256_repository_through_libgit2_is_said_plainly() {
+        let said = |m: &str, url: &str| sha256_through_libgit2(m, url);
+        assert_eq!(
+            said("unknown remote object format 'sha256'", "git://h/r.git").as_deref(),
+            Some(
+                "the repository is SHA-256, and driftless fetches git:// through libgit2, which cannot read SHA-256"
+            )
+        );
+        let https = said("unknown object format 'sha256'", "https://h/r.git");
+        assert!(https.is_some_and(|s| s.contains("this fetch over https:// goes through libgit2")));
+        assert_eq!(said("unknown object format 'md5'", "file:///r"), None);
+        assert_eq!(said("could not find repository", "file:///r"), None);
+    }
 
     #[test]
     fn what_heals_is_retried() {

@@ -43,14 +43,16 @@ use reqwest::{StatusCode, Url};
 mod error;
 mod fallback;
 mod ls_refs;
+mod object_format;
 mod options;
 pub mod pkt;
 
 pub(crate) use error::error_chain as error_chain_of;
 pub use error::{PollError, redact_url};
-pub use ls_refs::{AnswerError, is_object_id, ls_refs_request, parse_ls_refs};
+pub use ls_refs::{AnswerError, capabilities, is_object_id, ls_refs_request, parse_ls_refs};
 pub use options::{BasicAuth, MAX_ANSWER_BYTES, PollOptions, options_for, poller_for};
 
+use crate::types::ObjectFormat;
 use error::{clean_message, error_chain, looks_like_tls, status_hint};
 use fallback::Git2Listing;
 
@@ -114,6 +116,8 @@ pub struct RefPoller {
     skip_v2: AtomicU32,
     /// Set while a libgit2 listing runs.
     listing_busy: Arc<AtomicBool>,
+    /// Set once the server showed the repository is SHA-256.
+    sha256: AtomicBool,
 }
 
 /// The result of a v2 attempt that produced no error.
@@ -189,6 +193,7 @@ impl RefPoller {
             options,
             skip_v2: AtomicU32::new(0),
             listing_busy: Arc::new(AtomicBool::new(false)),
+            sha256: AtomicBool::new(false),
         })
     }
 
@@ -235,19 +240,30 @@ impl RefPoller {
                 Ok(answer)
             }
             V2::NotSpoken(why) => {
+                let listed = self.list_with_git2(ref_name).await;
+                if self.learned_sha256(&listed) {
+                    if let V2::Answer(answer) = self.ls_ref_v2(http, ref_name).await? {
+                        return Ok(answer);
+                    }
+                }
                 tracing::info!(
                     "{} does not speak git protocol v2 ({why}); listing refs with libgit2 for the next {V2_RECHECK_POLLS} polls",
                     self.redacted
                 );
                 self.skip_v2.store(V2_RECHECK_POLLS, Ordering::SeqCst);
-                self.list_with_git2(ref_name).await
+                listed
             }
         }
     }
 
-    /// One `ls-refs` request.
-    async fn ls_ref_v2(&self, http: &Http, ref_name: &str) -> Result<V2, PollError> {
-        let body = ls_refs_request(ref_name).map_err(|e| self.malformed(e.to_string()))?;
+    /// One `ls-refs` request in `format`.
+    async fn ls_ref_once(
+        &self,
+        http: &Http,
+        ref_name: &str,
+        format: ObjectFormat,
+    ) -> Result<V2, PollError> {
+        let body = ls_refs_request(ref_name, format).map_err(|e| self.malformed(e.to_string()))?;
         let started = Instant::now();
         let mut response = match self.post_v2(http, body, started).await? {
             Ok(response) => response,

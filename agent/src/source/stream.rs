@@ -240,7 +240,7 @@ fn receive(
         Message::Data(_) => return Err(AttemptError::Transient("data before the ref".into())),
     };
     let tag_id = ObjectId::from_hex(&oid)
-        .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not a SHA-1 object id")))?;
+        .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not an object id")))?;
     read_into(
         root,
         tag_id,
@@ -336,7 +336,7 @@ fn read_into(
         expect.max_bytes,
     )
     .map_err(|e| AttemptError::Permanent(format!("cannot create {INCOMING_PATH}: {e}"), None))?;
-    let read = pack::read_pack(input, &mut incoming).and_then(|summary| {
+    let read = pack::read_pack(input, tag_id.format(), &mut incoming).and_then(|summary| {
         incoming.settle().map_err(pack::PackError::Store)?;
         Ok(summary)
     });

@@ -21,6 +21,7 @@ use git2::{ObjectType, Oid, Repository};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use crate::types::ObjectFormat;
 use allowed_signers::CheckTime;
 pub use allowed_signers::{AllowedSigners, NotTrusted, RevokedKeys, TrustFileError};
 use object::ObjectError;
@@ -201,6 +202,17 @@ pub fn verify_tag_raw(
         other => return Err(VerifyError::NotATag(other.to_owned())),
     }
     let tag = object::parse_tag(raw)?;
+    let format = ObjectFormat::of_hex_len(id.len());
+    if ObjectFormat::of_hex_len(tag.object.len()) != format {
+        return Err(ObjectError::Malformed {
+            kind: "tag",
+            reason: format!(
+                "names {}, an id of another object format than the tag's own",
+                tag.object
+            ),
+        }
+        .into());
+    }
     let (signer, key) = check_signature(tag.payload, tag.signature, tag.tagger.when, trust, now)?;
     // Only now that the bytes are known to be the signer's are their claims used.
     if tag.name != name {
@@ -253,7 +265,24 @@ pub fn verify_commit_object(
     if raw.kind() != ObjectType::Commit {
         return Err(VerifyError::NotACommit(raw.kind().str().to_owned()));
     }
-    let commit = object::parse_commit(raw.data())?;
+    verify_commit_raw(name, &id.to_string(), raw.data(), trust, now)
+}
+
+/// Verifies a commit object from its bytes: `id` is its (computed) id,
+/// whose length says the repository's object format (and so which header
+/// holds the signature).
+pub fn verify_commit_raw(
+    name: &str,
+    id: &str,
+    raw: &[u8],
+    trust: &Trust,
+    now: Timestamp,
+) -> Result<Verified, VerifyError> {
+    let format = ObjectFormat::of_hex_len(id.len()).ok_or_else(|| ObjectError::Malformed {
+        kind: "commit",
+        reason: format!("{id:?} is not an object id"),
+    })?;
+    let commit = object::parse_commit(raw, format)?;
     let (signer, key) = check_signature(
         &commit.payload,
         &commit.signature,
@@ -264,8 +293,8 @@ pub fn verify_commit_object(
     Ok(Verified {
         kind: Kind::Commit,
         name: name.to_owned(),
-        object: id.to_string(),
-        commit: id.to_string(),
+        object: id.to_owned(),
+        commit: id.to_owned(),
         tree: commit.tree,
         principal: signer.principals.clone(),
         key_type: key.algorithm(),

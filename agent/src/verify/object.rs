@@ -7,6 +7,8 @@
 
 use jiff::Timestamp;
 
+pub use crate::types::ObjectFormat;
+
 /// Headers longer than this, or objects larger than [`MAX_OBJECT_LEN`], are
 /// refused before any parsing work.
 pub const MAX_OBJECT_LEN: usize = 1024 * 1024;
@@ -132,7 +134,7 @@ pub fn parse_tag(raw: &[u8]) -> Result<SignedTag<'_>, ObjectError> {
     if let Some(extra) = lines.next() {
         return Err(malformed("tag", format!("unexpected header {extra:?}")));
     }
-    check_hex_id("tag", &object)?;
+    check_hex_id_any("tag", &object)?;
     Ok(SignedTag {
         object,
         target_type,
@@ -143,23 +145,39 @@ pub fn parse_tag(raw: &[u8]) -> Result<SignedTag<'_>, ObjectError> {
     })
 }
 
-/// The tree of a commit object, signed or not: git writes `tree <id>` as
-/// its first header, and a commit without one is not a commit.
-pub fn commit_tree(raw: &[u8]) -> Result<String, ObjectError> {
+/// The tree of a commit object of a `format` repository, signed or not:
+/// git writes `tree <id>` as its first header, and a commit without one is
+/// not a commit.
+pub fn commit_tree(raw: &[u8], format: ObjectFormat) -> Result<String, ObjectError> {
+    let digits = format.hex_len();
     let line = raw
         .strip_prefix(b"tree ")
-        .and_then(|rest| rest.get(..41))
-        .filter(|line| line[40] == b'\n')
+        .and_then(|rest| rest.get(..=digits))
+        .filter(|line| line[digits] == b'\n')
         .ok_or_else(|| malformed("commit", "does not start with a tree header"))?;
-    let tree = std::str::from_utf8(&line[..40])
+    let tree = std::str::from_utf8(&line[..digits])
         .map_err(|_| malformed("commit", "a tree id that is not hex"))?;
-    check_hex_id("commit", tree)?;
+    check_hex_id("commit", tree, format)?;
     Ok(tree.to_owned())
 }
 
-/// Splits a raw commit object: the `gpgsig` header (with its continuation
-/// lines) is the signature, and everything else is the payload, as in git.
-pub fn parse_commit(raw: &[u8]) -> Result<SignedCommit, ObjectError> {
+/// The header git signs a commit of a `format` repository under:
+/// `gpgsig` (SHA-1) or `gpgsig-sha256` (git's `gpg_sig_headers`).
+pub fn signature_header(format: ObjectFormat) -> &'static str {
+    match format {
+        ObjectFormat::Sha1 => "gpgsig",
+        ObjectFormat::Sha256 => "gpgsig-sha256",
+    }
+}
+
+/// Splits a raw commit object of a `format` repository: the signature
+/// header of that format ([`signature_header`], with its continuation
+/// lines) is the signature, and everything else is the payload, as in git
+/// (`parse_buffer_signed_by_header`). A signature header of the other
+/// format is refused (git would leave it out of the payload and ignore it;
+/// driftless takes no unsigned bytes beside a signature).
+pub fn parse_commit(raw: &[u8], format: ObjectFormat) -> Result<SignedCommit, ObjectError> {
+    let header = signature_header(format);
     if raw.len() > MAX_OBJECT_LEN {
         return Err(malformed("commit", "object too large"));
     }
@@ -185,18 +203,29 @@ pub fn parse_commit(raw: &[u8]) -> Result<SignedCommit, ObjectError> {
             continue;
         }
         in_signature = false;
-        if let Some(first) = line.strip_prefix(b"gpgsig ") {
+        let ours = line
+            .strip_prefix(header.as_bytes())
+            .and_then(|rest| rest.strip_prefix(b" "));
+        if let Some(first) = ours {
             if signature.is_some() {
-                return Err(malformed("commit", "more than one gpgsig header"));
+                return Err(malformed(
+                    "commit",
+                    format!("more than one {header} header"),
+                ));
             }
             signature = Some(first.to_vec());
             in_signature = true;
             continue;
         }
         if line.starts_with(b"gpgsig") {
+            let name = line.split(|&b| b == b' ').next().unwrap_or_default();
             return Err(malformed(
                 "commit",
-                "unsupported signature header (gpgsig-sha256)",
+                format!(
+                    "a {} header in a {} repository, whose commits are signed in {header}",
+                    String::from_utf8_lossy(name).trim_end(),
+                    format.name()
+                ),
             ));
         }
         payload.extend_from_slice(line);
@@ -223,7 +252,7 @@ pub fn parse_commit(raw: &[u8]) -> Result<SignedCommit, ObjectError> {
         return Err(ObjectError::ForeignSignature(format));
     }
     let tree = tree.ok_or_else(|| malformed("commit", "missing tree header"))?;
-    check_hex_id("commit", &tree)?;
+    check_hex_id("commit", &tree, format)?;
     let committer = committer.ok_or_else(|| malformed("commit", "missing committer header"))?;
     Ok(SignedCommit {
         tree,
@@ -258,13 +287,23 @@ fn parse_identity(kind: &'static str, value: &str) -> Result<Identity, ObjectErr
     })
 }
 
-fn check_hex_id(kind: &'static str, id: &str) -> Result<(), ObjectError> {
-    let ok =
-        matches!(id.len(), 40 | 64) && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if ok {
+/// Checks that `id` is a lowercase hex id of either format.
+fn check_hex_id_any(kind: &'static str, id: &str) -> Result<(), ObjectError> {
+    ObjectFormat::of_hex(id)
+        .map(|_| ())
+        .ok_or_else(|| malformed(kind, format!("invalid object id {id:?}")))
+}
+
+/// Checks that `id` is a lowercase hex id of `format`.
+fn check_hex_id(kind: &'static str, id: &str, format: ObjectFormat) -> Result<(), ObjectError> {
+    check_hex_id_any(kind, id)?;
+    if id.len() == format.hex_len() {
         Ok(())
     } else {
-        Err(malformed(kind, format!("invalid object id {id:?}")))
+        Err(malformed(
+            kind,
+            format!("object id {id:?} is not a {} id", format.name()),
+        ))
     }
 }
 
@@ -330,7 +369,7 @@ mod tests {
         let raw = format!(
             "tree {OBJECT}\nparent {OBJECT}\nauthor A <a@b> 1 +0000\ncommitter C <c@d> 1700000000 +0000\ngpgsig {sig_header}\n\nmessage\n"
         );
-        let c = parse_commit(raw.as_bytes()).expect("parses");
+        let c = parse_commit(raw.as_bytes(), ObjectFormat::Sha1).expect("parses");
         assert_eq!(c.signature, SIG.as_bytes());
         assert_eq!(c.committer.who, "C <c@d>");
         let expected = format!(
@@ -338,10 +377,32 @@ mod tests {
         );
         assert_eq!(c.payload, expected.as_bytes());
         let twice = raw.replace("\n\nmessage", &format!("\ngpgsig {sig_header}\n\nmessage"));
-        assert!(parse_commit(twice.as_bytes()).is_err());
+        assert!(parse_commit(twice.as_bytes(), ObjectFormat::Sha1).is_err());
+        // In a SHA-256 repository the signature is gpgsig-sha256, and a
+        // gpgsig header is refused rather than left unsigned.
+        assert!(matches!(
+            parse_commit(raw.as_bytes(), ObjectFormat::Sha256),
+            Err(ObjectError::Malformed { .. })
+        ));
+        let tree = "ab".repeat(32);
+        let sha256 = raw
+            .replace("gpgsig ", "gpgsig-sha256 ")
+            .replace(&format!("tree {OBJECT}"), &format!("tree {tree}"));
+        let c = parse_commit(sha256.as_bytes(), ObjectFormat::Sha256).expect("parses");
+        assert_eq!(
+            (c.signature.as_slice(), c.tree.as_str()),
+            (SIG.as_bytes(), tree.as_str())
+        );
+        assert!(!c.payload.windows(6).any(|w| w == b"gpgsig"));
+        assert_eq!(
+            commit_tree(sha256.as_bytes(), ObjectFormat::Sha256),
+            Ok(tree)
+        );
+        assert!(commit_tree(sha256.as_bytes(), ObjectFormat::Sha1).is_err());
+        assert!(parse_commit(sha256.as_bytes(), ObjectFormat::Sha1).is_err());
         let unsigned = expected;
         assert_eq!(
-            parse_commit(unsigned.as_bytes()).map(|_| ()),
+            parse_commit(unsigned.as_bytes(), ObjectFormat::Sha1).map(|_| ()),
             Err(ObjectError::Unsigned)
         );
     }

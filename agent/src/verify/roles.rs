@@ -128,7 +128,9 @@ impl Roles {
     ) -> Result<(Verified, ChannelRole), VerifyError> {
         let odb = repo.odb()?;
         let raw = odb.read(id)?;
-        let when = super::object::parse_commit(raw.data())?.committer.when;
+        let when = super::object::parse_commit(raw.data(), crate::types::ObjectFormat::Sha1)?
+            .committer
+            .when;
         self.verify_channel_commit(repo, name, id, when)
     }
 

@@ -6,9 +6,7 @@
 
 use std::collections::HashMap;
 
-use sha1_checked::Digest as _;
-
-use crate::source::pack::{MAX_TREE_ENTRIES, ObjectId, TreeEntries, TreeIndex};
+use crate::source::pack::{ObjectFormat, ObjectHasher, ObjectId, TreeIndex, index_tree};
 
 /// The file's place on the node.
 pub const OBJECTS_PATH: &str = "/var/lib/driftless/release.objects";
@@ -24,9 +22,10 @@ pub fn encode(out: &mut Vec<u8>, kind: &str, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Reads the file's objects back, computing each id (SHA-1 with collision
-/// detection, as git does); refuses a file that does not parse.
-pub fn decode(mut data: &[u8]) -> Result<Objects, String> {
+/// Reads the file's objects back, computing each id in `format` (SHA-1
+/// with collision detection, as git does, or SHA-256); refuses a file that
+/// does not parse.
+pub fn decode(mut data: &[u8], format: ObjectFormat) -> Result<Objects, String> {
     let mut out = HashMap::new();
     while !data.is_empty() {
         let nul = data
@@ -45,9 +44,11 @@ pub fn decode(mut data: &[u8]) -> Result<Objects, String> {
             .and_then(|s| s.checked_add(len))
             .filter(|&e| e <= data.len())
             .ok_or("an object cut short")?;
-        let mut hasher = sha1_checked::Sha1::new();
+        let mut hasher = ObjectHasher::new(format);
         hasher.update(&data[..end]);
-        let id = finish(hasher).ok_or("an object whose id collides (SHA-1 collision attack)")?;
+        let id = hasher
+            .finish()
+            .ok_or("an object whose id collides (SHA-1 collision attack)")?;
         out.insert(id, (kind.to_owned(), data[nul + 1..end].to_vec()));
         data = &data[end..];
     }
@@ -65,39 +66,20 @@ pub fn get<'o>(objects: &'o Objects, id: &ObjectId, kind: &str) -> Result<&'o [u
 
 /// Every entry of the tree `root` by path, from the kept trees.
 pub fn index(objects: &Objects, root: &ObjectId) -> Result<TreeIndex, String> {
-    let mut map = HashMap::new();
-    let mut pending = vec![(String::new(), *root)];
-    while let Some((dir, id)) = pending.pop() {
-        for entry in TreeEntries(get(objects, &id, "tree")?) {
-            let (mode, name, child) = entry.map_err(|e| format!("tree {id}: {e}"))?;
-            if map.len() >= MAX_TREE_ENTRIES {
-                return Err(format!("the tree has more than {MAX_TREE_ENTRIES} entries"));
-            }
-            let path = format!("{dir}{name}");
-            if mode == 0o40000 {
-                pending.push((format!("{path}/"), child));
-            }
-            map.insert(path, (child, mode));
-        }
-    }
-    Ok(map)
+    index_tree(root, |id| get(objects, id, "tree").map(<[u8]>::to_vec))
 }
 
 /// Streams content: called once with a sink that takes each chunk in order.
 pub type Feed<'f> = dyn FnMut(&mut dyn FnMut(&[u8])) -> std::io::Result<()> + 'f;
 
-/// The id git gives a blob of `len` bytes whose content `feed` streams.
-pub fn blob_id(len: u64, feed: &mut Feed<'_>) -> std::io::Result<ObjectId> {
-    let mut hasher = sha1_checked::Sha1::new();
-    hasher.update(format!("blob {len}\0").as_bytes());
+/// The id git gives, in `format`, a blob of `len` bytes whose content
+/// `feed` streams.
+pub fn blob_id(format: ObjectFormat, len: u64, feed: &mut Feed<'_>) -> std::io::Result<ObjectId> {
+    let mut hasher = ObjectHasher::object(format, "blob", len);
     feed(&mut |chunk| hasher.update(chunk))?;
-    finish(hasher).ok_or_else(|| std::io::Error::other("a SHA-1 collision attack"))
-}
-
-/// The id, unless the input carries a collision attack.
-fn finish(hasher: sha1_checked::Sha1) -> Option<ObjectId> {
-    let result = hasher.try_finalize();
-    (!result.has_collision()).then(|| ObjectId((*result.hash()).into()))
+    hasher
+        .finish()
+        .ok_or_else(|| std::io::Error::other("a SHA-1 collision attack"))
 }
 
 #[cfg(test)]
@@ -108,11 +90,11 @@ mod tests {
     fn objects_round_trip_with_git_s_ids() {
         let mut file = Vec::new();
         encode(&mut file, "blob", b"hello\n");
-        let objects = decode(&file).expect("decode");
+        let objects = decode(&file, ObjectFormat::Sha1).expect("decode");
         // `printf 'hello\n' | git hash-object --stdin`
         let id = ObjectId::from_hex("ce013625030ba8dba906f756967f9e9ca394464a").expect("hex");
         assert_eq!(get(&objects, &id, "blob").expect("kept"), b"hello\n");
-        let streamed = blob_id(6, &mut |f| {
+        let streamed = blob_id(ObjectFormat::Sha1, 6, &mut |f| {
             f(b"hel");
             f(b"lo\n");
             Ok(())
@@ -120,12 +102,12 @@ mod tests {
         .expect("hash");
         assert_eq!(streamed, id);
         file[10] ^= 1;
-        let changed = decode(&file).expect("still parses");
+        let changed = decode(&file, ObjectFormat::Sha1).expect("still parses");
         assert!(
             get(&changed, &id, "blob").is_err(),
             "a changed byte is another object"
         );
-        assert!(decode(b"blob 99\0short").is_err());
-        assert!(decode(b"weird 1\0x").is_err());
+        assert!(decode(b"blob 99\0short", ObjectFormat::Sha1).is_err());
+        assert!(decode(b"weird 1\0x", ObjectFormat::Sha1).is_err());
     }
 }

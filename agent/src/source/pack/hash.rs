@@ -1,13 +1,11 @@
 //! The hashing thread: each object's id is computed (SHA-1 with collision
-//! detection) on a thread of its own while the reader inflates the next
+//! detection, or SHA-256) on a thread of its own while the reader inflates the next
 //! objects, and handed to the store in order. Apart from the reader, which
 //! only feeds it, so that the hand-over of ids reads in one place.
 
 use std::sync::mpsc;
 
-use sha1_checked::Digest as _;
-
-use super::object::{ObjectId, ObjectKind};
+use super::object::{ObjectFormat, ObjectHasher, ObjectId, ObjectKind};
 use super::{ObjectStore, PackError};
 
 /// Objects being hashed, queued for the hashing thread.
@@ -76,19 +74,18 @@ impl Hashing {
     }
 }
 
-/// The hashing thread: each object's id is SHA-1 of `"<kind> <size>\0"`
-/// and its content, with collision detection (`None`: a collision).
+/// The hashing thread: each object's id is the `format` hash of
+/// `"<kind> <size>\0"` and its content (`None`: a SHA-1 collision).
 pub(super) fn hash_objects(
+    format: ObjectFormat,
     queue: &mpsc::Receiver<HashOp>,
     ids: &mpsc::Sender<(u64, Option<ObjectId>)>,
 ) {
-    let mut current: Option<(u64, sha1_checked::Sha1)> = None;
+    let mut current: Option<(u64, ObjectHasher)> = None;
     for op in queue {
         match op {
             HashOp::Begin(offset, kind, size) => {
-                let mut hasher = sha1_checked::Sha1::new();
-                hasher.update(format!("{} {size}\0", kind.as_str()).as_bytes());
-                current = Some((offset, hasher));
+                current = Some((offset, ObjectHasher::object(format, kind.as_str(), size)));
             }
             HashOp::Data(bytes) => {
                 if let Some((_, hasher)) = &mut current {
@@ -97,9 +94,7 @@ pub(super) fn hash_objects(
             }
             HashOp::End => {
                 if let Some((offset, hasher)) = current.take() {
-                    let result = hasher.try_finalize();
-                    let id = (!result.has_collision()).then(|| ObjectId((*result.hash()).into()));
-                    if ids.send((offset, id)).is_err() {
+                    if ids.send((offset, hasher.finish())).is_err() {
                         return;
                     }
                 }

@@ -7,12 +7,12 @@
 use std::io::{self, Read};
 
 use flate2::{Decompress, FlushDecompress, Status};
-use sha1_checked::Digest as _;
+use sha1::Digest as _;
 
 use super::hash::{HashOp, Hashing};
 use super::{
     Base, Begin, DeltaBase as _, DeltaError, DeltaSink, DeltaStream, MAX_OBJECT_LEN, MAX_OBJECTS,
-    ObjectKind, ObjectStore, PackError, Summary, max_compressed,
+    ObjectFormat, ObjectId, ObjectKind, ObjectStore, PackError, Summary, max_compressed,
 };
 
 const BUFFER: usize = 64 * 1024;
@@ -27,6 +27,7 @@ fn malformed(offset: u64, reason: impl Into<String>) -> PackError {
 /// Reads the pack's header, every object and the trailer.
 pub(super) fn read_objects(
     input: impl Read,
+    format: ObjectFormat,
     store: &mut impl ObjectStore,
     hashing: &mut Hashing,
 ) -> Result<Summary, PackError> {
@@ -36,7 +37,8 @@ pub(super) fn read_objects(
         start: 0,
         end: 0,
         offset: 0,
-        checksum: sha1::Sha1::new(),
+        format,
+        checksum: Checksum::new(format),
         zlib: Decompress::new(true),
         out: vec![0; BUFFER].into_boxed_slice(),
     };
@@ -62,11 +64,12 @@ pub(super) fn read_objects(
         }
         reader.object(store, hashing)?;
     }
-    let expected: [u8; 20] = reader.checksum.clone().finalize().into();
-    let mut trailer = [0u8; 20];
+    let expected = reader.checksum.clone().finish();
+    let mut trailer = [0u8; 32];
+    let trailer = &mut trailer[..format.id_len()];
     let at = reader.offset;
-    reader.read_exact_unhashed(&mut trailer)?;
-    if trailer != expected {
+    reader.read_exact_unhashed(trailer)?;
+    if *trailer != *expected {
         return Err(malformed(at, "the trailing checksum does not match"));
     }
     if reader.fill()? {
@@ -78,6 +81,36 @@ pub(super) fn read_objects(
     })
 }
 
+/// The pack's trailing checksum, in the repository's format.
+#[derive(Clone)]
+enum Checksum {
+    Sha1(sha1::Sha1),
+    Sha256(ring::digest::Context),
+}
+
+impl Checksum {
+    fn new(format: ObjectFormat) -> Self {
+        match format {
+            ObjectFormat::Sha1 => Self::Sha1(sha1::Sha1::new()),
+            ObjectFormat::Sha256 => Self::Sha256(ring::digest::Context::new(&ring::digest::SHA256)),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Sha1(h) => h.update(bytes),
+            Self::Sha256(h) => h.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Self::Sha1(h) => h.finalize().to_vec(),
+            Self::Sha256(h) => h.finish().as_ref().to_vec(),
+        }
+    }
+}
+
 struct Reader<R> {
     input: R,
     buf: Box<[u8]>,
@@ -85,9 +118,11 @@ struct Reader<R> {
     end: usize,
     /// The pack offset of `buf[start]`.
     offset: u64,
-    /// SHA-1 of every pack byte consumed so far (the trailer checks it; it
-    /// names no object, so it needs no collision detection).
-    checksum: sha1::Sha1,
+    /// The repository's object format.
+    format: ObjectFormat,
+    /// The hash of every pack byte consumed so far (the trailer checks it;
+    /// it names no object, so SHA-1 needs no collision detection here).
+    checksum: Checksum,
     zlib: Decompress,
     out: Box<[u8]>,
 }
@@ -225,9 +260,13 @@ impl<R: Read> Reader<R> {
                     .ok_or_else(|| malformed(at, "a delta base before the pack's start"))?,
             )
         } else {
-            let mut id = [0u8; 20];
-            self.read_exact(&mut id)?;
-            Base::Id(super::ObjectId(id))
+            let mut id = [0u8; 32];
+            let id = &mut id[..self.format.id_len()];
+            self.read_exact(id)?;
+            Base::Id(
+                ObjectId::from_bytes(self.format, id)
+                    .ok_or_else(|| malformed(at, "a delta base id of the wrong length"))?,
+            )
         };
         // Every object before this one is identified, so that the store
         // knows whether it kept the base.

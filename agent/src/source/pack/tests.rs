@@ -84,9 +84,18 @@ fn git(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
 /// A repository whose files are near copies of each other (so that
 /// pack-objects makes deltas), and a pack of all of it made by git.
 fn fixture(ofs_delta: bool) -> (tempfile::TempDir, Vec<u8>, Vec<(String, String)>) {
+    fixture_in(ObjectFormat::Sha1, ofs_delta)
+}
+
+/// [`fixture`] in a repository of `format`.
+fn fixture_in(
+    format: ObjectFormat,
+    ofs_delta: bool,
+) -> (tempfile::TempDir, Vec<u8>, Vec<(String, String)>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path();
-    git(path, &["init", "-q", "-b", "main", "."]);
+    let object_format = format!("--object-format={}", format.name());
+    git(path, &["init", "-q", "-b", "main", &object_format, "."]);
     let mut text = String::new();
     for i in 0..2000 {
         text.push_str(&format!(
@@ -138,14 +147,17 @@ fn fixture(ofs_delta: bool) -> (tempfile::TempDir, Vec<u8>, Vec<(String, String)
 
 #[test]
 fn reads_what_git_packs_with_both_kinds_of_delta() {
-    for ofs in [true, false] {
-        let (dir, pack, ids) = fixture(ofs);
+    let cases = [ObjectFormat::Sha1, ObjectFormat::Sha256]
+        .into_iter()
+        .flat_map(|format| [(format, true), (format, false)]);
+    for (format, ofs) in cases {
+        let (dir, pack, ids) = fixture_in(format, ofs);
         let mut store = Memory::default();
-        let summary = read_pack(&pack[..], &mut store).expect("read pack");
+        let summary = read_pack(&pack[..], format, &mut store).expect("read pack");
         assert_eq!(summary.objects as usize, ids.len());
         assert_eq!(summary.bytes, pack.len() as u64);
         for (id, kind) in &ids {
-            let oid = ObjectId::from_hex(id).expect("hex");
+            let oid = ObjectId::from_hex_in(format, id).expect("hex");
             let (found_kind, bytes) = store.objects.get(&oid).expect("object present");
             assert_eq!(found_kind.as_str(), kind);
             let expected = git(dir.path(), &["cat-file", kind, id]);
@@ -194,10 +206,14 @@ fn git_made_deltas_of_the_fixture() {
             self.1.base(b)
         }
     }
-    for ofs in [true, false] {
-        let (_dir, pack, _) = fixture(ofs);
+    for (format, ofs) in [
+        (ObjectFormat::Sha1, true),
+        (ObjectFormat::Sha1, false),
+        (ObjectFormat::Sha256, false),
+    ] {
+        let (_dir, pack, _) = fixture_in(format, ofs);
         let mut loads = Loads(Vec::new(), Memory::default());
-        read_pack(&pack[..], &mut loads).expect("read");
+        read_pack(&pack[..], format, &mut loads).expect("read");
         assert!(
             !loads.0.is_empty(),
             "pack-objects deltified the near copies"
@@ -213,18 +229,27 @@ fn git_made_deltas_of_the_fixture() {
 fn every_truncation_and_every_flipped_byte_is_refused() {
     let (_dir, pack, _) = fixture(true);
     for cut in (0..pack.len()).step_by(97).chain([pack.len() - 1]) {
-        let result = read_pack(&pack[..cut], &mut Memory::default());
+        let result = read_pack(&pack[..cut], ObjectFormat::Sha1, &mut Memory::default());
         assert!(result.is_err(), "a pack cut at {cut} was accepted");
     }
     let mut extra = pack.clone();
     extra.push(0);
-    assert!(read_pack(&extra[..], &mut Memory::default()).is_err());
+    assert!(read_pack(&extra[..], ObjectFormat::Sha1, &mut Memory::default()).is_err());
     for at in (0..pack.len()).step_by(53) {
         let mut bad = pack.clone();
         bad[at] ^= 0x40;
         assert!(
-            read_pack(&bad[..], &mut Memory::default()).is_err(),
+            read_pack(&bad[..], ObjectFormat::Sha1, &mut Memory::default()).is_err(),
             "a pack with byte {at} flipped was accepted"
         );
     }
+    // A SHA-256 pack read as SHA-1 (or the other way round) is refused:
+    // the trailer and every id have another length.
+    let (_dir, sha256, _) = fixture_in(ObjectFormat::Sha256, false);
+    assert!(read_pack(&sha256[..], ObjectFormat::Sha1, &mut Memory::default()).is_err());
+    assert!(read_pack(&pack[..], ObjectFormat::Sha256, &mut Memory::default()).is_err());
+    let mut bad = sha256.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(read_pack(&bad[..], ObjectFormat::Sha256, &mut Memory::default()).is_err());
 }

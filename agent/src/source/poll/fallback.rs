@@ -86,10 +86,10 @@ impl Git2Listing {
     /// setting to check when retrying cannot help.
     fn list(&self, ref_name: &str) -> Result<(Option<String>, u64), ListingError> {
         let message = |e: git2::Error| {
-            (
-                clean_message(e.message().as_bytes()),
-                crate::source::permanent::libgit2(&e),
-            )
+            let hint = crate::source::permanent::libgit2(&e);
+            let said = crate::source::permanent::sha256_through_libgit2(e.message(), &self.url);
+            let reason = said.unwrap_or_else(|| clean_message(e.message().as_bytes()));
+            (reason, hint)
         };
         if self.https {
             // libgit2's CA bundle is process-wide: the configured one, else

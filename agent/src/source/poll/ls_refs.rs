@@ -6,21 +6,34 @@
 use super::AGENT;
 use super::error::clean_message;
 use super::pkt;
+use crate::types::ObjectFormat;
 
-/// The body of a protocol v2 `ls-refs` request for exactly `ref_name`:
-/// `command=ls-refs`, our `agent`, a delimiter, `ref-prefix REF`, a flush.
+/// The body of a protocol v2 `ls-refs` request for exactly `ref_name` in a
+/// `format` repository: `command=ls-refs`, our `agent`, the object format,
+/// a delimiter, `ref-prefix REF`, a flush.
 ///
-/// No `object-format`: a client that sends none is taken to use SHA-1
-/// (gitprotocol-v2(5)). The `agent` capability may be sent only when the
+/// SHA-1 is asked for by sending no `object-format`: a client that sends
+/// none is taken to use SHA-1 (gitprotocol-v2(5)); a SHA-256 repository
+/// refuses such a client. The `agent` capability may be sent only when the
 /// server advertised it; git's server always does.
-pub fn ls_refs_request(ref_name: &str) -> Result<Vec<u8>, pkt::PktError> {
-    let mut out = Vec::with_capacity(64 + AGENT.len() + ref_name.len());
+pub fn ls_refs_request(ref_name: &str, format: ObjectFormat) -> Result<Vec<u8>, pkt::PktError> {
+    let mut out = Vec::with_capacity(96 + AGENT.len() + ref_name.len());
     pkt::write_data(&mut out, &[b"command=ls-refs\n"])?;
-    pkt::write_data(&mut out, &[b"agent=", AGENT.as_bytes(), b"\n"])?;
+    capabilities(&mut out, format)?;
     pkt::write_delim(&mut out);
     pkt::write_data(&mut out, &[b"ref-prefix ", ref_name.as_bytes(), b"\n"])?;
     pkt::write_flush(&mut out);
     Ok(out)
+}
+
+/// The capabilities every command sends: our `agent`, and `object-format`
+/// for a repository that is not SHA-1.
+pub fn capabilities(out: &mut Vec<u8>, format: ObjectFormat) -> Result<(), pkt::PktError> {
+    pkt::write_data(out, &[b"agent=", AGENT.as_bytes(), b"\n"])?;
+    if format != ObjectFormat::Sha1 {
+        pkt::write_data(out, &[b"object-format=", format.name().as_bytes(), b"\n"])?;
+    }
+    Ok(())
 }
 
 /// An `ls-refs` answer that cannot be used.
@@ -161,14 +174,20 @@ mod tests {
 
     #[test]
     fn the_request_asks_for_exactly_one_prefix() {
-        let body = ls_refs_request("refs/heads/channel").expect("fits");
+        let body = ls_refs_request("refs/heads/channel", ObjectFormat::Sha1).expect("fits");
         let expected = format!(
             "0014command=ls-refs\n{:04x}agent={AGENT}\n00010022ref-prefix refs/heads/channel\n0000",
             AGENT.len() + 11
         );
         assert_eq!(String::from_utf8_lossy(&body), expected);
         assert_eq!(packets(&body).expect("valid").last(), Some(&Packet::Flush));
-        assert!(ls_refs_request(&"x".repeat(70_000)).is_err());
+        assert!(ls_refs_request(&"x".repeat(70_000), ObjectFormat::Sha1).is_err());
+        let body = ls_refs_request("refs/tags/v1", ObjectFormat::Sha256).expect("fits");
+        assert!(
+            String::from_utf8_lossy(&body).contains("\n0019object-format=sha256\n0001"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl Incoming {
                 Some((ObjectKind::Tree, raw)) => raw,
                 _ => return Err(format!("tree {id} (/{dir}) is missing from the pack")),
             };
-            for entry in pack::TreeEntries(raw) {
+            for entry in pack::TreeEntries::new(raw, id.format()) {
                 let (mode, name, child) = entry.map_err(|e| format!("tree {id}: {e}"))?;
                 if map.len() >= crate::source::pack::MAX_TREE_ENTRIES {
                     return Err(format!(

@@ -175,7 +175,7 @@ impl Incoming {
             return Ok(Vec::new());
         };
         let mut blobs = Vec::new();
-        for entry in TreeEntries(bytes) {
+        for entry in TreeEntries::new(bytes, id.format()) {
             // A malformed entry stops the naming here; the release's index
             // reports it.
             let Ok((mode, _, child)) = entry else { break };

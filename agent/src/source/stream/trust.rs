@@ -63,12 +63,14 @@ impl Gate {
         if self.commit.is_none() {
             self.commit = verify::object::parse_tag(raw)
                 .ok()
-                .and_then(|tag| ObjectId::from_hex(&tag.object));
+                .and_then(|tag| ObjectId::from_hex_in(self.tag.format(), &tag.object));
         }
         let tree_of = |commit: &str| {
-            let id = ObjectId::from_hex(commit)?;
+            let id = ObjectId::from_hex_in(self.tag.format(), commit)?;
             match lookup(&id)? {
-                (ObjectKind::Commit, raw) => verify::object::commit_tree(raw).ok(),
+                (ObjectKind::Commit, raw) => {
+                    verify::object::commit_tree(raw, self.tag.format()).ok()
+                }
                 _ => None,
             }
         };

@@ -9,16 +9,19 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::source::poll::{self, PollError, pkt};
+use crate::types::ObjectFormat;
 
 /// Section lines before the pack (shallow-info and the like) accepted.
 const MAX_SECTION_LINES: usize = 100_000;
 
 /// The body of a protocol v2 `fetch` of one object, shallow, with nothing
-/// held locally: the server answers with the pack at once.
+/// held locally: the server answers with the pack at once. The object
+/// format is the id's (64 hex digits: SHA-256).
 pub fn fetch_request(oid: &str) -> Result<Vec<u8>, pkt::PktError> {
     let mut out = Vec::with_capacity(256);
     pkt::write_data(&mut out, &[b"command=fetch\n"])?;
-    pkt::write_data(&mut out, &[b"agent=", poll::AGENT.as_bytes(), b"\n"])?;
+    let format = ObjectFormat::of_hex_len(oid.len()).unwrap_or_default();
+    poll::capabilities(&mut out, format)?;
     pkt::write_delim(&mut out);
     for line in ["no-progress\n", "ofs-delta\n", "deepen 1\n"] {
         pkt::write_data(&mut out, &[line.as_bytes()])?;
@@ -293,6 +296,10 @@ mod tests {
                 "FLUSH"
             ]
         );
+        let sha256 = "0123456789abcdef".repeat(4);
+        let body = String::from_utf8(fetch_request(&sha256).expect("request")).expect("text");
+        assert!(body.contains("0019object-format=sha256\n0001"), "{body}");
+        assert!(body.contains(&format!("want {sha256}\n")), "{body}");
     }
 
     #[test]
