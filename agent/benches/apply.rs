@@ -1,12 +1,15 @@
 //! Benchmark: first-boot apply of one SSH-signed release (300 files and
 //! 10 MiB, then 3,000 files and 100 MiB), served over smart HTTP on
-//! loopback, five ways.
+//! loopback, six ways.
 //!
 //! * `driftless apply`: `driftless apply --root R`, with `R/etc/driftless/`
 //!   holding `agent.yaml` and `allowed_signers` (as cloud-init's
 //!   `write_files` would leave them): fetch, verify, plan, write durably,
 //!   lock (the immutable attribute; the runs' roots are unlocked with
 //!   `chattr -R -i`, untimed, before they are removed).
+//! * `driftless apply, SHA-256`: the same node and release, from a
+//!   repository made with `git init --object-format=sha256` (ids hashed
+//!   with SHA-256 instead of collision-detecting SHA-1).
 //! * `driftless apply, static`: the same node with `source.kind: static`,
 //!   booting from the files `driftless publish TAG` wrote (the tag file and
 //!   the release's pack), served as plain files by the same nginx.
@@ -99,6 +102,8 @@ const TAG: &str = "v1.0.0";
 const REPO: &str = "release.git";
 /// Where `driftless publish` writes, under the served directory.
 const SITE: &str = "site";
+/// The same release in a SHA-256 repository.
+const REPO_SHA256: &str = "release-sha256.git";
 /// A bare repository holding only the floor's pack, served as a file.
 const FLOOR_REPO: &str = "floor.git";
 /// The GNU time binary: `-f '%M %U %S'` prints the peak RSS in KiB and the
@@ -221,8 +226,9 @@ const DEFAULT_SIZES: &str = "300:10,3000:100";
 const MEMORY_FLAT_MIB: u64 = 32;
 
 /// The contenders of the main table; ratios are against the lean baseline.
-const MAIN: [Job; 5] = [
+const MAIN: [Job; 6] = [
     Job::Driftless,
+    Job::DriftlessSha256,
     Job::DriftlessStatic,
     Job::Lean,
     Job::Baseline,
@@ -234,6 +240,8 @@ const MAIN: [Job; 5] = [
 enum Job {
     /// `driftless apply --root R` on a fresh root.
     Driftless,
+    /// The same, from the same release in a SHA-256 repository.
+    DriftlessSha256,
     /// The same, from the static files `driftless publish` wrote
     /// (`source.kind: static`), served by the same nginx.
     DriftlessStatic,
@@ -266,6 +274,7 @@ impl Job {
     fn label(self) -> &'static str {
         match self {
             Job::Driftless => "driftless apply",
+            Job::DriftlessSha256 => "driftless apply, SHA-256",
             Job::DriftlessStatic => "driftless apply, static",
             Job::Lean => "lean git (archive|tar)",
             Job::Baseline => "git clone + cp -a",
@@ -284,6 +293,7 @@ impl Job {
     fn slug(self) -> &'static str {
         match self {
             Job::Driftless => "driftless",
+            Job::DriftlessSha256 => "sha256",
             Job::DriftlessStatic => "static",
             Job::Lean => "lean",
             Job::Baseline => "baseline",
@@ -398,57 +408,20 @@ impl Fixture {
         let allowed_signers = top.join("allowed_signers");
         fs::write(&allowed_signers, allowed_line(&key)?).context("writing allowed_signers")?;
 
-        // The release: files, spec, one commit, one signed tag.
-        run_tool(
-            tool("git").args(["init", "-q", "-b", "main"]).arg(&work),
-            "git init",
-        )?;
-        let (files, text_files) = write_release(&work, count, total)?;
-        let git = |args: &[&str], what: &str| -> Result<()> {
-            run_tool(tool("git").arg("-C").arg(&work).args(args), what).map(drop)
-        };
-        git(&["add", "-A"], "git add")?;
-        git(&["commit", "-q", "-m", "benchmark release"], "git commit")?;
-        let signing_key = format!("user.signingKey={}", key.display());
-        git(
-            &[
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                &signing_key,
-                "tag",
-                "-s",
-                "-m",
-                "benchmark release",
-                TAG,
-            ],
-            "git tag -s",
-        )?;
-
-        // The served repository, packed the way a hosted one is.
+        // The release, in a SHA-1 repository and (the same files) in a
+        // SHA-256 one, each with its served bare copy.
         let bare = served.join(REPO);
-        run_tool(
-            tool("git").args(["init", "-q", "--bare"]).arg(&bare),
-            "git init --bare",
+        let (files, text_files) = make_release(&tool, &work, &bare, &key, "sha1", count, total)?;
+        make_release(
+            &tool,
+            &top.join("work-sha256"),
+            &served.join(REPO_SHA256),
+            &key,
+            "sha256",
+            count,
+            total,
         )?;
         let tag_ref = format!("refs/tags/{TAG}");
-        git(
-            &[
-                "push",
-                "-q",
-                bare.to_str().context("non-UTF-8 path")?,
-                "refs/heads/main",
-                &tag_ref,
-            ],
-            "git push",
-        )?;
-        run_tool(
-            tool("git")
-                .arg("-C")
-                .arg(&bare)
-                .args(["repack", "-a", "-d", "-q"]),
-            "git repack",
-        )?;
 
         // The static files a release pipeline publishes, served as plain
         // files by the same nginx.
@@ -612,6 +585,9 @@ impl Fixture {
         println!("# lean      = `/usr/bin/time sh -c '{LEAN_SCRIPT}' sh TAG URL F ROOT`");
         println!("# git+cp    = `/usr/bin/time sh -c '{BASELINE_SCRIPT}' sh TAG URL F ROOT`");
         println!(
+            "# SHA-256   = the same, from the same files in a repository made with --object-format=sha256 (smart HTTP)"
+        );
+        println!(
             "# static    = the same, with `source: {{url: STATIC_URL, kind: static}}`: the files `driftless publish {TAG}` wrote, served as plain files by the same nginx"
         );
         println!("# floor     = `/usr/bin/time sh -c '{FLOOR_SCRIPT}' sh PACK_URL FILES.tar ROOT`");
@@ -700,6 +676,13 @@ impl Fixture {
             cmd
         };
         let cmd = match job {
+            Job::DriftlessSha256 => {
+                let source = format!("url: {}", self.server.http_url(REPO_SHA256));
+                let root = self.node_root_from(run, &source)?;
+                let mut cmd = self.timed(run, driftless, run);
+                cmd.arg("apply").arg("--root").arg(root);
+                cmd
+            }
             Job::DriftlessStatic => {
                 let source = format!("url: {}\n  kind: static", self.static_url());
                 let root = self.node_root_from(run, &source)?;
@@ -855,7 +838,7 @@ impl Fixture {
             self.run_once(job, &run)?;
             let output = fs::read_to_string(run.join("out")).unwrap_or_default();
             match job {
-                Job::Driftless | Job::DriftlessStatic => ensure!(
+                Job::Driftless | Job::DriftlessSha256 | Job::DriftlessStatic => ensure!(
                     output.contains(&format!("applied release {TAG} ")),
                     "driftless apply printed {output:?}"
                 ),
@@ -1033,6 +1016,73 @@ impl Drop for Fixture {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
+
+/// Makes the release in a new repository `work` of `format` (`sha1` or
+/// `sha256`): its files and spec, one commit, the tag signed with `key`;
+/// then the served bare repository `bare`, packed the way a hosted one
+/// is. Returns the files and how many are text.
+fn make_release(
+    tool: &dyn Fn(&str) -> Command,
+    work: &Path,
+    bare: &Path,
+    key: &Path,
+    format: &str,
+    count: usize,
+    total: usize,
+) -> Result<(Vec<ReleaseFile>, usize)> {
+    let object_format = format!("--object-format={format}");
+    run_tool(
+        tool("git")
+            .args(["init", "-q", "-b", "main", &object_format])
+            .arg(work),
+        "git init",
+    )?;
+    let written = write_release(work, count, total)?;
+    let git = |args: &[&str], what: &str| -> Result<()> {
+        run_tool(tool("git").arg("-C").arg(work).args(args), what).map(drop)
+    };
+    git(&["add", "-A"], "git add")?;
+    git(&["commit", "-q", "-m", "benchmark release"], "git commit")?;
+    let signing_key = format!("user.signingKey={}", key.display());
+    git(
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing_key,
+            "tag",
+            "-s",
+            "-m",
+            "benchmark release",
+            TAG,
+        ],
+        "git tag -s",
+    )?;
+    run_tool(
+        tool("git")
+            .args(["init", "-q", "--bare", &object_format])
+            .arg(bare),
+        "git init --bare",
+    )?;
+    git(
+        &[
+            "push",
+            "-q",
+            bare.to_str().context("non-UTF-8 path")?,
+            "refs/heads/main",
+            &format!("refs/tags/{TAG}"),
+        ],
+        "git push",
+    )?;
+    run_tool(
+        tool("git")
+            .arg("-C")
+            .arg(bare)
+            .args(["repack", "-a", "-d", "-q"]),
+        "git repack",
+    )?;
+    Ok(written)
+}
 
 /// Removes a run directory. `driftless apply` locks what it wrote (the
 /// immutable attribute), so that is cleared first, as `chattr -R -i`.
