@@ -128,6 +128,7 @@ impl Fixture {
         let name = match transport {
             Transport::Git => name.to_owned(),
             Transport::Static => format!("{name}-static"),
+            Transport::GitSha256 => format!("{name}-sha256"),
         };
         let server = serve(
             &self.world,
@@ -157,6 +158,10 @@ enum Transport {
     Git,
     /// Static files (`tags/TAG`, `releases/ID.pack`) behind nginx.
     Static,
+    /// The fake protocol v2 server as a SHA-256 repository: the pack is
+    /// read with SHA-256 ids. Only for packs refused before their tag
+    /// (the fixture's release is SHA-1).
+    GitSha256,
 }
 
 /// Both transports.
@@ -196,6 +201,12 @@ fn serve(
 ) -> Served {
     match transport {
         Transport::Git => Served::Git(HostileV2::start(TAG, tag_object, pack)),
+        // A 64-digit id the pack never delivers: what is refused comes first.
+        Transport::GitSha256 => Served::Git(HostileV2::start_sha256(
+            TAG,
+            &format!("{tag_object:0<64}"),
+            pack,
+        )),
         Transport::Static => {
             let dir = format!("static-{name}");
             write_static(world, &dir, tag_object, &pack);
@@ -310,7 +321,7 @@ fn a_delta_bomb_before_the_signed_tag_writes_nothing() {
         "the bomb is small: {} bytes",
         pack.len()
     );
-    for transport in TRANSPORTS {
+    for transport in TRANSPORTS.into_iter().chain([Transport::GitSha256]) {
         let run = f.run_on("bomb-first", pack.clone(), transport);
         assert_refused(
             &format!("delta bomb before the tag ({transport:?})"),

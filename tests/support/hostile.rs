@@ -63,12 +63,30 @@ pub struct HostileV2 {
 impl HostileV2 {
     /// Serves `refs/tags/TAG` → `oid`, and `pack` for every fetch.
     pub fn start(tag: &str, oid: &str, pack: Vec<u8>) -> Self {
+        Self::start_as(tag, oid, pack, false)
+    }
+
+    /// The same, as a SHA-256 repository (`oid` of 64 hex digits) answers:
+    /// an `ls-refs` that does not ask for `object-format=sha256` gets an
+    /// empty body (git's upload-pack dies on such a client before it says
+    /// anything), and the protocol-v0 advertisement (what libgit2 asks
+    /// for) names `object-format=sha256`.
+    #[allow(dead_code)] // not every test serves a SHA-256 repository
+    pub fn start_sha256(tag: &str, oid: &str, pack: Vec<u8>) -> Self {
+        Self::start_as(tag, oid, pack, true)
+    }
+
+    fn start_as(tag: &str, oid: &str, pack: Vec<u8>, sha256: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let fetches = Arc::new(AtomicU64::new(0));
         let listing = format!("{oid} refs/tags/{tag}\n");
+        let advertised = format!(
+            "{oid} refs/tags/{tag}\0multi_ack side-band-64k ofs-delta shallow include-tag \
+             object-format=sha256 agent=hostile\n"
+        );
         let pack = Arc::new(pack);
         let thread = {
             let (stop, fetches) = (Arc::clone(&stop), Arc::clone(&fetches));
@@ -84,8 +102,15 @@ impl HostileV2 {
                             served += 1;
                             let (listing, pack, fetches) =
                                 (listing.clone(), Arc::clone(&pack), Arc::clone(&fetches));
+                            let advertised = sha256.then(|| advertised.clone());
                             thread::spawn(move || {
-                                let _ = answer(stream, &listing, &pack, &fetches);
+                                let _ = answer(
+                                    stream,
+                                    &listing,
+                                    advertised.as_deref(),
+                                    &pack,
+                                    &fetches,
+                                );
                             });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -129,10 +154,13 @@ fn pkt(payload: &[u8]) -> Vec<u8> {
 }
 
 /// Answers one HTTP request: `ls-refs` with the listing, `fetch` with the
-/// pack on side band 1.
+/// pack on side band 1; for a SHA-256 repository (`advertised`, its v0
+/// advertisement's ref line), an `ls-refs` in SHA-1 with an empty body and
+/// the v0 advertisement with that line.
 fn answer(
     mut stream: TcpStream,
     listing: &str,
+    advertised: Option<&str>,
     pack: &[u8],
     fetches: &AtomicU64,
 ) -> std::io::Result<()> {
@@ -166,11 +194,30 @@ fn answer(
     }
     let body = &request[head_end..];
     let mut out = Vec::new();
-    if body.windows(15).any(|w| w == b"command=ls-refs") {
-        out.extend(pkt(listing.as_bytes()));
+    let mut content_type = "application/x-git-upload-pack-result";
+    let asks_sha256 = body.windows(20).any(|w| w == b"object-format=sha256");
+    if let (Some(line), true) = (advertised, request.starts_with(b"GET ")) {
+        content_type = "application/x-git-upload-pack-advertisement";
+        out.extend(pkt(b"# service=git-upload-pack\n"));
         out.extend_from_slice(b"0000");
+        out.extend(pkt(line.as_bytes()));
+        out.extend_from_slice(b"0000");
+    } else if body.windows(15).any(|w| w == b"command=ls-refs") {
+        // git's upload-pack dies on a client of the other format before it
+        // says anything: an empty body.
+        if advertised.is_none() || asks_sha256 {
+            out.extend(pkt(listing.as_bytes()));
+            out.extend_from_slice(b"0000");
+        }
     } else if body.windows(13).any(|w| w == b"command=fetch") {
         fetches.fetch_add(1, Ordering::SeqCst);
+        if advertised.is_some() && !asks_sha256 {
+            // A SHA-1 fetch from a SHA-256 repository: git dies, and the
+            // test that meant to prove the SHA-256 path fails.
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+            return Ok(());
+        }
         out.extend(pkt(b"packfile\n"));
         for chunk in pack.chunks(BAND_DATA) {
             let mut band = vec![1u8];
@@ -185,7 +232,7 @@ fn answer(
         return Ok(());
     }
     let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-result\r\n\
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         out.len()
     );
