@@ -200,26 +200,43 @@ fn transports_through_libgit2_refuse_a_sha256_repository_in_one_line() {
 }
 
 #[test]
-fn lint_of_a_sha256_repository_says_what_reads_it() {
+fn lint_and_publish_of_a_sha256_repository_say_what_reads_it() {
     let world = World::sha256();
     let key = world.keygen("release");
     world.publish(REPO, &sha256_release(), TAG, Tagging::Signed(&key));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
-    cmd.arg("lint")
-        .arg(world.path("work").join(REPO))
-        .args(["--tag", TAG])
-        .env("HOME", world.home());
-    let done = run_bounded(&mut cmd, Duration::from_secs(60)).expect("run driftless lint");
-    let lines: Vec<&str> = done.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{}", done.describe());
-    for needle in ["a SHA-256 repository", "driftless verify", "smart HTTP(S)"] {
-        assert!(lines[0].contains(needle), "{needle:?}\n{}", done.describe());
+    let work = world.path("work").join(REPO);
+    let out = world.path("published");
+    let lint = ["lint", work.to_str().expect("UTF-8"), "--tag", TAG];
+    let publish = [
+        "publish",
+        TAG,
+        "--repo",
+        work.to_str().expect("UTF-8"),
+        "--out",
+        out.to_str().expect("UTF-8"),
+    ];
+    for args in [&lint[..], &publish[..]] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
+        cmd.args(args).env("HOME", world.home());
+        let done = run_bounded(&mut cmd, Duration::from_secs(60)).expect("run driftless");
+        let lines: Vec<&str> = done.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", done.describe());
+        assert_eq!(
+            done.status.and_then(|s| s.code()),
+            Some(3),
+            "{}",
+            done.describe()
+        );
+        for needle in ["a SHA-256 repository", "driftless verify", "smart HTTP(S)"] {
+            assert!(lines[0].contains(needle), "{needle:?}\n{}", done.describe());
+        }
+        assert!(
+            !lines[0].contains("not a git repository"),
+            "{}",
+            done.describe()
+        );
     }
-    assert!(
-        !lines[0].contains("not a git repository"),
-        "{}",
-        done.describe()
-    );
+    assert!(!out.exists(), "publish wrote nothing");
 }
 
 #[test]

@@ -258,8 +258,7 @@ impl Context {
         file: &str,
         signers: &SignerFiles,
     ) -> anyhow::Result<Self> {
-        let repo = Repository::discover(dir)
-            .with_context(|| format!("{} is not a git repository", dir.display()))?;
+        let repo = crate::release::local::open(dir, true)?;
         let branch_ref = format!("refs/heads/{branch}");
         if !crate::types::is_valid_ref_name(&branch_ref) {
             bail!("--branch {branch:?} is not a branch name");
