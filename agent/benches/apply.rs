@@ -69,7 +69,7 @@
 //! | `DRIFTLESS_BENCH_SIZES` | `300:10,3000:100` | release sizes measured, `FILES:MIB` each |
 //! | `DRIFTLESS_BENCH_FILES` | unset | with `_MIB`: measure this one size instead |
 //! | `DRIFTLESS_BENCH_MIB` | unset | total size of those files, MiB |
-//! | `DRIFTLESS_BENCH_DIR` | the system temp dir | where fixture and roots live (use a disk, not tmpfs: durability is measured) |
+//! | `DRIFTLESS_BENCH_DIR` | the system temp dir | where fixture and roots live (use a disk, not tmpfs: durability is measured; a fresh journaled ext4 is most like a node's disk). Every run's files stay until the end: at the default sizes and 7 runs, about 15 GB |
 //! | `DRIFTLESS_BENCH_PHASES` | unset | `1` adds a table of the contenders' parts, timed alone |
 //! | `DRIFTLESS_BENCH_KEEP` | unset | `1` keeps the fixture and every run's directory and output (`runs/*/out`) for a look afterwards |
 
