@@ -29,22 +29,25 @@ const START_ATTEMPTS: u32 = 3;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counters of what etcd has served ([`EtcdServer::load`]).
-#[allow(dead_code)] // only the fleet benchmark reads it
+#[allow(dead_code)] // not every test reads it
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EtcdLoad {
     /// gRPC calls started.
     pub calls: u64,
     /// CPU time of the etcd process (10 ms resolution).
     pub cpu: Duration,
+    /// Events sent to watchers (one a watcher an event reaches).
+    pub events: u64,
 }
 
-#[allow(dead_code)] // only the fleet benchmark reads it
+#[allow(dead_code)] // not every test reads it
 impl EtcdLoad {
     /// What was served since `before`.
     pub fn since(self, before: Self) -> Self {
         Self {
             calls: self.calls.saturating_sub(before.calls),
             cpu: self.cpu.saturating_sub(before.cpu),
+            events: self.events.saturating_sub(before.events),
         }
     }
 }
@@ -298,8 +301,9 @@ impl EtcdServer {
     /// What the member has served so far, from its `/metrics`: gRPC calls
     /// started (the JSON gateway's requests and watch streams become
     /// gRPC calls inside etcd) by others than this handle, and its
-    /// process's CPU time (the test's own calls included).
-    #[allow(dead_code)] // only the fleet benchmark reads it
+    /// process's CPU time (the test's own calls included), and the events
+    /// it sent to watchers.
+    #[allow(dead_code)] // not every test reads it
     pub fn load(&self) -> Result<EtcdLoad> {
         let text = self
             .http
@@ -316,6 +320,8 @@ impl EtcdServer {
             let value: f64 = value.parse().unwrap_or(0.0);
             if name.starts_with("grpc_server_started_total{") {
                 load.calls += value as u64;
+            } else if name == "etcd_debugging_mvcc_events_total" {
+                load.events = value as u64;
             } else if name == "process_cpu_seconds_total" {
                 load.cpu = Duration::from_secs_f64(value);
             }

@@ -43,7 +43,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Coordinator, KEY_PREFIX};
+use super::Coordinator;
 use crate::fleet::etcd::EtcdError;
 use crate::fleet::etcd::watch::EventKind;
 
@@ -205,14 +205,19 @@ async fn stream_once(
     life: Duration,
 ) -> Result<(), EtcdError> {
     let slots_prefix = coordinator.slots_prefix();
-    let group = format!("{KEY_PREFIX}/{}/", coordinator.group);
     let (revision, keys) = coordinator.etcd.keys(&slots_prefix).await?;
     let mut view = View {
         taken: keys.into_iter().collect(),
         max_in_flight: coordinator.max_in_flight as usize,
     };
     view.check()?;
-    let mut stream = coordinator.etcd.watch(&group, revision + 1).await?;
+    // Only the slots and this release's failures: the roster's writes
+    // (every node's state, under `nodes/`) would wake every waiting node
+    // for nothing, N waiting nodes times N writers over a roll.
+    let mut stream = coordinator
+        .etcd
+        .watch(&[&slots_prefix, failures], revision + 1)
+        .await?;
     waker.following.store(true, Ordering::Relaxed);
     let end = Instant::now() + life;
     // A slot already free (freed since the last decision): wake, staggered.
@@ -317,6 +322,9 @@ mod tests {
     use super::*;
     use crate::fleet::etcd::fake::{self, FakeEtcd, Watch};
 
+    /// A handover's stream holds two watches: the slots, the failures.
+    const WATCHES: usize = 2;
+
     /// Follows group `g` of the fake for release `v2`; returns the handover
     /// and the times of its wakes since `started`.
     fn follow_fake(server: &FakeEtcd) -> (Handover, Arc<Mutex<Vec<Duration>>>, std::time::Instant) {
@@ -359,7 +367,7 @@ mod tests {
             Watch::Flood {
                 chunk: |n| {
                     if n == 0 {
-                        fake::created()
+                        fake::created_n(WATCHES)
                     } else {
                         fake::event("DELETE", "/driftless/g/slots/0")
                     }
@@ -394,7 +402,7 @@ mod tests {
             &["/driftless/g/slots/0"],
             Watch::Flood {
                 chunk: |n| match n {
-                    0 => fake::created(),
+                    0 => fake::created_n(WATCHES),
                     n if n % 2 == 1 => fake::event("DELETE", "/driftless/g/slots/0"),
                     _ => fake::event("PUT", "/driftless/g/slots/0"),
                 },
@@ -415,7 +423,8 @@ mod tests {
     async fn a_failing_watch_is_reopened_after_growing_pauses() {
         // Hostile (or a proxy in the way): every stream ends right after
         // it was created.
-        let server = FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created()])).await;
+        let server =
+            FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created_n(WATCHES)])).await;
         let (_handover, _wakes, _) = follow_fake(&server);
         tokio::time::sleep(Duration::from_millis(3000)).await;
         // Pauses of 0.5, 1 and 2 s (±25 %): streams at 0, ~0.5, ~1.5, ~3.5 s.
@@ -429,7 +438,7 @@ mod tests {
         // behind a middlebox): created, then silence.
         let server = FakeEtcd::start(
             &["/driftless/g/slots/0"],
-            Watch::Chunks(vec![fake::created()]),
+            Watch::Chunks(vec![fake::created_n(WATCHES)]),
         )
         .await;
         let life = Duration::from_millis(300);
@@ -449,7 +458,7 @@ mod tests {
             Watch::Flood {
                 chunk: |n| {
                     if n == 0 {
-                        fake::created()
+                        fake::created_n(WATCHES)
                     } else {
                         fake::event("PUT", &format!("/driftless/g/slots/{n}"))
                     }
@@ -468,7 +477,8 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_handover_closes_its_stream() {
-        let server = FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created()])).await;
+        let server =
+            FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created_n(WATCHES)])).await;
         let (handover, _wakes, _) = follow_fake(&server);
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(handover);

@@ -51,6 +51,12 @@ pub fn created() -> Vec<u8> {
     .to_vec()
 }
 
+/// The first messages of a stream of `watches` watches (one a create
+/// request).
+pub fn created_n(watches: usize) -> Vec<u8> {
+    created().repeat(watches)
+}
+
 /// A message with one event on `key`.
 pub fn event(kind: &str, key: &str) -> Vec<u8> {
     let kind = if kind == "PUT" {
