@@ -270,9 +270,11 @@ fn default_spec_path() -> TreePath {
 pub const DEFAULT_MAX_FETCH_BYTES: u64 = 2 << 30;
 
 /// `fetch.channel_max_bytes` by default: a channel commit, its tree and
-/// its document inflate to about 1.5 KiB, so this holds some 170,000 of
-/// them (a refresh an hour for nearly twenty years), while a pack that
-/// claims more costs at most this much hashing before it is refused.
+/// its document inflate to at most about 1.5 KiB (an estimate: a signed
+/// commit, a one- or two-entry tree, a document of a few hundred bytes),
+/// so this holds some 170,000 of them (nearly twenty years of hourly
+/// refreshes), while a pack that claims more costs at most this much
+/// inflating and hashing before it is refused.
 pub const DEFAULT_CHANNEL_MAX_BYTES: u64 = 256 << 20;
 
 /// Network patience: every step has a timeout and the whole fetch a deadline.

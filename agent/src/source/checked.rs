@@ -103,6 +103,8 @@ pub fn index(
     let read = pack::read_pack(&mut tee, ObjectFormat::Sha1, &mut store);
     let refusal = store.refusal.take().or(tee.stop.take());
     match (read, refusal) {
+        // Nothing new (a fetch of a tip the node has): nothing to index.
+        (Ok(summary), _) if summary.objects == 0 => return Ok(()),
         (Ok(summary), _) => tracing::debug!(
             objects = summary.objects,
             bytes = summary.bytes,
@@ -118,7 +120,10 @@ pub fn index(
         }
         (Err(e), None) => return Err(Failure::Transient(format!("{what}: {e}"))),
     }
+    // The inflated objects are not needed any more: only the pack, twice
+    // while libgit2 writes its own copy.
     drop(store);
+    let _ = std::fs::remove_file(&files.spill);
     let mut pack_file = tee
         .copy
         .into_inner()
