@@ -572,7 +572,7 @@ fn an_unsigned_tip_is_refused() {
 
 #[test]
 fn refused_tips_leave_nothing_in_the_cache() {
-    // Three unsigned tips, each carrying 30 MB that does not compress,
+    // Three unsigned tips, each carrying 30 MiB that does not compress,
     // served by nginx + git-http-backend: each is fetched into quarantine,
     // refused and discarded; the cache neither grows nor names them.
     let w = Watched::new();
@@ -604,10 +604,14 @@ fn refused_tips_leave_nothing_in_the_cache() {
     for round in 0..3u64 {
         // Each on top of the accepted tip, as a server would offer them.
         branch.reset_hard(&w.accepted);
-        branch.stage(
-            &format!("junk{round}.bin"),
-            servers::noise(30 << 20, 0xBAD + round),
-        );
+        // In objects of 768 KiB: a channel's pack holds none over 1 MiB
+        // (a larger one is refused before it is indexed, tests/channel_bomb.rs).
+        for part in 0..40u64 {
+            branch.stage(
+                &format!("junk{round}-{part}.bin"),
+                servers::noise(768 << 10, 0xBAD + round * 64 + part),
+            );
+        }
         let tip = branch.commit("release: v2\n", Signing::Unsigned, "junk");
         branch.force_push();
         let m = hostile::measure(&w.root, &w.fleet.world.home(), "watch", &["--once"]);

@@ -63,7 +63,13 @@ pub struct HostileV2 {
 impl HostileV2 {
     /// Serves `refs/tags/TAG` → `oid`, and `pack` for every fetch.
     pub fn start(tag: &str, oid: &str, pack: Vec<u8>) -> Self {
-        Self::start_as(tag, oid, pack, false)
+        Self::start_as(&format!("refs/tags/{tag}"), oid, pack, false)
+    }
+
+    /// Serves the ref `full_name` (`refs/heads/channel`) → `oid`, and
+    /// `pack` for every fetch.
+    pub fn start_ref(full_name: &str, oid: &str, pack: Vec<u8>) -> Self {
+        Self::start_as(full_name, oid, pack, false)
     }
 
     /// The same, as a SHA-256 repository (`oid` of 64 hex digits) answers:
@@ -73,18 +79,18 @@ impl HostileV2 {
     /// for) names `object-format=sha256`.
     #[allow(dead_code)] // not every test serves a SHA-256 repository
     pub fn start_sha256(tag: &str, oid: &str, pack: Vec<u8>) -> Self {
-        Self::start_as(tag, oid, pack, true)
+        Self::start_as(&format!("refs/tags/{tag}"), oid, pack, true)
     }
 
-    fn start_as(tag: &str, oid: &str, pack: Vec<u8>, sha256: bool) -> Self {
+    fn start_as(name: &str, oid: &str, pack: Vec<u8>, sha256: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let fetches = Arc::new(AtomicU64::new(0));
-        let listing = format!("{oid} refs/tags/{tag}\n");
+        let listing = format!("{oid} {name}\n");
         let advertised = format!(
-            "{oid} refs/tags/{tag}\0multi_ack side-band-64k ofs-delta shallow include-tag \
+            "{oid} {name}\0multi_ack side-band-64k ofs-delta shallow include-tag \
              object-format=sha256 agent=hostile\n"
         );
         let pack = Arc::new(pack);

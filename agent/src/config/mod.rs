@@ -269,6 +269,14 @@ fn default_spec_path() -> TreePath {
 /// (`release::spec::MAX_TOTAL_LEN`, 1 GiB), room for the tree's other files.
 pub const DEFAULT_MAX_FETCH_BYTES: u64 = 2 << 30;
 
+/// `fetch.channel_max_bytes` by default: a channel commit, its tree and
+/// its document inflate to at most about 1.5 KiB (an estimate: a signed
+/// commit, a one- or two-entry tree, a document of a few hundred bytes),
+/// so this holds some 170,000 of them (nearly twenty years of hourly
+/// refreshes), while a pack that claims more costs at most this much
+/// inflating and hashing before it is refused.
+pub const DEFAULT_CHANNEL_MAX_BYTES: u64 = 256 << 20;
+
 /// Network patience: every step has a timeout and the whole fetch a deadline.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -287,6 +295,10 @@ pub struct FetchSettings {
     /// bytes received (every transport) and bytes inflated (the streamed
     /// fetch), each; crossing it refuses the fetch for good.
     pub max_bytes: ByteSize,
+    /// The most a channel move's pack may inflate to (its objects, deltas
+    /// applied), and one object per KiB of it at most: checked by
+    /// driftless's own reader before libgit2 indexes the pack.
+    pub channel_max_bytes: ByteSize,
 }
 
 impl Default for FetchSettings {
@@ -298,6 +310,7 @@ impl Default for FetchSettings {
             retry_initial: Interval::secs(1),
             retry_max: Interval::secs(30),
             max_bytes: ByteSize(DEFAULT_MAX_FETCH_BYTES),
+            channel_max_bytes: ByteSize(DEFAULT_CHANNEL_MAX_BYTES),
         }
     }
 }

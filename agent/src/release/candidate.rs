@@ -42,6 +42,19 @@ pub fn fetch(
         )?;
         return Ok(Candidate { quarantine, tip });
     }
+    // Over smart HTTP(S) with protocol v2 the pack is checked by
+    // driftless's own reader before libgit2 indexes it; elsewhere libgit2
+    // fetches it (see docs/security.md, "Every other transport").
+    let checked = crate::source::stream::fetch_channel(
+        root,
+        config,
+        quarantine.repo(),
+        &config.channel_ref(),
+        CACHE_REF,
+    )?;
+    if let Some(tip) = checked {
+        return Ok(Candidate { quarantine, tip });
+    }
     fetch::fetch_ref(
         quarantine.repo(),
         root,

@@ -5,6 +5,7 @@
 //! quarantine.
 
 pub mod artifact;
+pub mod checked;
 pub mod fetch;
 pub mod libgit;
 pub mod origin;
@@ -14,4 +15,6 @@ pub mod poll;
 pub mod prune;
 pub mod quarantine;
 pub mod stream;
+#[cfg(test)]
+pub(crate) mod test_git;
 pub mod tls;

@@ -112,13 +112,15 @@ pub enum BaseBytes {
     Memory(Vec<u8>),
     /// In a file of this length, read a range at a time.
     File(std::fs::File, u64),
+    /// In a file from this offset on, of this length.
+    Span(std::fs::File, u64, u64),
 }
 
 impl DeltaBase for BaseBytes {
     fn len(&self) -> u64 {
         match self {
             Self::Memory(bytes) => bytes.len() as u64,
-            Self::File(_, len) => *len,
+            Self::File(_, len) | Self::Span(_, _, len) => *len,
         }
     }
 
@@ -128,6 +130,9 @@ impl DeltaBase for BaseBytes {
             Self::Memory(bytes) => bytes.as_slice().read_at(offset, out),
             Self::File(file, _) => file
                 .read_exact_at(out, offset)
+                .map_err(|e| format!("cannot read a delta base back: {e}")),
+            Self::Span(file, start, _) => file
+                .read_exact_at(out, *start + offset)
                 .map_err(|e| format!("cannot read a delta base back: {e}")),
         }
     }

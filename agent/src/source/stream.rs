@@ -34,12 +34,14 @@ use crate::source::poll::{PollError, Protocol, RefPoller};
 use crate::verify::{Trust, Verified, VerifyError};
 
 pub mod bounds;
+mod channel;
 mod incoming;
 mod store;
 mod trust;
 mod wire;
 mod writer;
 
+pub use channel::fetch_channel;
 pub use incoming::{INCOMING_PATH, Incoming, Refusal, StagedBlob};
 pub use wire::fetch_request;
 
@@ -145,7 +147,7 @@ fn attempt(
     let wanted = ref_name.to_owned();
     let network = std::thread::Builder::new()
         .name("fetch".into())
-        .spawn(move || network(&poller, &wanted, &send))
+        .spawn(move || network(&poller, &wanted, &fetch_request, &send))
         .map_err(|e| AttemptError::Transient(format!("cannot start the fetch thread: {e}")))?;
     let expect = Expect {
         tag,
@@ -158,8 +160,15 @@ fn attempt(
     received
 }
 
-/// The network side of an attempt, on its own thread with its own runtime.
-fn network(poller: &RefPoller, ref_name: &str, send: &mpsc::SyncSender<Message>) {
+/// The network side of an attempt, on its own thread with its own runtime:
+/// `ls-refs` of `ref_name`, then the `fetch` that `request` makes of the
+/// object it names.
+fn network(
+    poller: &RefPoller,
+    ref_name: &str,
+    request: &dyn Fn(&str) -> Result<Vec<u8>, crate::source::poll::pkt::PktError>,
+    send: &mpsc::SyncSender<Message>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -186,7 +195,7 @@ fn network(poller: &RefPoller, ref_name: &str, send: &mpsc::SyncSender<Message>)
             let _ = send.send(Message::Ref(None));
             return;
         };
-        let Ok(body) = fetch_request(&oid) else {
+        let Ok(body) = request(&oid) else {
             let _ = send.send(Message::NotV2(
                 "the object id does not fit a request".into(),
             ));

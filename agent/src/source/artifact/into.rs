@@ -1,18 +1,22 @@
 //! Static files into a quarantine ([`crate::source::quarantine`]): the
 //! channel's bundle and a release's pack, each indexed by libgit2 into the
 //! quarantine's object store, as a git fetch of the channel would be, and
-//! judged there by the same rules. Each transfer is bounded by what is
-//! left of `fetch.max_bytes`, retried within `fetch.deadline` when it was
-//! cut, and refused for good when it is not what it must be.
+//! judged there by the same rules. The bundle's pack is read by
+//! driftless's own reader first, within a channel's bounds
+//! ([`crate::source::checked`]). Each transfer is bounded by what is left
+//! of `fetch.max_bytes`, retried within `fetch.deadline` when it was cut,
+//! and refused for good when it is not what it must be.
 
 use std::io::{Read, Write as _};
 use std::path::Path;
+use std::time::Instant;
 
 use git2::{Oid, Repository};
 
 use super::channel::{channel_path, read_header};
 use super::{Fetcher, GetError, release_path};
 use crate::config::{AgentConfig, TagName};
+use crate::source::checked;
 use crate::source::fetch::{FetchError, Retries};
 use crate::source::pack::ObjectId;
 
@@ -42,12 +46,18 @@ pub fn fetch_channel_into(
 ) -> Result<Oid, FetchError> {
     let path = channel_path(config);
     let ref_name = config.channel_ref();
-    let max_bytes = config.fetch.max_bytes.0;
+    let deadline = Instant::now() + config.fetch.deadline.0;
+    let limits = checked::Limits::channel(&config.fetch, config.fetch.max_bytes.0, deadline);
     let tip = with_retries(root, config, &ref_name, |fetcher| {
         let mut body = fetcher.open(&path)?;
         let tip = read_header(&mut body, &ref_name)
             .map_err(|why| Step::Permanent(format!("{}: {why}", fetcher.describe(&path))))?;
-        pack_into(repo, body, max_bytes, &fetcher.describe(&path))?;
+        checked::index(repo, body, &limits, &fetcher.describe(&path)).map_err(|e| match e {
+            checked::Failure::Transient(why) => Step::Transient(why),
+            checked::Failure::Refused(why) | checked::Failure::Unsupported(why) => {
+                Step::Permanent(why)
+            }
+        })?;
         Ok(tip)
     })?;
     let tip = Oid::from_str(&tip).map_err(|e| cache_error(repo, e))?;

@@ -2,6 +2,7 @@
 //! flipped byte of one.
 
 use super::*;
+use crate::source::test_git::git;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 
@@ -62,23 +63,6 @@ impl ObjectStore for Memory {
             })
         }))
     }
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("HOME", dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}");
-    out.stdout
 }
 
 /// A repository whose files are near copies of each other (so that

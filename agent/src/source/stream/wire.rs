@@ -18,15 +18,34 @@ const MAX_SECTION_LINES: usize = 100_000;
 /// held locally: the server answers with the pack at once. The object
 /// format is the id's (64 hex digits: SHA-256).
 pub fn fetch_request(oid: &str) -> Result<Vec<u8>, pkt::PktError> {
+    request(oid, true, None)
+}
+
+/// The body of a protocol v2 `fetch` of a channel's tip `oid` with its
+/// history, but for what `have` (the tip this node holds) reaches; no
+/// `thin-pack`, so every delta's base is in the pack.
+pub fn channel_request(oid: &str, have: Option<&str>) -> Result<Vec<u8>, pkt::PktError> {
+    request(oid, false, have)
+}
+
+/// `command=fetch` of `oid`, of depth 1 when `deepen` says, telling the
+/// server what the node `have`s.
+fn request(oid: &str, deepen: bool, have: Option<&str>) -> Result<Vec<u8>, pkt::PktError> {
     let mut out = Vec::with_capacity(256);
     pkt::write_data(&mut out, &[b"command=fetch\n"])?;
     let format = ObjectFormat::of_hex_len(oid.len()).unwrap_or_default();
     poll::capabilities(&mut out, format)?;
     pkt::write_delim(&mut out);
-    for line in ["no-progress\n", "ofs-delta\n", "deepen 1\n"] {
+    for line in ["no-progress\n", "ofs-delta\n"] {
         pkt::write_data(&mut out, &[line.as_bytes()])?;
     }
+    if deepen {
+        pkt::write_data(&mut out, &[b"deepen 1\n"])?;
+    }
     pkt::write_data(&mut out, &[b"want ", oid.as_bytes(), b"\n"])?;
+    if let Some(have) = have {
+        pkt::write_data(&mut out, &[b"have ", have.as_bytes(), b"\n"])?;
+    }
     pkt::write_data(&mut out, &[b"done\n"])?;
     pkt::write_flush(&mut out);
     Ok(out)
