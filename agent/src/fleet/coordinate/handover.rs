@@ -20,8 +20,12 @@
 //! up to [`STAGGER_MAX`], each time the node was woken and another node
 //! took the slot: with many waiters, the pauses spread until about one asks
 //! per freed slot, and the first pause of many is still a few
-//! milliseconds. Wakes are at least [`MIN_WAKE_GAP`] apart, whatever the
-//! stream says.
+//! milliseconds. It halves (down to [`STAGGER_MIN`]) each time another node
+//! took a freed slot more than [`SLOW_TAKEOVER`] after it was freed while
+//! this node had not woken: as the waiting nodes get fewer towards the end
+//! of a roll, the pauses shrink again instead of keeping a handful of
+//! nodes waiting up to a second for each freed slot. Wakes are at least
+//! [`MIN_WAKE_GAP`] apart, whatever the stream says.
 //!
 //! While a stream is up, [`Handover::following`] is true: the watcher's
 //! polls need not ask etcd again (a freed slot or a failure would have
@@ -51,6 +55,10 @@ use crate::fleet::etcd::watch::EventKind;
 pub const STAGGER_MIN: Duration = Duration::from_millis(50);
 /// The longest it grows to after races lost to other waiting nodes.
 pub const STAGGER_MAX: Duration = Duration::from_secs(1);
+/// A freed slot taken by another node later than this after it was freed,
+/// while this node had not woken for it: the waiting nodes' pauses are
+/// longer than their number needs, and this node's stagger halves.
+pub const SLOW_TAKEOVER: Duration = Duration::from_millis(100);
 /// The shortest time between two wakes.
 pub const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
 /// The longest one watch stream is kept before it is opened afresh.
@@ -187,12 +195,31 @@ impl Waker {
         self.stagger.mul_f64(random_fraction())
     }
 
-    /// A slot was taken: when this node was woken for a freed one (and
-    /// still waits, or this task would be gone), another node was quicker.
-    fn slot_taken(&mut self) {
-        if std::mem::take(&mut self.woke) {
-            self.stagger = (self.stagger * 2).min(STAGGER_MAX);
-        }
+    /// Another node took a slot, `after` it was freed (when this task saw
+    /// it freed). When this node was woken for it (and still waits, or
+    /// this task would be gone), that node was quicker: wait longer. When
+    /// it took long and this node had not woken, the waiting nodes waited
+    /// longer than their number needs: wait less.
+    fn slot_taken(&mut self, after: Option<Duration>) {
+        self.stagger = next_stagger(
+            self.stagger,
+            std::mem::take(&mut self.woke),
+            after.is_some_and(|after| after > SLOW_TAKEOVER),
+        );
+    }
+}
+
+/// The stagger after another node took a freed slot: doubled when this
+/// node had woken for it (a race lost), halved when the take was slow and
+/// this node had not woken, kept otherwise; within
+/// [`STAGGER_MIN`]..=[`STAGGER_MAX`].
+fn next_stagger(stagger: Duration, woke: bool, slow: bool) -> Duration {
+    if woke {
+        (stagger * 2).min(STAGGER_MAX)
+    } else if slow {
+        (stagger / 2).max(STAGGER_MIN)
+    } else {
+        stagger
     }
 }
 
@@ -224,6 +251,8 @@ async fn stream_once(
     let mut due = view.free().then(|| Instant::now() + waker.pause());
     // A failure was recorded: wake even with every slot taken.
     let mut failed = false;
+    // When each slot free now was freed, oldest first (as many as slots).
+    let mut freed_at: std::collections::VecDeque<Instant> = std::collections::VecDeque::new();
     loop {
         let next = due.map(|due| due.max(waker.earliest()));
         tokio::select! {
@@ -242,11 +271,15 @@ async fn stream_once(
                         match event.kind {
                             EventKind::Put => {
                                 if view.taken.insert(event.key) {
-                                    waker.slot_taken();
+                                    let after = freed_at.pop_front().map(|at| at.elapsed());
+                                    waker.slot_taken(after);
                                 }
                             }
                             EventKind::Delete => {
                                 view.taken.remove(&event.key);
+                                if freed_at.len() < view.max_in_flight {
+                                    freed_at.push_back(Instant::now());
+                                }
                                 if due.is_none() && view.free() {
                                     due = Some(Instant::now() + waker.pause());
                                 }
@@ -417,6 +450,35 @@ mod tests {
         // race, for a handful.
         let wakes = wakes_so_far(&wakes);
         assert!(wakes.len() <= 8, "{} wakes: {wakes:?}", wakes.len());
+    }
+
+    #[test]
+    fn the_stagger_grows_with_races_lost_and_shrinks_with_slow_takeovers() {
+        let mut stagger = STAGGER_MIN;
+        for _ in 0..10 {
+            stagger = next_stagger(stagger, true, false);
+        }
+        assert_eq!(stagger, STAGGER_MAX, "races lost: up to the most");
+        assert_eq!(
+            next_stagger(stagger, false, false),
+            STAGGER_MAX,
+            "a slot taken quickly by another: as it was"
+        );
+        // Towards the end of a roll: few nodes wait, and each freed slot
+        // is taken long after it was freed.
+        let mut steps = 0;
+        while stagger > STAGGER_MIN {
+            stagger = next_stagger(stagger, false, true);
+            steps += 1;
+        }
+        assert_eq!(stagger, STAGGER_MIN);
+        assert!(steps <= 5, "{steps} slow takeovers to come back down");
+        assert_eq!(next_stagger(STAGGER_MIN, false, true), STAGGER_MIN);
+        assert_eq!(
+            next_stagger(STAGGER_MIN, true, true),
+            STAGGER_MIN * 2,
+            "a race lost counts first"
+        );
     }
 
     #[tokio::test]
