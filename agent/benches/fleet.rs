@@ -57,6 +57,8 @@
 //! | `DRIFTLESS_BENCH_FLEET_BOOT_MS` | 500 | the simulated boot delay of a new node |
 //! | `DRIFTLESS_BENCH_FLEET_LEASE_SECS` | 30 | `rollout.lease_ttl`: keep it well above the slowest replacement, or a slot ends under a node still away |
 //! | `DRIFTLESS_BENCH_REPS` | 3 | one-node rolls timed for R |
+//! | `DRIFTLESS_BENCH_FLEET_TRACE` | unset | when set, every hand-off and every replacement of the roll in ms, in order, on stderr (where a slow wave is) |
+//! | `DRIFTLESS_BENCH_FLEET_SOURCES` | git,static | where the nodes fetch from: `git` (smart HTTP) and/or `static` (`driftless publish`'s files on the same nginx, published again after each channel commit); each gets its own R and table |
 
 #[path = "common/mod.rs"]
 mod common;
@@ -78,7 +80,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, ensure};
 use common::{bytes, cpu_ticks, env_count, median, proc_kib};
-use fleet::{Fleet, FleetOptions, Stats};
+use fleet::{Fleet, FleetOptions, FleetSource, Stats};
 use nix::unistd::{SysconfVar, sysconf};
 
 /// The longest one roll may take per wave before the benchmark gives up.
@@ -97,6 +99,7 @@ struct Settings {
     boot_delay: Duration,
     lease: Duration,
     reps: usize,
+    sources: Vec<FleetSource>,
 }
 
 impl Settings {
@@ -127,6 +130,19 @@ impl Settings {
                 env_count("DRIFTLESS_BENCH_FLEET_LEASE_SECS", 30)?.try_into()?,
             ),
             reps: env_count("DRIFTLESS_BENCH_REPS", 3)?,
+            sources: match env::var("DRIFTLESS_BENCH_FLEET_SOURCES") {
+                Ok(text) => text
+                    .split(',')
+                    .map(|name| match name.trim() {
+                        "git" => Ok(FleetSource::Git),
+                        "static" => Ok(FleetSource::Static),
+                        other => anyhow::bail!(
+                            "DRIFTLESS_BENCH_FLEET_SOURCES={text:?}: {other:?} is neither git nor static"
+                        ),
+                    })
+                    .collect::<Result<_>>()?,
+                Err(_) => vec![FleetSource::Git, FleetSource::Static],
+            },
         };
         ensure!(
             settings.sizes.iter().all(|&n| n > 0)
@@ -134,14 +150,16 @@ impl Settings {
                 && !settings.poll.is_zero()
                 && !settings.idle.is_zero()
                 && settings.lease >= Duration::from_secs(2)
-                && settings.reps > 0,
+                && settings.reps > 0
+                && !settings.sources.is_empty(),
             "sizes, max_in_flight, the poll interval, the idle window and reps must be positive"
         );
         Ok(settings)
     }
 
-    fn options(&self, nodes: usize, max_in_flight: u32) -> FleetOptions {
+    fn options(&self, nodes: usize, max_in_flight: u32, source: FleetSource) -> FleetOptions {
         let mut options = FleetOptions::new(nodes, max_in_flight);
+        options.source = source;
         options.poll_interval = self.poll;
         options.boot_delay = self.boot_delay;
         options.lease_ttl = self.lease;
@@ -154,7 +172,7 @@ impl Settings {
             "DRIFTLESS_BENCH_FLEET_SIZES={} DRIFTLESS_BENCH_FLEET_MAX_IN_FLIGHT={} \
              DRIFTLESS_BENCH_FLEET_POLL_SECS={} DRIFTLESS_BENCH_FLEET_IDLE_SECS={} \
              DRIFTLESS_BENCH_FLEET_BOOT_MS={} DRIFTLESS_BENCH_FLEET_LEASE_SECS={} \
-             DRIFTLESS_BENCH_REPS={} cargo bench --bench fleet",
+             DRIFTLESS_BENCH_REPS={} DRIFTLESS_BENCH_FLEET_SOURCES={} cargo bench --bench fleet",
             sizes.join(","),
             self.max_in_flight,
             self.poll.as_secs(),
@@ -162,6 +180,11 @@ impl Settings {
             self.boot_delay.as_millis(),
             self.lease.as_secs(),
             self.reps,
+            self.sources
+                .iter()
+                .map(|s| source_name(*s))
+                .collect::<Vec<_>>()
+                .join(","),
         )
     }
 }
@@ -221,40 +244,50 @@ fn main() -> Result<()> {
             .join(" ")
     );
 
-    let (whole, one) = one_node_roll(&settings)?;
-    println!(
-        "# one-node fleet, median of {}: R (ask to the replacement healthy) {:.2} s; \
-         the whole roll (channel commit to the new node watching) {:.2} s",
-        settings.reps,
-        one.as_secs_f64(),
-        whole.as_secs_f64(),
-    );
-
-    let mut rows = Vec::new();
-    for &nodes in &settings.sizes {
-        let row = measure(&settings, nodes)?;
+    for &source in &settings.sources {
+        let name = source_name(source);
+        let (whole, one) = one_node_roll(&settings, source)?;
         println!(
-            "# N={nodes}: booted in {:.1} s, rolled in {:.1} s, replacement (ask to healthy) median {:.2} s, slowest {:.2} s; \
-             first ask {:.2} s after the channel commit; hand-off (a replacement healthy to the next ask, as the autoscaler sees them) median {:.3} s",
-            row.boot.as_secs_f64(),
-            row.roll.as_secs_f64(),
-            row.median_replacement.as_secs_f64(),
-            row.slowest_replacement.as_secs_f64(),
-            row.first_ask.as_secs_f64(),
-            row.handoff.as_secs_f64(),
+            "# {name}: one-node fleet, median of {}: R (ask to the replacement healthy) {:.2} s; \
+             the whole roll (channel commit to the new node watching) {:.2} s",
+            settings.reps,
+            one.as_secs_f64(),
+            whole.as_secs_f64(),
         );
-        rows.push(row);
+        let mut rows = Vec::new();
+        for &nodes in &settings.sizes {
+            let row = measure(&settings, nodes, source)?;
+            println!(
+                "# {name}, N={nodes}: booted in {:.1} s, rolled in {:.1} s, replacement (ask to healthy) median {:.2} s, slowest {:.2} s; \
+                 first ask {:.2} s after the channel commit; hand-off (a replacement healthy to the next ask, as the autoscaler sees them) median {:.3} s",
+                row.boot.as_secs_f64(),
+                row.roll.as_secs_f64(),
+                row.median_replacement.as_secs_f64(),
+                row.slowest_replacement.as_secs_f64(),
+                row.first_ask.as_secs_f64(),
+                row.handoff.as_secs_f64(),
+            );
+            rows.push(row);
+        }
+        println!();
+        print_table(&settings, source, one, &rows);
+        println!();
     }
-    println!();
-    print_table(&settings, one, &rows);
     Ok(())
+}
+
+fn source_name(source: FleetSource) -> &'static str {
+    match source {
+        FleetSource::Git => "git",
+        FleetSource::Static => "static",
+    }
 }
 
 /// Rolls a one-node fleet back and forth between v2 and v1 (a rollback is
 /// a new signed commit naming the older tag): the medians of the whole
 /// roll and of R, the replacement (ask to healthy).
-fn one_node_roll(settings: &Settings) -> Result<(Duration, Duration)> {
-    let mut fleet = Fleet::start(settings.options(1, 1));
+fn one_node_roll(settings: &Settings, source: FleetSource) -> Result<(Duration, Duration)> {
+    let mut fleet = Fleet::start(settings.options(1, 1, source));
     let mut rolls = Vec::new();
     for rep in 0..settings.reps {
         let tag = if rep % 2 == 0 { "v2" } else { "v1" };
@@ -272,9 +305,9 @@ fn one_node_roll(settings: &Settings) -> Result<(Duration, Duration)> {
 }
 
 /// Boots a fleet of `nodes`, measures it idle, then rolls it to v2.
-fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
+fn measure(settings: &Settings, nodes: usize, source: FleetSource) -> Result<Row> {
     let started = Instant::now();
-    let mut fleet = Fleet::start(settings.options(nodes, settings.max_in_flight));
+    let mut fleet = Fleet::start(settings.options(nodes, settings.max_in_flight, source));
     let boot = started.elapsed();
     fleet.run_for(settings.poll * SETTLE_POLLS);
     let idle = idle(settings, &mut fleet)?;
@@ -305,6 +338,23 @@ fn measure(settings: &Settings, nodes: usize) -> Result<Row> {
         .zip(&freed)
         .map(|(ask, freed)| ask.saturating_duration_since(*freed))
         .collect();
+    if env::var_os("DRIFTLESS_BENCH_FLEET_TRACE").is_some() {
+        let ms = |d: &Duration| d.as_millis().to_string();
+        let mut healthy = fleet.stats.healthy.clone();
+        healthy.sort_by_key(|(_, at, _)| *at);
+        eprintln!(
+            "# hand-offs, ms, in order: {}",
+            handoffs.iter().map(ms).collect::<Vec<_>>().join(" ")
+        );
+        eprintln!(
+            "# replacements (ask to healthy), ms, in order: {}",
+            healthy
+                .iter()
+                .map(|(_, _, d)| ms(d))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
     Ok(Row {
         nodes,
         boot,
@@ -360,11 +410,12 @@ fn idle(settings: &Settings, fleet: &mut Fleet) -> Result<Idle> {
     })
 }
 
-fn print_table(settings: &Settings, one: Duration, rows: &[Row]) {
+fn print_table(settings: &Settings, source: FleetSource, one: Duration, rows: &[Row]) {
     let m = settings.max_in_flight;
     println!(
-        "# max_in_flight {m}, lease_ttl {} s, poll_interval {} s, boot delay {} ms, idle window {} s; \
+        "# source {}, max_in_flight {m}, lease_ttl {} s, poll_interval {} s, boot delay {} ms, idle window {} s; \
          R = {:.2} s; idle figures per node per minute at this poll interval",
+        source_name(source),
         settings.lease.as_secs(),
         settings.poll.as_secs(),
         settings.boot_delay.as_millis(),

@@ -450,6 +450,8 @@ pub fn release_tree(tag: &str, health: &str) -> Release {
 pub struct NodeConfig {
     /// `source.url`.
     pub url: String,
+    /// `source.kind`, when set (`static`).
+    pub kind: Option<String>,
     /// `release`.
     pub pin: Pin,
     /// The `replace:` value (a YAML flow mapping).
@@ -480,6 +482,7 @@ impl NodeConfig {
     pub fn new(url: &str, replace: &str) -> Self {
         Self {
             url: url.to_owned(),
+            kind: None,
             pin: Pin::Channel(BRANCH.to_owned()),
             replace: replace.to_owned(),
             failure_replace: false,
@@ -512,8 +515,13 @@ impl NodeConfig {
             .as_ref()
             .map(|f| format!(", fleet: {}", quote(f)))
             .unwrap_or_default();
+        let kind = self
+            .kind
+            .as_ref()
+            .map(|k| format!("  kind: {}\n", quote(k)))
+            .unwrap_or_default();
         let mut text = format!(
-            "source:\n  url: {}\n\
+            "source:\n  url: {}\n{kind}\
              {trust}\
              release: {release}\n\
              fetch: {FAST_FETCH}\n\

@@ -53,6 +53,8 @@ pub const RELEASES: [(&str, &str); 3] = [
     ("v2", "/bin/true"),
     ("v3", "/bin/false"),
 ];
+/// The directory under `srv/` a static source's files are published to.
+const STATIC_DIR: &str = "static";
 /// How often [`Fleet::run_until`] ticks.
 pub const TICK: Duration = Duration::from_millis(50);
 /// The longest one `driftless apply` may run before the fleet gives up.
@@ -75,6 +77,19 @@ pub struct FleetOptions {
     pub boot_delay: Duration,
     /// Applies at once while the first nodes boot.
     pub boot_parallel: usize,
+    /// Where the nodes fetch releases and poll the channel.
+    pub source: FleetSource,
+}
+
+/// Where a fleet's nodes fetch from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetSource {
+    /// The git server (smart HTTP, `git-http-backend`).
+    Git,
+    /// `driftless publish`'s static files of the same repository, served
+    /// by the same nginx as plain files (`source.kind: static`); published
+    /// again after every channel commit.
+    Static,
 }
 
 impl FleetOptions {
@@ -87,6 +102,7 @@ impl FleetOptions {
             poll_interval: Duration::from_secs(1),
             boot_delay: Duration::from_millis(500),
             boot_parallel: 4,
+            source: FleetSource::Git,
         }
     }
 }
@@ -262,6 +278,31 @@ impl Fleet {
         };
         self.channel_made = true;
         branch.promote(&self.key, tag, extra);
+        self.publish();
+    }
+
+    /// With a static source: `driftless publish` of every release and of
+    /// the channel into the served directory (what a release pipeline
+    /// runs after each channel commit; releases already there are kept).
+    fn publish(&self) {
+        if self.options.source != FleetSource::Static {
+            return;
+        }
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"));
+        crate::servers::isolate_git_env(&mut cmd, &self.world.home());
+        cmd.arg("publish")
+            .args(RELEASES.map(|(tag, _)| tag))
+            .args(["--channel", "channel", "--repo"])
+            .arg(self.world.srv().join(REPO))
+            .arg("--out")
+            .arg(self.world.srv().join(STATIC_DIR))
+            .arg("--allowed-signers")
+            .arg(self.world.path("keys").join("allowed_signers"))
+            .arg("--refresh-signers")
+            .arg(&self.refresh_signers);
+        let done = crate::servers::run_bounded(&mut cmd, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("driftless publish: {e:#}"));
+        assert!(done.success(), "driftless publish: {}", done.describe());
     }
 
     /// Runs `driftless channel ARGS…` signed by `key` (the release key, or
@@ -273,6 +314,7 @@ impl Fleet {
         let signers = self.refresh_signers.display().to_string();
         let tip = branch.channel(key, args, &["--refresh-signers", &signers]);
         branch.push();
+        self.publish();
         tip
     }
 
@@ -296,10 +338,17 @@ impl Fleet {
             ": > \"$0/$DRIFTLESS_NODE_ID\"",
             self.asks.display().to_string(),
         ]);
+        let url = match self.options.source {
+            FleetSource::Git => self.http.http_url(REPO),
+            FleetSource::Static => self.http.static_url(STATIC_DIR),
+        };
         let mut config = NodeConfig::new(
-            &self.http.http_url(REPO),
+            &url,
             &format!("{{action: exec, command: {ask}, timeout: 5s}}"),
         );
+        if self.options.source == FleetSource::Static {
+            config.kind = Some("static".to_owned());
+        }
         config.poll_interval = format!("{}s", self.options.poll_interval.as_secs());
         config.refresh_signers = Some(vec![self.refresher.allowed("refresh-job@example.com")]);
         config.extra = format!(
