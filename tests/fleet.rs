@@ -40,7 +40,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use channel::watch_json;
-use fleet::{Fleet, FleetOptions, Stats};
+use fleet::{Fleet, FleetOptions, FleetSource, Stats};
 
 /// Nodes in CI.
 const DEFAULT_NODES: usize = 50;
@@ -91,6 +91,17 @@ fn askers(stats: &Stats) -> Vec<String> {
 
 #[test]
 fn the_fleet_rolls_to_the_new_release_never_more_than_max_in_flight_away() {
+    rolls_never_more_than_max_in_flight_away(FleetSource::Git);
+}
+
+#[test]
+fn a_fleet_on_static_files_rolls_the_same_way() {
+    // `driftless publish`'s files, published again after each channel
+    // commit: the same refresh, hold, promote and roll, the same bounds.
+    rolls_never_more_than_max_in_flight_away(FleetSource::Static);
+}
+
+fn rolls_never_more_than_max_in_flight_away(source: FleetSource) {
     let _serial = serial();
     const MAX_IN_FLIGHT: u32 = 5;
     let n = nodes();
@@ -102,8 +113,9 @@ fn the_fleet_rolls_to_the_new_release_never_more_than_max_in_flight_away() {
     // waits for a lease to end.
     let mut options = FleetOptions::new(n, MAX_IN_FLIGHT);
     options.lease_ttl = Duration::from_secs(30);
+    options.source = source;
     let mut fleet = Fleet::start(options);
-    eprintln!("{n} nodes up on v1 in {:?}", started.elapsed());
+    eprintln!("{n} nodes up on v1 in {:?} ({source:?})", started.elapsed());
     fleet.stats = Stats::default();
 
     // The refresh job renews the channel: every node accepts it, nobody goes.
@@ -147,7 +159,7 @@ fn the_fleet_rolls_to_the_new_release_never_more_than_max_in_flight_away() {
     let took = rolling.elapsed();
     let stats = &fleet.stats;
     eprintln!(
-        "rolled {n} nodes, {MAX_IN_FLIGHT} at a time, in {took:?}; {} samples, max away {}, max slots {}",
+        "{source:?}: rolled {n} nodes, {MAX_IN_FLIGHT} at a time, in {took:?}; {} samples, max away {}, max slots {}",
         stats.samples, stats.max_away, stats.max_slots
     );
 
@@ -179,6 +191,21 @@ fn the_fleet_rolls_to_the_new_release_never_more_than_max_in_flight_away() {
     assert!(stats.failed.is_empty(), "{:?}", stats.failed);
     // Every healthy replacement gave its slot back: none is left to expire.
     assert_eq!(fleet.slots(), Some(0), "{}", fleet.describe());
+
+    // Every request went where the source says: nothing else was asked.
+    let log = fleet.http.access_log().expect("nginx's access log");
+    let on_static = log.iter().filter(|e| e.uri.starts_with("/static/")).count();
+    match source {
+        FleetSource::Git => assert_eq!(on_static, 0),
+        FleetSource::Static => {
+            assert_eq!(on_static, log.len(), "requests beside the static files");
+            let polls_unchanged = log.iter().filter(|e| e.status == 304).count();
+            assert!(
+                polls_unchanged > n,
+                "{polls_unchanged} polls answered 304 for {n} nodes"
+            );
+        }
+    }
 }
 
 #[test]
