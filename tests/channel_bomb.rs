@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use channel::{CHANNEL_REF, Fleet, NodeConfig, watch_json};
-use hostile::{HostileV2, Kind, PackWriter, copying_delta};
+use hostile::{HostileV2, Kind, PackWriter, copying_delta, delta_size};
 use release::{NodeRoot, REPO, Run};
 use servers::{SmartHttp, isolate_git_env, run_bounded};
 
@@ -39,16 +39,35 @@ const REFUSED_WITHIN: Duration = Duration::from_secs(20);
 const MADE_UP_TIP: &str = "0badc0de0badc0de0badc0de0badc0de0badc0de";
 
 /// The bomb of the report: a 64 MiB zero blob and 200 deltas each copying
-/// it whole (12.6 GiB from about 70 KB).
+/// it whole (12.6 GiB from about 70 KB). Refused where it is first seen:
+/// an object over a channel's largest, or (in a release's pack) the same
+/// object twice.
 fn big_bomb() -> Vec<u8> {
     bomb(64 << 20, 200)
 }
 
 /// A bomb each of whose objects is small enough for a channel (1 MiB),
 /// with enough deltas (64 MiB) to cross the nodes' `fetch.channel_max_bytes`
-/// ([`CHANNEL_MAX`]).
+/// ([`CHANNEL_MAX`]), each delta's result a different object (the base
+/// copied, then its own number), so that no object comes twice.
 fn small_bomb() -> Vec<u8> {
-    bomb(1 << 20, 64)
+    // The results are 1 MiB, the most a channel's object may be.
+    let len: u64 = (1 << 20) - 4;
+    let mut pack = PackWriter::new();
+    let base = pack.object(Kind::Blob, &vec![0u8; len as usize]);
+    for n in 0..64u32 {
+        let mut delta = Vec::new();
+        delta_size(len, &mut delta);
+        delta_size(len + 4, &mut delta);
+        // Copy the whole base (offset 0, size in three bytes), then insert
+        // four bytes.
+        delta.push(0x80 | 0x70);
+        delta.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+        delta.push(4);
+        delta.extend_from_slice(&n.to_le_bytes());
+        pack.ofs_delta(base, &delta);
+    }
+    pack.finish()
 }
 
 /// The nodes' `fetch.channel_max_bytes`: lower than the default (256 MiB)
@@ -71,6 +90,12 @@ fn fleet() -> Fleet {
     let fleet = Fleet::new();
     let branch = fleet.channel();
     branch.promote(&fleet.key, "v1", "");
+    publish(&fleet);
+    fleet
+}
+
+/// `driftless publish --channel channel` into `srv/static`.
+fn publish(fleet: &Fleet) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_driftless"));
     isolate_git_env(&mut cmd, &fleet.world.home());
     cmd.arg("publish")
@@ -83,7 +108,6 @@ fn fleet() -> Fleet {
         .args(["--channel", "channel"]);
     let done = run_bounded(&mut cmd, Duration::from_secs(60)).expect("driftless publish");
     Run::from_finished("driftless publish".into(), done).ok();
-    fleet
 }
 
 /// A node of `url` (a static source when `kind` says), booted from it.
@@ -145,21 +169,7 @@ fn assert_refused(what: &str, root: &NodeRoot, needles: &[&str]) -> Duration {
             run.describe()
         );
     }
-    assert!(
-        run.elapsed < REFUSED_WITHIN,
-        "{what}: took {:?}; fetch.deadline is {DEADLINE:?}\n{}",
-        run.elapsed,
-        run.describe()
-    );
-    let record = watch_json(root);
-    assert!(
-        record["replacement"].is_null(),
-        "{what}: no replacement: {record}"
-    );
-    assert!(
-        !root.host("/var/lib/driftless/quarantine.git").exists(),
-        "{what}: the quarantine is removed"
-    );
+    assert_refused_in_time(what, root, &run);
     assert_eq!(cached_tip(root), before, "{what}: the cache's channel");
     run.elapsed
 }
@@ -220,4 +230,105 @@ fn a_bomb_from_a_v2_git_server_is_refused_within_the_deadline() {
         assert_eq!(server.fetches(), 1, "{what}: a refusal is not retried");
         edit_config(&root, &server.url(), &url);
     }
+}
+
+/// Promotes `v2` on the channel (a real, signed move) and returns the
+/// tag object `v2` names.
+fn promote_v2(fleet: &Fleet) -> String {
+    fleet.channel_reopen().promote(&fleet.key, "v2", "");
+    fleet.v2.tag_object.clone()
+}
+
+/// Runs `watch --once` on `root` after a signed move to v2 whose release
+/// pack is a bomb: refused within [`REFUSED_WITHIN`] in one line naming
+/// `needle`, nothing asked, no quarantine left.
+fn assert_release_refused(what: &str, root: &NodeRoot, needle: &str) {
+    let run = root.driftless("watch", &["--once"], &[]);
+    eprintln!("{what}: exit {:?} after {:?}", run.code, run.elapsed);
+    assert_ne!(run.code, Some(0), "{what}\n{}", run.describe());
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains(needle)).collect();
+    assert_eq!(lines.len(), 1, "{what}: one line\n{}", run.describe());
+    assert_refused_in_time(what, root, &run);
+}
+
+/// `run` ended within [`REFUSED_WITHIN`], asked for no replacement, and
+/// left no quarantine.
+fn assert_refused_in_time(what: &str, root: &NodeRoot, run: &Run) {
+    assert!(
+        run.elapsed < REFUSED_WITHIN,
+        "{what}: took {:?}; fetch.deadline is {DEADLINE:?}\n{}",
+        run.elapsed,
+        run.describe()
+    );
+    let record = watch_json(root);
+    assert!(
+        record["replacement"].is_null(),
+        "{what}: no replacement: {record}"
+    );
+    assert!(
+        !root.host("/var/lib/driftless/quarantine.git").exists(),
+        "{what}: the quarantine is removed"
+    );
+}
+
+#[test]
+fn a_bomb_as_the_static_release_of_a_signed_channel_move_is_refused_within_the_deadline() {
+    let fleet = fleet();
+    let http = SmartHttp::start(&fleet.world.srv()).expect("nginx");
+    let root = booted(&fleet, "node", &http.static_url("static"), Some("static"));
+    // The channel's move is real and signed; the mirror swaps the pack of
+    // the release it names for the bomb.
+    let tag_object = promote_v2(&fleet);
+    publish(&fleet);
+    let pack = fleet
+        .world
+        .srv()
+        .join(format!("static/releases/{tag_object}.pack"));
+    std::fs::write(&pack, big_bomb()).expect("the hostile release pack");
+    assert_release_refused("the 64 MiB bomb as v2's pack", &root, "twice");
+}
+
+#[test]
+fn a_bomb_as_the_git_release_of_a_signed_channel_move_is_refused_within_the_deadline() {
+    let fleet = fleet();
+    let http = SmartHttp::start(&fleet.world.srv()).expect("nginx");
+    let url = http.http_url(REPO);
+    let root = booted(&fleet, "node", &url, None);
+    let tag_object = promote_v2(&fleet);
+    // The channel's real history, as git packs it.
+    let bare = fleet.world.srv().join(REPO);
+    let tip = fleet
+        .world
+        .tool(
+            fleet
+                .world
+                .git()
+                .arg("--git-dir")
+                .arg(&bare)
+                .args(["rev-parse", CHANNEL_REF]),
+        )
+        .trim()
+        .to_owned();
+    let mut pack_objects = fleet.world.git();
+    pack_objects
+        .arg("--git-dir")
+        .arg(&bare)
+        .args(["pack-objects", "--revs", "--stdout"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = pack_objects.spawn().expect("git pack-objects");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{tip}").expect("the tip");
+    }
+    let out = child.wait_with_output().expect("git pack-objects");
+    assert!(out.status.success(), "git pack-objects");
+    let server = HostileV2::start_refs(vec![
+        (CHANNEL_REF, tip.as_str(), out.stdout),
+        ("refs/tags/v2", tag_object.as_str(), big_bomb()),
+    ]);
+    edit_config(&root, &url, &server.url());
+    assert_release_refused("the 64 MiB bomb as v2 from git", &root, "twice");
+    assert_eq!(server.fetches(), 2, "the channel, then the release once");
 }

@@ -82,18 +82,37 @@ impl HostileV2 {
         Self::start_as(&format!("refs/tags/{tag}"), oid, pack, true)
     }
 
+    /// Serves every ref of `refs` (full name, id, pack), each fetch
+    /// answered with the pack of the id it wants (`want ID`).
+    #[allow(dead_code)] // not every test serves two refs
+    pub fn start_refs(refs: Vec<(&str, &str, Vec<u8>)>) -> Self {
+        Self::start_many(refs, false)
+    }
+
     fn start_as(name: &str, oid: &str, pack: Vec<u8>, sha256: bool) -> Self {
+        Self::start_many(vec![(name, oid, pack)], sha256)
+    }
+
+    fn start_many(refs: Vec<(&str, &str, Vec<u8>)>, sha256: bool) -> Self {
+        let (name, oid) = (refs[0].0.to_owned(), refs[0].1.to_owned());
+        let listing: Vec<String> = refs
+            .iter()
+            .map(|(name, oid, _)| format!("{oid} {name}\n"))
+            .collect();
+        let packs: Vec<(String, Vec<u8>)> = refs
+            .into_iter()
+            .map(|(_, oid, pack)| (oid.to_owned(), pack))
+            .collect();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("non-blocking");
         let port = listener.local_addr().expect("address").port();
         let stop = Arc::new(AtomicBool::new(false));
         let fetches = Arc::new(AtomicU64::new(0));
-        let listing = format!("{oid} {name}\n");
         let advertised = format!(
             "{oid} {name}\0multi_ack side-band-64k ofs-delta shallow include-tag \
              object-format=sha256 agent=hostile\n"
         );
-        let pack = Arc::new(pack);
+        let (listing, packs) = (Arc::new(listing), Arc::new(packs));
         let thread = {
             let (stop, fetches) = (Arc::clone(&stop), Arc::clone(&fetches));
             thread::spawn(move || {
@@ -106,15 +125,18 @@ impl HostileV2 {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             served += 1;
-                            let (listing, pack, fetches) =
-                                (listing.clone(), Arc::clone(&pack), Arc::clone(&fetches));
+                            let (listing, packs, fetches) = (
+                                Arc::clone(&listing),
+                                Arc::clone(&packs),
+                                Arc::clone(&fetches),
+                            );
                             let advertised = sha256.then(|| advertised.clone());
                             thread::spawn(move || {
                                 let _ = answer(
                                     stream,
                                     &listing,
                                     advertised.as_deref(),
-                                    &pack,
+                                    &packs,
                                     &fetches,
                                 );
                             });
@@ -165,9 +187,9 @@ fn pkt(payload: &[u8]) -> Vec<u8> {
 /// the v0 advertisement with that line.
 fn answer(
     mut stream: TcpStream,
-    listing: &str,
+    listing: &[String],
     advertised: Option<&str>,
-    pack: &[u8],
+    packs: &[(String, Vec<u8>)],
     fetches: &AtomicU64,
 ) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -212,7 +234,9 @@ fn answer(
         // git's upload-pack dies on a client of the other format before it
         // says anything: an empty body.
         if advertised.is_none() || asks_sha256 {
-            out.extend(pkt(listing.as_bytes()));
+            for line in listing {
+                out.extend(pkt(line.as_bytes()));
+            }
             out.extend_from_slice(b"0000");
         }
     } else if body.windows(13).any(|w| w == b"command=fetch") {
@@ -224,8 +248,15 @@ fn answer(
                 .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
             return Ok(());
         }
+        let pack = packs
+            .iter()
+            .find(|(oid, _)| {
+                let want = format!("want {oid}");
+                body.windows(want.len()).any(|w| w == want.as_bytes())
+            })
+            .unwrap_or(&packs[0]);
         out.extend(pkt(b"packfile\n"));
-        for chunk in pack.chunks(BAND_DATA) {
+        for chunk in pack.1.chunks(BAND_DATA) {
             let mut band = vec![1u8];
             band.extend_from_slice(chunk);
             out.extend(pkt(&band));
@@ -369,7 +400,7 @@ impl PackWriter {
 }
 
 /// A base-128 delta size.
-fn delta_size(mut v: u64, out: &mut Vec<u8>) {
+pub fn delta_size(mut v: u64, out: &mut Vec<u8>) {
     loop {
         let b = (v & 0x7f) as u8;
         v >>= 7;

@@ -293,7 +293,8 @@ pub struct FetchSettings {
     pub retry_max: Interval,
     /// The most one fetch of a release or of a channel move may bring:
     /// bytes received (every transport) and bytes inflated (the streamed
-    /// fetch), each; crossing it refuses the fetch for good.
+    /// fetch, and a release's pack read before libgit2 indexes it), each;
+    /// crossing it refuses the fetch for good.
     pub max_bytes: ByteSize,
     /// The most a channel move's pack may inflate to (its objects, deltas
     /// applied), and one object per KiB of it at most: checked by

@@ -106,6 +106,18 @@ impl Candidate {
                 settings.max_bytes.0,
             );
         }
+        // Over smart HTTP(S) with protocol v2, read within bounds before
+        // libgit2 indexes it, as the channel's pack is.
+        let checked = crate::source::stream::fetch_release(
+            root,
+            config,
+            self.repo(),
+            &format!("refs/tags/{}", tag.as_str()),
+            settings.max_bytes.0,
+        )?;
+        if checked.is_some() {
+            return Ok(());
+        }
         fetch::fetch_tag(self.repo(), root, &config.source, tag, &settings)
     }
 

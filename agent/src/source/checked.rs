@@ -1,15 +1,19 @@
-//! A channel's pack read by driftless's own reader ([`crate::source::pack`])
-//! before libgit2 indexes it.
+//! A pack fetched into a quarantine (a channel move's, and the release it
+//! names) read by driftless's own reader ([`crate::source::pack`]) before
+//! libgit2 indexes it.
 //!
 //! libgit2's indexer resolves a pack's deltas after the whole pack has
 //! arrived, with no bound on what they expand to and without calling back
 //! into driftless while it does: a pack of a few KB whose deltas each
 //! rebuild a 64 MiB blob keeps it hashing for minutes, and no deadline
 //! checked in a callback can stop it. So the pack of a channel move (the
-//! static bundle's, and a git fetch's over smart HTTP) is read here first,
+//! static bundle's, and a git fetch's over smart HTTP), and the pack of the
+//! release a verified channel tip names (from the same sources), is read
+//! here first,
 //! as it arrives: every object inflated, every delta applied, every id
 //! computed, within bounds a channel never comes near (its inflated
-//! bytes, its objects, the size of each) and the fetch's deadline. Its
+//! bytes, its objects, the size of each; for a release, `fetch.max_bytes`
+//! inflated) and the fetch's deadline. Its
 //! bytes go meanwhile to a file in the quarantine, within `fetch.max_bytes`,
 //! and only a pack that passed is handed to libgit2's pack writer from
 //! that file. The inflated objects go to a second file, from which a
@@ -50,6 +54,10 @@ pub struct Limits {
     pub deadline: Instant,
     /// The deadline as configured, for messages.
     pub deadline_shown: std::time::Duration,
+    /// What the pack is, for messages: "the channel's pack".
+    pub pack: &'static str,
+    /// The setting that bounds its inflated bytes, for messages.
+    pub setting: &'static str,
 }
 
 impl Limits {
@@ -64,6 +72,25 @@ impl Limits {
             object: MAX_CHANNEL_OBJECT,
             deadline,
             deadline_shown: fetch.deadline.0,
+            pack: "the channel's pack",
+            setting: "fetch.channel_max_bytes",
+        }
+    }
+
+    /// A release's pack in a quarantine: at most `max_bytes` (what is left
+    /// of `fetch.max_bytes`) received and as much inflated, as the
+    /// streamed first boot allows; one object per 16 bytes of it at most;
+    /// until `deadline`.
+    pub fn release(fetch: &FetchSettings, max_bytes: u64, deadline: Instant) -> Self {
+        Self {
+            received: max_bytes,
+            inflated: max_bytes,
+            objects: (max_bytes / 16).max(1024),
+            object: max_bytes,
+            deadline,
+            deadline_shown: fetch.deadline.0,
+            pack: "the release's pack",
+            setting: "fetch.max_bytes",
         }
     }
 }
@@ -272,17 +299,17 @@ impl ObjectStore for Check<'_> {
         let limits = self.limits;
         if object.size > limits.object {
             return Err(self.refuse(format!(
-                "an object of {} in the channel's pack, which holds none over {}; refusing it",
+                "an object of {} in {}, which holds none over {}; refusing it",
                 ByteSize(object.size),
+                limits.pack,
                 ByteSize(limits.object)
             )));
         }
         if self.kept.len() as u64 >= limits.objects {
             return Err(self.refuse(format!(
-                "the channel's pack holds more than {} objects (one per KiB of \
-                 fetch.channel_max_bytes); refusing it (raise fetch.channel_max_bytes if the \
-                 channel's history is that long)",
-                limits.objects
+                "{} holds more than {} objects (bounded by {}); refusing it (raise {} if it \
+                 is that large)",
+                limits.pack, limits.objects, limits.setting, limits.setting
             )));
         }
         let instructions = object.delta.map_or(0, |(_, n)| n);
@@ -292,10 +319,11 @@ impl ObjectStore for Check<'_> {
             .saturating_add(instructions);
         if inflated > limits.inflated {
             return Err(self.refuse(format!(
-                "the channel's pack inflates to more than fetch.channel_max_bytes ({}); \
-                 refusing it (raise fetch.channel_max_bytes if the channel's history is that \
-                 long)",
-                ByteSize(limits.inflated)
+                "{} inflates to more than {} ({}); refusing it (raise {} if it is that large)",
+                limits.pack,
+                limits.setting,
+                ByteSize(limits.inflated),
+                limits.setting
             )));
         }
         self.inflated = inflated;
@@ -330,7 +358,16 @@ impl ObjectStore for Check<'_> {
         let index = self
             .find(offset)
             .ok_or_else(|| format!("an id for no object (at pack byte {offset})"))?;
-        self.ids.entry(id).or_insert(index);
+        if self.ids.contains_key(&id) {
+            // git never sends an object twice; a pack that does only
+            // makes the node hash (and keep) the same bytes again.
+            return Err(self.refuse(format!(
+                "{} holds object {} twice; refusing it",
+                self.limits.pack,
+                id.to_hex()
+            )));
+        }
+        self.ids.insert(id, index);
         Ok(())
     }
 

@@ -41,7 +41,7 @@ mod trust;
 mod wire;
 mod writer;
 
-pub use channel::fetch_channel;
+pub use channel::{fetch_channel, fetch_release};
 pub use incoming::{INCOMING_PATH, Incoming, Refusal, StagedBlob};
 pub use wire::fetch_request;
 

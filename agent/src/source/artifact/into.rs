@@ -1,13 +1,13 @@
 //! Static files into a quarantine ([`crate::source::quarantine`]): the
 //! channel's bundle and a release's pack, each indexed by libgit2 into the
 //! quarantine's object store, as a git fetch of the channel would be, and
-//! judged there by the same rules. The bundle's pack is read by
-//! driftless's own reader first, within a channel's bounds
+//! judged there by the same rules. Each pack is read by driftless's own
+//! reader first, within a channel's or a release's bounds
 //! ([`crate::source::checked`]). Each transfer is bounded by what is left
 //! of `fetch.max_bytes`, retried within `fetch.deadline` when it was cut,
 //! and refused for good when it is not what it must be.
 
-use std::io::{Read, Write as _};
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -52,12 +52,7 @@ pub fn fetch_channel_into(
         let mut body = fetcher.open(&path)?;
         let tip = read_header(&mut body, &ref_name)
             .map_err(|why| Step::Permanent(format!("{}: {why}", fetcher.describe(&path))))?;
-        checked::index(repo, body, &limits, &fetcher.describe(&path)).map_err(|e| match e {
-            checked::Failure::Transient(why) => Step::Transient(why),
-            checked::Failure::Refused(why) | checked::Failure::Unsupported(why) => {
-                Step::Permanent(why)
-            }
-        })?;
+        checked_into(repo, body, &limits, &fetcher.describe(&path))?;
         Ok(tip)
     })?;
     let tip = Oid::from_str(&tip).map_err(|e| cache_error(repo, e))?;
@@ -86,9 +81,11 @@ pub fn fetch_release_into(
         hint: None,
     })?;
     let path = release_path(&id);
+    let deadline = Instant::now() + config.fetch.deadline.0;
+    let limits = checked::Limits::release(&config.fetch, max_bytes, deadline);
     with_retries(root, config, &name, |fetcher| {
         let body = fetcher.open(&path)?;
-        pack_into(repo, body, max_bytes, &fetcher.describe(&path))
+        checked_into(repo, body, &limits, &fetcher.describe(&path))
     })?;
     let oid = Oid::from_str(tag_object).map_err(|e| cache_error(repo, e))?;
     if !repo.odb().is_ok_and(|odb| odb.exists(oid)) {
@@ -134,41 +131,18 @@ fn with_retries<T>(
     }
 }
 
-/// Streams a pack into `repo`'s object store (libgit2 indexes it and
-/// checks every object's id), refusing more than `limit` bytes.
-fn pack_into(repo: &Repository, mut input: impl Read, limit: u64, what: &str) -> Result<(), Step> {
-    let odb = repo
-        .odb()
-        .map_err(|e| Step::Permanent(format!("{}: {}", repo.path().display(), e.message())))?;
-    let mut writer = odb
-        .packwriter()
-        .map_err(|e| Step::Permanent(format!("{}: {}", repo.path().display(), e.message())))?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Step::Transient(format!("{what}: {e}"))),
-        };
-        total += n as u64;
-        if total > limit {
-            return Err(Step::Permanent(format!(
-                "{what}: more than fetch.max_bytes ({}); refusing it (raise fetch.max_bytes if \
-                 the release is that large)",
-                crate::types::ByteSize(limit)
-            )));
-        }
-        writer
-            .write_all(&buf[..n])
-            .map_err(|_| Step::Permanent(format!("{what}: not a git pack")))?;
-    }
-    // A pack cut short does not index: the server's fault, worth another try.
-    writer
-        .commit()
-        .map(|_| ())
-        .map_err(|e| Step::Transient(format!("{what}: {}", e.message())))
+/// Reads a pack within `limits` ([`checked`]) and only then has libgit2
+/// index it into `repo`'s object store (which checks every object's id).
+fn checked_into(
+    repo: &Repository,
+    input: impl Read,
+    limits: &checked::Limits,
+    what: &str,
+) -> Result<(), Step> {
+    checked::index(repo, input, limits, what).map_err(|e| match e {
+        checked::Failure::Transient(why) => Step::Transient(why),
+        checked::Failure::Refused(why) | checked::Failure::Unsupported(why) => Step::Permanent(why),
+    })
 }
 
 fn cache_error(repo: &Repository, e: git2::Error) -> FetchError {

@@ -2,7 +2,9 @@
 //! the channel ref and one `fetch` of its tip with its history (telling
 //! the server the tip this node holds), the pack read by driftless's own
 //! bounded reader as it arrives ([`crate::source::checked`]) and only then
-//! indexed by libgit2 into the quarantine. libgit2's own fetch would index
+//! indexed by libgit2 into the quarantine. The release a verified tip
+//! names comes the same way (`ls-refs` of its tag, a `fetch` of depth 1),
+//! within what is left of `fetch.max_bytes`. libgit2's own fetch would index
 //! it unread, and its indexer resolves deltas without bound: a pack of a
 //! few KB can keep it hashing for minutes. A server that does not speak v2,
 //! and every other transport, is fetched from with libgit2 as before.
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use git2::{Oid, Repository};
 
-use super::wire::{Message, Response, channel_request};
+use super::wire::{Message, Response, channel_request, fetch_request};
 use super::{AttemptError, can_stream, classify, network};
 use crate::config::AgentConfig;
 use crate::source::checked::{self, Failure, Limits};
@@ -29,8 +31,7 @@ pub fn fetch_channel(
     remote_ref: &str,
     local_ref: &str,
 ) -> Result<Option<Oid>, FetchError> {
-    let url = &config.source.url;
-    if !can_stream(url.as_str()) {
+    if !can_stream(config.source.url.as_str()) {
         return Ok(None);
     }
     let have = repo.refname_to_id(local_ref).ok().map(|id| id.to_string());
@@ -39,6 +40,63 @@ pub fn fetch_channel(
         config.fetch.max_bytes.0,
         Instant::now() + config.fetch.deadline.0,
     );
+    let wanted = Wanted {
+        remote_ref,
+        have: have.as_deref(),
+        history: true,
+    };
+    fetch_checked(root, config, repo, &wanted, local_ref, &limits)
+}
+
+/// Fetches release tag `remote_ref` (`refs/tags/TAG`), depth 1, into
+/// `repo` (a quarantine) within `max_bytes` (what is left of
+/// `fetch.max_bytes`), and points the same ref there at it. `Ok(None)`:
+/// the source is not HTTP(S) or does not speak protocol v2.
+pub fn fetch_release(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    remote_ref: &str,
+    max_bytes: u64,
+) -> Result<Option<Oid>, FetchError> {
+    if !can_stream(config.source.url.as_str()) {
+        return Ok(None);
+    }
+    let limits = Limits::release(
+        &config.fetch,
+        max_bytes,
+        Instant::now() + config.fetch.deadline.0,
+    );
+    let wanted = Wanted {
+        remote_ref,
+        have: None,
+        history: false,
+    };
+    fetch_checked(root, config, repo, &wanted, remote_ref, &limits)
+}
+
+/// What one fetch asks for.
+struct Wanted<'a> {
+    /// The ref listed.
+    remote_ref: &'a str,
+    /// The tip this node holds of it, when it asks for history.
+    have: Option<&'a str>,
+    /// The tip's history (but what `have` reaches), or depth 1.
+    history: bool,
+}
+
+/// `ls-refs` of the wanted ref, then a `fetch` of what it names, read
+/// within `limits` and indexed into `repo`; `local_ref` then names it.
+fn fetch_checked(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    wanted: &Wanted<'_>,
+    local_ref: &str,
+    limits: &Limits,
+) -> Result<Option<Oid>, FetchError> {
+    let url = &config.source.url;
+    let remote_ref = wanted.remote_ref;
     let mut retries = Retries::new(remote_ref, &config.source, &config.fetch);
     let refused = |reason: String, hint| FetchError::Refused {
         name: remote_ref.to_owned(),
@@ -51,13 +109,12 @@ pub fn fetch_channel(
         let attempt = Attempt {
             root,
             config,
-            remote_ref,
-            have: have.as_deref(),
-            limits: &limits,
+            wanted,
+            limits,
         };
         let message = match attempt.run(repo, retries.remaining()) {
             Ok(tip) => {
-                repo.reference(local_ref, tip, true, "the channel, checked")
+                repo.reference(local_ref, tip, true, "fetched, checked")
                     .map_err(|e| FetchError::Cache {
                         path: repo.path().display().to_string(),
                         reason: e.message().to_owned(),
@@ -91,8 +148,7 @@ pub fn fetch_channel(
 struct Attempt<'a> {
     root: &'a Path,
     config: &'a AgentConfig,
-    remote_ref: &'a str,
-    have: Option<&'a str>,
+    wanted: &'a Wanted<'a>,
     limits: &'a Limits,
 }
 
@@ -103,12 +159,19 @@ impl Attempt<'_> {
             .map_err(|e| AttemptError::Permanent(crate::error::one_line(&e), None))?;
         let io_timeout = self.config.fetch.io_timeout.0;
         let (send, messages) = mpsc::sync_channel(4);
-        let wanted = self.remote_ref.to_owned();
-        let have = self.have.map(str::to_owned);
+        let wanted = self.wanted.remote_ref.to_owned();
+        let have = self.wanted.have.map(str::to_owned);
+        let history = self.wanted.history;
         let thread = std::thread::Builder::new()
             .name("fetch".into())
             .spawn(move || {
-                let request = |oid: &str| channel_request(oid, have.as_deref());
+                let request = |oid: &str| {
+                    if history {
+                        channel_request(oid, have.as_deref())
+                    } else {
+                        fetch_request(oid)
+                    }
+                };
                 network(&poller, &wanted, &request, &send);
             })
             .map_err(|e| AttemptError::Transient(format!("cannot start the fetch thread: {e}")))?;
@@ -140,7 +203,7 @@ impl Attempt<'_> {
             .ok()
             .filter(|_| tip.len() == 40)
             .ok_or_else(|| AttemptError::NotV2(format!("{tip} is not a SHA-1 object id")))?;
-        let shown = format!("the fetch of {}", self.remote_ref);
+        let shown = format!("the fetch of {}", self.wanted.remote_ref);
         checked::index(repo, Response::new(messages, wait), self.limits, &shown).map_err(|e| {
             match e {
                 Failure::Refused(why) => AttemptError::Permanent(why, None),
@@ -151,7 +214,7 @@ impl Attempt<'_> {
         if !repo.odb().is_ok_and(|odb| odb.exists(tip)) {
             return Err(AttemptError::Transient(format!(
                 "the server did not send {} ({tip})",
-                self.remote_ref
+                self.wanted.remote_ref
             )));
         }
         Ok(tip)
