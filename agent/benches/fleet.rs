@@ -205,6 +205,10 @@ struct Row {
     idle: Idle,
     /// What etcd served during the roll.
     roll_etcd: EtcdLoad,
+    /// From the first wave's last replacement healthy to the roll's end:
+    /// the other waves, after the storm of every node taking in the
+    /// channel move at once.
+    after_first_wave: Duration,
 }
 
 /// What the idle fleet cost.
@@ -267,6 +271,17 @@ fn main() -> Result<()> {
                 row.first_ask.as_secs_f64(),
                 row.handoff.as_secs_f64(),
             );
+            let waves = nodes.div_ceil(settings.max_in_flight as usize);
+            if waves > 1 {
+                let ideal = one.as_secs_f64() * (waves - 1) as f64;
+                println!(
+                    "# {name}, N={nodes}: after the first wave, {} waves in {:.1} s against an ideal of {:.1} s: {:.2}",
+                    waves - 1,
+                    row.after_first_wave.as_secs_f64(),
+                    ideal,
+                    row.after_first_wave.as_secs_f64() / ideal,
+                );
+            }
             rows.push(row);
         }
         println!();
@@ -332,6 +347,11 @@ fn measure(settings: &Settings, nodes: usize, source: FleetSource) -> Result<Row
     asks.sort();
     let mut freed: Vec<Instant> = fleet.stats.healthy.iter().map(|(_, at, _)| *at).collect();
     freed.sort();
+    let first_wave_done = freed
+        .get((settings.max_in_flight as usize).min(freed.len()).saturating_sub(1))
+        .copied()
+        .unwrap_or(promoted);
+    let after_first_wave = (promoted + roll).saturating_duration_since(first_wave_done);
     let handoffs: Vec<Duration> = asks
         .iter()
         .skip(settings.max_in_flight as usize)
@@ -368,6 +388,7 @@ fn measure(settings: &Settings, nodes: usize, source: FleetSource) -> Result<Row
         slowest_replacement: replacements.iter().copied().max().unwrap_or_default(),
         idle,
         roll_etcd,
+        after_first_wave,
     })
 }
 
