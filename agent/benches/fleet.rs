@@ -348,7 +348,11 @@ fn measure(settings: &Settings, nodes: usize, source: FleetSource) -> Result<Row
     let mut freed: Vec<Instant> = fleet.stats.healthy.iter().map(|(_, at, _)| *at).collect();
     freed.sort();
     let first_wave_done = freed
-        .get((settings.max_in_flight as usize).min(freed.len()).saturating_sub(1))
+        .get(
+            (settings.max_in_flight as usize)
+                .min(freed.len())
+                .saturating_sub(1),
+        )
         .copied()
         .unwrap_or(promoted);
     let after_first_wave = (promoted + roll).saturating_duration_since(first_wave_done);
