@@ -362,6 +362,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_of_two_watches_waits_for_both_to_be_created() {
+        // One create request a prefix: etcd answers each. A stream that
+        // confirmed one and then sends events was not set up as asked.
+        let one = Watch::Chunks(vec![
+            fake::created(),
+            fake::event("DELETE", "/driftless/g/slots/0"),
+        ]);
+        let server = FakeEtcd::start(&[], one).await;
+        let etcd = fake::client(&server.url, LIMIT);
+        let error = bounded(etcd.watch(&["/driftless/g/slots/", "/driftless/g/failures/v2/"], 6))
+            .await
+            .err()
+            .expect("one created for two watches: an error")
+            .to_string();
+        assert!(
+            error.contains("events before the watch was created"),
+            "{error}"
+        );
+
+        let both = Watch::Chunks(vec![
+            fake::created_n(2),
+            fake::event("DELETE", "/driftless/g/slots/0"),
+        ]);
+        let server = FakeEtcd::start(&[], both).await;
+        let etcd = fake::client(&server.url, LIMIT);
+        let mut stream =
+            bounded(etcd.watch(&["/driftless/g/slots/", "/driftless/g/failures/v2/"], 6))
+                .await
+                .expect("both created");
+        let events = bounded(stream.next()).await.expect("the event");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].kind, EventKind::Delete);
+    }
+
+    #[tokio::test]
     async fn an_endless_line_ends_the_stream_at_the_message_bound() {
         let (_server, stream) = open(Watch::Flood {
             chunk: |n| {
