@@ -276,8 +276,11 @@ async fn stream_once(
                                 }
                             }
                             EventKind::Delete => {
-                                view.taken.remove(&event.key);
-                                if freed_at.len() < view.max_in_flight {
+                                // A delete of a key the view did not hold
+                                // frees nothing.
+                                if view.taken.remove(&event.key)
+                                    && freed_at.len() < view.max_in_flight
+                                {
                                     freed_at.push_back(Instant::now());
                                 }
                                 if due.is_none() && view.free() {
