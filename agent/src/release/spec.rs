@@ -210,6 +210,16 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../../docs/examples/driftless.yaml");
 
     #[test]
+    fn a_release_of_as_many_entries_as_a_spec_may_list_passes_the_watchers_read() {
+        // A blob and a tree for each entry, the commit and the tag: what
+        // `source::checked` lets a release's pack hold on a channel move.
+        assert!(
+            crate::source::checked::MAX_RELEASE_OBJECTS >= 2 * MAX_ENTRIES as u64 + 2,
+            "a release a node applies at first boot would be refused on a channel move"
+        );
+    }
+
+    #[test]
     fn a_release_tree_may_hold_four_times_the_spec_entries() {
         assert_eq!(crate::source::pack::MAX_TREE_ENTRIES, 4 * MAX_ENTRIES);
     }

@@ -39,6 +39,14 @@ use crate::types::ByteSize;
 /// trees are far smaller.
 pub const MAX_CHANNEL_OBJECT: u64 = 1 << 20;
 
+/// The most objects a release's pack may hold here: a blob and a tree for
+/// each of the 100,000 entries a node spec may list (`MAX_ENTRIES` of the
+/// later `release::spec`, whose tests hold the two together), the commit
+/// and the tag. The reader keeps about 100 bytes an object, so about
+/// 20 MiB at most (the pack reader itself takes up to `pack::MAX_OBJECTS`,
+/// a million).
+pub const MAX_RELEASE_OBJECTS: u64 = 200_002;
+
 /// What one pack may cost before it is refused.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -79,13 +87,14 @@ impl Limits {
 
     /// A release's pack in a quarantine: at most `max_bytes` (what is left
     /// of `fetch.max_bytes`) received and as much inflated, as the
-    /// streamed first boot allows; one object per 16 bytes of it at most;
-    /// until `deadline`.
+    /// streamed first boot allows; at most [`MAX_RELEASE_OBJECTS`] objects
+    /// (each costs this reader about 100 bytes of memory); until
+    /// `deadline`.
     pub fn release(fetch: &FetchSettings, max_bytes: u64, deadline: Instant) -> Self {
         Self {
             received: max_bytes,
             inflated: max_bytes,
-            objects: (max_bytes / 16).max(1024),
+            objects: MAX_RELEASE_OBJECTS,
             object: max_bytes,
             deadline,
             deadline_shown: fetch.deadline.0,

@@ -50,6 +50,21 @@ fn limits() -> Limits {
     )
 }
 
+fn release_limits() -> Limits {
+    Limits::release(
+        &FetchSettings::default(),
+        1 << 20,
+        Instant::now() + Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn a_releases_objects_are_bounded_below_what_the_pack_reader_takes() {
+    let limits = release_limits();
+    assert_eq!(limits.objects, MAX_RELEASE_OBJECTS);
+    assert!(MAX_RELEASE_OBJECTS < u64::from(crate::source::pack::MAX_OBJECTS));
+}
+
 fn quarantine() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = Repository::init_bare(dir.path().join("q.git")).expect("init");
@@ -116,6 +131,21 @@ fn each_bound_refuses_the_pack_and_indexes_nothing() {
                 ..limits()
             },
             "not read within fetch.deadline",
+        ),
+        // A release's pack says what bounds it.
+        (
+            Limits {
+                objects: 10,
+                ..release_limits()
+            },
+            "the release's pack holds more than 10 objects (bounded by fetch.max_bytes)",
+        ),
+        (
+            Limits {
+                inflated: 2000,
+                ..release_limits()
+            },
+            "the release's pack inflates to more than fetch.max_bytes",
         ),
     ];
     for (limits, says) in cases {
