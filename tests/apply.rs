@@ -577,7 +577,11 @@ fn assert_parents_recorded(root: &NodeRoot) {
 /// Applies the rich release fetched from `url` (trusting the CA at `ca`
 /// for HTTPS) and checks everything.
 fn apply_over(rich: &Rich, url: &str, ca: Option<&Path>) -> NodeRoot {
-    let mut config = Config::new(url);
+    apply_with(rich, Config::new(url), ca)
+}
+
+/// [`apply_over`] with `config` (its URL the source).
+fn apply_with(rich: &Rich, mut config: Config, ca: Option<&Path>) -> NodeRoot {
     if ca.is_some() {
         config.ca_file = Some("/etc/driftless/ca.pem".to_owned());
     }
@@ -647,10 +651,30 @@ fn applies_over_smart_http() {
 }
 
 #[test]
-fn a_server_without_protocol_v2_is_fetched_with_libgit2() {
+fn a_server_without_protocol_v2_is_refused_unless_the_node_allows_libgit2() {
     let rich = Rich::new();
     let http = SmartHttp::start(&rich.world.srv()).expect("start smart HTTP");
-    let root = apply_over(&rich, &http.v0_url(REPO), None);
+    // By default: whether a server speaks v2 is its own answer, and a
+    // hostile one must not choose the fetch without the streamed bounds.
+    let refusing = rich.root("refusing", &Config::new(&http.v0_url(REPO)));
+    let before = refusing.snapshot();
+    let run = refusing.apply();
+    run.refused(
+        EXIT_FETCH,
+        &[
+            "does not speak git protocol v2",
+            "fetch.require_v2: false",
+            "(not retried)",
+        ],
+    );
+    assert_eq!(
+        release::diff(&before, &refusing.snapshot()),
+        Vec::<String>::new(),
+        "nothing written"
+    );
+    let mut config = Config::new(&http.v0_url(REPO));
+    config.fetch = release::FAST_FETCH.replace('}', ", require_v2: false}");
+    let root = apply_with(&rich, config, None);
     let log = http.access_log().expect("access log");
     assert!(
         log.iter().any(|e| e.method == "GET"

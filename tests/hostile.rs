@@ -604,6 +604,10 @@ fn fetch_max_bytes_caps_every_transport() {
             config.kind = Some("static".into());
         }
         config.fetch = release::FAST_FETCH.replace('}', ", max_bytes: 1MiB}");
+        if name == "http-v0" {
+            // libgit2's HTTP fetch, which the node refuses by default.
+            config.fetch = config.fetch.replace('}', ", require_v2: false}");
+        }
         let root = f.world.configured_root(name, &f.key, &config);
         let before = root.snapshot();
         let m = measure_apply(&root, &f.world.home());

@@ -300,6 +300,11 @@ pub struct FetchSettings {
     /// applied), and one object per KiB of it at most: checked by
     /// driftless's own reader before libgit2 indexes the pack.
     pub channel_max_bytes: ByteSize,
+    /// Over `http(s)://`, refuse a server that does not speak git protocol
+    /// v2 instead of fetching from it with libgit2: whether it speaks v2 is
+    /// the server's own answer, and libgit2's fetch has neither the
+    /// streamed first boot's bounds nor a channel move's read-first.
+    pub require_v2: bool,
 }
 
 impl Default for FetchSettings {
@@ -312,6 +317,7 @@ impl Default for FetchSettings {
             retry_max: Interval::secs(30),
             max_bytes: ByteSize(DEFAULT_MAX_FETCH_BYTES),
             channel_max_bytes: ByteSize(DEFAULT_CHANNEL_MAX_BYTES),
+            require_v2: true,
         }
     }
 }

@@ -49,8 +49,12 @@ use wire::{Message, Response};
 
 /// Why one attempt did not bring the release.
 enum AttemptError {
-    /// The server does not speak v2: fetch with libgit2.
+    /// The server does not speak v2: refused, or libgit2 fetches
+    /// (`fetch.require_v2`).
     NotV2(String),
+    /// The ref names a SHA-256 object where only SHA-1 is read: libgit2
+    /// refuses the repository in one line, before any pack.
+    Sha256Tip,
     /// The server has no such tag.
     NoSuchRef,
     /// Retrying cannot help; the setting to check, if one is to blame.
@@ -77,6 +81,27 @@ pub fn can_stream(url: &str) -> bool {
     url.starts_with("https://") || url.starts_with("http://")
 }
 
+/// The server did not speak protocol v2 (`why`): with `fetch.require_v2`
+/// (the default) that refuses the fetch of `name`; without it, libgit2
+/// fetches (and the caller goes on to it).
+pub(crate) fn not_v2(config: &AgentConfig, name: &str, why: &str) -> Result<(), FetchError> {
+    let url = config.source.url.redacted();
+    if config.fetch.require_v2 {
+        return Err(FetchError::Refused {
+            name: name.to_owned(),
+            url,
+            reason: format!(
+                "the server does not speak git protocol v2 ({why}), and a fetch without it \
+                 has none of the streamed fetch's bounds; upgrade it (git 2.18 or later), or \
+                 set fetch.require_v2: false to let libgit2 fetch from it"
+            ),
+            hint: None,
+        });
+    }
+    tracing::info!("{url} does not stream a v2 fetch ({why}); fetching with libgit2");
+    Ok(())
+}
+
 /// Fetches and verifies `tag` from an HTTP(S) source by streaming, retrying
 /// within the fetch deadline. `Ok(None)`: the source is not HTTP(S) or does
 /// not speak protocol v2, and libgit2 should fetch it.
@@ -101,12 +126,10 @@ pub fn fetch_tag(
                 Err(missing) => missing,
             },
             Err(AttemptError::NotV2(why)) => {
-                tracing::info!(
-                    "{} does not stream a v2 fetch ({why}); fetching with libgit2",
-                    url.redacted()
-                );
+                not_v2(config, &ref_name, &why)?;
                 return Ok(None);
             }
+            Err(AttemptError::Sha256Tip) => return Ok(None),
             Err(AttemptError::NoSuchRef) => {
                 return Err(FetchError::NoSuchRef {
                     name: ref_name,
@@ -326,6 +349,7 @@ pub fn read_release(
             Err(PackFailure::Refused(why))
         }
         Err(AttemptError::NoSuchRef) => Err(PackFailure::Refused("no such release".into())),
+        Err(AttemptError::Sha256Tip) => Err(PackFailure::Refused("a SHA-256 object id".into())),
     }
 }
 

@@ -122,12 +122,10 @@ fn fetch_checked(
                 return Ok(Some(tip));
             }
             Err(AttemptError::NotV2(why)) => {
-                tracing::info!(
-                    "{} does not stream a v2 fetch ({why}); fetching the channel with libgit2",
-                    url.redacted()
-                );
+                super::not_v2(config, remote_ref, &why)?;
                 return Ok(None);
             }
+            Err(AttemptError::Sha256Tip) => return Ok(None),
             Err(AttemptError::NoSuchRef) => {
                 return Err(FetchError::NoSuchRef {
                     name: remote_ref.to_owned(),
@@ -202,7 +200,7 @@ impl Attempt<'_> {
         let tip = Oid::from_str(&tip)
             .ok()
             .filter(|_| tip.len() == 40)
-            .ok_or_else(|| AttemptError::NotV2(format!("{tip} is not a SHA-1 object id")))?;
+            .ok_or(AttemptError::Sha256Tip)?;
         let shown = format!("the fetch of {}", self.wanted.remote_ref);
         checked::index(repo, Response::new(messages, wait), self.limits, &shown).map_err(|e| {
             match e {
