@@ -183,6 +183,21 @@ fn attempt(
     received
 }
 
+/// The network thread's first message: the object the wanted ref names,
+/// within `wait`.
+fn first_ref(messages: &mpsc::Receiver<Message>, wait: Duration) -> Result<String, AttemptError> {
+    let first = messages
+        .recv_timeout(wait)
+        .map_err(|_| AttemptError::Transient("the fetch thread ended without an answer".into()))?;
+    match first {
+        Message::Ref(Some(oid)) => Ok(oid),
+        Message::Ref(None) => Err(AttemptError::NoSuchRef),
+        Message::NotV2(why) => Err(AttemptError::NotV2(why)),
+        Message::Failed(e) => Err(classify(e)),
+        Message::Data(_) => Err(AttemptError::Transient("data before the ref".into())),
+    }
+}
+
 /// The network side of an attempt, on its own thread with its own runtime:
 /// `ls-refs` of `ref_name`, then the `fetch` that `request` makes of the
 /// object it names.
@@ -261,16 +276,7 @@ fn receive(
     expect: &Expect<'_>,
 ) -> Result<Incoming, AttemptError> {
     let wait = io_timeout + Duration::from_secs(1);
-    let first = messages
-        .recv_timeout(remaining.max(wait))
-        .map_err(|_| AttemptError::Transient("the fetch thread ended without an answer".into()))?;
-    let oid = match first {
-        Message::Ref(Some(oid)) => oid,
-        Message::Ref(None) => return Err(AttemptError::NoSuchRef),
-        Message::NotV2(why) => return Err(AttemptError::NotV2(why)),
-        Message::Failed(e) => return Err(classify(e)),
-        Message::Data(_) => return Err(AttemptError::Transient("data before the ref".into())),
-    };
+    let oid = first_ref(messages, remaining.max(wait))?;
     let tag_id = ObjectId::from_hex(&oid)
         .ok_or_else(|| AttemptError::NotV2(format!("{oid} is not an object id")))?;
     read_into(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use git2::{Oid, Repository};
 
 use super::wire::{Message, Response, channel_request, fetch_request};
-use super::{AttemptError, can_stream, classify, network};
+use super::{AttemptError, can_stream, first_ref, network};
 use crate::config::AgentConfig;
 use crate::source::checked::{self, Failure, Limits};
 use crate::source::fetch::{FetchError, Retries};
@@ -187,16 +187,7 @@ impl Attempt<'_> {
         remaining: Duration,
     ) -> Result<Oid, AttemptError> {
         let wait = io_timeout + Duration::from_secs(1);
-        let first = messages.recv_timeout(remaining.max(wait)).map_err(|_| {
-            AttemptError::Transient("the fetch thread ended without an answer".into())
-        })?;
-        let tip = match first {
-            Message::Ref(Some(oid)) => oid,
-            Message::Ref(None) => return Err(AttemptError::NoSuchRef),
-            Message::NotV2(why) => return Err(AttemptError::NotV2(why)),
-            Message::Failed(e) => return Err(classify(e)),
-            Message::Data(_) => return Err(AttemptError::Transient("data before the ref".into())),
-        };
+        let tip = first_ref(messages, remaining.max(wait))?;
         let tip = Oid::from_str(&tip)
             .ok()
             .filter(|_| tip.len() == 40)
