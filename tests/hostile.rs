@@ -523,10 +523,19 @@ fn a_small_release_in_any_order_is_held_then_applied() {
 
 #[test]
 fn a_pack_git_made_with_deltas_applies() {
-    // Near copies, so that pack-objects makes blob deltas; served as git
-    // made it (a depth-1 pack: the parent commit's objects left out).
+    // Blobs under 1 MiB are held whole while their id is computed and
+    // written from memory; larger ones are held compressed and inflated
+    // again by the writer, a delta applied to its base's file: both ways.
+    deltified_release_applies(3_000);
+    deltified_release_applies(30_000);
+}
+
+/// Five near copies of a file of `lines` lines, so that pack-objects
+/// makes blob deltas; served as git made it (a depth-1 pack: the parent
+/// commit's objects left out), then applied.
+fn deltified_release_applies(lines: usize) {
     let mut text = String::new();
-    for i in 0..3000 {
+    for i in 0..lines {
         text.push_str(&format!("line {i} of a file pack-objects will deltify\n"));
     }
     let mut spec = String::from("files:\n");
@@ -566,13 +575,43 @@ fn a_pack_git_made_with_deltas_applies() {
         "git deltified: {} bytes",
         pack.len()
     );
-    let (m, root, server, _) = f.run("git-pack", pack);
-    assert_eq!(m.code, Some(0), "{}", m.stderr);
+    let (m, root, server, _) = f.run(&format!("git-pack-{lines}"), pack);
+    assert_eq!(m.code, Some(0), "{lines} lines: {}", m.stderr);
     assert_eq!(server.fetches(), 1);
     for n in 0..5 {
         assert_eq!(
             root.read_text(&format!("/srv/app/v{n}")),
-            format!("{text}variant {n}\n")
+            format!("{text}variant {n}\n"),
+            "{lines} lines: /srv/app/v{n}"
+        );
+    }
+}
+
+#[test]
+fn a_large_file_costs_what_it_took_on_the_wire() {
+    // A 64 MiB file of zeros compresses to some 64 KB. It is the release's
+    // own, so it is written; but while its id is computed the node holds
+    // its compressed bytes, not the 64 MiB it inflates to.
+    let spec = "files:\n  - { path: /srv/app/zero, source: files/zero }\n";
+    let release = Release::new(spec).file("files/zero", vec![0u8; BOMB_OBJECT as usize]);
+    let f = Fixture::new(&release);
+    for transport in TRANSPORTS {
+        let mut pack = PackWriter::new();
+        f.write_release(&mut pack);
+        let pack = pack.finish();
+        assert!(pack.len() < 1 << 20, "compressed: {} bytes", pack.len());
+        let (m, root, _, _) = f.run_on("zero-file", pack, transport);
+        assert_eq!(m.code, Some(0), "{transport:?}: {}", m.stderr);
+        let written = std::fs::metadata(root.path().join("srv/app/zero")).expect("the file");
+        assert_eq!(written.len(), BOMB_OBJECT, "{transport:?}");
+        assert!(
+            m.peak_rss_kib > 0 && m.peak_rss_kib <= MAX_RSS_KIB,
+            "{transport:?}: peak RSS {} KiB for a 64 MiB file; the bound is {MAX_RSS_KIB} KiB",
+            m.peak_rss_kib
+        );
+        eprintln!(
+            "{transport:?}: a 64 MiB file applied with a peak RSS of {} KiB",
+            m.peak_rss_kib
         );
     }
 }

@@ -40,8 +40,8 @@ pub struct Incoming {
     pub(super) dropped: Vec<u64>,
     pub(super) current: Option<(Begin, Sink)>,
     pub(super) bounds: Bounds,
-    /// Compressed bytes held by [`Entry::Pending`] objects, and how many
-    /// of them there are.
+    /// Bytes held by [`Entry::Pending`] objects (compressed or whole), and
+    /// how many of them there are.
     pub(super) pending_raw: usize,
     pub(super) pending_count: usize,
     /// Writes named blobs while the pack is read; gone once
@@ -83,11 +83,11 @@ pub(super) enum Entry {
         bytes: Vec<u8>,
         named: bool,
     },
-    /// A blob whose id is being computed, held as the compressed bytes it
-    /// would be written from (and its base's offset, for a delta).
+    /// A blob whose id is being computed, held as the bytes it would be
+    /// written from (and its base's offset, for a delta).
     Pending {
         size: u64,
-        raw: Vec<u8>,
+        held: Held,
         base: Option<u64>,
     },
     /// An object only recognised: dropped once its id is known.
@@ -107,11 +107,34 @@ pub(super) enum Entry {
 pub(super) enum Sink {
     /// Its inflated bytes, into memory.
     Memory(Vec<u8>),
-    /// Its compressed bytes, into memory.
-    Raw(Vec<u8>),
+    /// Its compressed bytes, or for a small blob its inflated bytes, into
+    /// memory while its id is computed.
+    Pending(Held),
     /// Nowhere.
     Pass,
 }
+
+/// How a blob waiting for its id is held.
+pub(super) enum Held {
+    /// Its compressed bytes from the pack (and, for a delta, its
+    /// instructions): the writer inflates them again, so that a blob
+    /// that inflates to 64 MiB costs what it took on the wire.
+    Raw(Vec<u8>),
+    /// Its bytes, inflated (a blob of at most [`WHOLE_BLOB_BYTES`]): the
+    /// writer writes them as they are, without inflating twice.
+    Whole(Vec<u8>),
+}
+
+impl Held {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Raw(bytes) | Self::Whole(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// The largest blob held inflated while its id is computed.
+pub(super) const WHOLE_BLOB_BYTES: u64 = 1024 * 1024;
 
 /// A blob received into the staging directory.
 #[derive(Debug, Clone, Copy)]

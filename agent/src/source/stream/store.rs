@@ -7,9 +7,11 @@
 //! - then the verified commit's tree is named; a tree that arrives and is
 //!   named names its entries in turn; a named tree is held in memory;
 //! - a blob a named tree names is written, once, by the writing thread:
-//!   from memory if it was held, else from its compressed bytes, which
-//!   are all that is held while its id is computed (so a blob that
-//!   inflates to 64 MiB costs what it took on the wire, not 64 MiB);
+//!   from memory if it was held; else, while its id is computed, a blob
+//!   of at most 1 MiB is held inflated and written from those bytes, and
+//!   a larger one is held as its compressed bytes, which the writer
+//!   inflates again (so a blob that inflates to 64 MiB costs what it took
+//!   on the wire, not 64 MiB);
 //! - anything else is recognised (inflated, hashed) and dropped, and
 //!   counts against the unnamed bound; a delta built on a dropped object
 //!   refuses the pack.
@@ -18,7 +20,7 @@
 //! apply, because this is the policy.
 
 use super::bounds::{Crossed, PENDING_RAW_BYTES};
-use super::incoming::{Entry, Incoming, Refusal, Sink};
+use super::incoming::{Entry, Held, Incoming, Refusal, Sink, WHOLE_BLOB_BYTES};
 use super::writer::{Source, Writer};
 use crate::source::pack::{
     Base, BaseBytes, BaseObject, Begin, ObjectId, ObjectKind, ObjectStore, RESERVE, TreeEntries,
@@ -80,7 +82,13 @@ impl Incoming {
                 self.unnamed(size)?;
                 Ok(memory())
             }
-            ObjectKind::Blob if !self.named.missing_blobs.is_empty() => Ok(Sink::Raw(Vec::new())),
+            ObjectKind::Blob if !self.named.missing_blobs.is_empty() => {
+                Ok(Sink::Pending(if size <= WHOLE_BLOB_BYTES {
+                    Held::Whole(Vec::with_capacity(size as usize))
+                } else {
+                    Held::Raw(Vec::new())
+                }))
+            }
             _ => {
                 self.unnamed(size)?;
                 Ok(Sink::Pass)
@@ -282,16 +290,21 @@ impl Incoming {
         offset: u64,
         id: ObjectId,
         size: u64,
-        raw: Vec<u8>,
+        held: Held,
         base: Option<u64>,
     ) -> Result<(), String> {
-        self.pending_raw -= raw.len();
+        self.pending_raw -= held.len();
         self.pending_count -= 1;
         if !self.named.missing_blobs.remove(&id) {
             self.unnamed(size)?;
             self.dropped.push(offset);
             return Ok(());
         }
+        self.ids.insert(id, offset);
+        let raw = match held {
+            Held::Whole(bytes) => return self.keep(offset, size, Source::Bytes(bytes), &[]),
+            Held::Raw(raw) => raw,
+        };
         let source = match base {
             None => Source::Zlib,
             Some(base) => {
@@ -299,7 +312,6 @@ impl Incoming {
                 Source::Delta { base, len }
             }
         };
-        self.ids.insert(id, offset);
         self.keep(offset, size, source, &raw)
     }
 
@@ -359,7 +371,7 @@ impl ObjectStore for Incoming {
 
     fn raw(&mut self, bytes: &[u8]) -> Result<(), String> {
         self.bounds.raw(bytes.len()).map_err(|c| self.crossed(c))?;
-        if let Some((_, Sink::Raw(raw))) = &mut self.current {
+        if let Some((_, Sink::Pending(Held::Raw(raw)))) = &mut self.current {
             raw.extend_from_slice(bytes);
         }
         Ok(())
@@ -367,7 +379,9 @@ impl ObjectStore for Incoming {
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
         match &mut self.current {
-            Some((_, Sink::Memory(held))) => held.extend_from_slice(bytes),
+            Some((_, Sink::Memory(held) | Sink::Pending(Held::Whole(held)))) => {
+                held.extend_from_slice(bytes);
+            }
             Some(_) => {}
             None => return Err("object data outside an object".into()),
         }
@@ -384,12 +398,12 @@ impl ObjectStore for Incoming {
                 // until its id says otherwise.
                 named: self.trusted() && object.kind == ObjectKind::Tree,
             },
-            Sink::Raw(raw) => {
-                self.pending_raw += raw.len();
+            Sink::Pending(held) => {
+                self.pending_raw += held.len();
                 self.pending_count += 1;
                 Entry::Pending {
                     size: object.size,
-                    raw,
+                    held,
                     base: object.delta.map(|(base, _)| base),
                 }
             }
@@ -413,8 +427,8 @@ impl ObjectStore for Incoming {
                     self.bounds.release_named(bytes.len() as u64);
                     self.unnamed(bytes.len() as u64)?;
                 }
-                Entry::Pending { size, raw, .. } => {
-                    self.pending_raw -= raw.len();
+                Entry::Pending { size, held, .. } => {
+                    self.pending_raw -= held.len();
                     self.pending_count -= 1;
                     self.unnamed(size)?;
                 }
@@ -431,8 +445,8 @@ impl ObjectStore for Incoming {
                 self.ids.insert(id, offset);
                 self.memory_identified(offset, id, kind, size)
             }
-            Entry::Pending { size, raw, base } => {
-                self.pending_identified(offset, id, size, raw, base)
+            Entry::Pending { size, held, base } => {
+                self.pending_identified(offset, id, size, held, base)
             }
             Entry::Passing => {
                 self.dropped.push(offset);

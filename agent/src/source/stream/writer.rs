@@ -28,7 +28,8 @@ pub(super) struct Writer {
 
 /// How a kept blob's bytes come.
 pub(super) enum Source {
-    /// Its bytes, whole (a blob held in memory until a tree named it).
+    /// Its bytes, whole (a blob held in memory until a tree named it, or
+    /// one of at most 1 MiB held inflated while its id was computed).
     Bytes(Vec<u8>),
     /// Its zlib stream from the pack, in [`WriteOp::Raw`] pieces.
     Zlib,
