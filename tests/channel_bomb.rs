@@ -224,11 +224,20 @@ fn a_bomb_from_a_v2_git_server_is_refused_within_the_deadline() {
             &["fetch.channel_max_bytes (16MiB)", "(not retried)"][..],
         ),
     ] {
-        let server = HostileV2::start_ref(CHANNEL_REF, MADE_UP_TIP, pack);
-        edit_config(&root, &url, &server.url());
-        assert_refused(what, &root, needles);
-        assert_eq!(server.fetches(), 1, "{what}: a refusal is not retried");
-        edit_config(&root, &server.url(), &url);
+        // The same server over smart HTTP, then as git daemon (`git://`).
+        for daemon in [false, true] {
+            let server = HostileV2::start_ref(CHANNEL_REF, MADE_UP_TIP, pack.clone());
+            let hostile = if daemon {
+                server.git_url()
+            } else {
+                server.url()
+            };
+            let what = format!("{what} ({hostile})");
+            edit_config(&root, &url, &hostile);
+            assert_refused(&what, &root, needles);
+            assert_eq!(server.fetches(), 1, "{what}: a refusal is not retried");
+            edit_config(&root, &hostile, &url);
+        }
     }
 }
 
@@ -294,6 +303,8 @@ fn a_bomb_as_the_git_release_of_a_signed_channel_move_is_refused_within_the_dead
     let http = SmartHttp::start(&fleet.world.srv()).expect("nginx");
     let url = http.http_url(REPO);
     let root = booted(&fleet, "node", &url, None);
+    // A second node for the same move over git://.
+    let daemon_root = booted(&fleet, "daemon-node", &url, None);
     let tag_object = promote_v2(&fleet);
     // The channel's real history, as git packs it.
     let bare = fleet.world.srv().join(REPO);
@@ -325,10 +336,19 @@ fn a_bomb_as_the_git_release_of_a_signed_channel_move_is_refused_within_the_dead
     let out = child.wait_with_output().expect("git pack-objects");
     assert!(out.status.success(), "git pack-objects");
     let server = HostileV2::start_refs(vec![
-        (CHANNEL_REF, tip.as_str(), out.stdout),
+        (CHANNEL_REF, tip.as_str(), out.stdout.clone()),
         ("refs/tags/v2", tag_object.as_str(), big_bomb()),
     ]);
     edit_config(&root, &url, &server.url());
     assert_release_refused("the 64 MiB bomb as v2 from git", &root, "twice");
+    assert_eq!(server.fetches(), 2, "the channel, then the release once");
+    // The same over git://, to a node that has not seen the move.
+    let root = daemon_root;
+    let server = HostileV2::start_refs(vec![
+        (CHANNEL_REF, tip.as_str(), out.stdout),
+        ("refs/tags/v2", tag_object.as_str(), big_bomb()),
+    ]);
+    edit_config(&root, &url, &server.git_url());
+    assert_release_refused("the 64 MiB bomb as v2 over git://", &root, "twice");
     assert_eq!(server.fetches(), 2, "the channel, then the release once");
 }

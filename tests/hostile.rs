@@ -98,6 +98,7 @@ impl Fixture {
     fn root(&self, name: &str, server: &Served) -> NodeRoot {
         let config = match server {
             Served::Git(server) => Config::new(&server.url()),
+            Served::Daemon(server) => Config::new(&server.git_url()),
             Served::Static(http, dir) => {
                 let mut config = Config::new(&http.static_url(dir));
                 config.kind = Some("static".into());
@@ -127,6 +128,7 @@ impl Fixture {
         );
         let name = match transport {
             Transport::Git => name.to_owned(),
+            Transport::Daemon => format!("{name}-daemon"),
             Transport::Static => format!("{name}-static"),
             Transport::GitSha256 => format!("{name}-sha256"),
         };
@@ -154,8 +156,10 @@ impl Fixture {
 /// How a crafted pack reaches the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Transport {
-    /// The fake protocol v2 server.
+    /// The fake protocol v2 server, over smart HTTP.
     Git,
+    /// The same server as git daemon: `git://`.
+    Daemon,
     /// Static files (`tags/TAG`, `releases/ID.pack`) behind nginx.
     Static,
     /// The fake protocol v2 server as a SHA-256 repository: the pack is
@@ -164,12 +168,14 @@ enum Transport {
     GitSha256,
 }
 
-/// Both transports.
-const TRANSPORTS: [Transport; 2] = [Transport::Git, Transport::Static];
+/// Every transport the streamed fetch reads.
+const TRANSPORTS: [Transport; 3] = [Transport::Git, Transport::Daemon, Transport::Static];
 
 /// A server of one crafted pack.
 enum Served {
     Git(HostileV2),
+    /// The same, at its `git://` URL.
+    Daemon(HostileV2),
     /// nginx, and the directory under its base that holds the files.
     Static(Box<servers::SmartHttp>, String),
 }
@@ -178,7 +184,7 @@ impl Served {
     /// How many times the pack was asked for.
     fn fetches(&self) -> u64 {
         match self {
-            Served::Git(server) => server.fetches(),
+            Served::Git(server) | Served::Daemon(server) => server.fetches(),
             Served::Static(http, _) => {
                 // The tag file and the pack: nginx logs a request a moment
                 // after the client saw its end.
@@ -201,6 +207,7 @@ fn serve(
 ) -> Served {
     match transport {
         Transport::Git => Served::Git(HostileV2::start(TAG, tag_object, pack)),
+        Transport::Daemon => Served::Daemon(HostileV2::start(TAG, tag_object, pack)),
         // A 64-digit id the pack never delivers: what is refused comes first.
         Transport::GitSha256 => Served::Git(HostileV2::start_sha256(
             TAG,

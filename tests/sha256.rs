@@ -81,6 +81,33 @@ fn a_sha256_release_boots_over_smart_http_byte_for_byte() {
 }
 
 #[test]
+fn a_sha256_release_boots_over_git_daemon_with_protocol_v2() {
+    // git daemon names the object format in its v2 capability
+    // advertisement: the SHA-1 ls-refs is not sent, libgit2's listing
+    // shows the repository SHA-256, and ls-refs and the fetch follow in
+    // SHA-256, each on a connection of its own.
+    let world = World::sha256();
+    let key = world.keygen("release");
+    let release = sha256_release();
+    world.publish(REPO, &release, TAG, Tagging::Signed(&key));
+    let daemon = servers::GitDaemon::start(&world.srv()).expect("start git daemon");
+    let root = world.configured_root("node", &key, &Config::new(&daemon.url(REPO)));
+    let run = root.apply().ok();
+    assert!(
+        !run.stderr.contains("with libgit2"),
+        "streamed, not fetched with libgit2\n{}",
+        run.describe()
+    );
+    assert_eq!(
+        root.read("/srv/payload.bin"),
+        release.bytes("files/payload.bin")
+    );
+    // At least the SHA-1 ask, the listing, ls-refs and the fetch in
+    // SHA-256 (the channel's floor is asked for after them).
+    assert!(daemon.connections() >= 4, "{}", daemon.connections());
+}
+
+#[test]
 fn a_sha256_release_signed_by_a_stranger_is_refused_and_writes_nothing() {
     let world = World::sha256();
     let trusted = world.keygen("release");
@@ -192,13 +219,12 @@ fn refused_through_libgit2(world: &World, key: &Key, name: &str, url: &str, tran
 
 #[test]
 fn transports_through_libgit2_refuse_a_sha256_repository_in_one_line() {
+    // file:// and HTTP without v2; git:// speaks v2 (the test above).
     let world = World::sha256();
     let key = world.keygen("release");
     let published = world.publish(REPO, &sha256_release(), TAG, Tagging::Signed(&key));
     let file = format!("file://{}", published.bare.display());
     refused_through_libgit2(&world, &key, "file", &file, "file://");
-    let daemon = servers::GitDaemon::start(&world.srv()).expect("start git daemon");
-    refused_through_libgit2(&world, &key, "git", &daemon.url(REPO), "git://");
     let http = SmartHttp::start(&world.srv()).expect("start smart HTTP");
     let v0 = http.v0_url(REPO);
     refused_through_libgit2(&world, &key, "v0", &v0, "this fetch over http://");

@@ -384,7 +384,7 @@ impl Bench<'_> {
         let answer = answer.context("library poll")?;
         ensure!(
             answer.oid.as_deref() == Some(self.fixture.channel.as_str())
-                && answer.protocol == Protocol::V2Http,
+                && answer.protocol == Protocol::V2,
             "unexpected answer {answer:?}"
         );
         Ok((wall, cpu, answer.bytes_received))

@@ -1,9 +1,10 @@
 //! A hostile git server and the packs it serves, for the tests that hold
 //! a first boot's streamed fetch to its bounds.
 //!
-//! * [`HostileV2`]: a hand-written fake that speaks just enough smart HTTP
-//!   protocol v2 (`ls-refs` and `fetch`, gitprotocol-v2(5)) to serve one
-//!   tag and a crafted pack. It is a fake because no real git server can
+//! * [`HostileV2`]: a hand-written fake that speaks just enough protocol
+//!   v2 (`ls-refs` and `fetch`, gitprotocol-v2(5)), over smart HTTP and as
+//!   git daemon (`git://`) on the same port, to serve one tag and a
+//!   crafted pack. It is a fake because no real git server can
 //!   be made to send the packs these tests need (deltas against a zero
 //!   blob, 200,000 tiny blobs, objects out of git's order); everything the
 //!   node does with what it receives is real.
@@ -132,13 +133,13 @@ impl HostileV2 {
                             );
                             let advertised = sha256.then(|| advertised.clone());
                             thread::spawn(move || {
-                                let _ = answer(
-                                    stream,
-                                    &listing,
-                                    advertised.as_deref(),
-                                    &packs,
-                                    &fetches,
-                                );
+                                let served = Served {
+                                    listing: &listing,
+                                    advertised: advertised.as_deref(),
+                                    packs: &packs,
+                                    fetches: &fetches,
+                                };
+                                let _ = answer(stream, &served);
                             });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -157,6 +158,12 @@ impl HostileV2 {
     /// `http://127.0.0.1:PORT/release.git`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/release.git", self.port)
+    }
+
+    /// `git://127.0.0.1:PORT/release.git`: the same server, spoken to as
+    /// git daemon.
+    pub fn git_url(&self) -> String {
+        format!("git://127.0.0.1:{}/release.git", self.port)
     }
 
     /// `fetch` requests answered so far.
@@ -181,28 +188,104 @@ fn pkt(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Answers one HTTP request: `ls-refs` with the listing, `fetch` with the
-/// pack on side band 1; for a SHA-256 repository (`advertised`, its v0
-/// advertisement's ref line), an `ls-refs` in SHA-1 with an empty body and
-/// the v0 advertisement with that line.
-fn answer(
-    mut stream: TcpStream,
-    listing: &[String],
-    advertised: Option<&str>,
-    packs: &[(String, Vec<u8>)],
-    fetches: &AtomicU64,
-) -> std::io::Result<()> {
+/// What the server serves: the ref listing, for a SHA-256 repository its
+/// v0 advertisement's ref line, the pack of each object id, and the count
+/// of fetches answered.
+#[derive(Clone, Copy)]
+struct Served<'a> {
+    listing: &'a [String],
+    advertised: Option<&'a str>,
+    packs: &'a [(String, Vec<u8>)],
+    fetches: &'a AtomicU64,
+}
+
+/// Answers one connection: an HTTP request, or a `git://` request line
+/// (git daemon's transport, protocol v2 asked for as an extra parameter)
+/// followed by one command.
+fn answer(mut stream: TcpStream, served: &Served<'_>) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(60)))?;
     let mut request = Vec::new();
     let mut buf = [0u8; 8192];
-    let (head_end, length) = loop {
+    while request.len() < 4 {
         let n = stream.read(&mut buf)?;
-        if n == 0 || request.len() > MAX_REQUEST {
+        if n == 0 {
             return Ok(());
         }
         request.extend_from_slice(&buf[..n]);
+    }
+    if request.starts_with(b"GET ") || request.starts_with(b"POST") {
+        answer_http(stream, request, served)
+    } else {
+        answer_daemon(stream, request, served)
+    }
+}
+
+/// One `git://` exchange: the request line, the v2 capability
+/// advertisement, then the client's command up to the flush that ends its
+/// session, answered as [`reply`] does, and the connection closed.
+fn answer_daemon(
+    mut stream: TcpStream,
+    mut request: Vec<u8>,
+    served: &Served<'_>,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    let line_len = std::str::from_utf8(&request[..4])
+        .ok()
+        .and_then(|h| usize::from_str_radix(h, 16).ok())
+        .filter(|&n| n > 4)
+        .unwrap_or(0);
+    while request.len() < line_len {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    if line_len == 0 || !request[4..line_len].starts_with(b"git-upload-pack ") {
+        return stream.write_all(&pkt(b"ERR not a git-upload-pack request\n"));
+    }
+    let mut capabilities = Vec::new();
+    for line in [
+        "version 2\n",
+        "agent=hostile\n",
+        "ls-refs\n",
+        "fetch=shallow\n",
+    ] {
+        capabilities.extend(pkt(line.as_bytes()));
+    }
+    if served.advertised.is_some() {
+        capabilities.extend(pkt(b"object-format=sha256\n"));
+    }
+    capabilities.extend_from_slice(b"0000");
+    stream.write_all(&capabilities)?;
+    // The command, its closing flush, and the flush that ends the session.
+    let mut body = request.split_off(line_len);
+    while !body.ends_with(b"00000000") && body.len() <= MAX_REQUEST {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    if let Some((_, out)) = reply(&body, false, served) {
+        stream.write_all(&out)?;
+    }
+    stream.flush()
+}
+
+/// One HTTP request: `ls-refs` with the listing, `fetch` with the pack on
+/// side band 1; for a SHA-256 repository (`advertised`, its v0
+/// advertisement's ref line), an `ls-refs` in SHA-1 with an empty body and
+/// the v0 advertisement with that line.
+fn answer_http(
+    mut stream: TcpStream,
+    mut request: Vec<u8>,
+    served: &Served<'_>,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    let (head_end, length) = loop {
         if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
             let length = head
@@ -212,6 +295,11 @@ fn answer(
                 .unwrap_or(0);
             break (end + 4, length);
         }
+        let n = stream.read(&mut buf)?;
+        if n == 0 || request.len() > MAX_REQUEST {
+            return Ok(());
+        }
+        request.extend_from_slice(&buf[..n]);
     };
     while request.len() < head_end + length.min(MAX_REQUEST) {
         let n = stream.read(&mut buf)?;
@@ -220,11 +308,38 @@ fn answer(
         }
         request.extend_from_slice(&buf[..n]);
     }
+    let is_get = request.starts_with(b"GET ");
     let body = &request[head_end..];
+    match reply(body, is_get, served) {
+        Some((content_type, out)) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                out.len()
+            );
+            stream.write_all(head.as_bytes())?;
+            stream.write_all(&out)?;
+        }
+        None => stream.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?,
+    }
+    stream.flush()
+}
+
+/// The answer to one request body (`is_get`: HTTP's v0 advertisement),
+/// with its HTTP content type; `None`: a request this server does not know.
+fn reply(body: &[u8], is_get: bool, served: &Served<'_>) -> Option<(&'static str, Vec<u8>)> {
+    let Served {
+        listing,
+        advertised,
+        packs,
+        fetches,
+    } = *served;
     let mut out = Vec::new();
     let mut content_type = "application/x-git-upload-pack-result";
     let asks_sha256 = body.windows(20).any(|w| w == b"object-format=sha256");
-    if let (Some(line), true) = (advertised, request.starts_with(b"GET ")) {
+    if let (Some(line), true) = (advertised, is_get) {
         content_type = "application/x-git-upload-pack-advertisement";
         out.extend(pkt(b"# service=git-upload-pack\n"));
         out.extend_from_slice(b"0000");
@@ -232,7 +347,7 @@ fn answer(
         out.extend_from_slice(b"0000");
     } else if body.windows(15).any(|w| w == b"command=ls-refs") {
         // git's upload-pack dies on a client of the other format before it
-        // says anything: an empty body.
+        // says anything: an empty answer.
         if advertised.is_none() || asks_sha256 {
             for line in listing {
                 out.extend(pkt(line.as_bytes()));
@@ -244,9 +359,7 @@ fn answer(
         if advertised.is_some() && !asks_sha256 {
             // A SHA-1 fetch from a SHA-256 repository: git dies, and the
             // test that meant to prove the SHA-256 path fails.
-            stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-            return Ok(());
+            return Some((content_type, out));
         }
         let pack = packs
             .iter()
@@ -263,19 +376,9 @@ fn answer(
         }
         out.extend_from_slice(b"0000");
     } else {
-        stream.write_all(
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?;
-        return Ok(());
+        return None;
     }
-    let head = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        out.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&out)?;
-    stream.flush()
+    Some((content_type, out))
 }
 
 // ---------------------------------------------------------------------------

@@ -35,17 +35,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue,
-};
-use reqwest::{StatusCode, Url};
+use reqwest::Url;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 
+mod daemon;
 mod error;
 mod fallback;
 mod ls_refs;
 mod object_format;
 mod options;
 pub mod pkt;
+mod transport;
 
 pub(crate) use error::error_chain as error_chain_of;
 pub use error::{PollError, redact_url};
@@ -53,8 +53,9 @@ pub use ls_refs::{AnswerError, capabilities, is_object_id, ls_refs_request, pars
 pub use options::{BasicAuth, MAX_ANSWER_BYTES, PollOptions, options_for, poller_for};
 
 use crate::types::ObjectFormat;
-use error::{clean_message, error_chain, looks_like_tls, status_hint};
+use error::{error_chain, looks_like_tls};
 use fallback::Git2Listing;
+use transport::Wire;
 
 /// What driftless calls itself on the wire (User-Agent and v2 `agent`).
 pub const AGENT: &str = concat!("driftless/", env!("CARGO_PKG_VERSION"));
@@ -76,8 +77,8 @@ const RESULT_TYPE: &str = "application/x-git-upload-pack-result";
 /// How an answer was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// One protocol v2 `ls-refs` request over HTTP(S).
-    V2Http,
+    /// One protocol v2 `ls-refs` command, over HTTP(S) or `git://`.
+    V2,
     /// libgit2's ref listing (a v0 advertisement of every ref).
     Fallback,
 }
@@ -90,7 +91,7 @@ pub struct RefAnswer {
     pub oid: Option<String>,
     /// How the answer was obtained.
     pub protocol: Protocol,
-    /// With [`Protocol::V2Http`], the bytes of the response body. With
+    /// With [`Protocol::V2`], the bytes of the response body. With
     /// [`Protocol::Fallback`] an estimate (libgit2 does not report transfer
     /// sizes): the pkt-line size of the refs it listed, capabilities and
     /// headers not counted.
@@ -110,6 +111,8 @@ struct Http {
 pub struct RefPoller {
     redacted: String,
     http: Option<Http>,
+    /// For `git://`: git daemon, spoken to in protocol v2.
+    daemon: Option<Box<daemon::Daemon>>,
     listing: Arc<Git2Listing>,
     options: PollOptions,
     /// Polls left that skip v2 (the server showed it lacks it).
@@ -137,6 +140,10 @@ impl RefPoller {
         };
         let mut parsed = Url::parse(url).map_err(|e| setup(format!("not a valid URL: {e}")))?;
         let scheme = parsed.scheme().to_owned();
+        let daemon = match scheme.as_str() {
+            "git" => Some(Box::new(daemon::Daemon::new(&parsed).map_err(setup)?)),
+            _ => None,
+        };
         let (http, listing) = match scheme.as_str() {
             "http" | "https" => {
                 let mut basic_auth = options.basic_auth.clone();
@@ -189,6 +196,7 @@ impl RefPoller {
         Ok(Self {
             redacted,
             http,
+            daemon,
             listing: Arc::new(listing),
             options,
             skip_v2: AtomicU32::new(0),
@@ -218,7 +226,7 @@ impl RefPoller {
                 name: ref_name.chars().take(MAX_REF_NAME).collect(),
             });
         }
-        let Some(http) = &self.http else {
+        let Some(wire) = self.wire() else {
             return self.list_with_git2(ref_name).await;
         };
         let skipped = self
@@ -228,7 +236,7 @@ impl RefPoller {
         if skipped {
             return self.list_with_git2(ref_name).await;
         }
-        match self.ls_ref_v2(http, ref_name).await? {
+        match self.ls_ref_v2(wire, ref_name).await? {
             V2::Answer(answer) => {
                 tracing::debug!(
                     url = %self.redacted,
@@ -242,7 +250,7 @@ impl RefPoller {
             V2::NotSpoken(why) => {
                 let listed = self.list_with_git2(ref_name).await;
                 if self.learned_sha256(&listed) {
-                    if let V2::Answer(answer) = self.ls_ref_v2(http, ref_name).await? {
+                    if let V2::Answer(answer) = self.ls_ref_v2(wire, ref_name).await? {
                         return Ok(answer);
                     }
                 }
@@ -259,13 +267,13 @@ impl RefPoller {
     /// One `ls-refs` request in `format`.
     async fn ls_ref_once(
         &self,
-        http: &Http,
+        wire: Wire<'_>,
         ref_name: &str,
         format: ObjectFormat,
     ) -> Result<V2, PollError> {
         let body = ls_refs_request(ref_name, format).map_err(|e| self.malformed(e.to_string()))?;
         let started = Instant::now();
-        let mut response = match self.post_v2(http, body, started).await? {
+        let mut response = match self.send_v2(wire, body, started).await? {
             Ok(response) => response,
             Err(why) => return Ok(V2::NotSpoken(why)),
         };
@@ -274,21 +282,13 @@ impl RefPoller {
             url: self.redacted.clone(),
             limit,
         };
-        let declared = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = response.declared_len();
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large());
         }
         let capacity = declared.map_or(512, |n| usize::try_from(n).unwrap_or(limit));
         let mut answer = Vec::with_capacity(capacity.min(limit));
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.request_error(e, started, "the rest of the answer"))?
-        {
+        while let Some(chunk) = self.next_chunk(&mut response, started).await? {
             if answer.len() + chunk.len() > limit {
                 return Err(too_large());
             }
@@ -297,7 +297,7 @@ impl RefPoller {
         match parse_ls_refs(&answer, ref_name) {
             Ok(oid) => Ok(V2::Answer(RefAnswer {
                 oid,
-                protocol: Protocol::V2Http,
+                protocol: Protocol::V2,
                 bytes_received: answer.len() as u64,
             })),
             Err(AnswerError::NotV2(why)) => Ok(V2::NotSpoken(why.to_owned())),
@@ -309,78 +309,23 @@ impl RefPoller {
         }
     }
 
-    /// Sends one protocol v2 command (a request body of pkt-lines) and
-    /// returns the response once its status and content type show a smart
-    /// HTTP answer; `Ok(Err(why))` when the server does not speak v2.
-    async fn post_v2(
-        &self,
-        http: &Http,
-        body: Vec<u8>,
-        started: Instant,
-    ) -> Result<Result<reqwest::Response, String>, PollError> {
-        let response = http
-            .client
-            .post(http.endpoint.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.request_error(e, started, "the response"))?;
-        let status = response.status();
-        if status.is_redirection()
-            || matches!(
-                status,
-                StatusCode::BAD_REQUEST
-                    | StatusCode::METHOD_NOT_ALLOWED
-                    | StatusCode::LENGTH_REQUIRED
-                    | StatusCode::UNSUPPORTED_MEDIA_TYPE
-                    | StatusCode::NOT_IMPLEMENTED
-            )
-        {
-            return Ok(Err(format!("HTTP status {}", status.as_u16())));
-        }
-        if !status.is_success() {
-            return Err(PollError::HttpStatus {
-                url: self.redacted.clone(),
-                status: status.as_u16(),
-                hint: status_hint(status),
-            });
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(str::trim);
-        if !content_type.is_some_and(|t| t.eq_ignore_ascii_case(RESULT_TYPE)) {
-            return Ok(Err(format!(
-                "content type {}",
-                clean_message(content_type.unwrap_or("(none)").as_bytes())
-            )));
-        }
-        Ok(Ok(response))
-    }
-
-    /// Sends a protocol v2 command over HTTP(S) and streams the response
-    /// body, chunk by chunk, to `each` (which returns false to stop).
-    /// `Ok(Err(why))` when this source is not HTTP(S) or does not speak v2.
+    /// Sends a protocol v2 command over HTTP(S) or `git://` and streams
+    /// the answer, chunk by chunk, to `each` (which returns false to stop).
+    /// `Ok(Err(why))` when this source is neither or does not speak v2.
     pub async fn stream_command(
         &self,
         body: Vec<u8>,
         mut each: impl FnMut(&[u8]) -> bool,
     ) -> Result<Result<(), String>, PollError> {
-        let Some(http) = &self.http else {
-            return Ok(Err("not an HTTP(S) source".into()));
+        let Some(wire) = self.wire() else {
+            return Ok(Err("neither an HTTP(S) nor a git:// source".into()));
         };
         let started = Instant::now();
-        let mut response = match self.post_v2(http, body, started).await? {
-            Ok(response) => response,
+        let mut answer = match self.send_v2(wire, body, started).await? {
+            Ok(answer) => answer,
             Err(why) => return Ok(Err(why)),
         };
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| self.request_error(e, started, "the rest of the answer"))?
-        {
+        while let Some(chunk) = self.next_chunk(&mut answer, started).await? {
             if !each(&chunk) {
                 break;
             }

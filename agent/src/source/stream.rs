@@ -1,5 +1,5 @@
-//! First boot over HTTP(S): the pinned tag fetched with one protocol v2
-//! `ls-refs` and one `fetch` (shallow, `deepen 1`), its pack parsed while it
+//! First boot over HTTP(S) or `git://`: the pinned tag fetched with one
+//! protocol v2 `ls-refs` and one `fetch` (shallow, `deepen 1`), its pack parsed while it
 //! streams in ([`crate::source::pack`]), and each blob written once, to a private
 //! staging directory on the root's filesystem, from where apply renames it
 //! beside its target. libgit2's fetch would store and index the pack first,
@@ -75,10 +75,10 @@ pub struct Streamed {
     pub index: crate::source::pack::TreeIndex,
 }
 
-/// Whether a source at `url` may be streamed from: HTTP(S) only (other
-/// transports go through libgit2).
+/// Whether a source at `url` may be streamed from: HTTP(S) and `git://`,
+/// which speak protocol v2 (`ssh://` and `file://` go through libgit2).
 pub fn can_stream(url: &str) -> bool {
-    url.starts_with("https://") || url.starts_with("http://")
+    url.starts_with("https://") || url.starts_with("http://") || url.starts_with("git://")
 }
 
 /// The server did not speak protocol v2 (`why`): with `fetch.require_v2`
@@ -102,8 +102,8 @@ pub(crate) fn not_v2(config: &AgentConfig, name: &str, why: &str) -> Result<(), 
     Ok(())
 }
 
-/// Fetches and verifies `tag` from an HTTP(S) source by streaming, retrying
-/// within the fetch deadline. `Ok(None)`: the source is not HTTP(S) or does
+/// Fetches and verifies `tag` from an HTTP(S) or `git://` source by streaming, retrying
+/// within the fetch deadline. `Ok(None)`: the source is neither HTTP(S) nor `git://`, or does
 /// not speak protocol v2, and libgit2 should fetch it.
 pub fn fetch_tag(
     root: &Path,
@@ -219,7 +219,7 @@ fn network(
     };
     runtime.block_on(async {
         let oid = match poller.ls_ref(ref_name).await {
-            Ok(answer) if answer.protocol != Protocol::V2Http => {
+            Ok(answer) if answer.protocol != Protocol::V2 => {
                 let _ = send.send(Message::NotV2("no v2 ls-refs".into()));
                 return;
             }

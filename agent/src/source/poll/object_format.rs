@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Http, PollError, RefAnswer, RefPoller, V2};
+use super::{PollError, RefAnswer, RefPoller, V2, Wire};
 use crate::source::permanent::SERVE_SMART_HTTP;
 use crate::types::ObjectFormat;
 
@@ -23,8 +23,8 @@ impl RefPoller {
     }
 
     /// One `ls-refs` request in the object format known so far.
-    pub(super) async fn ls_ref_v2(&self, http: &Http, ref_name: &str) -> Result<V2, PollError> {
-        self.ls_ref_once(http, ref_name, self.object_format()).await
+    pub(super) async fn ls_ref_v2(&self, wire: Wire<'_>, ref_name: &str) -> Result<V2, PollError> {
+        self.ls_ref_once(wire, ref_name, self.object_format()).await
     }
 
     /// Whether the libgit2 listing that `listed` is failed because the

@@ -1,4 +1,4 @@
-//! A channel move over smart HTTP(S) with protocol v2: one `ls-refs` of
+//! A channel move over smart HTTP(S) or `git://` with protocol v2: one `ls-refs` of
 //! the channel ref and one `fetch` of its tip with its history (telling
 //! the server the tip this node holds), the pack read by driftless's own
 //! bounded reader as it arrives ([`crate::source::checked`]) and only then
@@ -23,7 +23,7 @@ use crate::source::fetch::{FetchError, Retries};
 
 /// Fetches the channel ref `remote_ref` into `repo` (a quarantine) and
 /// points `local_ref` at its tip, which it returns. `Ok(None)`: the source
-/// is not HTTP(S) or does not speak protocol v2; fetch with libgit2.
+/// is neither HTTP(S) nor `git://`, or does not speak protocol v2; fetch with libgit2.
 pub fn fetch_channel(
     root: &Path,
     config: &AgentConfig,
@@ -51,7 +51,7 @@ pub fn fetch_channel(
 /// Fetches release tag `remote_ref` (`refs/tags/TAG`), depth 1, into
 /// `repo` (a quarantine) within `max_bytes` (what is left of
 /// `fetch.max_bytes`), and points the same ref there at it. `Ok(None)`:
-/// the source is not HTTP(S) or does not speak protocol v2.
+/// the source is neither HTTP(S) nor `git://`, or does not speak protocol v2.
 pub fn fetch_release(
     root: &Path,
     config: &AgentConfig,
