@@ -272,7 +272,12 @@ fn answer_daemon(
     if let Some((_, out)) = reply(&body, false, served) {
         stream.write_all(&out)?;
     }
-    stream.flush()
+    stream.flush()?;
+    // The connection stays open until the client hangs up (at most the
+    // read timeout), as it may behind a forward: the client must know the
+    // answer's end from the answer itself.
+    while stream.read(&mut buf).is_ok_and(|n| n > 0) {}
+    Ok(())
 }
 
 /// One HTTP request: `ls-refs` with the listing, `fetch` with the pack on

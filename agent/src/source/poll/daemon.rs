@@ -7,8 +7,9 @@
 //! extra parameter (gitprotocol-pack(5), "Git Transport"); the server's
 //! capability advertisement is read, bounded, and must begin `version 2`
 //! (gitprotocol-v2(5)); then the command is sent with a flush after it,
-//! which ends the session, so the server closes the connection once its
-//! answer is complete and the answer reads exactly as an HTTP response
+//! which ends the session. The answer is complete at its first flush
+//! packet (the server closes the connection then, but a forward in between
+//! may not pass that on at once), and reads exactly as an HTTP response
 //! body does. Apart from the poller, which only picks the transport.
 
 use std::time::{Duration, Instant};
@@ -55,6 +56,56 @@ pub(super) struct Answer {
     io_timeout: Duration,
     until: Instant,
     buf: Vec<u8>,
+    framing: Framing,
+}
+
+/// Where the answer stands in its pkt-lines: a v2 command's answer ends
+/// with its first flush packet (its sections are separated by delimiters),
+/// so the answer is complete there, whether or not the server has closed
+/// the connection yet (a forward in between may keep it open).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Framing {
+    /// Payload bytes left in the current packet.
+    payload_left: usize,
+    /// Length digits of the next packet read so far.
+    digits: Vec<u8>,
+    /// The closing flush was seen; nothing after it is read.
+    ended: bool,
+    /// The framing broke: bytes pass through to the parser, which says why,
+    /// until the server closes the connection.
+    lost: bool,
+}
+
+impl Framing {
+    /// How many of `bytes` belong to the answer (all of them, unless its
+    /// closing flush is among them).
+    fn take(&mut self, bytes: &[u8]) -> usize {
+        let mut i = 0;
+        while i < bytes.len() && !self.ended && !self.lost {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len() - i);
+                self.payload_left -= skip;
+                i += skip;
+                continue;
+            }
+            self.digits.push(bytes[i]);
+            i += 1;
+            if self.digits.len() < 4 {
+                continue;
+            }
+            let len = std::str::from_utf8(&self.digits)
+                .ok()
+                .and_then(|d| usize::from_str_radix(d, 16).ok());
+            self.digits.clear();
+            match len {
+                Some(0) => self.ended = true,
+                Some(1 | 2) => {}
+                Some(len) if len > 4 => self.payload_left = len - 4,
+                _ => self.lost = true,
+            }
+        }
+        if self.lost { bytes.len() } else { i }
+    }
 }
 
 impl Daemon {
@@ -125,6 +176,7 @@ impl Daemon {
             io_timeout,
             until,
             buf: vec![0; READ_SIZE],
+            framing: Framing::default(),
         };
         answer.send(&request).await?;
         let format = match answer.advertisement().await? {
@@ -152,8 +204,12 @@ impl Answer {
     /// The next bytes of the answer; `None` once the server has closed the
     /// connection, which ends it.
     pub(super) async fn chunk(&mut self) -> Result<Option<Vec<u8>>, Failure> {
+        if self.framing.ended {
+            return Ok(None);
+        }
         let n = self.read("the answer").await?;
-        Ok((n > 0).then(|| self.buf[..n].to_vec()))
+        let taken = self.framing.take(&self.buf[..n]);
+        Ok((n > 0).then(|| self.buf[..taken].to_vec()))
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Failure> {
@@ -286,6 +342,34 @@ mod tests {
             pkt::write_data(&mut out, &[line.as_bytes()]).expect("fits");
         }
         out
+    }
+
+    #[test]
+    fn an_answer_ends_at_its_first_flush_however_it_is_cut() {
+        let mut answer = packets(&["acknowledgments\n", "NAK\n"]);
+        answer.extend_from_slice(b"0001");
+        answer.extend(packets(&["packfile\n", "\u{1}PACK..."]));
+        answer.extend_from_slice(b"0000");
+        let whole = answer.len();
+        answer.extend_from_slice(b"0008junk");
+        for cut in 1..answer.len() {
+            let mut framing = Framing::default();
+            let first = framing.take(&answer[..cut]);
+            let second = if framing.ended {
+                0
+            } else {
+                framing.take(&answer[cut..])
+            };
+            assert_eq!(first + second, whole, "cut at {cut}");
+            assert!(framing.ended, "cut at {cut}");
+        }
+        let mut broken = Framing::default();
+        assert_eq!(
+            broken.take(b"zzzz0000"),
+            8,
+            "passed on for the parser to refuse"
+        );
+        assert!(!broken.ended && broken.lost);
     }
 
     #[test]
