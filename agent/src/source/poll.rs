@@ -11,25 +11,28 @@
 //! first fetching the capability advertisement (`GET info/refs`), which
 //! would be a second request. The request is framed and the answer parsed
 //! here ([`pkt`], [`ls_refs_request`], [`parse_ls_refs`]), both bounded.
+//! Over `git://` the same command goes to git daemon on a connection of
+//! its own, protocol v2 asked for in the request line (`daemon`).
 //!
 //! Where v2 is not available the poller lists the refs with libgit2 (one
 //! v0 advertisement) on a blocking thread, bounded by the same timeouts:
-//! for `git://`, `ssh://` and `file://` URLs always, and for an HTTP server
-//! that shows it does not honour `Git-Protocol: version=2` (git-http-backend
-//! behind a web server that does not pass the header on as `GIT_PROTOCOL`
-//! answers such a request with an empty body). Such a server is then polled
-//! through libgit2 for the next [`V2_RECHECK_POLLS`] polls before v2 is
-//! tried again, so that a poll stays one request.
+//! for `ssh://` and `file://` URLs always, and for a server that shows it
+//! does not speak v2 (git-http-backend behind a web server that does not
+//! pass `Git-Protocol` on as `GIT_PROTOCOL` answers with an empty body; a
+//! git daemon older than git 2.18 with a v0 advertisement). Such a server
+//! is then polled through libgit2 for the next [`V2_RECHECK_POLLS`] polls
+//! before v2 is tried again, so that a poll stays one request.
 //!
 //! Credentials are never logged: URLs in errors and logs are
 //! [redacted](redact_url), the basic-auth header is marked sensitive.
 //!
-//! This file is the client ([`RefPoller`]): it picks v2 or the listing and
-//! makes the HTTP exchange. Beside it: [`pkt`] (the pkt-line codec),
-//! `ls_refs` (the request and the answer's parsing), `fallback` (the
-//! libgit2 listing), `options` (the settings and where they come from) and
-//! `error` ([`PollError`] and the helpers that keep messages one line and
-//! free of credentials).
+//! This file is the client ([`RefPoller`]): it picks v2 or the listing.
+//! Beside it: `transport` (a v2 command over HTTP(S) or to git daemon),
+//! `daemon` (`git://`), [`pkt`] (the pkt-line codec), `ls_refs` (the
+//! request and the answer's parsing), `fallback` (the libgit2 listing),
+//! `options` (the settings and where they come from) and `error`
+//! ([`PollError`] and the helpers that keep messages one line and free of
+//! credentials).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
