@@ -164,7 +164,10 @@ impl Daemon {
     ) -> Result<Result<Answer, String>, Failure> {
         let until = Instant::now() + deadline;
         let request = self.request_line().map_err(Failure::Transfer)?;
-        let connect = TcpStream::connect((self.host.as_str(), self.port));
+        // An IPv6 address is written in brackets in the URL (and so in the
+        // request's host=), bare for the resolver.
+        let bare = self.host.trim_start_matches('[').trim_end_matches(']');
+        let connect = TcpStream::connect((bare, self.port));
         let stream = match tokio::time::timeout(connect_timeout.min(deadline), connect).await {
             Err(_) => return Err(Failure::Timeout("the connection")),
             Ok(Err(e)) => return Err(Failure::Connect(e.to_string())),
@@ -393,9 +396,52 @@ mod tests {
             d.request_line().expect("fits"),
             b"0029git-upload-pack /r\0host=h\0\0version=2\0"
         );
+        let d = daemon("git://[::1]:4000/r").expect("valid");
+        assert_eq!(d.host, "[::1]");
         for bad in ["git://h/", "git://h"] {
             assert!(daemon(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_ipv6_daemon_is_reached_by_its_bare_address() {
+        // A listener on [::1] that answers as a v0 daemon would: reached,
+        // and judged not to speak v2.
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 loopback here
+        };
+        let port = listener.local_addr().expect("address").port();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let server = std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            // At most 5 s for the connection, so a failed test ends.
+            let mut stream = (0..500)
+                .find_map(|_| match listener.accept() {
+                    Ok((stream, _)) => Some(stream),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        None
+                    }
+                })
+                .expect("a connection within 5 s");
+            stream.set_nonblocking(false).expect("blocking");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("a read timeout");
+            let mut request = [0u8; 256];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(&packets(&["1234 HEAD\0multi_ack\n"]));
+        });
+        let url = Url::parse(&format!("git://[::1]:{port}/r.git")).expect("a URL");
+        let daemon = Daemon::new(&url).expect("valid");
+        let second = Duration::from_secs(1);
+        let answer = daemon.command(b"", second, second, second * 5).await;
+        assert!(
+            matches!(answer, Ok(Err(_))),
+            "not v2, but reached: {:?}",
+            answer.err()
+        );
+        server.join().expect("the listener");
     }
 
     #[test]
