@@ -115,7 +115,8 @@ impl Daemon {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or("a git:// URL needs a host")?;
-        let path = url.path();
+        // The daemon takes the path as it is on disk: `%20` is a space.
+        let path = super::percent_decode(url.path());
         if path.is_empty() || path == "/" {
             return Err("a git:// URL needs the repository's path".into());
         }
@@ -125,7 +126,7 @@ impl Daemon {
         Ok(Self {
             host: host.to_owned(),
             port: url.port().unwrap_or(DEFAULT_PORT),
-            path: path.to_owned(),
+            path,
         })
     }
 
@@ -204,8 +205,8 @@ impl Daemon {
 }
 
 impl Answer {
-    /// The next bytes of the answer; `None` once the server has closed the
-    /// connection, which ends it.
+    /// The next bytes of the answer; `None` once its closing flush has
+    /// passed, or the server has closed the connection.
     pub(super) async fn chunk(&mut self) -> Result<Option<Vec<u8>>, Failure> {
         if self.framing.ended {
             return Ok(None);
@@ -398,7 +399,9 @@ mod tests {
         );
         let d = daemon("git://[::1]:4000/r").expect("valid");
         assert_eq!(d.host, "[::1]");
-        for bad in ["git://h/", "git://h"] {
+        let d = daemon("git://h/srv/my%20repo.git").expect("valid");
+        assert_eq!(d.path, "/srv/my repo.git");
+        for bad in ["git://h/", "git://h", "git://h/r%00.git", "git://h/r%0A"] {
             assert!(daemon(bad).is_err(), "{bad}");
         }
     }
