@@ -1100,21 +1100,82 @@ fn a_server_that_is_down_is_a_poll_error_not_a_replacement() {
 // 7. systemd's watchdog
 // ---------------------------------------------------------------------------
 
+/// The niceness of process `pid` (field 19 of `/proc/PID/stat`).
+fn niceness(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after_name = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    after_name
+        .split(' ')
+        .nth(16)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or_else(|| panic!("no niceness in {stat:?}"))
+}
+
+/// Points `w`'s node at a channel server that accepts connections and
+/// never answers; returns its listener.
+fn stall_the_channel(w: &Watched) -> std::net::TcpListener {
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the stalled server");
+    let url = format!(
+        "http://{}/{REPO}",
+        stalled.local_addr().expect("stalled server address")
+    );
+    NodeConfig::new(&url, &w.action.replace_yaml(&[])).install(&w.root, &w.fleet.key);
+    stalled
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    stalled
+}
+
+/// The first connection to `stalled`, within 10 s.
+fn first_connection(stalled: &std::net::TcpListener) -> std::io::Result<std::net::TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match stalled.accept() {
+            Ok((connection, _)) => return Ok(connection),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[test]
+fn the_channel_evaluation_runs_at_a_lower_cpu_priority() {
+    let w = Watched::new();
+    // A server that accepts and never answers holds the evaluation child
+    // at its first fetch, so its priority can be read while it runs.
+    let stalled = stall_the_channel(&w);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+        .args(["evaluate-channel", "--root"])
+        .arg(w.root.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start driftless evaluate-channel");
+    let connected = first_connection(&stalled).ok();
+    let (child_nice, own_nice) = (niceness(child.id()), niceness(std::process::id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(connected.is_some(), "the evaluation never fetched");
+    assert_eq!(
+        child_nice,
+        (own_nice + driftless::fleet::watch::EVALUATION_NICENESS).min(19),
+        "the evaluation child's niceness (the caller's: {own_nice})"
+    );
+}
+
 #[test]
 fn the_watchdog_is_fed_while_a_poll_stalls() {
-    use std::net::TcpListener;
     use std::os::unix::net::UnixDatagram;
 
     let w = Watched::new();
     // The channel server now accepts connections and never answers: the
     // first poll waits for its I/O timeout (2 s), far longer than the
     // watchdog interval.
-    let stalled = TcpListener::bind("127.0.0.1:0").expect("bind the stalled server");
-    let url = format!(
-        "http://{}/{REPO}",
-        stalled.local_addr().expect("stalled server address")
-    );
-    NodeConfig::new(&url, &w.action.replace_yaml(&[])).install(&w.root, &w.fleet.key);
+    let stalled = stall_the_channel(&w);
     let socket_path = w.fleet.world.path("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
     let socket_env = socket_path.to_str().expect("UTF-8 path");
@@ -1124,19 +1185,8 @@ fn the_watchdog_is_fed_while_a_poll_stalls() {
         "daemon",
         &[("NOTIFY_SOCKET", socket_env), ("WATCHDOG_USEC", "400000")],
     );
-    stalled
-        .set_nonblocking(true)
-        .expect("non-blocking listener");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _connection = loop {
-        match stalled.accept() {
-            Ok((connection, _)) => break connection,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("the watcher never polled: {e}\n{}", daemon.stderr()),
-        }
-    };
+    let _connection = first_connection(&stalled)
+        .unwrap_or_else(|e| panic!("the watcher never polled: {e}\n{}", daemon.stderr()));
     // What was sent before the poll started does not count.
     let mut buf = [0u8; 4096];
     socket.set_nonblocking(true).expect("non-blocking socket");

@@ -1,8 +1,9 @@
 //! Evaluating a new channel tip, both ends of it: the watcher starts
 //! `driftless evaluate-channel` and reads its one-line [`Verdict`]; that child
-//! fetches and verifies the tip and the release it names. Apart from the
-//! watcher's loop because the fetching and verifying (libgit2, a pack from
-//! the network) runs in a process of its own.
+//! fetches and verifies the tip and the release it names, at a lower CPU
+//! priority than the watcher. Apart from the watcher's loop because the
+//! fetching and verifying (libgit2, a pack from the network) runs in a
+//! process of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +75,29 @@ impl Watcher {
                 "the channel evaluation answered something unreadable: {e}"
             ))
         })
+    }
+}
+
+/// How much nicer (`nice(1)`) than the watcher the evaluation child runs.
+pub const EVALUATION_NICENESS: i32 = 10;
+
+/// Lowers the CPU priority of this process (the evaluation child) to
+/// [`EVALUATION_NICENESS`], before it starts any thread (Linux keeps a
+/// niceness per thread; new threads inherit it). Evaluating a channel move
+/// is background work: it may wait, while what else the machine runs (the
+/// node's services; in a fleet simulated on one machine, the replacements
+/// booting) should not wait for it. Fetching stays bounded by its own
+/// deadline whatever the priority.
+#[allow(unsafe_code)]
+pub fn lower_priority() {
+    // SAFETY: setpriority(2) takes three integers and touches no memory
+    // of this process.
+    let status = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, EVALUATION_NICENESS) };
+    if status != 0 {
+        tracing::debug!(
+            "the channel evaluation runs at the watcher's priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

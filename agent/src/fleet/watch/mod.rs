@@ -42,7 +42,7 @@ mod replacement;
 mod roster;
 mod source;
 
-pub use evaluate::{Verdict, evaluate_channel};
+pub use evaluate::{EVALUATION_NICENESS, Verdict, evaluate_channel, lower_priority};
 pub use replacement::replace_after_failed_apply;
 
 use anchor::Anchor;
