@@ -806,6 +806,15 @@ impl Daemon {
         }
     }
 
+    /// SIGKILLs its whole process group (the anchor, the daemon and its
+    /// children) without waiting: a power-off that takes effect at once.
+    /// Dropping it afterwards reaps them.
+    pub fn kill_now(&self) {
+        let group =
+            nix::unistd::Pid::from_raw(i32::try_from(self.anchor.id()).expect("pids fit in i32"));
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+
     /// Its process id while it runs (not yet reaped).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

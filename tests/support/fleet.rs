@@ -15,6 +15,11 @@
 //! makes the next asking nodes vanish instead, without a replacement: a
 //! node lost while it holds a rollout slot.
 //!
+//! The cloud's own slow work happens beside its ticks, on threads of their
+//! own: a watcher is started there once its apply exited (and handed to
+//! the next tick), and a node powered off or removed is SIGKILLed at once
+//! (its whole process group) and then reaped, and its root deleted.
+//!
 //! "Away", as sampled on every tick: a node is away from the moment its ask
 //! is seen until its replacement's `state.json` says `applied` (written once
 //! the health checks passed, before the replacement gives a slot back). A
@@ -22,8 +27,8 @@
 //! a node whose slot was already given back (and perhaps taken by the node
 //! that just asked) is never counted: the count sampled is at most the
 //! slots held, which etcd caps at `max_in_flight` as long as no lease
-//! expires under a node still away. Each tick also counts the slot keys in
-//! etcd.
+//! expires under a node still away. Ticks also count the slot keys in
+//! etcd, at most every [`SAMPLE_EVERY`].
 //!
 //! Every child (applies, watchers, nginx, etcd) is killed when the fleet
 //! is dropped, also on panic; every wait is bounded ([`Fleet::run_until`]
@@ -55,8 +60,13 @@ pub const RELEASES: [(&str, &str); 3] = [
 ];
 /// The directory under `srv/` a static source's files are published to.
 const STATIC_DIR: &str = "static";
-/// How often [`Fleet::run_until`] ticks.
-pub const TICK: Duration = Duration::from_millis(50);
+/// How often [`Fleet::run_until`] ticks at least. It ticks at once when a
+/// node asks to be replaced (inotify on the asks directory) and when a
+/// replacement's boot delay is over: a cloud that noticed late would count
+/// against the rollout, whose hand-offs run from one tick to another.
+pub const TICK: Duration = Duration::from_millis(10);
+/// How often a tick reads the slot keys in etcd (one request each).
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// The longest one `driftless apply` may run before the fleet gives up.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(90);
 /// Most ticks one [`Fleet::run_until`] makes, whatever its timeout.
@@ -177,6 +187,14 @@ pub struct Stats {
 pub struct Fleet {
     /// Live nodes by id.
     pub nodes: BTreeMap<String, Node>,
+    /// Starts the watchers of nodes whose apply exited.
+    starter: Starter,
+    /// Nodes powered off or removed, being reaped.
+    reaper: Reaper,
+    /// When the slot keys were last read.
+    sampled: Option<Instant>,
+    /// Says when an ask file is created, so that the next tick comes at once.
+    ask_events: nix::sys::inotify::Inotify,
     /// Nodes that asked, not yet replaced.
     asked: Vec<Asked>,
     /// Away nodes (ids of nodes that asked) → their replacement's id, once made.
@@ -229,10 +247,21 @@ impl Fleet {
         }
         let asks = world.path("asks");
         fs::create_dir(&asks).expect("create the asks directory");
+        let ask_events = nix::sys::inotify::Inotify::init(
+            nix::sys::inotify::InitFlags::IN_NONBLOCK | nix::sys::inotify::InitFlags::IN_CLOEXEC,
+        )
+        .expect("inotify");
+        ask_events
+            .add_watch(&asks, nix::sys::inotify::AddWatchFlags::IN_CREATE)
+            .expect("watch the asks directory");
         let http = SmartHttp::start(&world.srv()).expect("start nginx + git-http-backend");
         let etcd = EtcdServer::start().expect("start etcd");
         let mut fleet = Self {
             nodes: BTreeMap::new(),
+            starter: Starter::run(),
+            reaper: Reaper::start(),
+            sampled: None,
+            ask_events,
             asked: Vec::new(),
             away: BTreeMap::new(),
             handled: BTreeSet::new(),
@@ -390,6 +419,17 @@ impl Fleet {
     /// One round of the autoscaler: see asks, follow applies, replace
     /// nodes whose boot delay is over, sample what is away.
     pub fn tick(&mut self) {
+        self.reaper.check();
+        for (id, watcher) in self.starter.started() {
+            match self.nodes.get_mut(&id) {
+                Some(node) => node.watcher = Some(watcher),
+                // Removed while its watcher started.
+                None => {
+                    watcher.kill_now();
+                    self.reaper.reap(Doomed::Daemon(watcher));
+                }
+            }
+        }
         let now = Instant::now();
         // 1. Asks (before the replacements' states: see the module doc).
         let mut asks: Vec<String> = fs::read_dir(&self.asks)
@@ -413,7 +453,10 @@ impl Fleet {
                 "{id} asked to be replaced before its apply succeeded"
             );
             // Power-off: the watcher stops renewing its slot from here on.
-            node.watcher = None;
+            if let Some(watcher) = node.watcher.take() {
+                watcher.kill_now();
+                self.reaper.reap(Doomed::Daemon(watcher));
+            }
             self.handled.insert(id.clone());
             self.stats.asks.push((id.clone(), now));
             if self.crash_next > 0 {
@@ -452,12 +495,12 @@ impl Fleet {
                 if !status.success() {
                     self.stats.failed.push(node.id.clone());
                 }
-                node.watcher = Some(Daemon::start(
+                self.starter.start(
+                    &node.id,
                     &node.root,
-                    &self.world.home(),
-                    &self.world.path("logs").join(&node.id),
-                    &[],
-                ));
+                    self.world.home(),
+                    self.world.path("logs").join(&node.id),
+                );
             } else {
                 assert!(
                     apply.started.elapsed() < APPLY_TIMEOUT,
@@ -482,9 +525,12 @@ impl Fleet {
         // 3. The sample.
         self.stats.samples += 1;
         self.stats.max_away = self.stats.max_away.max(self.away.len());
-        match self.slots() {
-            Some(slots) => self.stats.max_slots = self.stats.max_slots.max(slots),
-            None => self.stats.etcd_unanswered += 1,
+        if self.sampled.is_none_or(|at| at.elapsed() >= SAMPLE_EVERY) {
+            self.sampled = Some(now);
+            match self.slots() {
+                Some(slots) => self.stats.max_slots = self.stats.max_slots.max(slots),
+                None => self.stats.etcd_unanswered += 1,
+            }
         }
 
         // 4. Watchers must not die by themselves.
@@ -523,10 +569,10 @@ impl Fleet {
     /// a cloud terminating an instance.
     pub fn remove(&mut self, id: &str) {
         if let Some(node) = self.nodes.remove(id) {
-            let path = node.root.path().to_path_buf();
-            drop(node);
-            fs::remove_dir_all(&path)
-                .unwrap_or_else(|e| panic!("remove the root {}: {e}", path.display()));
+            for daemon in [&node.apply, &node.watcher].into_iter().flatten() {
+                daemon.kill_now();
+            }
+            self.reaper.reap(Doomed::Node(Box::new(node)));
         }
     }
 
@@ -555,6 +601,7 @@ impl Fleet {
     ) -> Duration {
         let started = Instant::now();
         for _ in 0..MAX_TICKS {
+            let tick = Instant::now();
             self.tick();
             if done(self) {
                 return started.elapsed();
@@ -564,9 +611,27 @@ impl Fleet {
                 "{what}: not within {timeout:?}\n{}",
                 self.describe()
             );
-            std::thread::sleep(TICK);
+            self.wait_for_next_tick(tick + TICK);
         }
         panic!("{what}: not within {MAX_TICKS} ticks\n{}", self.describe());
+    }
+
+    /// Waits until `next`, or less: until a node asks to be replaced, or a
+    /// replacement's boot delay is over (the cloud reacts at once to both).
+    fn wait_for_next_tick(&self, next: Instant) {
+        use std::os::fd::AsFd as _;
+        let until = self.asked.iter().map(|a| a.due).fold(next, Instant::min);
+        let wait = until.saturating_duration_since(Instant::now());
+        let timeout =
+            nix::poll::PollTimeout::try_from(wait).unwrap_or(nix::poll::PollTimeout::ZERO);
+        let mut fds = [nix::poll::PollFd::new(
+            self.ask_events.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut fds, timeout).is_ok_and(|ready| ready > 0) {
+            // Drained; the tick lists the directory itself.
+            let _ = self.ask_events.read_events();
+        }
     }
 
     /// Ticks for `duration`, whatever happens.
@@ -654,5 +719,137 @@ impl Fleet {
             ));
         }
         text
+    }
+}
+
+/// What the reaper is given.
+enum Doomed {
+    /// A watcher powered off: reaped.
+    Daemon(Daemon),
+    /// A node removed: its processes reaped, then its root deleted.
+    Node(Box<Node>),
+}
+
+/// Reaps powered-off processes and deletes removed roots on a thread of
+/// its own (the caller has SIGKILLed them already). Dropping it waits for
+/// everything it was given.
+struct Reaper {
+    sender: Option<std::sync::mpsc::Sender<Doomed>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Roots it could not delete.
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Reaper {
+    fn start() -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel::<Doomed>();
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failed = failures.clone();
+        let thread = std::thread::Builder::new()
+            .name("fleet-reaper".into())
+            .spawn(move || {
+                for doomed in receiver {
+                    match doomed {
+                        Doomed::Daemon(daemon) => drop(daemon),
+                        Doomed::Node(node) => {
+                            let path = node.root.path().to_path_buf();
+                            drop(node);
+                            if let Err(e) = fs::remove_dir_all(&path) {
+                                failed
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push(format!("remove the root {}: {e}", path.display()));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("start the reaper thread");
+        Self {
+            sender: Some(sender),
+            thread: Some(thread),
+            failures,
+        }
+    }
+
+    fn reap(&self, doomed: Doomed) {
+        self.sender
+            .as_ref()
+            .expect("the reaper runs")
+            .send(doomed)
+            .expect("the reaper thread runs");
+    }
+
+    /// Panics with the first root that could not be deleted.
+    fn check(&self) {
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(failures.is_empty(), "{}", failures.join("; "));
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        drop(self.sender.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts watchers on a thread of its own: a start takes milliseconds on
+/// a loaded machine, and a tick waiting for it would see asks late.
+struct Starter {
+    orders: Option<std::sync::mpsc::Sender<(String, NodeRoot, PathBuf, PathBuf)>>,
+    started: std::sync::mpsc::Receiver<(String, Daemon)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Starter {
+    fn run() -> Self {
+        let (orders, received) = std::sync::mpsc::channel::<(String, NodeRoot, PathBuf, PathBuf)>();
+        let (done, started) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fleet-starter".into())
+            .spawn(move || {
+                for (id, root, home, logs) in received {
+                    let watcher = Daemon::start(&root, &home, &logs, &[]);
+                    if done.send((id, watcher)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("start the starter thread");
+        Self {
+            orders: Some(orders),
+            started,
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts the watcher of node `id` (see [`Starter::started`]).
+    fn start(&self, id: &str, root: &NodeRoot, home: PathBuf, logs: PathBuf) {
+        self.orders
+            .as_ref()
+            .expect("the starter runs")
+            .send((id.to_owned(), root.clone(), home, logs))
+            .expect("the starter thread runs");
+    }
+
+    /// The watchers started since the last call, with their nodes' ids.
+    fn started(&self) -> Vec<(String, Daemon)> {
+        self.started.try_iter().collect()
+    }
+}
+
+impl Drop for Starter {
+    fn drop(&mut self) {
+        drop(self.orders.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // Watchers started but never handed over are killed as they drop.
     }
 }
