@@ -1100,6 +1100,75 @@ fn a_server_that_is_down_is_a_poll_error_not_a_replacement() {
 // 7. systemd's watchdog
 // ---------------------------------------------------------------------------
 
+/// Counts the processes that open the FIFO at `path` to read it (each
+/// open blocks until a writer comes: this thread comes, writes nothing and
+/// closes, so the reader sees an empty file and goes on) until `stop`, for
+/// at most 5 minutes.
+fn count_readers(
+    path: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::thread::spawn(move || {
+        let mut readers = 0;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(&path)
+            {
+                Ok(writer) => {
+                    readers += 1;
+                    drop(writer);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        readers
+    })
+}
+
+#[test]
+fn a_plain_http_source_never_reads_the_systems_ca_bundle() {
+    // Reading and parsing the system's roots costs a few milliseconds of
+    // CPU in every process that builds an HTTP client: the watcher, each
+    // evaluation child, each apply. A source on plain http:// never needs
+    // them. The bundle is a FIFO here, so every open of it is seen.
+    let w = Watched::new();
+    let bundle = w.fleet.world.path("ca-bundle.pem");
+    nix::unistd::mkfifo(
+        &bundle,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )
+    .expect("mkfifo");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers = count_readers(bundle.clone(), stop.clone());
+    let env = [("SSL_CERT_FILE", bundle.to_str().expect("UTF-8 path"))];
+    let tip = w.branch().promote(&w.fleet.key, "v2", "");
+    // The watcher's poll, its evaluation child (the channel and the
+    // release fetched), the replacement asked for; and a first boot.
+    let watched = w.root.driftless("watch", &["--once"], &env);
+    let url = w.http.as_ref().expect("the server").http_url(REPO);
+    let fresh = w
+        .fleet
+        .node("fresh", &NodeConfig::new(&url, &w.action.replace_yaml(&[])));
+    let applied = fresh.driftless("apply", &[], &env);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let readers = readers.join().expect("the FIFO thread");
+    let watched = watched.reported();
+    assert_eq!(
+        watch_json(&w.root)["channel"]["tip"],
+        tip.as_str(),
+        "{}",
+        watched.describe()
+    );
+    assert_eq!(w.action.calls().len(), 1, "{}", watched.describe());
+    applied.ok();
+    assert_eq!(readers, 0, "processes that read SSL_CERT_FILE");
+}
+
 /// The niceness of process `pid` (field 19 of `/proc/PID/stat`).
 fn niceness(pid: u32) -> i32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");

@@ -99,10 +99,12 @@ impl Etcd {
     /// read beneath `root`.
     pub fn new(root: &Path, settings: &RolloutSettings) -> anyhow::Result<Self> {
         let limit = settings.timeout.0;
-        let mut builder = crate::source::tls::client_builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(limit)
-            .timeout(limit);
+        let builder = crate::source::tls::client_builder();
+        let mut builder =
+            crate::source::tls::plain_only(builder, settings.endpoints.iter().map(String::as_str))
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(limit)
+                .timeout(limit);
         let handle = Root::open(root)?;
         if let Some(ca) = &settings.ca_file {
             let certs = crate::fleet::terminate::read_ca_bundle(&handle, ca)

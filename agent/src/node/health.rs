@@ -158,7 +158,8 @@ fn last_lines(bytes: &[u8]) -> String {
 }
 
 fn http(url: &str, expected: u16, limit: Duration) -> Result<(), String> {
-    let client = crate::source::tls::blocking_client_builder()
+    let builder = crate::source::tls::blocking_client_builder();
+    let client = crate::source::tls::blocking_plain_only(builder, [url])
         .timeout(limit.max(Duration::from_millis(100)))
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -171,7 +171,8 @@ impl RefPoller {
                 };
                 let path = parsed.path().trim_end_matches('/').to_owned();
                 parsed.set_path(&format!("{path}/git-upload-pack"));
-                let client = build_client(&options, basic_auth.as_ref()).map_err(setup)?;
+                let client =
+                    build_client(&options, basic_auth.as_ref(), parsed.as_str()).map_err(setup)?;
                 (
                     Some(Http {
                         client,
@@ -379,22 +380,25 @@ impl RefPoller {
 fn build_client(
     options: &PollOptions,
     auth: Option<&BasicAuth>,
+    url: &str,
 ) -> Result<reqwest::Client, String> {
     let mut headers = HeaderMap::new();
     headers.insert("git-protocol", HeaderValue::from_static("version=2"));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(REQUEST_TYPE));
     headers.insert(ACCEPT, HeaderValue::from_static(RESULT_TYPE));
-    http_client(options, auth, headers)
+    http_client(options, auth, headers, url)
 }
 
 /// An HTTP client of the source: timeouts, no redirects (a redirected
 /// git server is left to libgit2; a static source is refused), no proxy
 /// (as libgit2's fetch), `headers` on every request, basic auth (a
-/// sensitive header), and the CA file as the only trusted roots.
+/// sensitive header), and the CA file as the only trusted roots (none for
+/// a plain `http://` `url`: see [`crate::source::tls::plain_only`]).
 pub(crate) fn http_client(
     options: &PollOptions,
     auth: Option<&BasicAuth>,
     mut headers: HeaderMap,
+    url: &str,
 ) -> Result<reqwest::Client, String> {
     if let Some(auth) = auth {
         use base64::Engine as _;
@@ -405,7 +409,8 @@ pub(crate) fn http_client(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    let mut builder = crate::source::tls::client_builder()
+    let builder = crate::source::tls::client_builder();
+    let mut builder = crate::source::tls::plain_only(builder, [url])
         .user_agent(AGENT)
         .default_headers(headers)
         .connect_timeout(options.connect_timeout)

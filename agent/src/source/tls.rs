@@ -8,9 +8,10 @@
 //! OpenSSL for its own HTTPS fetches, which run once at boot or in a
 //! short-lived child process (see `watch`). Trusted roots are the
 //! configured CA file when there is one, else the system's bundle, which
-//! reqwest's platform verifier reads when a client is built (a few
-//! milliseconds of CPU, also for a client that only ever speaks plain
-//! HTTP).
+//! reqwest's platform verifier reads when a client is built: a few
+//! milliseconds of CPU, paid by every evaluation child and every apply.
+//! A client whose URLs are all plain `http://` (or `git://`) never speaks
+//! TLS, so it trusts no root and the bundle is not read ([`plain_only`]).
 
 use std::sync::Once;
 
@@ -28,6 +29,42 @@ pub fn blocking_client_builder() -> reqwest::blocking::ClientBuilder {
     reqwest::blocking::Client::builder()
 }
 
+/// Whether a client for `urls` may need TLS: one of them is not plain
+/// `http://` (nor `git://`, which a reqwest client never fetches).
+pub fn needs_tls<'a>(urls: impl IntoIterator<Item = &'a str>) -> bool {
+    urls.into_iter().any(|url| {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("git")
+    })
+}
+
+/// Makes an async client trust no root when none of `urls` needs TLS
+/// ([`needs_tls`]): building it then does not read the system's bundle.
+/// Every client here follows no redirect, so no request of such a client
+/// reaches TLS; one that did could verify no certificate.
+pub fn plain_only<'a>(
+    builder: reqwest::ClientBuilder,
+    urls: impl IntoIterator<Item = &'a str>,
+) -> reqwest::ClientBuilder {
+    if needs_tls(urls) {
+        builder
+    } else {
+        builder.tls_certs_only(Vec::new())
+    }
+}
+
+/// [`plain_only`] for a blocking client.
+pub fn blocking_plain_only<'a>(
+    builder: reqwest::blocking::ClientBuilder,
+    urls: impl IntoIterator<Item = &'a str>,
+) -> reqwest::blocking::ClientBuilder {
+    if needs_tls(urls) {
+        builder
+    } else {
+        builder.tls_certs_only(Vec::new())
+    }
+}
+
 /// Makes ring rustls's process-wide crypto provider, once.
 fn install_provider() {
     static INSTALL: Once = Once::new();
@@ -35,4 +72,28 @@ fn install_provider() {
         // An error means a provider is already installed, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_urls_that_are_all_plain_http_or_git_go_without_roots() {
+        assert!(!needs_tls([
+            "http://a/r.git",
+            "HTTP://b:8080/",
+            "git://c/r"
+        ]));
+        assert!(!needs_tls(std::iter::empty::<&str>()));
+        for tls in [
+            "https://a/r.git",
+            "HTTPS://a",
+            "ssh://a/r",
+            "127.0.0.1:2379",
+            "",
+        ] {
+            assert!(needs_tls(["http://a/", tls]), "{tls:?}");
+        }
+    }
 }

@@ -66,7 +66,8 @@ impl Webhook {
         })?;
         let signature = signature(&secret, &body);
         let limit = settings.timeout.0;
-        let mut builder = crate::source::tls::client_builder()
+        let builder = crate::source::tls::client_builder();
+        let mut builder = crate::source::tls::plain_only(builder, [url.as_str()])
             .user_agent(concat!("driftless/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(limit)

@@ -145,6 +145,7 @@ impl ChannelPoll {
             &options,
             options.basic_auth.as_ref(),
             HeaderMap::new(),
+            config.source.url.as_str(),
         )
         .map_err(anyhow::Error::msg)?;
         let path = channel_path(config);

@@ -61,8 +61,9 @@ impl Fetcher {
             "http" | "https" => {
                 let options = poll::options_for(root, config, deadline)?;
                 let auth = options.basic_auth.clone();
-                let client = poll::http_client(&options, auth.as_ref(), HeaderMap::new())
-                    .map_err(|e| anyhow::anyhow!("source.url {redacted}: {e}"))?;
+                let client =
+                    poll::http_client(&options, auth.as_ref(), HeaderMap::new(), url.as_str())
+                        .map_err(|e| anyhow::anyhow!("source.url {redacted}: {e}"))?;
                 Base::Http { client, url }
             }
             other => anyhow::bail!(
