@@ -78,16 +78,20 @@ impl Watcher {
     }
 }
 
-/// How much nicer (`nice(1)`) than the watcher the evaluation child runs.
-pub const EVALUATION_NICENESS: i32 = 10;
+/// The niceness the evaluation child runs at: the lowest CPU priority.
+pub const EVALUATION_NICENESS: i32 = 19;
 
 /// Lowers the CPU priority of this process (the evaluation child) to
 /// [`EVALUATION_NICENESS`], before it starts any thread (Linux keeps a
 /// niceness per thread; new threads inherit it). Evaluating a channel move
 /// is background work: it may wait, while what else the machine runs (the
 /// node's services; in a fleet simulated on one machine, the replacements
-/// booting) should not wait for it. Fetching stays bounded by its own
-/// deadline whatever the priority.
+/// booting) should not wait for it. Why the lowest: CFS shares the CPU by
+/// weight, 1024 at nice 0, 110 at nice 10, 15 at nice 19; 95 evaluations
+/// at nice 10 (a simulated fleet taking in a channel move) would still
+/// outweigh five booting replacements two to one. Fetching stays bounded
+/// by its own deadline whatever the priority, and a busy machine still
+/// gives it a share.
 #[allow(unsafe_code)]
 pub fn lower_priority() {
     // SAFETY: setpriority(2) takes three integers and touches no memory
