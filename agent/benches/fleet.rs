@@ -23,7 +23,7 @@
 //!   machine;
 //! * etcd: the gRPC calls etcd started for the nodes (the JSON gateway's
 //!   requests and watch streams become gRPC calls inside it; the
-//!   harness's own reads of the slots, one every tick, are left out) and
+//!   harness's own reads of the slots, one every 50 ms, are left out) and
 //!   etcd's CPU time (those reads included, so an upper bound), from its
 //!   `/metrics`, over the idle window (per node per minute) and over the
 //!   roll (per replaced node): what sizing etcd needs;
