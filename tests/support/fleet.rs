@@ -838,9 +838,26 @@ impl Starter {
             .expect("the starter thread runs");
     }
 
-    /// The watchers started since the last call, with their nodes' ids.
-    fn started(&self) -> Vec<(String, Daemon)> {
-        self.started.try_iter().collect()
+    /// The watchers started since the last call, with their nodes' ids;
+    /// panics with the starter's own message if a start failed (its thread
+    /// then ended, and no later watcher would start).
+    fn started(&mut self) -> Vec<(String, Daemon)> {
+        let started: Vec<(String, Daemon)> = self.started.try_iter().collect();
+        if self
+            .thread
+            .as_ref()
+            .is_some_and(std::thread::JoinHandle::is_finished)
+            && let Some(thread) = self.thread.take()
+            && let Err(panic) = thread.join()
+        {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!("starting a watcher failed: {message}");
+        }
+        started
     }
 }
 
