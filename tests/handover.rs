@@ -145,6 +145,10 @@ fn a_freed_slot_is_taken_by_a_waiting_node_well_within_one_poll_interval() {
     let watcher = fleet.watcher(&b, "b", "debug");
     wait_for_state(&b, &watcher, "waiting-for-slot", SETTLE);
     assert_eq!(holders(&etcd), ["a"]);
+    wait_for(AT_ONCE, || {
+        (line(&etcd) == ["/driftless/web/line/v2/b"]).then_some(())
+    })
+    .unwrap_or_else(|| panic!("b is not in the line: {:?}", line(&etcd)));
 
     // a's replacement comes up on v2 and gives the slot back as its apply ends.
     let new_a = fleet.node("a2", &rollout, LONG_POLL);
@@ -160,6 +164,11 @@ fn a_freed_slot_is_taken_by_a_waiting_node_well_within_one_poll_interval() {
     eprintln!("a freed slot was taken {took:?} after the new node gave it back");
     assert_eq!(fleet.replaced(), ["a", "b"]);
     assert_eq!(holders(&etcd), ["b"], "b holds the one slot");
+    assert_eq!(
+        line(&etcd),
+        [] as [String; 0],
+        "taking the slot took b out of the line"
+    );
     assert_eq!(
         watch_json(&b)["replacement"]["request"]["reason"],
         "release-changed"
@@ -189,6 +198,8 @@ fn a_waiting_node_learns_at_once_that_the_rollout_stopped() {
     assert_eq!(rollout["release"], "v3", "{rollout}");
     assert_eq!(fleet.replaced(), ["a"], "nobody else goes");
     assert_eq!(holders(&etcd), ["a"], "a failed node gives nothing back");
+    wait_for(AT_ONCE, || line(&etcd).is_empty().then_some(()))
+        .unwrap_or_else(|| panic!("b stopped waiting but stays in the line: {:?}", line(&etcd)));
 }
 
 #[test]
@@ -261,7 +272,8 @@ struct Following {
 }
 
 impl Following {
-    fn start(etcd: &EtcdServer) -> Self {
+    /// Node `node`, waiting for group `web`'s one slot.
+    fn start(etcd: &EtcdServer, node: &str) -> Self {
         use driftless::config::{Coordinator as Kind, RolloutSettings};
         use driftless::fleet::coordinate::Coordinator;
         use driftless::fleet::coordinate::handover::Handover;
@@ -280,6 +292,7 @@ impl Following {
         let wakes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let seen = wakes.clone();
+        let node = node.to_owned();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -287,13 +300,17 @@ impl Following {
                 .expect("a runtime");
             runtime.block_on(async move {
                 let wake = std::sync::Arc::new(tokio::sync::Notify::new());
-                let _handover = Handover::start(coordinator.into(), "v2", wake.clone());
+                let handover = Handover::start(coordinator.into(), "v2", &node, wake.clone());
                 loop {
                     tokio::select! {
                         () = wake.notified() => seen.lock().expect("wakes").push(Instant::now()),
-                        _ = &mut stopped => return,
+                        _ = &mut stopped => break,
                     }
                 }
+                // A watcher's runtime goes on after its handover ends (the
+                // node stopped waiting); here a moment stands in for it.
+                drop(handover);
+                tokio::time::sleep(Duration::from_millis(500)).await;
             });
         });
         Self {
@@ -328,7 +345,7 @@ impl Drop for Following {
 #[test]
 fn the_watch_wakes_a_waiting_node_for_a_freed_slot_or_its_release_failing_and_nothing_else() {
     let etcd = EtcdServer::start().expect("start etcd");
-    let following = Following::start(&etcd);
+    let following = Following::start(&etcd, "n1");
     // The group's only slot is free when the watch starts: one wake, once
     // the stream is open.
     following
@@ -376,7 +393,7 @@ fn a_waiting_node_is_sent_no_roster_writes() {
     // that watched the whole group would be sent each of those writes:
     // N waiting nodes times N writers over a roll.
     let etcd = EtcdServer::start().expect("start etcd");
-    let following = Following::start(&etcd);
+    let following = Following::start(&etcd, "n1");
     following
         .wait_for_wake(1, SETTLE)
         .expect("the watch is up (a free slot woke the node)");
@@ -394,4 +411,76 @@ fn a_waiting_node_is_sent_no_roster_writes() {
         sent, 2,
         "etcd sent the waiting node {sent} events for a slot taken and a failure among 20 roster writes"
     );
+}
+
+/// The keys of the lines in group `web`.
+fn line(etcd: &EtcdServer) -> Vec<String> {
+    etcd.get_prefix("/driftless/web/line/")
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
+
+/// Frees the group's slot; how long after it each of `waiting` woke for
+/// the `n`-th time.
+fn free_the_slot(etcd: &EtcdServer, waiting: &[Following], n: usize) -> Vec<Duration> {
+    let freed = Instant::now();
+    etcd.delete("/driftless/web/slots/0");
+    waiting
+        .iter()
+        .map(|w| {
+            w.wait_for_wake(n, AT_ONCE)
+                .expect("a freed slot wakes every waiting node")
+                - freed
+        })
+        .collect()
+}
+
+#[test]
+fn the_oldest_waiting_node_asks_first_and_the_others_after_its_head_start() {
+    use driftless::fleet::coordinate::handover::HEAD_START;
+    let etcd = EtcdServer::start().expect("start etcd");
+    etcd.put("/driftless/web/slots/0", "{}");
+    // Three nodes start to wait, one after another: a, b, c is the line.
+    let mut waiting = Vec::new();
+    for (n, name) in ["a", "b", "c"].into_iter().enumerate() {
+        waiting.push(Following::start(&etcd, name));
+        wait_for(SETTLE, || (line(&etcd).len() == n + 1).then_some(()))
+            .unwrap_or_else(|| panic!("{name} joined no line: {:?}", line(&etcd)));
+    }
+    // Their streams open right after they joined.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        waiting.iter().all(|w| w.wakes().is_empty()),
+        "every slot taken: nobody woke"
+    );
+
+    // The slot is freed: only the head of the line wakes at once.
+    let after = free_the_slot(&etcd, &waiting, 1);
+    eprintln!("a, b, c woke {after:?} after the slot was freed");
+    assert!(
+        after[0] < after[1] && after[0] < after[2],
+        "the head of the line woke first: {after:?}"
+    );
+    assert!(
+        after[1] >= HEAD_START && after[2] >= HEAD_START,
+        "the others waited out the head start: {after:?}"
+    );
+
+    // a takes the slot (its key leaves the line in the same transaction in
+    // the real thing) and gives it back later: now b is the head.
+    etcd.put("/driftless/web/slots/0", "{}");
+    etcd.delete("/driftless/web/line/v2/a");
+    std::thread::sleep(Duration::from_millis(500));
+    let after = free_the_slot(&etcd, &waiting[1..], 2);
+    eprintln!("b, c woke {after:?} after the slot was freed again");
+    assert!(
+        after[0] < after[1] && after[1] >= HEAD_START,
+        "b, now the head, first; c after the head start: {after:?}"
+    );
+
+    // A node that stops waiting leaves the line at once.
+    drop(waiting.pop());
+    wait_for(AT_ONCE, || (line(&etcd).len() == 1).then_some(()))
+        .unwrap_or_else(|| panic!("c is still in the line: {:?}", line(&etcd)));
 }

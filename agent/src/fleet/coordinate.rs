@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | `slots/<0..max_in_flight-1>` | JSON: node, from, to, at | a lease of `lease_ttl`, renewed while the holder runs |
 //! | `failures/<release>/<node-id>` | JSON: node, release, stage, reason, at | until an operator deletes it |
+//! | `line/<release>/<node-id>` | empty | a lease of `lease_ttl`, while the node waits for a slot ([`line`]) |
 //!
 //! A node that wants to be replaced for a new release first takes a free
 //! slot (a transaction that creates the key only if absent), keeps its lease
@@ -21,7 +22,8 @@
 //!
 //! A node waiting for a slot follows the group's keys through a watch
 //! ([`handover`]), so it tries again the moment a slot is freed instead of
-//! at its next poll.
+//! at its next poll; the waiting nodes stand in a line ([`line`]) so that
+//! the oldest asks first and the others do not all ask at once.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::config::{AgentConfig, Coordinator as Kind, RolloutSettings};
 use crate::fleet::etcd::{Etcd, EtcdError};
 
 pub mod handover;
+pub mod line;
 
 /// The prefix of every driftless key in etcd.
 pub const KEY_PREFIX: &str = "/driftless";
@@ -143,12 +146,14 @@ impl Coordinator {
     }
 
     /// Takes a free slot for `node` going from `from` to `to`, or finds the
-    /// one it already holds for `to`.
+    /// one it already holds for `to`. A node in the waiting line passes its
+    /// key there: the transaction that takes the slot also deletes it.
     pub async fn take_slot(
         &self,
         node: &str,
         from: &str,
         to: &str,
+        line_key: Option<&str>,
     ) -> Result<SlotAnswer, EtcdError> {
         let slots = self.slots().await?;
         if let Some(own) = own_slot(&slots, node, to) {
@@ -181,7 +186,7 @@ impl Coordinator {
             }
             // Another node may take it between the range and here: the
             // transaction only creates a key that does not exist.
-            if self.etcd.create(&key, &value, lease).await? {
+            if self.etcd.create(&key, &value, lease, line_key).await? {
                 return Ok(SlotAnswer::Held(Slot { key, lease }));
             }
         }

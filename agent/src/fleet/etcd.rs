@@ -204,24 +204,37 @@ impl Etcd {
     }
 
     /// Puts `key` = `value` attached to `lease` (0: none) only if `key` does
-    /// not exist; true when it was created.
-    pub async fn create(&self, key: &str, value: &str, lease: i64) -> Result<bool, EtcdError> {
+    /// not exist, deleting `also_delete` (if any) in the same transaction;
+    /// true when it was created.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: &str,
+        lease: i64,
+        also_delete: Option<&str>,
+    ) -> Result<bool, EtcdError> {
         let k = B64.encode(key);
+        let mut success = vec![
+            json!({ "request_put": { "key": k, "value": B64.encode(value), "lease": lease.to_string() } }),
+        ];
+        if let Some(other) = also_delete {
+            success.push(json!({ "request_delete_range": { "key": B64.encode(other) } }));
+        }
         self.txn(
             json!({ "key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }),
-            json!({ "request_put": { "key": k, "value": B64.encode(value), "lease": lease.to_string() } }),
+            success,
         )
         .await
     }
 
-    /// A transaction of one comparison and one request made when it holds;
+    /// A transaction of one comparison and the requests made when it holds;
     /// true when it held.
-    async fn txn(&self, compare: Value, success: Value) -> Result<bool, EtcdError> {
+    async fn txn(&self, compare: Value, success: Vec<Value>) -> Result<bool, EtcdError> {
         let answer = self
             .call(
                 "txn",
                 "/v3/kv/txn",
-                json!({ "compare": [compare], "success": [success] }),
+                json!({ "compare": [compare], "success": success }),
             )
             .await?;
         Ok(answer["succeeded"].as_bool().unwrap_or(false))
@@ -239,15 +252,22 @@ impl Etcd {
     }
 
     /// Puts `key` = `value` attached to `lease`: the key goes when the
-    /// lease ends.
-    pub async fn put_leased(&self, key: &str, value: &str, lease: i64) -> Result<(), EtcdError> {
-        self.call(
-            "put",
-            "/v3/kv/put",
-            json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() }),
-        )
-        .await
-        .map(drop)
+    /// lease ends. Returns the key's create revision (kept when the key
+    /// existed already).
+    pub async fn put_leased(&self, key: &str, value: &str, lease: i64) -> Result<i64, EtcdError> {
+        let answer = self
+            .call(
+                "put",
+                "/v3/kv/put",
+                json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string(), "prev_kv": true }),
+            )
+            .await?;
+        let before = number(&answer["prev_kv"]["create_revision"]);
+        Ok(if before > 0 {
+            before
+        } else {
+            number(&answer["header"]["revision"])
+        })
     }
 
     /// Deletes `key` if it was last changed at `mod_revision`; true when deleted.
@@ -259,7 +279,7 @@ impl Etcd {
         let k = B64.encode(key);
         self.txn(
             json!({ "key": k, "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }),
-            json!({ "request_delete_range": { "key": k } }),
+            vec![json!({ "request_delete_range": { "key": k } })],
         )
         .await
     }
@@ -296,6 +316,29 @@ impl Etcd {
             .call("range", "/v3/kv/range", range_request(prefix, true))
             .await?;
         Ok(u64::try_from(number(&answer["count"])).unwrap_or(0))
+    }
+
+    /// How many keys under `prefix` were created before revision `before`,
+    /// as the store was at revision `at`, counted up to `most`.
+    pub async fn count_created_before(
+        &self,
+        prefix: &str,
+        at: i64,
+        before: i64,
+        most: u32,
+    ) -> Result<u64, EtcdError> {
+        if before <= 1 {
+            // etcd reads a limit of 0 as none.
+            return Ok(0);
+        }
+        // etcd counts before it filters: the keys themselves are counted.
+        let mut request = range_request(prefix, false);
+        request["keys_only"] = json!(true);
+        request["revision"] = json!(at.to_string());
+        request["max_create_revision"] = json!((before - 1).to_string());
+        request["limit"] = json!(most.to_string());
+        let answer = self.call("range", "/v3/kv/range", request).await?;
+        Ok(answer["kvs"].as_array().map_or(0, |kvs| kvs.len() as u64))
     }
 
     /// Calls `path` on each endpoint in turn until one answers.

@@ -27,6 +27,15 @@
 //! nodes waiting up to a second for each freed slot. Wakes are at least
 //! [`MIN_WAKE_GAP`] apart, whatever the stream says.
 //!
+//! The pauses are the fallback. A waiting node also stands in the line of
+//! its release ([`super::line`]): it counts the nodes ahead of it when the
+//! stream opens and follows the line's deletes (each with the deleted key's
+//! create revision), so when a slot is freed the first nodes of the line,
+//! as many as slots are free, wake at once, and the others only after
+//! [`HEAD_START`] and their pause, in case the head is gone or slow. A node
+//! that cannot join the line (etcd refused the key, or a delete came
+//! without its create revision) waits with the pauses alone.
+//!
 //! While a stream is up, [`Handover::following`] is true: the watcher's
 //! polls need not ask etcd again (a freed slot or a failure would have
 //! woken it). A stream that is up but silent delays the node by at most
@@ -40,14 +49,15 @@
 //! a failure; message and stream sizes are bounded in `etcd::watch`.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Coordinator;
+use super::line::Place;
 use crate::fleet::etcd::EtcdError;
 use crate::fleet::etcd::watch::EventKind;
 
@@ -69,6 +79,10 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A stream that lived this long resets the pause to [`BACKOFF_MIN`].
 const HEALTHY_LIFE: Duration = Duration::from_secs(10);
+/// How long the nodes at the head of the line have to take a freed slot
+/// before the others may ask too: a few of a slot's etcd requests, with
+/// room for a loaded node.
+pub const HEAD_START: Duration = Duration::from_millis(200);
 /// Slot keys beyond `max_in_flight` the view tolerates (keys an operator
 /// or another tool left under `slots/`); more ends the stream.
 pub const MAX_EXTRA_SLOT_KEYS: usize = 64;
@@ -80,26 +94,35 @@ pub struct Handover {
     release: String,
     /// A stream is up (created, its view within bounds).
     following: Arc<AtomicBool>,
+    /// This node's place in the line, while it has one.
+    place: Arc<Mutex<Option<Place>>>,
+    coordinator: Arc<Coordinator>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Handover {
-    /// Starts following the slots of `coordinator`'s group for a node
+    /// Starts following the slots of `coordinator`'s group for `node`,
     /// waiting to go to `release`; `wake` is notified when the node should
     /// decide again.
-    pub fn start(coordinator: Arc<Coordinator>, release: &str, wake: Arc<Notify>) -> Self {
-        Self::start_with_life(coordinator, release, wake, STREAM_LIFE)
+    pub fn start(
+        coordinator: Arc<Coordinator>,
+        release: &str,
+        node: &str,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self::start_with_life(coordinator, release, node, wake, STREAM_LIFE)
     }
 
     /// [`Handover::start`] with streams that live `life`.
     fn start_with_life(
         coordinator: Arc<Coordinator>,
         release: &str,
+        node: &str,
         wake: Arc<Notify>,
         life: Duration,
     ) -> Self {
-        let failures = coordinator.failures_prefix(release);
         let following = Arc::new(AtomicBool::new(false));
+        let place = Arc::new(Mutex::new(None));
         let waker = Waker {
             wake,
             last: None,
@@ -107,12 +130,28 @@ impl Handover {
             stagger: STAGGER_MIN,
             following: following.clone(),
         };
-        let task = tokio::spawn(follow(coordinator, failures, waker, life));
+        let waiting = Waiting {
+            coordinator: coordinator.clone(),
+            release: release.to_owned(),
+            node: node.to_owned(),
+            place: place.clone(),
+            renewed: None,
+            refused: false,
+        };
+        let task = tokio::spawn(follow(waiting, waker, life));
         Self {
             release: release.to_owned(),
             following,
+            place,
+            coordinator,
             task,
         }
+    }
+
+    /// This node's key in the line, while it stands in it: the transaction
+    /// that takes a slot deletes it.
+    pub fn line_key(&self) -> Option<String> {
+        lock(&self.place).as_ref().map(|place| place.key.clone())
     }
 
     /// True while a stream is up: a freed slot or a failure of the release
@@ -130,16 +169,113 @@ impl Handover {
 impl Drop for Handover {
     fn drop(&mut self) {
         self.task.abort();
+        // Out of the line at once rather than when the lease ends (its key
+        // is gone already when this node took a slot).
+        let Some(place) = lock(&self.place).take() else {
+            return;
+        };
+        let coordinator = self.coordinator.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = coordinator.etcd.revoke(place.lease).await {
+                    tracing::debug!("{e}; this node's place in the line ends with its lease");
+                }
+            });
+        }
+    }
+}
+
+fn lock(place: &Mutex<Option<Place>>) -> std::sync::MutexGuard<'_, Option<Place>> {
+    place
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A node waiting for a slot, and its place in the line.
+struct Waiting {
+    coordinator: Arc<Coordinator>,
+    release: String,
+    node: String,
+    place: Arc<Mutex<Option<Place>>>,
+    /// When the place's lease was last granted or renewed.
+    renewed: Option<Instant>,
+    /// etcd refused the line once: said, and not said again.
+    refused: bool,
+}
+
+impl Waiting {
+    /// This node's place: kept (renewed when due) or taken anew; `None`
+    /// when etcd refuses it.
+    async fn place(&mut self) -> Option<Place> {
+        let held = lock(&self.place).clone();
+        if let Some(place) = held {
+            let due = self
+                .renewed
+                .is_none_or(|at| at.elapsed() >= self.coordinator.renew_every());
+            if !due || self.renew(&place).await {
+                return Some(place);
+            }
+        }
+        match self.coordinator.join_line(&self.release, &self.node).await {
+            Ok(place) => {
+                self.renewed = Some(Instant::now());
+                *lock(&self.place) = Some(place.clone());
+                Some(place)
+            }
+            Err(e) => {
+                if self.refused {
+                    tracing::debug!("{e}; waiting for a slot outside the line");
+                } else {
+                    tracing::info!(
+                        "{e}; waiting for a slot outside the line of {}, with random pauses (grant the node read-write access to {})",
+                        self.release,
+                        self.coordinator.line_prefix(&self.release)
+                    );
+                }
+                self.refused = true;
+                None
+            }
+        }
+    }
+
+    /// Renews `place`'s lease; false when the place is gone (the lease
+    /// ended), true when renewed or when etcd could not be asked.
+    async fn renew(&mut self, place: &Place) -> bool {
+        match self.coordinator.etcd.keep_alive(place.lease).await {
+            Ok(true) => {
+                self.renewed = Some(Instant::now());
+                true
+            }
+            Ok(false) => {
+                self.lost();
+                false
+            }
+            Err(e) => {
+                tracing::debug!("{e}; renewing this node's place in the line again later");
+                true
+            }
+        }
+    }
+
+    /// The place is gone: the next stream takes a new one. Its lease,
+    /// if it still lives, is revoked.
+    fn lost(&mut self) {
+        self.renewed = None;
+        let Some(place) = lock(&self.place).take() else {
+            return;
+        };
+        let coordinator = self.coordinator.clone();
+        tokio::spawn(async move { coordinator.etcd.revoke(place.lease).await });
     }
 }
 
 /// Opens stream after stream, pausing after each failure.
-async fn follow(coordinator: Arc<Coordinator>, failures: String, mut waker: Waker, life: Duration) {
+async fn follow(mut waiting: Waiting, mut waker: Waker, life: Duration) {
     let mut pause = BACKOFF_MIN;
     let mut failing = false;
     loop {
         let opened = Instant::now();
-        let result = stream_once(&coordinator, &failures, &mut waker, life).await;
+        let result = stream_once(&mut waiting, &mut waker, life).await;
         waker.following.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => {
@@ -223,32 +359,53 @@ fn next_stagger(stagger: Duration, woke: bool, slow: bool) -> Duration {
     }
 }
 
-/// One stream: the slot keys read, then followed until its `life` ends
-/// (`Ok`) or the stream fails.
+/// One stream: the slot keys (and this node's place in the line) read,
+/// then followed until its `life` ends (`Ok`) or the stream fails.
 async fn stream_once(
-    coordinator: &Coordinator,
-    failures: &str,
+    waiting: &mut Waiting,
     waker: &mut Waker,
     life: Duration,
 ) -> Result<(), EtcdError> {
+    let coordinator = waiting.coordinator.clone();
     let slots_prefix = coordinator.slots_prefix();
+    let failures = coordinator.failures_prefix(&waiting.release);
+    let line_prefix = coordinator.line_prefix(&waiting.release);
+    let place = waiting.place().await;
     let (revision, keys) = coordinator.etcd.keys(&slots_prefix).await?;
     let mut view = View {
         taken: keys.into_iter().collect(),
         max_in_flight: coordinator.max_in_flight as usize,
+        line: None,
     };
     view.check()?;
-    // Only the slots and this release's failures: the roster's writes
-    // (every node's state, under `nodes/`) would wake every waiting node
-    // for nothing, N waiting nodes times N writers over a roll.
+    if let Some(place) = place {
+        match coordinator
+            .ahead_in_line(&waiting.release, &place, revision)
+            .await
+        {
+            Ok(ahead) => view.line = Some(Line { place, ahead }),
+            Err(e) => tracing::debug!("{e}; waiting outside the line until the next stream"),
+        }
+    }
+    // Only the slots, this release's failures and the deletes of its
+    // line: the roster's writes (every node's state, under `nodes/`)
+    // would wake every waiting node for nothing, N waiting nodes times N
+    // writers over a roll, and so would each node joining the line.
+    let deletes_of: &[&str] = if view.line.is_some() {
+        &[&line_prefix]
+    } else {
+        &[]
+    };
     let mut stream = coordinator
         .etcd
-        .watch(&[&slots_prefix, failures], revision + 1)
+        .watch(&[&slots_prefix, &failures], deletes_of, revision + 1)
         .await?;
     waker.following.store(true, Ordering::Relaxed);
     let end = Instant::now() + life;
+    let renew_every = coordinator.renew_every();
+    let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
     // A slot already free (freed since the last decision): wake, staggered.
-    let mut due = view.free().then(|| Instant::now() + waker.pause());
+    let mut due = view.free().then(|| Instant::now() + view.delay(waker));
     // A failure was recorded: wake even with every slot taken.
     let mut failed = false;
     // When each slot free now was freed, oldest first (as many as slots).
@@ -257,6 +414,13 @@ async fn stream_once(
         let next = due.map(|due| due.max(waker.earliest()));
         tokio::select! {
             () = tokio::time::sleep_until(end) => return Ok(()),
+            _ = renew.tick(), if view.line.is_some() => {
+                if let Some(line) = &view.line
+                    && !waiting.renew(&line.place).await
+                {
+                    view.line = None;
+                }
+            }
             () = sleep_until_some(next) => {
                 due = None;
                 if view.free() || failed {
@@ -266,6 +430,7 @@ async fn stream_once(
                 failed = false;
             }
             events = stream.next() => {
+                let mut moved = false;
                 for event in events? {
                     if event.key.starts_with(&slots_prefix) {
                         match event.kind {
@@ -283,12 +448,14 @@ async fn stream_once(
                                 {
                                     freed_at.push_back(Instant::now());
                                 }
-                                if due.is_none() && view.free() {
-                                    due = Some(Instant::now() + waker.pause());
-                                }
+                                moved = true;
                             }
                         }
-                    } else if event.kind == EventKind::Put && event.key.starts_with(failures) {
+                    } else if event.key.starts_with(&line_prefix) {
+                        if event.kind == EventKind::Delete && view.line_left(&event, waiting) {
+                            moved = true;
+                        }
+                    } else if event.kind == EventKind::Put && event.key.starts_with(&failures) {
                         // A failure of the release this node waits for:
                         // it may stop the rollout; no stagger.
                         failed = true;
@@ -296,20 +463,73 @@ async fn stream_once(
                     }
                 }
                 view.check()?;
+                if moved && view.free() {
+                    // At the head: at once. Otherwise one pause a freed
+                    // slot, as drawn when it was freed.
+                    let delay = view.delay(waker);
+                    if delay.is_zero() || due.is_none() {
+                        due = Some(Instant::now() + delay);
+                    }
+                }
             }
         }
     }
 }
 
-/// The slot keys etcd holds for the group, as this task last saw them.
+/// This node's place in the line and how many stand before it.
+struct Line {
+    place: Place,
+    ahead: u64,
+}
+
+/// The slot keys etcd holds for the group, and this node's place in the
+/// line, as this task last saw them.
 struct View {
     taken: BTreeSet<String>,
     max_in_flight: usize,
+    /// `None`: outside the line (or its state unknown) for this stream.
+    line: Option<Line>,
 }
 
 impl View {
     fn free(&self) -> bool {
         self.taken.len() < self.max_in_flight
+    }
+
+    /// How long after a slot is freed this node asks: at once at the head
+    /// of the line, after the head start and a pause behind it, after a
+    /// pause outside it.
+    fn delay(&self, waker: &Waker) -> Duration {
+        let free = self.max_in_flight.saturating_sub(self.taken.len()) as u64;
+        match &self.line {
+            Some(line) if line.ahead < free => Duration::ZERO,
+            Some(_) => HEAD_START + waker.pause(),
+            None => waker.pause(),
+        }
+    }
+
+    /// A key of the line was deleted; true when this node moved up. Its
+    /// own key gone (it took a slot, or someone deleted it), or a delete
+    /// that does not say when the key was created: outside the line until
+    /// the next stream.
+    fn line_left(
+        &mut self,
+        event: &crate::fleet::etcd::watch::WatchEvent,
+        waiting: &mut Waiting,
+    ) -> bool {
+        let Some(line) = &mut self.line else {
+            return false;
+        };
+        if event.key == line.place.key {
+            waiting.lost();
+            self.line = None;
+        } else if event.created <= 0 {
+            self.line = None;
+        } else if event.created < line.place.created {
+            line.ahead = line.ahead.saturating_sub(1);
+            return true;
+        }
+        false
     }
 
     fn check(&self) -> Result<(), EtcdError> {
@@ -346,213 +566,5 @@ fn random_fraction() -> f64 {
     f64::from(u32::from_le_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
 }
 
-// What a real etcd sends (a freed slot, a failure recorded, other keys)
-// is tested against a real etcd in `tests/handover.rs`. The tests here use
-// the fake in `etcd::fake` for streams no real etcd produces: a flood of
-// events, a stream that ends at once or goes quiet on an open connection,
-// more slot keys than any group has.
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-    use crate::fleet::etcd::fake::{self, FakeEtcd, Watch};
-
-    /// A handover's stream holds two watches: the slots, the failures.
-    const WATCHES: usize = 2;
-
-    /// Follows group `g` of the fake for release `v2`; returns the handover
-    /// and the times of its wakes since `started`.
-    fn follow_fake(server: &FakeEtcd) -> (Handover, Arc<Mutex<Vec<Duration>>>, std::time::Instant) {
-        follow_fake_for(server, STREAM_LIFE)
-    }
-
-    /// [`follow_fake`] with streams that live `life`.
-    fn follow_fake_for(
-        server: &FakeEtcd,
-        life: Duration,
-    ) -> (Handover, Arc<Mutex<Vec<Duration>>>, std::time::Instant) {
-        let root = tempfile::tempdir().expect("a temporary root");
-        let settings = fake::settings(&server.url, Duration::from_millis(500));
-        let coordinator = Coordinator::from_config(root.path(), &settings)
-            .expect("a coordinator")
-            .expect("etcd");
-        let wake = Arc::new(Notify::new());
-        let started = std::time::Instant::now();
-        let wakes = Arc::new(Mutex::new(Vec::new()));
-        let (seen, notified) = (wakes.clone(), wake.clone());
-        tokio::spawn(async move {
-            loop {
-                notified.notified().await;
-                seen.lock().expect("wakes").push(started.elapsed());
-            }
-        });
-        let handover = Handover::start_with_life(Arc::new(coordinator), "v2", wake, life);
-        (handover, wakes, started)
-    }
-
-    fn wakes_so_far(wakes: &Mutex<Vec<Duration>>) -> Vec<Duration> {
-        wakes.lock().expect("wakes").clone()
-    }
-
-    #[tokio::test]
-    async fn wakes_are_spaced_whatever_the_stream_says() {
-        // Hostile: a slot freed again and again, a message a millisecond.
-        let server = FakeEtcd::start(
-            &[],
-            Watch::Flood {
-                chunk: |n| {
-                    if n == 0 {
-                        fake::created_n(WATCHES)
-                    } else {
-                        fake::event("DELETE", "/driftless/g/slots/0")
-                    }
-                },
-                every: Duration::from_millis(1),
-            },
-        )
-        .await;
-        let (_handover, wakes, _) = follow_fake(&server);
-        let window = Duration::from_millis(1000);
-        tokio::time::sleep(window).await;
-        let wakes = wakes_so_far(&wakes);
-        let most = window.as_millis() / MIN_WAKE_GAP.as_millis() + 2;
-        assert!(
-            (3..=most as usize).contains(&wakes.len()),
-            "{} wakes in {window:?}",
-            wakes.len()
-        );
-        // Measured where the wakes arrive: a little timer slack.
-        let shortest = wakes.windows(2).map(|w| w[1] - w[0]).min();
-        assert!(
-            shortest >= Some(MIN_WAKE_GAP * 4 / 5),
-            "wakes {shortest:?} apart: {wakes:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_node_that_keeps_losing_the_race_for_a_slot_waits_longer() {
-        // The one slot freed and taken again by another node 30 ms later,
-        // over and over (a fleet with many waiters, as one of them sees it).
-        let server = FakeEtcd::start(
-            &["/driftless/g/slots/0"],
-            Watch::Flood {
-                chunk: |n| match n {
-                    0 => fake::created_n(WATCHES),
-                    n if n % 2 == 1 => fake::event("DELETE", "/driftless/g/slots/0"),
-                    _ => fake::event("PUT", "/driftless/g/slots/0"),
-                },
-                every: Duration::from_millis(30),
-            },
-        )
-        .await;
-        let (_handover, wakes, _) = follow_fake(&server);
-        tokio::time::sleep(Duration::from_millis(2000)).await;
-        // About 33 slots freed. With a fixed stagger of 50 ms this node
-        // would ask for 60 % of them (about 20); doubling after each lost
-        // race, for a handful.
-        let wakes = wakes_so_far(&wakes);
-        assert!(wakes.len() <= 8, "{} wakes: {wakes:?}", wakes.len());
-    }
-
-    #[test]
-    fn the_stagger_grows_with_races_lost_and_shrinks_with_slow_takeovers() {
-        let mut stagger = STAGGER_MIN;
-        for _ in 0..10 {
-            stagger = next_stagger(stagger, true, false);
-        }
-        assert_eq!(stagger, STAGGER_MAX, "races lost: up to the most");
-        assert_eq!(
-            next_stagger(stagger, false, false),
-            STAGGER_MAX,
-            "a slot taken quickly by another: as it was"
-        );
-        // Towards the end of a roll: few nodes wait, and each freed slot
-        // is taken long after it was freed.
-        let mut steps = 0;
-        while stagger > STAGGER_MIN {
-            stagger = next_stagger(stagger, false, true);
-            steps += 1;
-        }
-        assert_eq!(stagger, STAGGER_MIN);
-        // As many halvings as doublings took it up, no more.
-        let most = (STAGGER_MAX.as_secs_f64() / STAGGER_MIN.as_secs_f64())
-            .log2()
-            .ceil() as usize;
-        assert!(steps <= most, "{steps} slow takeovers to come back down");
-        assert_eq!(next_stagger(STAGGER_MIN, false, true), STAGGER_MIN);
-        assert_eq!(
-            next_stagger(STAGGER_MIN, true, true),
-            STAGGER_MIN * 2,
-            "a race lost counts first"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_failing_watch_is_reopened_after_growing_pauses() {
-        // Hostile (or a proxy in the way): every stream ends right after
-        // it was created.
-        let server =
-            FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created_n(WATCHES)])).await;
-        let (_handover, _wakes, _) = follow_fake(&server);
-        tokio::time::sleep(Duration::from_millis(3000)).await;
-        // Pauses of 0.5, 1 and 2 s (±25 %): streams at 0, ~0.5, ~1.5, ~3.5 s.
-        let streams = server.watch_count();
-        assert!((2..=4).contains(&streams), "{streams} streams in 3 s");
-    }
-
-    #[tokio::test]
-    async fn a_quiet_stream_is_reopened_when_its_life_ends() {
-        // A connection gone quiet without closing (a peer that vanished
-        // behind a middlebox): created, then silence.
-        let server = FakeEtcd::start(
-            &["/driftless/g/slots/0"],
-            Watch::Chunks(vec![fake::created_n(WATCHES)]),
-        )
-        .await;
-        let life = Duration::from_millis(300);
-        let (_handover, wakes, _) = follow_fake_for(&server, life);
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        let streams = server.watch_count();
-        assert!((3..=5).contains(&streams), "{streams} streams in 1 s");
-        assert!(wakes_so_far(&wakes).is_empty(), "every slot taken: no wake");
-    }
-
-    #[tokio::test]
-    async fn a_flood_of_slot_keys_ends_the_stream() {
-        // Hostile: ever new keys under slots/, far more than the group has
-        // slots. Without the bound, the view would grow with the stream.
-        let server = FakeEtcd::start(
-            &[],
-            Watch::Flood {
-                chunk: |n| {
-                    if n == 0 {
-                        fake::created_n(WATCHES)
-                    } else {
-                        fake::event("PUT", &format!("/driftless/g/slots/{n}"))
-                    }
-                },
-                every: Duration::from_millis(1),
-            },
-        )
-        .await;
-        let (_handover, _wakes, _) = follow_fake(&server);
-        // 1 + 64 keys end the first stream well within 0.5 s; the next
-        // opens after a pause of 0.5 s (±25 %).
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let streams = server.watch_count();
-        assert!(streams >= 2, "{streams} streams: the flood was never cut");
-    }
-
-    #[tokio::test]
-    async fn dropping_the_handover_closes_its_stream() {
-        let server =
-            FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created_n(WATCHES)])).await;
-        let (handover, _wakes, _) = follow_fake(&server);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        drop(handover);
-        let streams = server.watch_count();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(server.watch_count(), streams, "no stream after the drop");
-    }
-}
+mod tests;

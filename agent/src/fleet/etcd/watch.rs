@@ -9,53 +9,26 @@
 //! [`MAX_MESSAGE_LEN`] or a stream longer than [`MAX_STREAM_LEN`] ends it
 //! with an error, the first message must come within the client's time
 //! limit, and the caller bounds the stream's life (it reads through
-//! [`WatchStream::next`] under its own deadline). Only keys and the kind
-//! of each event are kept; values are never decoded.
+//! [`WatchStream::next`] under its own deadline). Only keys, the kind and
+//! the create revision of each event are kept; values are never decoded.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{B64, Etcd, EtcdError, Failure, UNAUTHENTICATED, number, prefix_end};
+use super::{B64, Etcd, EtcdError, Failure, number, prefix_end};
+
+mod message;
+
+pub use message::{EventKind, WatchEvent};
+use message::{Message, parse_message};
 
 /// The longest message (one line) read from a watch stream. A group's
 /// events are a few hundred bytes each; etcd batches at most a few of them.
 pub const MAX_MESSAGE_LEN: usize = 1024 * 1024;
 /// The most bytes one watch stream may carry before it is dropped.
 pub const MAX_STREAM_LEN: usize = 16 * 1024 * 1024;
-/// gRPC's status code for a permission etcd refused.
-const PERMISSION_DENIED: i64 = 7;
-
-/// What happened to one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// Created or changed.
-    Put,
-    /// Deleted (by hand, by a transaction, or with its lease).
-    Delete,
-}
-
-/// One event of a watch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
-    /// Put or delete.
-    pub kind: EventKind,
-    /// The key (UTF-8, lossily).
-    pub key: String,
-}
-
-/// One message of a watch stream.
-#[derive(Debug, PartialEq, Eq)]
-enum Message {
-    /// The watch exists; events follow.
-    Created,
-    /// Events (none in a progress message).
-    Events(Vec<WatchEvent>),
-    /// etcd ended the watch: why, and the gRPC code when it names one.
-    Canceled { code: Option<i64>, reason: String },
-}
-
 /// An open watch.
 pub struct WatchStream {
     response: reqwest::Response,
@@ -85,27 +58,36 @@ impl Etcd {
         Ok((revision, keys))
     }
 
-    /// Watches every key under each of `prefixes` from `start_revision`
-    /// on, in one stream (one create request a prefix, sent together).
-    /// Returns once etcd said every watch exists (within the client's time
-    /// limit); the stream itself has no end but the caller's.
+    /// Watches every key under each of `prefixes`, and the deletes under
+    /// each of `deletes_of` (with the deleted key's create revision), from
+    /// `start_revision` on, in one stream (one create request a prefix,
+    /// sent together). Returns once etcd said every watch exists (within
+    /// the client's time limit); the stream itself has no end but the
+    /// caller's.
     pub async fn watch(
         &self,
         prefixes: &[&str],
+        deletes_of: &[&str],
         start_revision: i64,
     ) -> Result<WatchStream, EtcdError> {
+        let create = |prefix: &str, deletes_only: bool| {
+            let mut create = json!({
+                "key": B64.encode(prefix),
+                "range_end": B64.encode(prefix_end(prefix.as_bytes())),
+                "start_revision": start_revision.to_string(),
+            });
+            if deletes_only {
+                create["filters"] = json!(["NOPUT"]);
+                create["prev_kv"] = json!(true);
+            }
+            format!("{}\n", json!({ "create_request": create }))
+        };
         let body: String = prefixes
             .iter()
-            .map(|prefix| {
-                let create = json!({ "create_request": {
-                    "key": B64.encode(prefix),
-                    "range_end": B64.encode(prefix_end(prefix.as_bytes())),
-                    "start_revision": start_revision.to_string(),
-                }});
-                format!("{create}\n")
-            })
+            .map(|prefix| create(prefix, false))
+            .chain(deletes_of.iter().map(|prefix| create(prefix, true)))
             .collect();
-        let (body, watches) = (&body, prefixes.len());
+        let (body, watches) = (&body, prefixes.len() + deletes_of.len());
         self.each_endpoint("watch", |endpoint| async move {
             self.with_token(&endpoint, |token| {
                 let endpoint = &endpoint;
@@ -253,73 +235,6 @@ fn decode_key(value: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// One line of a watch stream.
-fn parse_message(line: &[u8]) -> Result<Message, String> {
-    let message: Value = serde_json::from_slice(line)
-        .map_err(|_| "a watch message that is not JSON: is this etcd's client port?".to_owned())?;
-    let error = &message["error"];
-    if error.is_object() {
-        let code = [&error["grpc_code"], &error["code"]]
-            .into_iter()
-            .map(number)
-            .find(|c| *c != 0);
-        let text = error["message"].as_str().unwrap_or("no message");
-        return Ok(Message::Canceled {
-            code,
-            reason: text.chars().take(200).collect(),
-        });
-    }
-    let result = &message["result"];
-    if !result.is_object() {
-        return Err("a watch message without a result".into());
-    }
-    if result["canceled"].as_bool() == Some(true) {
-        let reason = result["cancel_reason"].as_str().unwrap_or_default();
-        let compacted = number(&result["compact_revision"]);
-        let reason = if compacted != 0 {
-            format!("its start revision was compacted (etcd keeps from {compacted} on)")
-        } else if reason.is_empty() {
-            "no reason given".to_owned()
-        } else {
-            reason.chars().take(200).collect()
-        };
-        let code = if reason.contains("code = Unauthenticated") {
-            Some(UNAUTHENTICATED)
-        } else if reason.contains("code = PermissionDenied") {
-            Some(PERMISSION_DENIED)
-        } else {
-            None
-        };
-        return Ok(Message::Canceled { code, reason });
-    }
-    if result["created"].as_bool() == Some(true) {
-        return Ok(Message::Created);
-    }
-    let Some(events) = result["events"].as_array() else {
-        return Ok(Message::Events(Vec::new()));
-    };
-    events
-        .iter()
-        .map(|event| {
-            let kind = match event["type"].as_str() {
-                // The gateway leaves out fields equal to zero: PUT is 0.
-                None | Some("PUT") => EventKind::Put,
-                Some("DELETE") => EventKind::Delete,
-                Some(other) => return Err(format!("a watch event of unknown type {other:?}")),
-            };
-            let key = event["kv"]["key"]
-                .as_str()
-                .and_then(|k| B64.decode(k).ok())
-                .ok_or("a watch event without a base64 key")?;
-            Ok(WatchEvent {
-                kind,
-                key: String::from_utf8_lossy(&key).into_owned(),
-            })
-        })
-        .collect::<Result<_, String>>()
-        .map(Message::Events)
-}
-
 // The streams below come from the fake in `etcd::fake`: no real etcd sends
 // headers without a first message, an endless line, endless progress
 // messages, garbage, or events one byte a chunk. What a real etcd sends is
@@ -335,7 +250,7 @@ mod tests {
     async fn open(watch: Watch) -> (FakeEtcd, Result<WatchStream, EtcdError>) {
         let server = FakeEtcd::start(&[], watch).await;
         let etcd = fake::client(&server.url, LIMIT);
-        let stream = bounded(etcd.watch(&["/driftless/g/"], 6)).await;
+        let stream = bounded(etcd.watch(&["/driftless/g/"], &[], 6)).await;
         (server, stream)
     }
 
@@ -371,11 +286,15 @@ mod tests {
         ]);
         let server = FakeEtcd::start(&[], one).await;
         let etcd = fake::client(&server.url, LIMIT);
-        let error = bounded(etcd.watch(&["/driftless/g/slots/", "/driftless/g/failures/v2/"], 6))
-            .await
-            .err()
-            .expect("one created for two watches: an error")
-            .to_string();
+        let error = bounded(etcd.watch(
+            &["/driftless/g/slots/", "/driftless/g/failures/v2/"],
+            &[],
+            6,
+        ))
+        .await
+        .err()
+        .expect("one created for two watches: an error")
+        .to_string();
         assert!(
             error.contains("events before the watch was created"),
             "{error}"
@@ -387,10 +306,13 @@ mod tests {
         ]);
         let server = FakeEtcd::start(&[], both).await;
         let etcd = fake::client(&server.url, LIMIT);
-        let mut stream =
-            bounded(etcd.watch(&["/driftless/g/slots/", "/driftless/g/failures/v2/"], 6))
-                .await
-                .expect("both created");
+        let mut stream = bounded(etcd.watch(
+            &["/driftless/g/slots/", "/driftless/g/failures/v2/"],
+            &[],
+            6,
+        ))
+        .await
+        .expect("both created");
         let events = bounded(stream.next()).await.expect("the event");
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].kind, EventKind::Delete);
@@ -488,88 +410,5 @@ mod tests {
         assert_eq!(put[0].key, "/driftless/g/slots/0");
         let delete = stream.next().await.expect("a delete");
         assert_eq!(delete[0].kind, EventKind::Delete);
-    }
-
-    fn parse(text: &str) -> Result<Message, String> {
-        parse_message(text.as_bytes())
-    }
-
-    #[test]
-    fn messages_as_etcd_3_4_writes_them() {
-        let header =
-            r#""header":{"cluster_id":"1","member_id":"2","revision":"6","raft_term":"2"}"#;
-        assert_eq!(
-            parse(&format!(r#"{{"result":{{{header},"created":true}}}}"#)),
-            Ok(Message::Created)
-        );
-        // /driftless/g/slots/0, put then deleted.
-        let key = "L2RyaWZ0bGVzcy9nL3Nsb3RzLzA=";
-        assert_eq!(
-            parse(&format!(
-                r#"{{"result":{{{header},"events":[{{"kv":{{"key":"{key}","create_revision":"2","mod_revision":"2","version":"1","value":"aGk="}}}},{{"type":"DELETE","kv":{{"key":"{key}","mod_revision":"3"}}}}]}}}}"#
-            )),
-            Ok(Message::Events(vec![
-                WatchEvent {
-                    kind: EventKind::Put,
-                    key: "/driftless/g/slots/0".into()
-                },
-                WatchEvent {
-                    kind: EventKind::Delete,
-                    key: "/driftless/g/slots/0".into()
-                },
-            ]))
-        );
-        assert_eq!(
-            parse(&format!(r#"{{"result":{{{header}}}}}"#)),
-            Ok(Message::Events(Vec::new())),
-            "a progress message"
-        );
-    }
-
-    #[test]
-    fn cancellations_say_why() {
-        let compacted = parse(
-            r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"5"}}"#,
-        );
-        assert!(
-            matches!(&compacted, Ok(Message::Canceled { code: None, reason }) if reason.contains("compacted")),
-            "{compacted:?}"
-        );
-        let token = parse(
-            r#"{"result":{"watch_id":"-1","created":true,"canceled":true,"cancel_reason":"rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"}}"#,
-        );
-        assert!(
-            matches!(
-                &token,
-                Ok(Message::Canceled {
-                    code: Some(UNAUTHENTICATED),
-                    ..
-                })
-            ),
-            "{token:?}"
-        );
-        let error =
-            parse(r#"{"error":{"grpc_code":7,"http_code":403,"message":"permission denied"}}"#);
-        assert_eq!(
-            error,
-            Ok(Message::Canceled {
-                code: Some(PERMISSION_DENIED),
-                reason: "permission denied".into()
-            })
-        );
-    }
-
-    #[test]
-    fn anything_else_is_refused() {
-        for bad in [
-            "not json",
-            "[]",
-            r#"{"other":1}"#,
-            r#"{"result":{"events":[{"type":"EXPIRE","kv":{"key":"YQ=="}}]}}"#,
-            r#"{"result":{"events":[{"kv":{"key":"not base64!"}}]}}"#,
-            r#"{"result":{"events":[{"kv":{}}]}}"#,
-        ] {
-            assert!(parse(bad).is_err(), "{bad}");
-        }
     }
 }

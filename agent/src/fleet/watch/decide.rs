@@ -66,7 +66,7 @@ impl Watcher {
             .as_ref()
             .is_none_or(|h| h.release() != release)
         {
-            self.handover = Some(Handover::start(coordinator, &release, wake));
+            self.handover = Some(Handover::start(coordinator, &release, &self.node_id, wake));
         }
     }
 
@@ -134,8 +134,18 @@ impl Watcher {
             return self.wait(status, decision.to_string());
         }
         if let Some(coordinator) = self.coordinator.clone() {
+            let line_key = self
+                .handover
+                .as_ref()
+                .filter(|h| h.release() == seen.release)
+                .and_then(Handover::line_key);
             match coordinator
-                .take_slot(&self.node_id, &pinned.tag, &seen.release)
+                .take_slot(
+                    &self.node_id,
+                    &pinned.tag,
+                    &seen.release,
+                    line_key.as_deref(),
+                )
                 .await
             {
                 Ok(SlotAnswer::Held(slot)) => {
