@@ -149,6 +149,9 @@ fn a_freed_slot_is_taken_by_a_waiting_node_well_within_one_poll_interval() {
         (line(&etcd) == ["/driftless/web/line/v2/b"]).then_some(())
     })
     .unwrap_or_else(|| panic!("b is not in the line: {:?}", line(&etcd)));
+    let place_lease = etcd
+        .lease_of("/driftless/web/line/v2/b")
+        .expect("b's place is on a lease");
 
     // a's replacement comes up on v2 and gives the slot back as its apply ends.
     let new_a = fleet.node("a2", &rollout, LONG_POLL);
@@ -169,6 +172,14 @@ fn a_freed_slot_is_taken_by_a_waiting_node_well_within_one_poll_interval() {
         [] as [String; 0],
         "taking the slot took b out of the line"
     );
+    assert_eq!(
+        etcd.lease_of("/driftless/web/slots/0"),
+        Some(place_lease),
+        "b's slot lives on the lease of its place in the line"
+    );
+    // b no longer waits: its place's lease, now its slot's, stays.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(holders(&etcd), ["b"], "b still holds the slot");
     assert_eq!(
         watch_json(&b)["replacement"]["request"]["reason"],
         "release-changed"

@@ -229,6 +229,17 @@ impl EtcdServer {
             .collect()
     }
 
+    /// The lease `key` is attached to (`None`: no such key, or no lease).
+    pub fn lease_of(&self, key: &str) -> Option<String> {
+        let answer = self
+            .try_post(
+                "/v3/kv/range",
+                serde_json::json!({ "key": B64.encode(key) }),
+            )
+            .unwrap_or_else(|e| panic!("etcd range {key}: {e:#}"));
+        answer["kvs"][0]["lease"].as_str().map(str::to_owned)
+    }
+
     /// Turns authentication on, as an operator would: a root user, a role
     /// that may read and write the keys under `prefix`, and `user` with
     /// `password` in that role. The test's own requests go on as root.

@@ -33,7 +33,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AgentConfig, Coordinator as Kind, RolloutSettings};
-use crate::fleet::etcd::{Etcd, EtcdError};
+use crate::fleet::etcd::{Etcd, EtcdError, KeyValue};
+use line::Place;
 
 pub mod handover;
 pub mod line;
@@ -86,6 +87,15 @@ pub enum SlotAnswer {
     },
 }
 
+/// What a waiting node's decision reads from etcd.
+#[derive(Debug)]
+pub struct Survey {
+    /// Failures recorded for the release it would go to.
+    pub failures: u32,
+    /// The slots taken, with their values.
+    slots: Vec<(KeyValue, Option<SlotValue>)>,
+}
+
 /// A failure value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureValue {
@@ -130,33 +140,38 @@ impl Coordinator {
 
     /// The slots taken, with their values (unreadable values are counted,
     /// never reused).
-    async fn slots(
-        &self,
-    ) -> Result<Vec<(crate::fleet::etcd::KeyValue, Option<SlotValue>)>, EtcdError> {
-        Ok(self
+    async fn slots(&self) -> Result<Vec<(KeyValue, Option<SlotValue>)>, EtcdError> {
+        Ok(with_values(self.etcd.range(&self.slots_prefix()).await?))
+    }
+
+    /// What a decision reads: the failures recorded for `release` and the
+    /// group's slots, in one request.
+    pub async fn survey(&self, release: &str) -> Result<Survey, EtcdError> {
+        let (failures, slots) = self
             .etcd
-            .range(&self.slots_prefix())
-            .await?
-            .into_iter()
-            .map(|kv| {
-                let value = serde_json::from_str(&kv.value).ok();
-                (kv, value)
-            })
-            .collect())
+            .count_and_range(&self.failures_prefix(release), &self.slots_prefix())
+            .await?;
+        Ok(Survey {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            slots: with_values(slots),
+        })
     }
 
     /// Takes a free slot for `node` going from `from` to `to`, or finds the
-    /// one it already holds for `to`. A node in the waiting line passes its
-    /// key there: the transaction that takes the slot also deletes it.
+    /// one it already holds for `to`, by the slots of `survey`. A node in
+    /// the waiting line passes its place: the slot lives on the place's
+    /// lease (one lease a node, and no grant between a freed slot and its
+    /// taking), and the transaction that takes it also deletes the place.
     pub async fn take_slot(
         &self,
+        survey: &Survey,
         node: &str,
         from: &str,
         to: &str,
-        line_key: Option<&str>,
+        place: Option<&Place>,
     ) -> Result<SlotAnswer, EtcdError> {
-        let slots = self.slots().await?;
-        if let Some(own) = own_slot(&slots, node, to) {
+        let slots = &survey.slots;
+        if let Some(own) = own_slot(slots, node, to) {
             return Ok(SlotAnswer::Held(own));
         }
         let taken: Vec<&str> = slots.iter().map(|(kv, _)| kv.key.as_str()).collect();
@@ -178,21 +193,27 @@ impl Coordinator {
             call: "txn",
             reason: e.to_string(),
         })?;
-        let lease = self.etcd.grant(self.lease_ttl).await?;
+        let lease = match place {
+            Some(place) => place.lease,
+            None => self.etcd.grant(self.lease_ttl).await?,
+        };
+        let place_key = place.map(|place| place.key.as_str());
         for index in 0..self.max_in_flight {
             let key = format!("{}{index}", self.slots_prefix());
             if taken.contains(&key.as_str()) {
                 continue;
             }
-            // Another node may take it between the range and here: the
+            // Another node may take it between the survey and here: the
             // transaction only creates a key that does not exist.
-            if self.etcd.create(&key, &value, lease, line_key).await? {
+            if self.etcd.create(&key, &value, lease, place_key).await? {
                 return Ok(SlotAnswer::Held(Slot { key, lease }));
             }
         }
-        // Others were quicker: give the unused lease back.
-        if let Err(e) = self.etcd.revoke(lease).await {
-            tracing::debug!("{e}; the unused lease expires by itself");
+        if place.is_none() {
+            // Others were quicker: give the unused lease back.
+            if let Err(e) = self.etcd.revoke(lease).await {
+                tracing::debug!("{e}; the unused lease expires by itself");
+            }
         }
         Ok(full)
     }
@@ -251,12 +272,6 @@ impl Coordinator {
         self.etcd.put(&key, &text).await
     }
 
-    /// Failures recorded in the group for `release`.
-    pub async fn failures(&self, release: &str) -> Result<u32, EtcdError> {
-        let n = self.etcd.count(&self.failures_prefix(release)).await?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
-    }
-
     /// The etcd client (for the fleet view's reads and a node's roster entry).
     pub fn etcd(&self) -> &Etcd {
         &self.etcd
@@ -283,11 +298,18 @@ impl Coordinator {
     }
 }
 
-fn own_slot(
-    slots: &[(crate::fleet::etcd::KeyValue, Option<SlotValue>)],
-    node: &str,
-    to: &str,
-) -> Option<Slot> {
+/// Slot keys with their values read (`None`: unreadable).
+fn with_values(slots: Vec<KeyValue>) -> Vec<(KeyValue, Option<SlotValue>)> {
+    slots
+        .into_iter()
+        .map(|kv| {
+            let value = serde_json::from_str(&kv.value).ok();
+            (kv, value)
+        })
+        .collect()
+}
+
+fn own_slot(slots: &[(KeyValue, Option<SlotValue>)], node: &str, to: &str) -> Option<Slot> {
     slots.iter().find_map(|(kv, v)| {
         v.as_ref()
             .filter(|v| v.node == node && v.to == to)

@@ -148,10 +148,21 @@ impl Handover {
         }
     }
 
-    /// This node's key in the line, while it stands in it: the transaction
-    /// that takes a slot deletes it.
-    pub fn line_key(&self) -> Option<String> {
-        lock(&self.place).as_ref().map(|place| place.key.clone())
+    /// This node's place in the line, while it stands in it: the slot it
+    /// takes lives on the place's lease, and the transaction that takes
+    /// the slot deletes the place's key.
+    pub fn place(&self) -> Option<Place> {
+        lock(&self.place).clone()
+    }
+
+    /// This node took a slot on `lease`: when that is its place's lease,
+    /// the lease is the slot's now, and is neither renewed as a place nor
+    /// revoked when this handover ends.
+    pub fn slot_taken(&self, lease: i64) {
+        let mut place = lock(&self.place);
+        if place.as_ref().is_some_and(|p| p.lease == lease) {
+            *place = None;
+        }
     }
 
     /// True while a stream is up: a freed slot or a failure of the release
@@ -257,15 +268,11 @@ impl Waiting {
         }
     }
 
-    /// The place is gone: the next stream takes a new one. Its lease,
-    /// if it still lives, is revoked.
+    /// The place is gone: the next stream takes a new one. Its lease is
+    /// left to end by itself: it may carry the slot this node just took.
     fn lost(&mut self) {
         self.renewed = None;
-        let Some(place) = lock(&self.place).take() else {
-            return;
-        };
-        let coordinator = self.coordinator.clone();
-        tokio::spawn(async move { coordinator.etcd.revoke(place.lease).await });
+        *lock(&self.place) = None;
     }
 }
 

@@ -112,11 +112,15 @@ impl Watcher {
             in_flight: None,
             max_in_flight: self.coordinator.as_ref().map(|c| c.max_in_flight()),
         };
-        if let Some(coordinator) = self.coordinator.clone() {
-            match coordinator.failures(&seen.release).await {
-                Ok(n) => status.failures = status.failures.saturating_add(n),
+        let survey = match &self.coordinator {
+            Some(coordinator) => match coordinator.survey(&seen.release).await {
+                Ok(survey) => Some(survey),
                 Err(e) => return self.unreachable(status, &e),
-            }
+            },
+            None => None,
+        };
+        if let Some(survey) = &survey {
+            status.failures = status.failures.saturating_add(survey.failures);
         }
         // The rollout decides when: canary, waves, windows, hold, failures.
         let decision = crate::fleet::rollout::decide(
@@ -133,22 +137,26 @@ impl Watcher {
         if decision != crate::fleet::rollout::Decision::Go {
             return self.wait(status, decision.to_string());
         }
-        if let Some(coordinator) = self.coordinator.clone() {
-            let line_key = self
+        if let (Some(coordinator), Some(survey)) = (self.coordinator.clone(), &survey) {
+            let handover = self
                 .handover
                 .as_ref()
-                .filter(|h| h.release() == seen.release)
-                .and_then(Handover::line_key);
+                .filter(|h| h.release() == seen.release);
+            let place = handover.and_then(Handover::place);
             match coordinator
                 .take_slot(
+                    survey,
                     &self.node_id,
                     &pinned.tag,
                     &seen.release,
-                    line_key.as_deref(),
+                    place.as_ref(),
                 )
                 .await
             {
                 Ok(SlotAnswer::Held(slot)) => {
+                    if let Some(handover) = handover {
+                        handover.slot_taken(slot.lease);
+                    }
                     tracing::info!(
                         "took rollout slot {} of group {}",
                         slot.key,
