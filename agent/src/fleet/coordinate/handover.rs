@@ -83,6 +83,9 @@ const HEALTHY_LIFE: Duration = Duration::from_secs(10);
 /// before the others may ask too: a few of a slot's etcd requests, with
 /// room for a loaded node.
 pub const HEAD_START: Duration = Duration::from_millis(200);
+/// How long a node that could not join the line waits outside it before
+/// it tries again.
+pub const REJOIN_AFTER: Duration = Duration::from_secs(300);
 /// Slot keys beyond `max_in_flight` the view tolerates (keys an operator
 /// or another tool left under `slots/`); more ends the stream.
 pub const MAX_EXTRA_SLOT_KEYS: usize = 64;
@@ -136,7 +139,7 @@ impl Handover {
             node: node.to_owned(),
             place: place.clone(),
             renewed: None,
-            refused: false,
+            refused: None,
         };
         let task = tokio::spawn(follow(waiting, waker, life));
         Self {
@@ -210,8 +213,9 @@ struct Waiting {
     place: Arc<Mutex<Option<Place>>>,
     /// When the place's lease was last granted or renewed.
     renewed: Option<Instant>,
-    /// etcd refused the line once: said, and not said again.
-    refused: bool,
+    /// When joining the line last failed: said once, and tried again
+    /// only after [`REJOIN_AFTER`] (each try costs etcd a few requests).
+    refused: Option<Instant>,
 }
 
 impl Waiting {
@@ -227,6 +231,9 @@ impl Waiting {
                 return Some(place);
             }
         }
+        if self.refused.is_some_and(|at| at.elapsed() < REJOIN_AFTER) {
+            return None;
+        }
         match self.coordinator.join_line(&self.release, &self.node).await {
             Ok(place) => {
                 self.renewed = Some(Instant::now());
@@ -234,7 +241,7 @@ impl Waiting {
                 Some(place)
             }
             Err(e) => {
-                if self.refused {
+                if self.refused.is_some() {
                     tracing::debug!("{e}; waiting for a slot outside the line");
                 } else {
                     tracing::info!(
@@ -243,7 +250,7 @@ impl Waiting {
                         self.coordinator.line_prefix(&self.release)
                     );
                 }
-                self.refused = true;
+                self.refused = Some(Instant::now());
                 None
             }
         }

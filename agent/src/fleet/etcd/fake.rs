@@ -2,7 +2,8 @@
 //! watch's bounds only: a real etcd never sends an endless line, a flood
 //! of events, or headers without a first message, so a hostile peer has to
 //! be faked. It serves `/v3/kv/range` with a fixed answer and `/v3/watch`
-//! with what the test scripts, on 127.0.0.1 and an ephemeral port, one
+//! with what the test scripts (and refuses everything else, lease grants
+//! counted), on 127.0.0.1 and an ephemeral port, one
 //! request a connection; it stops with the test's runtime.
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct FakeEtcd {
     pub url: String,
     /// Watch requests received.
     pub watches: Arc<AtomicUsize>,
+    /// Lease grants asked for (each answered 404).
+    pub grants: Arc<AtomicUsize>,
 }
 
 /// The first message of a watch.
@@ -105,16 +108,21 @@ impl FakeEtcd {
             slots.len()
         );
         let watches = Arc::new(AtomicUsize::new(0));
-        let count = watches.clone();
+        let grants = Arc::new(AtomicUsize::new(0));
+        let counts = (watches.clone(), grants.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     return;
                 };
-                tokio::spawn(serve(socket, range.clone(), watch.clone(), count.clone()));
+                tokio::spawn(serve(socket, range.clone(), watch.clone(), counts.clone()));
             }
         });
-        Self { url, watches }
+        Self {
+            url,
+            watches,
+            grants,
+        }
     }
 
     /// Watch requests so far.
@@ -124,7 +132,12 @@ impl FakeEtcd {
 }
 
 /// One request on one connection.
-async fn serve(mut socket: TcpStream, range: String, watch: Watch, watches: Arc<AtomicUsize>) {
+async fn serve(
+    mut socket: TcpStream,
+    range: String,
+    watch: Watch,
+    (watches, grants): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+) {
     let mut request = Vec::new();
     let mut buf = [0u8; 4096];
     // The head, then as much body as Content-Length says (small here).
@@ -162,6 +175,9 @@ async fn serve(mut socket: TcpStream, range: String, watch: Watch, watches: Arc<
         );
         let _ = socket.write_all(answer.as_bytes()).await;
         return;
+    }
+    if head.starts_with("post /v3/lease/grant") {
+        grants.fetch_add(1, Ordering::SeqCst);
     }
     if !head.starts_with("post /v3/watch") {
         let _ = socket

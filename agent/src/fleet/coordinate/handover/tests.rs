@@ -153,6 +153,22 @@ async fn a_failing_watch_is_reopened_after_growing_pauses() {
 }
 
 #[tokio::test]
+async fn a_node_refused_a_place_in_the_line_does_not_ask_again_at_every_stream() {
+    // etcd refuses the lease (the node's user may not write `line/`, say):
+    // every stream ends at once and is opened again.
+    let server = FakeEtcd::start(&[], Watch::ChunksThenClose(vec![fake::created_n(WATCHES)])).await;
+    let (_handover, _wakes, _) = follow_fake(&server);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let streams = server.watch_count();
+    assert!(streams >= 2, "{streams} streams");
+    assert_eq!(
+        server.grants.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one try at the line in {streams} streams"
+    );
+}
+
+#[tokio::test]
 async fn a_quiet_stream_is_reopened_when_its_life_ends() {
     // A connection gone quiet without closing (a peer that vanished
     // behind a middlebox): created, then silence.
