@@ -466,8 +466,12 @@ async fn stream_once(
                             }
                         }
                     } else if event.key.starts_with(&line_prefix) {
-                        if event.kind == EventKind::Delete && view.line_left(&event, waiting) {
-                            moved = true;
+                        if event.kind == EventKind::Delete {
+                            match view.line_left(&event.key, event.created) {
+                                LineMove::Up => moved = true,
+                                LineMove::PlaceLost => waiting.lost(),
+                                LineMove::None => {}
+                            }
                         }
                     } else if event.kind == EventKind::Put && event.key.starts_with(&failures) {
                         // A failure of the release this node waits for:
@@ -488,6 +492,18 @@ async fn stream_once(
             }
         }
     }
+}
+
+/// What a delete in the line did to this node's place.
+#[derive(Debug, PartialEq, Eq)]
+enum LineMove {
+    /// A node ahead left: one fewer ahead.
+    Up,
+    /// This node's own key is gone.
+    PlaceLost,
+    /// Nothing that moves it (a node behind left, or the line's state is
+    /// unknown from now on).
+    None,
 }
 
 /// This node's place in the line and how many stand before it.
@@ -522,28 +538,27 @@ impl View {
         }
     }
 
-    /// A key of the line was deleted; true when this node moved up. Its
-    /// own key gone (it took a slot, or someone deleted it), or a delete
-    /// that does not say when the key was created: outside the line until
-    /// the next stream.
-    fn line_left(
-        &mut self,
-        event: &crate::fleet::etcd::watch::WatchEvent,
-        waiting: &mut Waiting,
-    ) -> bool {
+    /// A key of the line was deleted (`key`, created at revision
+    /// `created`, 0 when the stream did not say). Another node ahead of
+    /// this one left: it moves up. Its own key gone (it took a slot, or
+    /// someone deleted it), or a delete that does not say when its key was
+    /// created: outside the line until the next stream.
+    fn line_left(&mut self, key: &str, created: i64) -> LineMove {
         let Some(line) = &mut self.line else {
-            return false;
+            return LineMove::None;
         };
-        if event.key == line.place.key {
-            waiting.lost();
+        if key == line.place.key {
             self.line = None;
-        } else if event.created <= 0 {
+            LineMove::PlaceLost
+        } else if created <= 0 {
             self.line = None;
-        } else if event.created < line.place.created {
+            LineMove::None
+        } else if created < line.place.created {
             line.ahead = line.ahead.saturating_sub(1);
-            return true;
+            LineMove::Up
+        } else {
+            LineMove::None
         }
-        false
     }
 
     fn check(&self) -> Result<(), EtcdError> {

@@ -221,3 +221,44 @@ async fn dropping_the_handover_closes_its_stream() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(server.watch_count(), streams, "no stream after the drop");
 }
+
+#[test]
+fn deletes_in_the_line_move_a_node_up_only_when_they_were_ahead_of_it() {
+    let place = Place {
+        key: "/driftless/g/line/v2/n5".into(),
+        lease: 7,
+        created: 50,
+    };
+    let mut view = View {
+        taken: BTreeSet::new(),
+        max_in_flight: 1,
+        line: Some(Line { place, ahead: 2 }),
+    };
+    let ahead = |view: &View| view.line.as_ref().map(|l| l.ahead);
+    assert_eq!(
+        view.line_left("/driftless/g/line/v2/n9", 60),
+        LineMove::None
+    );
+    assert_eq!(ahead(&view), Some(2), "a node behind left");
+    assert_eq!(view.line_left("/driftless/g/line/v2/n1", 10), LineMove::Up);
+    assert_eq!(ahead(&view), Some(1));
+    assert_eq!(view.line_left("/driftless/g/line/v2/n2", 20), LineMove::Up);
+    assert_eq!(view.line_left("/driftless/g/line/v2/n3", 30), LineMove::Up);
+    assert_eq!(ahead(&view), Some(0), "never below none ahead");
+    // A delete that does not say when its key was created: whether it was
+    // ahead is unknown, so the node waits outside the line.
+    assert_eq!(view.line_left("/driftless/g/line/v2/n4", 0), LineMove::None);
+    assert_eq!(ahead(&view), None);
+
+    let place = Place {
+        key: "/driftless/g/line/v2/n5".into(),
+        lease: 7,
+        created: 50,
+    };
+    view.line = Some(Line { place, ahead: 3 });
+    assert_eq!(
+        view.line_left("/driftless/g/line/v2/n5", 50),
+        LineMove::PlaceLost
+    );
+    assert_eq!(ahead(&view), None);
+}
