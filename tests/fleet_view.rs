@@ -120,6 +120,12 @@ fn the_fleet_view_shows_nodes_slots_failures_and_the_rollout() {
         .filter(|n| n["rollout"] == "waiting-for-slot")
         .count();
     assert_eq!(waiting, 2, "the two others wait for the slot: {view}");
+    // The waiting line, as waiting watchers keep it in etcd: listed in the
+    // order the nodes joined it, not by name.
+    etcd.put("/driftless/web/line/v2/c", "");
+    etcd.put("/driftless/web/line/v2/a", "");
+    let view = fleet_json(&nodes[0]);
+    assert_eq!(view["line"]["v2"], serde_json::json!(["c", "a"]), "{view}");
 
     // A new node of v3 fails its health check: the failure is listed.
     branch.promote(&fleet.releases.key, "v3", "");
@@ -139,6 +145,7 @@ fn the_fleet_view_shows_nodes_slots_failures_and_the_rollout() {
         &format!("held by {holder} (v1 -> v2)"),
         "v3: 1 failed",
         "d at health",
+        "line for v2: 2 waiting; next: c, a",
     ] {
         assert!(text.contains(needle), "missing {needle:?}\n{text}");
     }

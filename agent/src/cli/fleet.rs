@@ -1,7 +1,8 @@
 //! `driftless fleet`: the fleet as the operator sees it. With
 //! `rollout.coordinator: etcd` in the config: every node of the group by
 //! release and state (what each node's watcher reports), the slot holders
-//! and how long they have held their slot, the failures per release, and
+//! and how long they have held their slot, the nodes waiting in line for a
+//! slot, oldest first, the failures per release, and
 //! the rollout's state (`fleet::roster`). Without etcd: what the signed
 //! channel and its failures file say, from a local clone (`--repo`) or as
 //! the node under `--root` last accepted them.
@@ -19,6 +20,9 @@ use crate::exit::ExitCode;
 use crate::fleet::coordinate::Coordinator;
 use crate::fleet::roster::{self, GroupView};
 use crate::release::channel::{self, ChannelFile, Failures};
+
+/// How many of a waiting line's first nodes the table names.
+const LINE_SHOWN: usize = 10;
 
 /// Arguments of `driftless fleet`.
 #[derive(Debug, Args)]
@@ -161,6 +165,23 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
             ),
             _ => outln!("  {}  (unreadable value: counted as taken)", s.key),
         }
+    }
+    for (release, waiting) in &view.line {
+        let next: Vec<&str> = waiting
+            .iter()
+            .take(LINE_SHOWN)
+            .map(String::as_str)
+            .collect();
+        let more = if waiting.len() > LINE_SHOWN {
+            ", ..."
+        } else {
+            ""
+        };
+        outln!(
+            "  line for {release}: {} waiting; next: {}{more}",
+            waiting.len(),
+            next.join(", ")
+        );
     }
     outln!("\nfailures");
     if view.failures.is_empty() {

@@ -75,6 +75,8 @@ pub struct KeyValue {
     pub value: String,
     /// The revision that last changed it.
     pub mod_revision: i64,
+    /// The revision that created it.
+    pub create_revision: i64,
     /// The lease it is attached to (0: none).
     pub lease: i64,
 }

@@ -68,6 +68,9 @@ pub struct GroupView {
     pub nodes: Vec<NodeEntry>,
     /// The slots taken.
     pub slots: Vec<SlotView>,
+    /// The nodes waiting for a slot, by the release they wait to go to,
+    /// oldest first (the order in which they take freed slots).
+    pub line: std::collections::BTreeMap<String, Vec<String>>,
     /// The failures recorded, by release.
     pub failures: std::collections::BTreeMap<String, Vec<FailureValue>>,
     /// Keys whose value could not be read (counted, never trusted).
@@ -87,6 +90,7 @@ pub async fn read_group(etcd: &Etcd, settings: &RolloutSettings) -> Result<Group
         max_in_flight: settings.max_in_flight,
         ..GroupView::default()
     };
+    let mut line: std::collections::BTreeMap<String, Vec<(i64, String)>> = Default::default();
     for kv in etcd.range(&prefix).await? {
         let rest = &kv.key[prefix.len().min(kv.key.len())..];
         let readable = kv.value.len() <= MAX_ENTRY_LEN;
@@ -108,6 +112,13 @@ pub async fn read_group(etcd: &Etcd, settings: &RolloutSettings) -> Result<Group
                 Some(f) => view.failures.entry(f.release.clone()).or_default().push(f),
                 None => view.unreadable.push(kv.key),
             }
+        } else if let Some((release, node)) = rest
+            .strip_prefix("line/")
+            .and_then(|rest| rest.split_once('/'))
+        {
+            line.entry(unsegment(release))
+                .or_default()
+                .push((kv.create_revision, unsegment(node)));
         } else if rest.starts_with("nodes/") {
             match readable
                 .then(|| serde_json::from_str::<NodeEntry>(&kv.value).ok())
@@ -119,7 +130,19 @@ pub async fn read_group(etcd: &Etcd, settings: &RolloutSettings) -> Result<Group
         }
     }
     view.nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    view.line = line
+        .into_iter()
+        .map(|(release, mut waiting)| {
+            waiting.sort();
+            (release, waiting.into_iter().map(|(_, node)| node).collect())
+        })
+        .collect();
     Ok(view)
+}
+
+/// A key segment as it was before [`segment`] escaped it.
+fn unsegment(text: &str) -> String {
+    text.replace("%2F", "/").replace("%25", "%")
 }
 
 /// How a watcher keeps its roster entry: the lease it is on and what it

@@ -214,6 +214,7 @@ fn key_values(kvs: &Value) -> Vec<KeyValue> {
                     key: decode(&kv["key"]),
                     value: decode(&kv["value"]),
                     mod_revision: number(&kv["mod_revision"]),
+                    create_revision: number(&kv["create_revision"]),
                     lease: number(&kv["lease"]),
                 })
                 .collect()
