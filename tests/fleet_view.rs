@@ -138,7 +138,12 @@ fn the_fleet_view_shows_nodes_slots_failures_and_the_rollout() {
     assert_eq!(failures[0]["node"], "d", "{view}");
     assert_eq!(failures[0]["stage"], "health", "{view}");
 
-    // The human table says the same.
+    // The human table says the same. Whoever can write etcd can put a
+    // terminal's escape sequences in a key: they are shown, not obeyed.
+    etcd.put(
+        "/driftless/web/line/v9/evil\u{1b}]0;owned\u{7}\u{1b}[2J",
+        "",
+    );
     let text = nodes[0].driftless("fleet", &[], &[]).ok().stdout;
     for needle in [
         "group web: 3 nodes report to etcd; 1 of 1 slots taken",
@@ -146,9 +151,14 @@ fn the_fleet_view_shows_nodes_slots_failures_and_the_rollout() {
         "v3: 1 failed",
         "d at health",
         "line for v2: 2 waiting; next: c, a",
+        "line for v9: 1 waiting; next: evil?]0;owned??[2J",
     ] {
         assert!(text.contains(needle), "missing {needle:?}\n{text}");
     }
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character reached the terminal:\n{text:?}"
+    );
 
     // etcd down: the view says so in one line, exit non-zero.
     etcd.stop();

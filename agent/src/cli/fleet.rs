@@ -111,8 +111,16 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
         outln!("{value}");
         return Ok(());
     }
+    // Everything below comes from etcd, which others may write: a control
+    // character in a key or a value must not reach the operator's terminal.
+    let mut text = String::new();
+    macro_rules! put {
+        ($($arg:tt)*) => {
+            text.push_str(&format!("{}\n", format_args!($($arg)*)))
+        };
+    }
     let now = Timestamp::now();
-    outln!(
+    put!(
         "group {}: {} nodes report to etcd; {} of {} slots taken",
         view.group,
         view.nodes.len(),
@@ -123,11 +131,11 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
     for n in &view.nodes {
         *by_release.entry((&n.release, &n.phase)).or_default() += 1;
     }
-    outln!("\n{:<16} {:<22} {:>5}", "RELEASE", "STATE", "NODES");
+    put!("\n{:<16} {:<22} {:>5}", "RELEASE", "STATE", "NODES");
     for ((release, phase), n) in &by_release {
-        outln!("{release:<16} {phase:<22} {n:>5}");
+        put!("{release:<16} {phase:<22} {n:>5}");
     }
-    outln!(
+    put!(
         "\n{:<24} {:<12} {:<20} {:<12} {:<18} {:>5} {:<8} SEEN",
         "NODE",
         "RELEASE",
@@ -138,7 +146,7 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
         "REPLACE"
     );
     for n in &view.nodes {
-        outln!(
+        put!(
             "{:<24} {:<12} {:<20} {:<12} {:<18} {:>5} {:<8} {}s ago",
             n.node,
             n.release,
@@ -150,20 +158,20 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
             (now - n.at).as_secs()
         );
     }
-    outln!("\nslots");
+    put!("\nslots");
     if view.slots.is_empty() {
-        outln!("  none taken");
+        put!("  none taken");
     }
     for s in &view.slots {
         match (&s.value, s.held_secs) {
-            (Some(v), Some(held)) => outln!(
+            (Some(v), Some(held)) => put!(
                 "  {}  held by {} ({} -> {}) for {held}s",
                 s.key,
                 v.node,
                 v.from,
                 v.to
             ),
-            _ => outln!("  {}  (unreadable value: counted as taken)", s.key),
+            _ => put!("  {}  (unreadable value: counted as taken)", s.key),
         }
     }
     for (release, waiting) in &view.line {
@@ -177,26 +185,26 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
         } else {
             ""
         };
-        outln!(
+        put!(
             "  line for {release}: {} waiting; next: {}{more}",
             waiting.len(),
             next.join(", ")
         );
     }
-    outln!("\nfailures");
+    put!("\nfailures");
     if view.failures.is_empty() {
-        outln!("  none recorded");
+        put!("  none recorded");
     }
     for (release, failures) in &view.failures {
-        outln!("  {release}: {} failed", failures.len());
+        put!("  {release}: {} failed", failures.len());
         for f in failures {
-            outln!("    {} at {} ({}): {}", f.node, f.stage, f.at, f.reason);
+            put!("    {} at {} ({}): {}", f.node, f.stage, f.at, f.reason);
         }
     }
     for key in &view.unreadable {
-        outln!("unreadable key {key} (not counted)");
+        put!("unreadable key {key} (not counted)");
     }
-    outln!(
+    put!(
         "\nrollout  {} {} ({} of {} nodes on it, {} away, {} failed)",
         rollout["release"].as_str().unwrap_or("-"),
         rollout["state"].as_str().unwrap_or("unknown"),
@@ -205,6 +213,7 @@ fn etcd_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
         rollout["in_flight"],
         rollout["failures"]
     );
+    out!("{}", printable(&text));
     Ok(())
 }
 
@@ -314,4 +323,11 @@ fn channel_view(args: &FleetArgs, config: &AgentConfig) -> anyhow::Result<()> {
         "(which node runs what is known only with rollout.coordinator: etcd; see docs/operations.md)"
     );
     Ok(())
+}
+
+/// `text` with every control character but the line end shown as `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
 }
