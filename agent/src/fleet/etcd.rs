@@ -382,6 +382,15 @@ fn number(value: &Value) -> i64 {
 }
 
 /// An answer, cut short for an error message.
+/// A key or value as the gateway writes it (base64), lossily as text.
+fn decode_text(value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|s| B64.decode(s).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 fn short(value: &Value) -> String {
     let text = value.to_string();
     text.chars().take(200).collect()

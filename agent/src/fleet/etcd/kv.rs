@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::{B64, Etcd, EtcdError, KeyValue, number, range_request, short};
+use super::{B64, Etcd, EtcdError, KeyValue, decode_text, number, range_request, short};
 
 impl Etcd {
     /// Grants a lease of `ttl`; returns its id.
@@ -201,18 +201,12 @@ impl Etcd {
 /// The key-value pairs of a range's answer (`kvs`), keys and values
 /// decoded lossily.
 fn key_values(kvs: &Value) -> Vec<KeyValue> {
-    let decode = |v: &Value| {
-        v.as_str()
-            .and_then(|s| B64.decode(s).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
     kvs.as_array()
         .map(|kvs| {
             kvs.iter()
                 .map(|kv| KeyValue {
-                    key: decode(&kv["key"]),
-                    value: decode(&kv["value"]),
+                    key: decode_text(&kv["key"]),
+                    value: decode_text(&kv["value"]),
                     mod_revision: number(&kv["mod_revision"]),
                     create_revision: number(&kv["create_revision"]),
                     lease: number(&kv["lease"]),

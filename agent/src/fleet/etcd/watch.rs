@@ -15,9 +15,9 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::{B64, Etcd, EtcdError, Failure, number, prefix_end};
+use super::{B64, Etcd, EtcdError, Failure, decode_text, number, prefix_end};
 
 mod message;
 
@@ -53,7 +53,7 @@ impl Etcd {
         let revision = number(&answer["header"]["revision"]);
         let keys = answer["kvs"]
             .as_array()
-            .map(|kvs| kvs.iter().map(|kv| decode_key(&kv["key"])).collect())
+            .map(|kvs| kvs.iter().map(|kv| decode_text(&kv["key"])).collect())
             .unwrap_or_default();
         Ok((revision, keys))
     }
@@ -224,15 +224,6 @@ impl WatchStream {
             self.pending.extend_from_slice(&chunk);
         }
     }
-}
-
-/// A key as the gateway writes it (base64), lossily as text.
-fn decode_key(value: &Value) -> String {
-    value
-        .as_str()
-        .and_then(|s| B64.decode(s).ok())
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
 }
 
 // The streams below come from the fake in `etcd::fake`: no real etcd sends
