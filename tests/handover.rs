@@ -273,6 +273,23 @@ fn a_node_granted_only_the_slots_and_failures_follows_them_and_goes_at_once() {
     assert!(!log.contains(secret), "the password leaked:\n{log}");
 }
 
+/// The library's coordinator of group `web` (one slot) on `etcd`.
+fn web_coordinator(etcd: &EtcdServer) -> driftless::fleet::coordinate::Coordinator {
+    use driftless::config::{Coordinator as Kind, RolloutSettings};
+    let settings = RolloutSettings {
+        coordinator: Kind::Etcd,
+        endpoints: vec![etcd.url()],
+        group: "web".into(),
+        max_in_flight: 1,
+        timeout: driftless::types::Interval(Duration::from_secs(2)),
+        ..RolloutSettings::default()
+    };
+    let root = tempfile::tempdir().expect("a temporary root");
+    driftless::fleet::coordinate::Coordinator::from_config(root.path(), &settings)
+        .expect("a coordinator")
+        .expect("etcd")
+}
+
 /// The handover task of the library, on its own thread and runtime,
 /// following group `web` of a real etcd for release v2; it records when
 /// it woke the (absent) watcher loop.
@@ -285,21 +302,8 @@ struct Following {
 impl Following {
     /// Node `node`, waiting for group `web`'s one slot.
     fn start(etcd: &EtcdServer, node: &str) -> Self {
-        use driftless::config::{Coordinator as Kind, RolloutSettings};
-        use driftless::fleet::coordinate::Coordinator;
         use driftless::fleet::coordinate::handover::Handover;
-        let settings = RolloutSettings {
-            coordinator: Kind::Etcd,
-            endpoints: vec![etcd.url()],
-            group: "web".into(),
-            max_in_flight: 1,
-            timeout: driftless::types::Interval(Duration::from_secs(2)),
-            ..RolloutSettings::default()
-        };
-        let root = tempfile::tempdir().expect("a temporary root");
-        let coordinator = Coordinator::from_config(root.path(), &settings)
-            .expect("a coordinator")
-            .expect("etcd");
+        let coordinator = web_coordinator(etcd);
         let wakes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let seen = wakes.clone();
@@ -494,4 +498,43 @@ fn the_oldest_waiting_node_asks_first_and_the_others_after_its_head_start() {
     drop(waiting.pop());
     wait_for(AT_ONCE, || (line(&etcd).len() == 1).then_some(()))
         .unwrap_or_else(|| panic!("c is still in the line: {:?}", line(&etcd)));
+}
+
+#[test]
+fn a_place_whose_lease_is_gone_takes_the_slot_on_a_lease_of_its_own() {
+    use driftless::fleet::coordinate::SlotAnswer;
+    let etcd = EtcdServer::start().expect("start etcd");
+    let coordinator = web_coordinator(&etcd);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (place, slot) = runtime.block_on(async {
+        let place = coordinator
+            .join_line("v2", "a")
+            .await
+            .expect("a joins the line");
+        // etcd lost the place's lease (it ran out before its renewal, or
+        // etcd was restored from an older snapshot): the key went with it.
+        coordinator
+            .etcd()
+            .revoke(place.lease)
+            .await
+            .expect("revoke the place's lease");
+        let survey = coordinator.survey("v2").await.expect("survey");
+        let answer = coordinator
+            .take_slot(&survey, "a", "v1", "v2", Some(&place))
+            .await
+            .expect("a place whose lease is gone does not keep the node from going");
+        let SlotAnswer::Held(slot) = answer else {
+            panic!("the free slot was not taken: {answer:?}");
+        };
+        (place, slot)
+    });
+    assert_ne!(slot.lease, place.lease, "the slot is on a lease of its own");
+    assert_eq!(
+        etcd.lease_of(&slot.key),
+        Some(slot.lease.to_string()),
+        "the slot lives on its new lease"
+    );
 }

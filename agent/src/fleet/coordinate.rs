@@ -162,6 +162,7 @@ impl Coordinator {
     /// the waiting line passes its place: the slot lives on the place's
     /// lease (one lease a node, and no grant between a freed slot and its
     /// taking), and the transaction that takes it also deletes the place.
+    /// A place whose lease is gone gets a lease of its own.
     pub async fn take_slot(
         &self,
         survey: &Survey,
@@ -189,13 +190,10 @@ impl Coordinator {
             to: to.to_owned(),
             at: Timestamp::now(),
         })
-        .map_err(|e| EtcdError {
-            call: "txn",
-            reason: e.to_string(),
-        })?;
-        let lease = match place {
-            Some(place) => place.lease,
-            None => self.etcd.grant(self.lease_ttl).await?,
+        .map_err(|e| EtcdError::new("txn", e.to_string()))?;
+        let (mut lease, mut own_lease) = match place {
+            Some(place) => (place.lease, false),
+            None => (self.etcd.grant(self.lease_ttl).await?, true),
         };
         let place_key = place.map(|place| place.key.as_str());
         for index in 0..self.max_in_flight {
@@ -205,11 +203,22 @@ impl Coordinator {
             }
             // Another node may take it between the survey and here: the
             // transaction only creates a key that does not exist.
-            if self.etcd.create(&key, &value, lease, place_key).await? {
+            let created = match self.etcd.create(&key, &value, lease, place_key).await {
+                Err(e) if !own_lease && e.lease_not_found() => {
+                    // The place's lease ended (etcd lost it, or it ran out
+                    // before its renewal): the slot goes on a lease of its
+                    // own rather than waiting for the line to notice.
+                    lease = self.etcd.grant(self.lease_ttl).await?;
+                    own_lease = true;
+                    self.etcd.create(&key, &value, lease, place_key).await?
+                }
+                other => other?,
+            };
+            if created {
                 return Ok(SlotAnswer::Held(Slot { key, lease }));
             }
         }
-        if place.is_none() {
+        if own_lease {
             // Others were quicker: give the unused lease back.
             if let Err(e) = self.etcd.revoke(lease).await {
                 tracing::debug!("{e}; the unused lease expires by itself");
@@ -265,10 +274,8 @@ impl Coordinator {
             self.failures_prefix(&value.release),
             segment(&value.node)
         );
-        let text = serde_json::to_string(value).map_err(|e| EtcdError {
-            call: "put",
-            reason: e.to_string(),
-        })?;
+        let text =
+            serde_json::to_string(value).map_err(|e| EtcdError::new("put", e.to_string()))?;
         self.etcd.put(&key, &text).await
     }
 

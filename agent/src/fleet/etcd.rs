@@ -51,6 +51,29 @@ pub struct EtcdError {
     pub call: &'static str,
     /// What failed, with each endpoint tried.
     pub reason: String,
+    /// etcd's gRPC status code, when etcd itself refused the request.
+    pub code: Option<i64>,
+}
+
+/// gRPC's status code for something that does not exist: in a request
+/// that puts a key on a lease, the lease.
+const NOT_FOUND: i64 = 5;
+
+impl EtcdError {
+    /// A failure of `call` that etcd did not answer with a status code.
+    pub fn new(call: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            call,
+            reason: reason.into(),
+            code: None,
+        }
+    }
+
+    /// True when etcd refused a put because its lease does not exist (it
+    /// ran out, or was revoked).
+    pub fn lease_not_found(&self) -> bool {
+        self.code == Some(NOT_FOUND) && self.reason.contains("lease not found")
+    }
 }
 
 /// A client of one etcd cluster.
@@ -200,18 +223,19 @@ impl Etcd {
                             "{endpoint} refused it: {message} (gRPC code {code}){}",
                             hint(code)
                         ),
+                        code: Some(code),
                     });
                 }
                 Err(Failure::Endpoint(reason)) => tried.push(format!("{endpoint}: {reason}")),
             }
         }
-        Err(EtcdError {
+        Err(EtcdError::new(
             call,
-            reason: format!(
+            format!(
                 "no endpoint answered ({}); check rollout.endpoints and that etcd is up and reachable",
                 tried.join("; ")
             ),
-        })
+        ))
     }
 
     /// `request` on one endpoint with the auth token when configured

@@ -190,10 +190,8 @@ impl Reporter {
             return Ok(());
         }
         let key = format!("{}nodes/{}", group_prefix(group), segment(&entry.node));
-        let value = serde_json::to_string(&entry).map_err(|e| EtcdError {
-            call: "put",
-            reason: e.to_string(),
-        })?;
+        let value =
+            serde_json::to_string(&entry).map_err(|e| EtcdError::new("put", e.to_string()))?;
         etcd.put_leased(&key, &value, lease).await?;
         self.written = Some((entry, std::time::Instant::now()));
         Ok(())

@@ -563,14 +563,14 @@ impl View {
 
     fn check(&self) -> Result<(), EtcdError> {
         if self.taken.len() > self.max_in_flight.saturating_add(MAX_EXTRA_SLOT_KEYS) {
-            return Err(EtcdError {
-                call: "watch",
-                reason: format!(
+            return Err(EtcdError::new(
+                "watch",
+                format!(
                     "{} keys under the group's slots/ for {} slots; remove the stray ones",
                     self.taken.len(),
                     self.max_in_flight
                 ),
-            });
+            ));
         }
         Ok(())
     }

@@ -21,10 +21,10 @@ impl Etcd {
             .await?;
         let id = number(&answer["ID"]);
         if id == 0 {
-            return Err(EtcdError {
-                call: "lease grant",
-                reason: format!("no lease id in the answer: {}", short(&answer)),
-            });
+            return Err(EtcdError::new(
+                "lease grant",
+                format!("no lease id in the answer: {}", short(&answer)),
+            ));
         }
         Ok(id)
     }
@@ -162,10 +162,10 @@ impl Etcd {
             .await?;
         let responses = &answer["responses"];
         if !responses[1]["response_range"].is_object() {
-            return Err(EtcdError {
-                call: "txn",
-                reason: format!("not the two ranges asked for: {}", short(&answer)),
-            });
+            return Err(EtcdError::new(
+                "txn",
+                format!("not the two ranges asked for: {}", short(&answer)),
+            ));
         }
         let count = number(&responses[0]["response_range"]["count"]);
         Ok((

@@ -169,10 +169,8 @@ impl WatchStream {
     /// connection, or it sent more than the bounds allow.
     pub async fn next(&mut self) -> Result<Vec<WatchEvent>, EtcdError> {
         let message = self.message().await;
-        let error = |reason: String| EtcdError {
-            call: "watch",
-            reason: format!("{}: {reason}", self.endpoint),
-        };
+        let error =
+            |reason: String| EtcdError::new("watch", format!("{}: {reason}", self.endpoint));
         match message {
             Ok(Message::Events(events)) => Ok(events),
             Ok(Message::Created) => Ok(Vec::new()),
