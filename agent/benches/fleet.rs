@@ -57,7 +57,7 @@
 //! | `DRIFTLESS_BENCH_FLEET_BOOT_MS` | 500 | the simulated boot delay of a new node |
 //! | `DRIFTLESS_BENCH_FLEET_LEASE_SECS` | 30 | `rollout.lease_ttl`: keep it well above the slowest replacement, or a slot ends under a node still away |
 //! | `DRIFTLESS_BENCH_REPS` | 3 | one-node rolls timed for R |
-//! | `DRIFTLESS_BENCH_FLEET_TRACE` | unset | when set, every hand-off and every replacement of the roll in ms, in order, on stderr (where a slow wave is) |
+//! | `DRIFTLESS_BENCH_FLEET_TRACE` | unset | when set, every hand-off and every replacement of the roll in ms, in order, on stderr (where a slow wave is), and when the roll and its first wave began and ended in seconds since the epoch (for `perf record -a -k CLOCK_REALTIME` and `perf report --time START,END`) |
 //! | `DRIFTLESS_BENCH_FLEET_SOURCES` | git,static | where the nodes fetch from: `git` (smart HTTP) and/or `static` (`driftless publish`'s files on the same nginx, published again after each channel commit); each gets its own R and table |
 
 #[path = "common/mod.rs"]
@@ -76,7 +76,7 @@ mod release;
 mod servers;
 
 use std::env;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, ensure};
 use common::{bytes, cpu_ticks, env_count, median, proc_kib};
@@ -366,6 +366,18 @@ fn measure(settings: &Settings, nodes: usize, source: FleetSource) -> Result<Row
         let ms = |d: &Duration| d.as_millis().to_string();
         let mut healthy = fleet.stats.healthy.clone();
         healthy.sort_by_key(|(_, at, _)| *at);
+        // The same moments on the wall clock, for a profile of the roll.
+        let wall = |at: Instant| {
+            (SystemTime::now() - at.elapsed())
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        eprintln!(
+            "# on the wall clock (s since the epoch): channel commit {:.3}, first wave done {:.3}, roll done {:.3}",
+            wall(promoted),
+            wall(first_wave_done),
+            wall(promoted + roll)
+        );
         eprintln!(
             "# hand-offs, ms, in order: {}",
             handoffs.iter().map(ms).collect::<Vec<_>>().join(" ")
