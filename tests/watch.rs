@@ -1211,12 +1211,15 @@ fn first_connection(stalled: &std::net::TcpListener) -> std::io::Result<std::net
 }
 
 #[test]
-fn the_channel_evaluation_runs_at_a_lower_cpu_priority() {
+fn the_channel_evaluation_runs_at_a_lower_cpu_priority_under_its_own_name() {
     let w = Watched::new();
     // A server that accepts and never answers holds the evaluation child
     // at its first fetch, so its priority can be read while it runs.
     let stalled = stall_the_channel(&w);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftless"))
+    // Started as the watcher starts it, by a path whose last part is `exe`.
+    let exe = w.fleet.world.path("exe");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_driftless"), &exe).expect("link as exe");
+    let mut child = std::process::Command::new(&exe)
         .args(["evaluate-channel", "--root"])
         .arg(w.root.path())
         .stdin(std::process::Stdio::null())
@@ -1226,9 +1229,17 @@ fn the_channel_evaluation_runs_at_a_lower_cpu_priority() {
         .expect("start driftless evaluate-channel");
     let connected = first_connection(&stalled).ok();
     let (child_nice, own_nice) = (niceness(child.id()), niceness(std::process::id()));
+    let name = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     assert!(connected.is_some(), "the evaluation never fetched");
+    assert_eq!(
+        name.trim_end(),
+        driftless::fleet::watch::EVALUATION_NAME
+            .to_str()
+            .expect("UTF-8"),
+        "what ps and top call the evaluation child"
+    );
     assert_eq!(
         child_nice,
         driftless::fleet::watch::EVALUATION_NICENESS.max(own_nice),

@@ -75,10 +75,12 @@ fn once_code(record: &WatchState, started: jiff::Timestamp) -> ExitCode {
     }
 }
 
-/// Runs the hidden `driftless evaluate-channel`, at a lower CPU priority:
-/// prints one JSON verdict on stdout and exits 0 whatever the verdict,
-/// non-zero only when it could not evaluate at all (a bad config).
+/// Runs the hidden `driftless evaluate-channel`, at a lower CPU priority
+/// and under a name of its own: prints one JSON verdict on stdout and exits
+/// 0 whatever the verdict, non-zero only when it could not evaluate at all
+/// (a bad config).
 pub fn run_evaluate(args: EvaluateArgs) -> ExitCode {
+    crate::fleet::watch::name_evaluation();
     crate::fleet::watch::lower_priority();
     let result = (|| {
         let config = args.node.load_config()?;

@@ -78,6 +78,18 @@ impl Watcher {
     }
 }
 
+/// The name the evaluation child gives itself, as `ps`, `top` and `perf`
+/// show it: started as `/proc/self/exe`, it would be called `exe`.
+pub const EVALUATION_NAME: &std::ffi::CStr = c"driftless-eval";
+
+/// Names this process (the evaluation child) [`EVALUATION_NAME`], before it
+/// starts any thread (a new thread takes its creator's name).
+pub fn name_evaluation() {
+    if let Err(e) = nix::sys::prctl::set_name(EVALUATION_NAME) {
+        tracing::debug!("the channel evaluation keeps the name it was started with: {e}");
+    }
+}
+
 /// The niceness the evaluation child runs at: the lowest CPU priority.
 pub const EVALUATION_NICENESS: i32 = 19;
 

@@ -42,7 +42,10 @@ mod replacement;
 mod roster;
 mod source;
 
-pub use evaluate::{EVALUATION_NICENESS, Verdict, evaluate_channel, lower_priority};
+pub use evaluate::{
+    EVALUATION_NAME, EVALUATION_NICENESS, Verdict, evaluate_channel, lower_priority,
+    name_evaluation,
+};
 pub use replacement::replace_after_failed_apply;
 
 use anchor::Anchor;
