@@ -22,6 +22,14 @@
 //!   booting node, and the time from the start until the last node is
 //!   applied.
 //!
+//! * **move**: what a channel move costs the server for each node that
+//!   watches the channel: `DRIFTLESS_BENCH_MOVES` nodes booted from the
+//!   channel (naming v1) are each made to evaluate the channel once it
+//!   names v2 (the same release with one file changed), one at a time,
+//!   with `driftless evaluate-channel`, exactly what the watcher runs when
+//!   a poll sees a new tip: the channel fetched and verified, and the
+//!   release it names fetched and verified before the node may ask to be
+//!   replaced. From git and from the static files.
 //! * **bundle growth**: the channel's bundle holds its whole signed
 //!   history, so `DRIFTLESS_BENCH_REFRESHES` `driftless channel refresh`
 //!   commits (what an hourly timer adds) are made and the channel is
@@ -49,6 +57,7 @@
 //! | `DRIFTLESS_BENCH_BURST` | 20 | nodes booting at once |
 //! | `DRIFTLESS_BENCH_FILES` | 300 | files in the release |
 //! | `DRIFTLESS_BENCH_MIB` | 10 | their total size, MiB |
+//! | `DRIFTLESS_BENCH_MOVES` | 3 | nodes of each source that evaluate a channel move |
 //! | `DRIFTLESS_BENCH_REFRESHES` | 100 | channel refreshes for the bundle's growth |
 
 #[path = "common/mod.rs"]
@@ -77,6 +86,8 @@ use servers::{SmartHttp, Traffic, unlock_tree};
 
 /// The release tag.
 const TAG: &str = "v1";
+/// The release the channel moves to: [`TAG`] with one file changed.
+const NEXT_TAG: &str = "v2";
 /// The channel ref a node polls.
 const CHANNEL: &str = "refs/heads/channel";
 /// The served bare repository, relative to the server's base dir.
@@ -100,8 +111,9 @@ fn main() -> Result<()> {
     let files = env_count("DRIFTLESS_BENCH_FILES", 300)?;
     let mib = env_count("DRIFTLESS_BENCH_MIB", 10)?;
     let refreshes = env_count("DRIFTLESS_BENCH_REFRESHES", 100)?;
+    let moves = env_count("DRIFTLESS_BENCH_MOVES", 3)?;
     ensure!(
-        polls > 0 && clients > 0 && boots > 0 && burst > 0 && files > 0 && mib > 0,
+        polls > 0 && clients > 0 && boots > 0 && burst > 0 && files > 0 && mib > 0 && moves > 0,
         "counts must be positive"
     );
     println!("# driftless benchmark: what a node costs the server (inputs of docs/scale.md)");
@@ -109,7 +121,8 @@ fn main() -> Result<()> {
         "# reproduce (from the workspace root): DRIFTLESS_BENCH_POLLS={polls} \
          DRIFTLESS_BENCH_CLIENTS={clients} DRIFTLESS_BENCH_BOOTS={boots} \
          DRIFTLESS_BENCH_BURST={burst} DRIFTLESS_BENCH_FILES={files} \
-         DRIFTLESS_BENCH_MIB={mib} DRIFTLESS_BENCH_REFRESHES={refreshes} cargo bench --bench serve"
+         DRIFTLESS_BENCH_MIB={mib} DRIFTLESS_BENCH_MOVES={moves} \
+         DRIFTLESS_BENCH_REFRESHES={refreshes} cargo bench --bench serve"
     );
     let fixture = Fixture::create(files, mib << 20).context("building the fixture")?;
     println!(
@@ -161,6 +174,22 @@ fn main() -> Result<()> {
             fmt(last),
             fmt(cost.cpu / burst as u32),
             bytes(cost.traffic.bytes_sent / burst as u64),
+        );
+    }
+    let watching: Vec<(Source, Vec<PathBuf>)> = [Source::Git, Source::Static]
+        .into_iter()
+        .map(|source| Ok((source, fixture.channel_nodes(source, moves)?)))
+        .collect::<Result<_>>()?;
+    fixture.promote(NEXT_TAG)?;
+    for (source, roots) in &watching {
+        let cost = fixture.evaluations(roots)?;
+        println!(
+            "# channel move {TAG} -> {NEXT_TAG} (one file changed) from {}, evaluated by each \
+             watching node ({moves} nodes): per node: server CPU {}, {} down, {} requests",
+            source.label(),
+            fmt(cost.cpu / moves as u32),
+            bytes(cost.traffic.bytes_sent / moves as u64),
+            cost.traffic.requests / moves,
         );
     }
     if refreshes > 0 {
@@ -300,6 +329,19 @@ impl Fixture {
         let key = ReleaseKey::create(&top, &home)?;
         release::write_release(&work, count, total)?;
         key.release(&work, TAG)?;
+        // The next release: the same tree but one file.
+        fs::write(work.join("next-release"), "v2\n").context("writing the next release")?;
+        key.git(&work, &["add", "-A"], "git add (v2)")?;
+        key.git(
+            &work,
+            &["commit", "-q", "-m", "release 2"],
+            "git commit (v2)",
+        )?;
+        key.git(
+            &work,
+            &["tag", "-s", "-m", "release 2", NEXT_TAG],
+            "git tag -s (v2)",
+        )?;
         let bare = served.join(REPO);
         key.git(
             &top,
@@ -314,6 +356,7 @@ impl Fixture {
                 path_str(&bare)?,
                 "main",
                 &format!("refs/tags/{TAG}"),
+                &format!("refs/tags/{NEXT_TAG}"),
             ],
             "git push",
         )?;
@@ -357,25 +400,9 @@ impl Fixture {
     /// Makes `count` signed refreshes of the channel (`driftless channel
     /// refresh`, as a timer would) and publishes the channel again.
     fn refresh_channel(&self, count: usize) -> Result<()> {
-        let top = self.dir.path();
-        let key = top.join("release_ed25519");
-        let driftless = |args: &[&str]| {
-            let mut cmd = command(&self.home, env!("CARGO_BIN_EXE_driftless"));
-            cmd.args(args)
-                .arg("--repo")
-                .arg(self.served.join(REPO))
-                .arg("--allowed-signers")
-                .arg(&self.allowed_file)
-                .arg("--channel-signers")
-                .arg(&self.allowed_file)
-                .env("GIT_COMMITTER_NAME", "Release Bot")
-                .env("GIT_COMMITTER_EMAIL", common::PRINCIPAL)
-                .env("GIT_AUTHOR_NAME", "Release Bot")
-                .env("GIT_AUTHOR_EMAIL", common::PRINCIPAL);
-            cmd
-        };
+        let key = self.dir.path().join("release_ed25519");
         for _ in 0..count {
-            let mut refresh = driftless(&["channel", "refresh"]);
+            let mut refresh = self.channel_tool(&["channel", "refresh"]);
             refresh
                 .arg("--signing-key")
                 .arg(&key)
@@ -383,10 +410,84 @@ impl Fixture {
                 .arg(&self.allowed_file);
             tool(&mut refresh, "driftless channel refresh")?;
         }
-        let mut publish = driftless(&["publish", "--channel", "channel"]);
+        self.publish("driftless publish (after the refreshes)")
+    }
+
+    /// `driftless ARGS` on the served repository, with its signer files.
+    fn channel_tool(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = command(&self.home, env!("CARGO_BIN_EXE_driftless"));
+        cmd.args(args)
+            .arg("--repo")
+            .arg(self.served.join(REPO))
+            .arg("--allowed-signers")
+            .arg(&self.allowed_file)
+            .arg("--channel-signers")
+            .arg(&self.allowed_file)
+            .env("GIT_COMMITTER_NAME", "Release Bot")
+            .env("GIT_COMMITTER_EMAIL", common::PRINCIPAL)
+            .env("GIT_AUTHOR_NAME", "Release Bot")
+            .env("GIT_AUTHOR_EMAIL", common::PRINCIPAL);
+        cmd
+    }
+
+    /// Publishes the channel (and the release it names) again.
+    fn publish(&self, what: &str) -> Result<()> {
+        let mut publish = self.channel_tool(&["publish", "--channel", "channel"]);
         publish.arg("--out").arg(self.served.join(SITE));
-        tool(&mut publish, "driftless publish (after the refreshes)")?;
+        tool(&mut publish, what)?;
         Ok(())
+    }
+
+    /// Moves the channel to `tag` (`driftless channel promote`), as a
+    /// release engineer does, and publishes it.
+    fn promote(&self, tag: &str) -> Result<()> {
+        let mut promote = self.channel_tool(&["channel", "promote", tag]);
+        promote
+            .arg("--signing-key")
+            .arg(self.dir.path().join("release_ed25519"));
+        tool(&mut promote, "driftless channel promote")?;
+        self.publish("driftless publish (after the promotion)")
+    }
+
+    /// `count` nodes booted from the channel (not measured), from `source`.
+    fn channel_nodes(&self, source: Source, count: usize) -> Result<Vec<PathBuf>> {
+        let names: Vec<String> = (0..count)
+            .map(|i| format!("watching-{}-{i}", source.slug()))
+            .collect();
+        let children = names
+            .iter()
+            .map(|name| {
+                let root = self.node_root(source, name)?;
+                let agent = root.join("etc/driftless/agent.yaml");
+                let pinned = fs::read_to_string(&agent)?;
+                fs::write(
+                    &agent,
+                    pinned.replacen(&format!("  tag: {TAG}\n"), "  channel: channel\n", 1),
+                )?;
+                self.start_apply(&root, name)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.wait_all(&names, children, Instant::now())?;
+        Ok(names.iter().map(|name| self.runs.join(name)).collect())
+    }
+
+    /// Each node of `roots` evaluates the channel's tip once
+    /// (`driftless evaluate-channel`), one after another; each must accept it.
+    fn evaluations(&self, roots: &[PathBuf]) -> Result<Cost> {
+        self.cost(roots.len(), || {
+            for root in roots {
+                let mut evaluate = driftless(&self.home, root, &["evaluate-channel"]);
+                let out = tool(&mut evaluate, "driftless evaluate-channel")?;
+                ensure!(
+                    out.stdout.contains("\"verdict\":\"accepted\"")
+                        && out.stdout.contains(NEXT_TAG),
+                    "{} did not accept the move to {NEXT_TAG}: {}",
+                    root.display(),
+                    out.stdout
+                );
+            }
+            Ok(())
+        })
     }
 
     /// The size of the served repository's pack.
@@ -480,7 +581,12 @@ impl Fixture {
     /// `driftless apply` on a fresh root booting from `source`, started.
     fn boot(&self, source: Source, name: &str) -> Result<Child> {
         let root = self.node_root(source, name)?;
-        driftless(&self.home, &root, &["apply"])
+        self.start_apply(&root, name)
+    }
+
+    /// `driftless apply` on the node root `root`, started.
+    fn start_apply(&self, root: &Path, name: &str) -> Result<Child> {
+        driftless(&self.home, root, &["apply"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
