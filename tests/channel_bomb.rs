@@ -251,13 +251,14 @@ fn promote_v2(fleet: &Fleet) -> String {
 /// Runs `watch --once` on `root` after a signed move to v2 whose release
 /// pack is a bomb: refused within [`REFUSED_WITHIN`] in one line naming
 /// `needle`, nothing asked, no quarantine left.
-fn assert_release_refused(what: &str, root: &NodeRoot, needle: &str) {
+fn assert_release_refused(what: &str, root: &NodeRoot, needle: &str) -> Run {
     let run = root.driftless("watch", &["--once"], &[]);
     eprintln!("{what}: exit {:?} after {:?}", run.code, run.elapsed);
     assert_ne!(run.code, Some(0), "{what}\n{}", run.describe());
     let lines: Vec<&str> = run.stderr.lines().filter(|l| l.contains(needle)).collect();
     assert_eq!(lines.len(), 1, "{what}: one line\n{}", run.describe());
     assert_refused_in_time(what, root, &run);
+    run
 }
 
 /// `run` ended within [`REFUSED_WITHIN`], asked for no replacement, and
@@ -285,16 +286,27 @@ fn a_bomb_as_the_static_release_of_a_signed_channel_move_is_refused_within_the_d
     let fleet = fleet();
     let http = SmartHttp::start(&fleet.world.srv()).expect("nginx");
     let root = booted(&fleet, "node", &http.static_url("static"), Some("static"));
-    // The channel's move is real and signed; the mirror swaps the pack of
-    // the release it names for the bomb.
+    // The channel's move is real and signed; the mirror swaps the head
+    // and the pack of the release it names for the bomb. The head is
+    // refused within its own bound, then the pack within the release's.
     let tag_object = promote_v2(&fleet);
     publish(&fleet);
-    let pack = fleet
-        .world
-        .srv()
-        .join(format!("static/releases/{tag_object}.pack"));
-    std::fs::write(&pack, big_bomb()).expect("the hostile release pack");
-    assert_release_refused("the 64 MiB bomb as v2's pack", &root, "twice");
+    let releases = fleet.world.srv().join("static/releases");
+    let bomb = big_bomb();
+    for file in [
+        format!("{tag_object}.head.pack"),
+        format!("{tag_object}.pack"),
+    ] {
+        std::fs::write(releases.join(file), &bomb).expect("the hostile release files");
+    }
+    let run = assert_release_refused("the 64 MiB bomb as v2's head and pack", &root, "twice");
+    assert!(
+        run.stderr.lines().any(|l| l.contains(".head.pack")
+            && l.contains("an object of 64MiB in the release's head")
+            && l.contains("fetching the whole release instead")),
+        "the head was refused within its bound\n{}",
+        run.describe()
+    );
 }
 
 #[test]
@@ -340,7 +352,7 @@ fn a_bomb_as_the_git_release_of_a_signed_channel_move_is_refused_within_the_dead
         ("refs/tags/v2", tag_object.as_str(), big_bomb()),
     ]);
     edit_config(&root, &url, &server.url());
-    assert_release_refused("the 64 MiB bomb as v2 from git", &root, "twice");
+    let _ = assert_release_refused("the 64 MiB bomb as v2 from git", &root, "twice");
     assert_eq!(server.fetches(), 2, "the channel, then the release once");
     // The same over git://, to a node that has not seen the move.
     let root = daemon_root;
@@ -349,6 +361,6 @@ fn a_bomb_as_the_git_release_of_a_signed_channel_move_is_refused_within_the_dead
         ("refs/tags/v2", tag_object.as_str(), big_bomb()),
     ]);
     edit_config(&root, &url, &server.git_url());
-    assert_release_refused("the 64 MiB bomb as v2 over git://", &root, "twice");
+    let _ = assert_release_refused("the 64 MiB bomb as v2 over git://", &root, "twice");
     assert_eq!(server.fetches(), 2, "the channel, then the release once");
 }

@@ -73,6 +73,34 @@ impl Fixture {
         self.driftless(&all)
     }
 
+    /// The channel started on [`TAG`] and published, the server started,
+    /// and a node that follows the channel from its static files.
+    fn channel_node(&self) -> (SmartHttp, NodeRoot) {
+        let key = self.key.private.to_str().expect("UTF-8 path");
+        self.driftless(&["channel", "init", TAG, "--signing-key", key])
+            .ok();
+        self.publish(&["--channel", "channel"]).ok();
+        let http = SmartHttp::start(&self.world.srv()).expect("start nginx");
+        let root = self.world.root("node");
+        root.trust(&[self.key.allowed(PRINCIPAL)]);
+        root.write(
+            "/etc/driftless/agent.yaml",
+            channel_node_config(&http.static_url(OUT)),
+        );
+        (http, root)
+    }
+
+    /// The id of the tag object `tag` names in the published repository.
+    fn tag_object_of(&self, tag: &str) -> String {
+        self.world.tool(
+            self.world
+                .git()
+                .arg("--git-dir")
+                .arg(&self.published.bare)
+                .args(["rev-parse", &format!("refs/tags/{tag}")]),
+        )
+    }
+
     /// `driftless ARGS… --repo srv/release.git --allowed-signers FILE`,
     /// with the world's git environment (committer, HOME).
     fn driftless(&self, args: &[&str]) -> Run {
@@ -131,16 +159,27 @@ fn files_under(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-fn publish_writes_one_content_addressed_pack_and_the_tag_file() {
+fn publish_writes_one_content_addressed_pack_its_head_and_the_tag_file() {
     let f = Fixture::new();
     let run = f.publish(&[TAG]).ok();
     let pack = format!("releases/{}.pack", f.published.tag_object);
+    let head = format!("releases/{}.head.pack", f.published.tag_object);
     assert_eq!(
         files_under(&f.out()),
-        [pack.clone(), format!("tags/{TAG}")],
+        [head.clone(), pack.clone(), format!("tags/{TAG}")],
         "{}",
         run.describe()
     );
+    // The head is the tag and its commit alone: two objects.
+    let head_len = fs::metadata(f.out().join(&head)).expect("head").len();
+    let head_bytes = fs::read(f.out().join(&head)).expect("head");
+    assert_eq!(&head_bytes[..4], b"PACK", "a pack");
+    assert_eq!(
+        u32::from_be_bytes(head_bytes[8..12].try_into().expect("four bytes")),
+        2,
+        "the head holds the tag and the commit"
+    );
+    assert!(head_len < 4096, "the head is {head_len} bytes");
     assert_eq!(
         fs::read_to_string(f.out().join(format!("tags/{TAG}"))).expect("tag file"),
         format!("{}\n", f.published.tag_object)
@@ -372,6 +411,7 @@ fn publish_writes_the_channel_as_a_bundle_once_a_node_would_accept_it() {
         files_under(&f.out()),
         [
             "channels/channel.bundle".to_owned(),
+            format!("releases/{}.head.pack", f.published.tag_object),
             format!("releases/{}.pack", f.published.tag_object),
             format!("tags/{TAG}"),
         ],
@@ -435,18 +475,9 @@ fn watch_once(root: &NodeRoot, http: &SmartHttp, total: usize) -> Run {
 fn a_node_boots_from_and_polls_the_static_channel() {
     let f = Fixture::new();
     let key = f.key.private.to_str().expect("UTF-8 path");
-    f.driftless(&["channel", "init", TAG, "--signing-key", key])
-        .ok();
-    f.publish(&["--channel", "channel"]).ok();
+    let (http, root) = f.channel_node();
     let bundle = f.out().join("channels/channel.bundle");
     let first_bundle = fs::read(&bundle).expect("bundle");
-    let http = SmartHttp::start(&f.world.srv()).expect("start nginx");
-    let root = f.world.root("node");
-    root.trust(&[f.key.allowed(PRINCIPAL)]);
-    root.write(
-        "/etc/driftless/agent.yaml",
-        channel_node_config(&http.static_url(OUT)),
-    );
     // First boot: the channel from its bundle, judged in quarantine, then
     // the release it names, streamed.
     root.apply().ok();
@@ -455,15 +486,7 @@ fn a_node_boots_from_and_polls_the_static_channel() {
         .wait_for_requests(2, std::time::Duration::from_secs(5))
         .expect("access log")
         .len();
-    let tag_object_of = |tag: &str| {
-        f.world.tool(
-            f.world
-                .git()
-                .arg("--git-dir")
-                .arg(&f.published.bare)
-                .args(["rev-parse", &format!("refs/tags/{tag}")]),
-        )
-    };
+    let tag_object_of = |tag: &str| f.tag_object_of(tag);
     assert_eq!(
         requests_for(&http, "/static/"),
         [
@@ -515,12 +538,25 @@ fn a_node_boots_from_and_polls_the_static_channel() {
         record["replacement"].is_object(),
         "asked to be replaced: {record}"
     );
-    assert!(
-        requests_for(&http, "/releases/").contains(&(
+    // Of the new release only its head, the tag and its commit: a move
+    // does not cost every watching node the release.
+    let releases = requests_for(&http, "/releases/");
+    assert_eq!(
+        releases.last(),
+        Some(&(
             200,
-            format!("/static/{OUT}/releases/{}.pack", tag_object_of("v2.0.0"))
+            format!(
+                "/static/{OUT}/releases/{}.head.pack",
+                tag_object_of("v2.0.0")
+            )
         )),
-        "the new release was fetched"
+        "the new release's head was fetched: {releases:?}"
+    );
+    assert!(
+        !releases
+            .iter()
+            .any(|(_, uri)| uri.ends_with(&format!("/releases/{}.pack", tag_object_of("v2.0.0")))),
+        "and not its pack: {releases:?}"
     );
 
     // The older bundle served again: refused as a replay.
@@ -584,4 +620,67 @@ fn a_cut_download_resumes_with_a_range_request() {
         "{}",
         run.describe()
     );
+}
+
+#[test]
+fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
+    let f = Fixture::new();
+    let key = f.key.private.to_str().expect("UTF-8 path");
+    let (http, root) = f.channel_node();
+    root.apply().ok();
+    let tag_object_of = |tag: &str| f.tag_object_of(tag);
+    let v1_head = f
+        .out()
+        .join(format!("releases/{}.head.pack", tag_object_of(TAG)));
+    let v1_pack = f
+        .out()
+        .join(format!("releases/{}.pack", tag_object_of(TAG)));
+    // v2's head is missing (a site published before heads); v3's is
+    // another release's (v1's); v4's is a whole pack, past a head's bound
+    // of two objects: each move is still judged, from the release's pack.
+    let moves = [
+        ("v2.0.0", None),
+        ("v3.0.0", Some(&v1_head)),
+        ("v4.0.0", Some(&v1_pack)),
+    ];
+    for (n, (tag, spoil)) in moves.into_iter().enumerate() {
+        f.world.publish(
+            REPO,
+            &small_release().file("files/a.conf", format!("[a]\nx = {}\n", n + 2)),
+            tag,
+            Tagging::Signed(&f.key),
+        );
+        f.driftless(&["channel", "promote", tag, "--signing-key", key])
+            .ok();
+        f.publish(&["--channel", "channel"]).ok();
+        let head = f
+            .out()
+            .join(format!("releases/{}.head.pack", tag_object_of(tag)));
+        match spoil {
+            Some(other) => fs::copy(other, &head).map(drop).expect("a spoiled head"),
+            None => fs::remove_file(&head).expect("no head"),
+        }
+        let run = root.driftless("watch", &["--once"], &[]);
+        let record: serde_json::Value =
+            serde_json::from_slice(&root.read("/var/lib/driftless/watch.json"))
+                .expect("watch.json");
+        assert_eq!(
+            record["channel"]["file"]["release"],
+            tag,
+            "{record}\n{}",
+            run.describe()
+        );
+        let pack = format!("/static/{OUT}/releases/{}.pack", tag_object_of(tag));
+        servers::wait_for(std::time::Duration::from_secs(5), || {
+            requests_for(&http, "/releases/")
+                .contains(&(200, pack.clone()))
+                .then_some(())
+        })
+        .unwrap_or_else(|| panic!("{tag}: the whole release was not fetched"));
+        assert!(
+            run.stderr.contains("fetching the whole release instead"),
+            "{tag}: said why\n{}",
+            run.describe()
+        );
+    }
 }

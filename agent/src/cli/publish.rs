@@ -5,7 +5,9 @@
 //!
 //! For each release tag: `releases/TAG_OBJECT.pack`, a git pack of exactly
 //! what a depth-1 fetch of the tag carries (made by `git pack-objects`),
-//! and `tags/TAG`, the tag object's id. The pack is read back through the
+//! `releases/TAG_OBJECT.head.pack`, the tag and its commit alone (what a
+//! watching node judges a channel move by), and `tags/TAG`, the tag
+//! object's id. The pack is read back through the
 //! node's own streamed store before it is published (the tag verified by
 //! the node's rules before any blob, every bound of a first boot), so a
 //! file a node would refuse is never written. For `--channel BRANCH`:
@@ -101,9 +103,9 @@ fn publish(args: &PublishArgs) -> anyhow::Result<()> {
     for tag in &tags {
         let id = publish_release(&ctx.repo, tag, &ctx.roles().release, args)?;
         outln!(
-            "release    {} -> releases/{}.pack",
+            "release    {} -> releases/{id}.pack, releases/{id}.head.pack",
             tag.as_str(),
-            id.to_hex()
+            id = id.to_hex()
         );
     }
     if let Some((branch, tip, state)) = bundle {
@@ -161,10 +163,58 @@ fn publish_release(
         })?;
         persist(file, &target)?;
     }
+    publish_head(repo, &verified, id, tag, trust, args)?;
     let mut file = tempfile::NamedTempFile::new_in(parent(&pointer)?)?;
     writeln!(file, "{}", id.to_hex())?;
     persist(file, &pointer)?;
     Ok(id)
+}
+
+/// Publishes the release's head, `releases/ID.head.pack`: its tag and the
+/// commit it names, what a watching node fetches when the channel moves
+/// to it; checked as a node reads it before it is written.
+fn publish_head(
+    repo: &Repository,
+    verified: &verify::Verified,
+    id: ObjectId,
+    tag: &TagName,
+    trust: &Trust,
+    args: &PublishArgs,
+) -> anyhow::Result<()> {
+    let target = under(&args.out, &artifact::head_path(&id));
+    if target.exists() && check_head(&target, id, tag, trust).is_ok() {
+        return Ok(());
+    }
+    let mut file = tempfile::NamedTempFile::new_in(parent(&target)?)?;
+    let list = format!("{}\n{}\n", verified.object, verified.commit);
+    pack_objects(repo, &list, file.as_file_mut())?;
+    check_head(file.path(), id, tag, trust).with_context(|| {
+        format!(
+            "tag {}: the head made of it does not read as a node reads it; not published",
+            tag.as_str()
+        )
+    })?;
+    persist(file, &target)
+}
+
+/// Reads the head at `path` as a watching node does: within a head's
+/// bounds into a scratch repository, where tag object `id` must verify
+/// and name a commit that is there.
+fn check_head(path: &Path, id: ObjectId, tag: &TagName, trust: &Trust) -> anyhow::Result<()> {
+    use crate::source::checked;
+    let scratch = tempfile::tempdir()?;
+    let repo = Repository::init_bare(scratch.path())?;
+    let fetch = crate::config::FetchSettings::default();
+    let limits = checked::Limits::head(&fetch, std::time::Instant::now() + fetch.deadline.0);
+    let input = std::fs::File::open(path)?;
+    checked::index(&repo, input, &limits, &path.display().to_string()).map_err(|e| match e {
+        checked::Failure::Refused(why)
+        | checked::Failure::Transient(why)
+        | checked::Failure::Unsupported(why) => anyhow::anyhow!(why),
+    })?;
+    let oid = Oid::from_str(&id.to_hex())?;
+    verify::verify_tag_object(&repo, tag.as_str(), oid, trust, now())?;
+    Ok(())
 }
 
 /// Writes the pack of a depth-1 fetch of `tag` (naming `commit`): the tag,
@@ -193,6 +243,12 @@ fn write_pack(
     if let Some(why) = failed {
         bail!("tag {tag}: its tree cannot be packed: {why}");
     }
+    pack_objects(repo, &list, out)
+}
+
+/// Writes a pack of exactly the objects `list` names (one id a line), with
+/// offset deltas, made by `git pack-objects`.
+fn pack_objects(repo: &Repository, list: &str, out: &mut std::fs::File) -> anyhow::Result<()> {
     let mut child = Command::new("git")
         .arg("--git-dir")
         .arg(repo.path())

@@ -1,12 +1,13 @@
 //! A channel tip as a candidate: fetched into a quarantine
 //! ([`crate::source::quarantine`]), evaluated there, and only once it and
-//! the release it names verified, admitted into the cache (the objects
-//! they reach, the cache's refs), which is then pruned to what the node
+//! the release it names verified, admitted into the cache (the objects the
+//! tip reaches, the cache's ref), which is then pruned to what the node
 //! keeps. A refused candidate goes with its quarantine: the cache never
 //! holds, or names, a tip that was refused, and what a server can make a
 //! node store for one channel move is bounded by `fetch.max_bytes`. From a
-//! static source the channel's bundle and the release's pack are what is
-//! fetched into the quarantine (`source::artifact`); the rest is the same.
+//! static source the channel's bundle and the release's head (or, from a
+//! site without heads, its pack) are what is fetched into the quarantine
+//! (`source::artifact`); the rest is the same.
 
 use std::path::Path;
 
@@ -121,41 +122,27 @@ impl Candidate {
         fetch::fetch_tag(self.repo(), root, &config.source, tag, &settings)
     }
 
-    /// Admits the verified tip, and the verified `release` when it was
-    /// fetched here, into `cache`: the objects they reach that the cache
-    /// lacks, then its refs; then prunes the cache to the channel and the
-    /// release tags in `keep` (besides `release`). The quarantine goes.
-    pub fn admit(
-        self,
-        cache: &Repository,
-        release: Option<&TagName>,
-        keep: &[&TagName],
-    ) -> Result<(), FetchError> {
+    /// Admits the verified tip into `cache`: the objects it reaches that
+    /// the cache lacks, then its ref; then prunes the cache to the channel
+    /// and the release tags in `keep`. The quarantine goes, with any
+    /// release fetched into it only to be verified: a running node never
+    /// applies from its cache, and a release's head has no tree to admit.
+    pub fn admit(self, cache: &Repository, keep: &[&TagName]) -> Result<(), FetchError> {
         let fail = |e: git2::Error| FetchError::Cache {
             path: cache.path().display().to_string(),
             reason: e.message().to_owned(),
         };
-        let mut roots = vec![Root {
+        let roots = [Root {
             id: self.tip,
             history: true,
         }];
-        let mut refs = vec![(CACHE_REF.to_owned(), self.tip)];
-        if let Some(tag) = release {
-            let name = format!("refs/tags/{}", tag.as_str());
-            let id = self.repo().refname_to_id(&name).map_err(fail)?;
-            roots.push(Root { id, history: false });
-            refs.push((name, id));
-        }
         self.quarantine.admit(cache, &roots)?;
-        for (name, id) in &refs {
-            cache
-                .reference(name, *id, true, "admitted from quarantine")
-                .map_err(fail)?;
-        }
+        cache
+            .reference(CACHE_REF, self.tip, true, "admitted from quarantine")
+            .map_err(fail)?;
         drop(self.quarantine);
         let tags: Vec<String> = keep
             .iter()
-            .chain(release.as_slice())
             .map(|t| format!("refs/tags/{}", t.as_str()))
             .collect();
         let pruned = prune(cache, &[CACHE_REF], &tags)?;

@@ -90,7 +90,7 @@ pub fn resolve_tag(
         Ok(candidate) => {
             let state = evaluate(candidate.repo(), candidate.tip)?;
             let named = state.file.release.clone();
-            candidate.admit(repo, None, &[&named])?;
+            candidate.admit(repo, &[&named])?;
             state
         }
         Err(e) => match repo.refname_to_id(channel::CACHE_REF) {
@@ -144,7 +144,7 @@ pub fn observe_channel(
     )?;
     // The node's own release stays in the cache; the tip joins it.
     let keep = config.release.tag.iter().collect::<Vec<_>>();
-    candidate.admit(&repo, None, &keep)?;
+    candidate.admit(&repo, &keep)?;
     Ok(state)
 }
 

@@ -6,6 +6,9 @@
 //!   depth-1 fetch of its tag carries (the signed tag and its commit first,
 //!   then the trees, then the blobs), named by the id of the signed tag
 //!   object, so an object store or a CDN may cache it for ever;
+//! - `releases/TAG_OBJECT.head.pack`: the same release's head, a pack of
+//!   its signed tag and the commit it names alone: what a watching node
+//!   fetches to judge a channel move (a few hundred bytes, not the release);
 //! - `tags/TAG`: the id of the tag object `TAG` names, one line (a tag is
 //!   never made again under the same name, so this too never changes).
 //!
@@ -41,6 +44,14 @@ pub const MAX_TAG_FILE: u64 = 256;
 /// The path of a release's pack under the base: `releases/ID.pack`.
 pub fn release_path(tag_object: &ObjectId) -> Vec<String> {
     vec!["releases".into(), format!("{}.pack", tag_object.to_hex())]
+}
+
+/// The path of a release's head under the base: `releases/ID.head.pack`.
+pub fn head_path(tag_object: &ObjectId) -> Vec<String> {
+    vec![
+        "releases".into(),
+        format!("{}.head.pack", tag_object.to_hex()),
+    ]
 }
 
 /// The path of a tag's pointer under the base: `tags/TAG` (a tag name with

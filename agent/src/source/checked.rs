@@ -47,6 +47,10 @@ pub const MAX_CHANNEL_OBJECT: u64 = 1 << 20;
 /// a million).
 pub const MAX_RELEASE_OBJECTS: u64 = 200_002;
 
+/// The most bytes a release's head (its signed tag and its commit) may
+/// take, packed or inflated: far more than a tag's and a commit's messages.
+pub const MAX_HEAD_BYTES: u64 = 1 << 20;
+
 /// What one pack may cost before it is refused.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -82,6 +86,21 @@ impl Limits {
             deadline_shown: fetch.deadline.0,
             pack: "the channel's pack",
             setting: "fetch.channel_max_bytes",
+        }
+    }
+
+    /// A release's head (`releases/ID.head.pack`): two objects, within
+    /// [`MAX_HEAD_BYTES`] received and inflated, until `deadline`.
+    pub fn head(fetch: &FetchSettings, deadline: Instant) -> Self {
+        Self {
+            received: MAX_HEAD_BYTES,
+            inflated: MAX_HEAD_BYTES,
+            objects: 2,
+            object: MAX_HEAD_BYTES,
+            deadline,
+            deadline_shown: fetch.deadline.0,
+            pack: "the release's head",
+            setting: "a head's fixed bound",
         }
     }
 

@@ -247,11 +247,11 @@ fn evaluate(
             })?;
     crate::release::obtain::check_tag_object(&state, &verified)
         .map_err(|e| refused(e.kind(), e.to_string()))?;
-    // Accepted: the tip and its release go into the cache, which keeps
-    // them and the node's own release.
+    // Accepted: the tip goes into the cache, which keeps it and the
+    // node's own release; the release was fetched only to be verified.
     let applied = applied_tag(root_path);
     candidate
-        .admit(&cache, Some(tag), &applied.iter().collect::<Vec<_>>())
+        .admit(&cache, &applied.iter().collect::<Vec<_>>())
         .map_err(|e| failed(e.to_string()))?;
     Ok((state, verified.commit))
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use git2::{Oid, Repository};
 
 use super::channel::{channel_path, read_header};
-use super::{Fetcher, GetError, release_path};
+use super::{Fetcher, GetError, head_path, release_path};
 use crate::config::{AgentConfig, TagName};
 use crate::source::checked;
 use crate::source::fetch::{FetchError, Retries};
@@ -61,10 +61,11 @@ pub fn fetch_channel_into(
     Ok(tip)
 }
 
-/// Fetches the pack of release `tag`, whose tag object the verified
-/// channel names as `tag_object`, into `repo` (a quarantine) within
-/// `max_bytes`, and points `refs/tags/TAG` at that object. The tag is
-/// verified there by the caller.
+/// Fetches release `tag`, whose tag object the verified channel names as
+/// `tag_object`, into `repo` (a quarantine), and points `refs/tags/TAG` at
+/// that object: its head (the tag and its commit, all a channel move's
+/// verdict needs) when the site has one, else its pack, within
+/// `max_bytes`. The tag is verified there by the caller.
 pub fn fetch_release_into(
     root: &Path,
     config: &AgentConfig,
@@ -80,6 +81,12 @@ pub fn fetch_release_into(
         reason: format!("{tag_object:?} is not a SHA-1 object id"),
         hint: None,
     })?;
+    let oid = Oid::from_str(tag_object).map_err(|e| cache_error(repo, e))?;
+    if head_into(root, config, repo, &id, oid) {
+        repo.reference(&name, oid, true, "from the static release's head")
+            .map_err(|e| cache_error(repo, e))?;
+        return Ok(());
+    }
     let path = release_path(&id);
     let deadline = Instant::now() + config.fetch.deadline.0;
     let limits = checked::Limits::release(&config.fetch, max_bytes, deadline);
@@ -87,7 +94,6 @@ pub fn fetch_release_into(
         let body = fetcher.open(&path)?;
         checked_into(repo, body, &limits, &fetcher.describe(&path))
     })?;
-    let oid = Oid::from_str(tag_object).map_err(|e| cache_error(repo, e))?;
     if !repo.odb().is_ok_and(|odb| odb.exists(oid)) {
         return Err(FetchError::Refused {
             name,
@@ -102,6 +108,55 @@ pub fn fetch_release_into(
     repo.reference(&name, oid, true, "from the static release")
         .map_err(|e| cache_error(repo, e))?;
     Ok(())
+}
+
+/// Fetches the release's head (`releases/ID.head.pack`) into `repo`, once
+/// and within [`checked::Limits::head`]: true when `repo` then holds the
+/// tag object `oid` and the commit it names (read here, not trusted: the
+/// caller verifies both). Anything else (a site published before heads
+/// existed, a file that is not that head, a failed request) is logged and
+/// the caller fetches the whole release instead: the head only saves
+/// bytes, and a server that withholds or spoils it costs the node one
+/// small request more than a move cost before.
+fn head_into(
+    root: &Path,
+    config: &AgentConfig,
+    repo: &Repository,
+    id: &ObjectId,
+    oid: Oid,
+) -> bool {
+    let path = head_path(id);
+    let limits = checked::Limits::head(&config.fetch, Instant::now() + config.fetch.deadline.0);
+    let fetched = Fetcher::new(root, config, config.fetch.deadline.0)
+        .map_err(|e| crate::error::one_line(&e))
+        .and_then(|fetcher| {
+            let body = fetcher.open(&path).map_err(|e| match e {
+                GetError::Permanent(why) | GetError::Transient(why) => why,
+            })?;
+            checked_into(repo, body, &limits, &fetcher.describe(&path)).map_err(|e| match e {
+                Step::Permanent(why) | Step::Transient(why) => why,
+            })
+        });
+    let held = fetched.and_then(|()| {
+        let tag = repo
+            .find_tag(oid)
+            .map_err(|_| format!("it does not hold tag object {oid}"))?;
+        let commit = tag.target_id();
+        repo.odb()
+            .is_ok_and(|odb| odb.exists(commit))
+            .then_some(())
+            .ok_or_else(|| format!("it does not hold commit {commit}, which the tag names"))
+    });
+    match held {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::info!(
+                "{}: {why}; fetching the whole release instead",
+                path.join("/")
+            );
+            false
+        }
+    }
 }
 
 /// Runs `step` until it lands, is refused, or the deadline passes.
