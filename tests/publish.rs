@@ -90,6 +90,21 @@ impl Fixture {
         (http, root)
     }
 
+    /// Publishes release `tag` (`a.conf` holding `x`), moves the channel
+    /// to it and publishes the channel again.
+    fn promote(&self, tag: &str, x: usize) {
+        let key = self.key.private.to_str().expect("UTF-8 path");
+        self.world.publish(
+            REPO,
+            &small_release().file("files/a.conf", format!("[a]\nx = {x}\n")),
+            tag,
+            Tagging::Signed(&self.key),
+        );
+        self.driftless(&["channel", "promote", tag, "--signing-key", key])
+            .ok();
+        self.publish(&["--channel", "channel"]).ok();
+    }
+
     /// The id of the tag object `tag` names in the published repository.
     fn tag_object_of(&self, tag: &str) -> String {
         self.world.tool(
@@ -474,7 +489,6 @@ fn watch_once(root: &NodeRoot, http: &SmartHttp, total: usize) -> Run {
 #[test]
 fn a_node_boots_from_and_polls_the_static_channel() {
     let f = Fixture::new();
-    let key = f.key.private.to_str().expect("UTF-8 path");
     let (http, root) = f.channel_node();
     let bundle = f.out().join("channels/channel.bundle");
     let first_bundle = fs::read(&bundle).expect("bundle");
@@ -519,15 +533,7 @@ fn a_node_boots_from_and_polls_the_static_channel() {
     assert!(unchanged.bytes_sent < 1024, "a 304 is small: {unchanged:?}");
 
     // A move: verified and acted on.
-    f.world.publish(
-        REPO,
-        &small_release().file("files/a.conf", "[a]\nx = 2\n"),
-        "v2.0.0",
-        Tagging::Signed(&f.key),
-    );
-    f.driftless(&["channel", "promote", "v2.0.0", "--signing-key", key])
-        .ok();
-    f.publish(&["--channel", "channel"]).ok();
+    f.promote("v2.0.0", 2);
     // The poll (200), then the evaluation's bundle and release.
     watch_once(&root, &http, booted + 5);
     let record: serde_json::Value =
@@ -625,7 +631,6 @@ fn a_cut_download_resumes_with_a_range_request() {
 #[test]
 fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
     let f = Fixture::new();
-    let key = f.key.private.to_str().expect("UTF-8 path");
     let (http, root) = f.channel_node();
     root.apply().ok();
     let tag_object_of = |tag: &str| f.tag_object_of(tag);
@@ -644,15 +649,7 @@ fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
         ("v4.0.0", Some(&v1_pack)),
     ];
     for (n, (tag, spoil)) in moves.into_iter().enumerate() {
-        f.world.publish(
-            REPO,
-            &small_release().file("files/a.conf", format!("[a]\nx = {}\n", n + 2)),
-            tag,
-            Tagging::Signed(&f.key),
-        );
-        f.driftless(&["channel", "promote", tag, "--signing-key", key])
-            .ok();
-        f.publish(&["--channel", "channel"]).ok();
+        f.promote(tag, n + 2);
         let head = f
             .out()
             .join(format!("releases/{}.head.pack", tag_object_of(tag)));
@@ -683,4 +680,140 @@ fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
             run.describe()
         );
     }
+}
+
+/// A static server that is not nginx: it serves the files under `dir`
+/// (`GET /PATH`), but sends each release's head one byte every 500 ms,
+/// the way a hostile mirror keeps a node waiting within any I/O timeout.
+/// A hand-written fake: nginx cannot be made to trickle one path. Stops
+/// when dropped.
+struct TricklingHeads {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TricklingHeads {
+    fn start(dir: PathBuf) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let addr = listener.local_addr().expect("address");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut handlers = Vec::new();
+            // At most 32 connections, each on its own thread.
+            while !stopping.load(Ordering::Relaxed) && handlers.len() < 32 {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (dir, stopping) = (dir.clone(), stopping.clone());
+                        handlers.push(std::thread::spawn(move || {
+                            let _ = serve_one(stream, &dir, &stopping);
+                        }));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+            for handler in handlers {
+                let _ = handler.join();
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TricklingHeads {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers one request of [`TricklingHeads`].
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    dir: &Path,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    use std::io::{Read as _, Write as _};
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") && request.len() < 8192 {
+        stream.read_exact(&mut byte)?;
+        request.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&request);
+    let path = line
+        .split(' ')
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/');
+    let Ok(body) = fs::read(dir.join(path))
+        .map_err(drop)
+        .and_then(|b| (!path.contains("..")).then_some(b).ok_or(()))
+    else {
+        return stream.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    };
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    if !path.ends_with(".head.pack") {
+        return stream.write_all(&body);
+    }
+    for b in body {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        stream.write_all(&[b])?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_trickled_head_costs_a_move_one_io_timeout_then_the_release_is_fetched() {
+    let f = Fixture::new();
+    let (_http, root) = f.channel_node();
+    root.apply().ok();
+    f.promote("v2.0.0", 2);
+    // The move comes from a mirror that trickles heads.
+    let mirror = TricklingHeads::start(f.out());
+    root.write(
+        "/etc/driftless/agent.yaml",
+        channel_node_config(&format!("http://{}", mirror.addr)),
+    );
+    let run = root.driftless("watch", &["--once"], &[]);
+    let record: serde_json::Value =
+        serde_json::from_slice(&root.read("/var/lib/driftless/watch.json")).expect("watch.json");
+    assert_eq!(
+        record["channel"]["file"]["release"],
+        "v2.0.0",
+        "{record}\n{}",
+        run.describe()
+    );
+    assert!(
+        run.stderr.contains("fetching the whole release instead"),
+        "{}",
+        run.describe()
+    );
+    // FAST_FETCH: io_timeout 2 s, deadline 8 s. The head gets the first.
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(6),
+        "the trickled head held the move for {:?}\n{}",
+        run.elapsed,
+        run.describe()
+    );
 }

@@ -36,7 +36,7 @@ mod into;
 
 pub use channel::{ChannelPoll, Polled};
 pub use get::{Fetcher, GetError};
-pub use into::{fetch_channel_into, fetch_release_into};
+pub use into::{fetch_channel_into, fetch_release_into, head_time};
 
 /// The longest `tags/TAG` file read: an object id and a newline, with room.
 pub const MAX_TAG_FILE: u64 = 256;

@@ -47,8 +47,13 @@ impl Watcher {
                 ));
             }
         };
-        // The fetches inside keep their own deadline; this only bounds a child that hangs.
-        let limit = self.config.fetch.deadline.0.saturating_mul(2) + Duration::from_secs(60);
+        // The fetches inside keep their own deadline (the channel's, a
+        // static release's head, the release's); this only bounds a child
+        // that hangs.
+        let fetch = &self.config.fetch;
+        let limit = fetch.deadline.0.saturating_mul(2)
+            + crate::source::artifact::head_time(fetch)
+            + Duration::from_secs(60);
         let output = match tokio::time::timeout(limit, child.wait_with_output()).await {
             Err(_) => {
                 return failed(format!(

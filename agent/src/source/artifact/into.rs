@@ -126,8 +126,9 @@ fn head_into(
     oid: Oid,
 ) -> bool {
     let path = head_path(id);
-    let limits = checked::Limits::head(&config.fetch, Instant::now() + config.fetch.deadline.0);
-    let fetched = Fetcher::new(root, config, config.fetch.deadline.0)
+    let time = head_time(&config.fetch);
+    let limits = checked::Limits::head(&config.fetch, Instant::now() + time);
+    let fetched = Fetcher::new(root, config, time)
         .map_err(|e| crate::error::one_line(&e))
         .and_then(|fetcher| {
             let body = fetcher.open(&path).map_err(|e| match e {
@@ -157,6 +158,14 @@ fn head_into(
             false
         }
     }
+}
+
+/// The longest the release's head may take: one `fetch.io_timeout` (it is
+/// at most a megabyte), never more than `fetch.deadline`, so a server that
+/// trickles it delays a move's verdict by that, and then the whole release
+/// gets its own deadline.
+pub fn head_time(fetch: &crate::config::FetchSettings) -> std::time::Duration {
+    fetch.io_timeout.0.min(fetch.deadline.0)
 }
 
 /// Runs `step` until it lands, is refused, or the deadline passes.
