@@ -105,6 +105,29 @@ impl Fixture {
         self.publish(&["--channel", "channel"]).ok();
     }
 
+    /// A pack of exactly the object `id` of the published repository.
+    fn pack_of(&self, id: &str) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut git = self.world.git();
+        let mut child = git
+            .arg("--git-dir")
+            .arg(&self.published.bare)
+            .args(["pack-objects", "--stdout", "-q"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("git pack-objects");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{id}\n").as_bytes())
+            .expect("the object's id");
+        let out = child.wait_with_output().expect("git pack-objects");
+        assert!(out.status.success(), "git pack-objects failed");
+        out.stdout
+    }
+
     /// The id of the tag object `tag` names in the published repository.
     fn tag_object_of(&self, tag: &str) -> String {
         self.world.tool(
@@ -642,11 +665,13 @@ fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
         .join(format!("releases/{}.pack", tag_object_of(TAG)));
     // v2's head is missing (a site published before heads); v3's is
     // another release's (v1's); v4's is a whole pack, past a head's bound
-    // of two objects: each move is still judged, from the release's pack.
+    // of two objects; v5's holds its tag alone, without the commit: each
+    // move is still judged, from the release's pack.
     let moves = [
-        ("v2.0.0", None),
-        ("v3.0.0", Some(&v1_head)),
-        ("v4.0.0", Some(&v1_pack)),
+        ("v2.0.0", Spoil::Missing),
+        ("v3.0.0", Spoil::CopyOf(v1_head)),
+        ("v4.0.0", Spoil::CopyOf(v1_pack)),
+        ("v5.0.0", Spoil::TagAlone),
     ];
     for (n, (tag, spoil)) in moves.into_iter().enumerate() {
         f.promote(tag, n + 2);
@@ -654,8 +679,11 @@ fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
             .out()
             .join(format!("releases/{}.head.pack", tag_object_of(tag)));
         match spoil {
-            Some(other) => fs::copy(other, &head).map(drop).expect("a spoiled head"),
-            None => fs::remove_file(&head).expect("no head"),
+            Spoil::Missing => fs::remove_file(&head).expect("no head"),
+            Spoil::CopyOf(other) => fs::copy(other, &head).map(drop).expect("a spoiled head"),
+            Spoil::TagAlone => {
+                fs::write(&head, f.pack_of(&tag_object_of(tag))).expect("a head of the tag alone")
+            }
         }
         let run = root.driftless("watch", &["--once"], &[]);
         let record: serde_json::Value =
@@ -680,6 +708,16 @@ fn a_move_to_a_release_without_a_good_head_fetches_the_whole_release() {
             run.describe()
         );
     }
+}
+
+/// How a release's head is spoiled on the mirror.
+enum Spoil {
+    /// Not there (a site published before heads).
+    Missing,
+    /// Another file in its place.
+    CopyOf(PathBuf),
+    /// A pack of the tag without its commit.
+    TagAlone,
 }
 
 /// A static server that is not nginx: it serves the files under `dir`

@@ -138,14 +138,21 @@ fn head_into(
                 Step::Permanent(why) | Step::Transient(why) => why,
             })
         });
+    // Read with the node's own parser, only to decide whether to fall back.
     let held = fetched.and_then(|()| {
-        let tag = repo
-            .find_tag(oid)
-            .map_err(|_| format!("it does not hold tag object {oid}"))?;
-        let commit = tag.target_id();
-        repo.odb()
-            .is_ok_and(|odb| odb.exists(commit))
-            .then_some(())
+        let odb = repo.odb().map_err(|e| e.message().to_owned())?;
+        let raw = odb
+            .read(oid)
+            .ok()
+            .filter(|raw| raw.kind() == git2::ObjectType::Tag)
+            .ok_or_else(|| format!("it does not hold tag object {oid}"))?;
+        let commit = crate::verify::object::parse_tag(raw.data())
+            .map_err(|e| format!("tag object {oid} in it: {e}"))?
+            .object;
+        Oid::from_str(&commit)
+            .ok()
+            .filter(|commit| odb.exists(*commit))
+            .map(drop)
             .ok_or_else(|| format!("it does not hold commit {commit}, which the tag names"))
     });
     match held {
