@@ -795,10 +795,11 @@ fn serve_one(
         .nth(1)
         .unwrap_or("/")
         .trim_start_matches('/');
-    let Ok(body) = fs::read(dir.join(path))
-        .map_err(drop)
-        .and_then(|b| (!path.contains("..")).then_some(b).ok_or(()))
-    else {
+    // Only files under `dir`: a path with `..` is refused before any read.
+    let body = (!path.contains(".."))
+        .then(|| fs::read(dir.join(path)).ok())
+        .flatten();
+    let Some(body) = body else {
         return stream.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
