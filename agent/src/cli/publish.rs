@@ -204,8 +204,8 @@ fn check_head(path: &Path, id: ObjectId, tag: &TagName, trust: &Trust) -> anyhow
     use crate::source::checked;
     let scratch = tempfile::tempdir()?;
     let repo = Repository::init_bare(scratch.path())?;
-    let fetch = crate::config::FetchSettings::default();
-    let limits = checked::Limits::head(&fetch, std::time::Instant::now() + fetch.deadline.0);
+    let time = artifact::head_time(&crate::config::FetchSettings::default());
+    let limits = checked::Limits::head(time);
     let input = std::fs::File::open(path)?;
     checked::index(&repo, input, &limits, &path.display().to_string()).map_err(|e| match e {
         checked::Failure::Refused(why)

@@ -405,7 +405,6 @@ fn number(value: &Value) -> i64 {
     }
 }
 
-/// An answer, cut short for an error message.
 /// A key or value as the gateway writes it (base64), lossily as text.
 fn decode_text(value: &Value) -> String {
     value
@@ -415,6 +414,7 @@ fn decode_text(value: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// An answer, cut short for an error message.
 fn short(value: &Value) -> String {
     let text = value.to_string();
     text.chars().take(200).collect()

@@ -90,15 +90,15 @@ impl Limits {
     }
 
     /// A release's head (`releases/ID.head.pack`): two objects, within
-    /// [`MAX_HEAD_BYTES`] received and inflated, until `deadline`.
-    pub fn head(fetch: &FetchSettings, deadline: Instant) -> Self {
+    /// [`MAX_HEAD_BYTES`] received and inflated, for `time` from now.
+    pub fn head(time: std::time::Duration) -> Self {
         Self {
             received: MAX_HEAD_BYTES,
             inflated: MAX_HEAD_BYTES,
             objects: 2,
             object: MAX_HEAD_BYTES,
-            deadline,
-            deadline_shown: fetch.deadline.0,
+            deadline: Instant::now() + time,
+            deadline_shown: time,
             pack: "the release's head",
             setting: "a head's fixed bound",
         }

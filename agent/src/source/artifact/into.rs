@@ -127,7 +127,7 @@ fn head_into(
 ) -> bool {
     let path = head_path(id);
     let time = head_time(&config.fetch);
-    let limits = checked::Limits::head(&config.fetch, Instant::now() + time);
+    let limits = checked::Limits::head(time);
     let fetched = Fetcher::new(root, config, time)
         .map_err(|e| crate::error::one_line(&e))
         .and_then(|fetcher| {
